@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   - create .venv, install, run jobs/quickstart.yaml on the local profile
+#   make test  - install, start a single-node SLURM cluster, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+PYTEST_ARGS ?=
+
+.PHONY: install run test slurm-up slurm-down lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -e '.[test]'
+	# Horovod builds against the installed TensorFlow: needs --no-build-isolation (FINDINGS).
+	# The first build takes ~10 min on 2 cores; pip caches the wheel afterwards.
+	$(PY) -c 'import horovod.tensorflow' 2>/dev/null || \
+		$(HOROVOD_ENV) $(PIP) install --no-build-isolation 'horovod==0.28.1'
+	touch $@
+
+run: install
+	$(VENV)/bin/hpcpop submit jobs/quickstart.yaml --profile local
+
+slurm-up:
+	bash scripts/slurm-up.sh
+
+slurm-down:
+	bash scripts/slurm-down.sh
+
+test: install slurm-up
+	$(VENV)/bin/ruff check hpc_popgen tests
+	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check hpc_popgen tests
+
+clean:
+	rm -rf $(VENV) runs hpcpop-runs

@@ -1,0 +1,25 @@
+"""``hpcpop bench NAME``: benchmarks that print one JSON object (speed and memory targets live here).
+
+Each benchmark is a module of this package exposing a click command named ``command``.
+"""
+
+from __future__ import annotations
+
+
+import click
+
+from ..cli import LazyGroup
+
+BENCHES = {
+    "simulate": "bench.simulate:command",
+    "loader": "bench.loader:command",
+    "ga": "bench.ga:command",
+}
+
+
+@click.group(cls=LazyGroup, lazy=BENCHES)
+def bench() -> None:
+    """Benchmarks; each prints one JSON object on stdout."""
+
+
+__all__ = ["bench"]

@@ -1,0 +1,78 @@
+"""The ``hpcpop`` command: a thin click shell over the library; user errors print as one line.
+
+Commands live in small modules of this package and are loaded lazily, so ``hpcpop validate`` does not
+import TensorFlow. Benchmarks are subcommands of ``hpcpop bench`` defined in ``hpc_popgen/bench/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from ..errors import HpcPopError
+
+# command name -> "module:attribute" (module relative to hpc_popgen)
+COMMANDS = {
+    "validate": "cli.run_commands:validate",
+    "submit": "cli.run_commands:submit",
+    "status": "cli.run_commands:status",
+    "rerun": "cli.run_commands:rerun",
+    "profiles": "cli.run_commands:profiles",
+    "show": "cli.show:show",
+    "predict": "cli.predict:predict",
+    "bench": "bench:bench",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            mod, attr = self.lazy[name].split(":")
+            try:
+                module = importlib.import_module(f"hpc_popgen.{mod}")
+            except ModuleNotFoundError as exc:
+                if exc.name == f"hpc_popgen.{mod}":
+                    return None
+                raise
+            return getattr(module, attr)
+        return super().get_command(ctx, name)
+
+
+class ErrorHandlingGroup(LazyGroup):
+    """Turn HpcPopError into ``Error: <message>`` and exit 2 (bad input) without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HpcPopError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; finished units are kept. Resume with `hpcpop rerun RUN_DIR`.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=ErrorHandlingGroup, lazy=COMMANDS)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="hpc_popgen")
+def main(verbose: int) -> None:
+    """hpcpop: simulation-based inference for population genomics on Dask, Zarr, Horovod and SLURM."""
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hpc_popgen")
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    handler.setLevel(level)

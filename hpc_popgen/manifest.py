@@ -1,0 +1,247 @@
+"""Job manifests: safe YAML load, JSON Schema validation, defaults resolved into a frozen Manifest.
+
+Manifests are data, never code: YAML is read with ``yaml.safe_load`` and every key is checked
+against ``storage_schemas/manifest.schema.json`` (and one schema per stage kind) before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import referencing
+import yaml
+
+from .errors import ManifestError
+from .paths import SCHEMA_DIR
+
+log = logging.getLogger(__name__)
+
+STAGE_KINDS = ("simulate", "train", "evaluate", "scan", "demography")
+STAGE_META_KEYS = ("name", "resources")
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict:
+    """Read one JSON Schema from ``storage_schemas/`` (``name`` relative to it)."""
+    with open(SCHEMA_DIR / name) as fh:
+        return json.load(fh)
+
+
+@lru_cache(maxsize=None)
+def _registry() -> referencing.Registry:
+    """All schemas under ``storage_schemas/`` by their relative path, so ``$ref`` works offline."""
+    resources = []
+    for path in sorted(SCHEMA_DIR.rglob("*.schema.json")):
+        contents = json.loads(path.read_text())
+        resource = referencing.Resource.from_contents(contents)
+        resources.append((contents["$id"], resource))
+    return referencing.Registry().with_resources(resources)
+
+
+def format_path(parts) -> str:
+    """``['stages', 0, 'simulate', 'n']`` -> ``stages[0].simulate.n`` (how users read key paths)."""
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key path at fault and the reason, with unknown keys named directly."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
+        key = extra[0] if extra else "?"
+        return f"{format_path(path + [key])}: unknown key {key!r} (allowed: {', '.join(allowed)})"
+    if error.validator == "required":
+        return f"{format_path(path)}: {error.message}"
+    return f"{format_path(path)}: {error.message}"
+
+
+def validate_against(instance: Any, schema_name: str, *, source: str) -> None:
+    """Validate ``instance`` against a schema; raise one ManifestError naming the first bad key path."""
+    schema = load_schema(schema_name)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema, registry=_registry(), format_checker=validator_cls.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(list(e.absolute_path))))
+    if errors:
+        # Deepest-first is noisier; the shallowest error is the actual cause (e.g. an unknown key).
+        raise ManifestError(f"{source}: {_describe(_best(errors))}")
+
+
+def _best(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    """Pick the most useful error: jsonschema's relevance, descending into anyOf/oneOf contexts."""
+    return jsonschema.exceptions.best_match(errors)
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
+    """Return a copy of ``instance`` with every ``default`` of ``schema`` filled in, recursively.
+
+    Only plain ``properties`` (after resolving local and registry ``$ref``) carry defaults, which is
+    all our schemas use; the resolved manifest written to the run directory therefore shows every value.
+    """
+    root = root if root is not None else schema
+    schema = _deref(schema, root)
+    if isinstance(instance, dict) and "properties" in schema:
+        out = dict(instance)
+        for key, sub in schema["properties"].items():
+            sub_r = _deref(sub, root if not _is_external(sub) else None)
+            if key not in out and isinstance(sub_r, dict) and "default" in sub_r:
+                out[key] = copy.deepcopy(sub_r["default"])
+            if key in out:
+                out[key] = fill_defaults(out[key], sub_r, root if not _is_external(sub) else sub_r)
+        return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        items = schema["items"]
+        ext = _is_external(items)
+        items_r = _deref(items, None if ext else root)
+        return [fill_defaults(v, items_r, items_r if ext else root) for v in instance]
+    return instance
+
+
+def _is_external(schema: Any) -> bool:
+    return isinstance(schema, dict) and "$ref" in schema and not schema["$ref"].startswith("#")
+
+
+def _deref(schema: Any, root: dict | None) -> Any:
+    """Resolve one level of ``$ref``: ``#/$defs/x`` against ``root``, anything else from storage_schemas."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        if ref.startswith("#"):
+            if root is None:
+                break
+            node: Any = root
+            for part in ref.lstrip("#/").split("/"):
+                node = node[part]
+            schema = node
+        else:
+            schema = load_schema(ref)
+    return schema
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One validated stage: its kind, a unique name, parameters (defaults filled) and resources."""
+
+    index: int
+    kind: str
+    name: str
+    params: dict
+    resources: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        if self.resources:
+            out["resources"] = self.resources
+        out[self.kind] = self.params
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated job manifest with every default resolved; ``to_dict`` is what the run records."""
+
+    name: str
+    seed: int
+    profile: str
+    storage: str
+    stages: tuple[StageSpec, ...]
+    description: str = ""
+    source: str = "<manifest>"
+    base_dir: str = "."
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out.update(seed=self.seed, profile=self.profile, storage=self.storage,
+                   stages=[s.to_dict() for s in self.stages])
+        return out
+
+    def stage(self, name: str) -> StageSpec:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ManifestError(f"{self.source}: no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+
+
+def read_yaml(path: str | Path, what: str = "manifest") -> Any:
+    """Load YAML safely (no tags, no code); errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: {what} file not found") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def parse_manifest(data: Any, *, source: str = "<manifest>", base_dir: str | Path = ".") -> Manifest:
+    """Validate raw manifest data and return the resolved, frozen Manifest (or raise ManifestError)."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: a manifest must be a YAML mapping with name, seed and stages")
+    validate_against(data, "manifest.schema.json", source=source)
+    schema = load_schema("manifest.schema.json")
+    resolved = fill_defaults(data, schema)
+    stages = []
+    seen: set[str] = set()
+    for i, raw in enumerate(resolved["stages"]):
+        kinds = [k for k in raw if k in STAGE_KINDS]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ManifestError(
+                f"{source}: stages[{i}]: a stage needs exactly one kind key out of "
+                f"{', '.join(STAGE_KINDS)} (found: {found})")
+        kind = kinds[0]
+        name = raw.get("name") or (kind if kind not in seen else f"{kind}-{i}")
+        if name in seen:
+            raise ManifestError(f"{source}: stages[{i}].name: {name!r} is used by an earlier stage")
+        seen.add(name)
+        stages.append(StageSpec(index=i, kind=kind, name=name, params=raw[kind] or {},
+                                resources=dict(raw.get("resources") or {})))
+    manifest = Manifest(name=resolved["name"], seed=int(resolved["seed"]), profile=resolved["profile"],
+                        storage=resolved["storage"], stages=tuple(stages),
+                        description=resolved.get("description", ""), source=source,
+                        base_dir=str(base_dir))
+    _check_stages(manifest)
+    return manifest
+
+
+def _check_stages(manifest: Manifest) -> None:
+    """Let each stage kind check what a schema cannot (e.g. a sweep crossing a demographic event)."""
+    from .stages import get_stage  # late: stage modules import science code
+
+    for spec in manifest.stages:
+        checker = getattr(get_stage(spec.kind), "check", None)
+        if checker is not None:
+            checker(spec, manifest)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read, validate and resolve a manifest file."""
+    path = Path(path)
+    data = read_yaml(path)
+    return parse_manifest(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text for records in the run directory (keys in written order)."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,190 @@
+"""Submit, run and rerun jobs: the driver loop over a manifest's stages.
+
+``submit`` creates the run directory; ``execute`` runs every stage from the recorded manifest (the
+same code path for a first run, ``hpcpop rerun`` and a detached SLURM driver job), writing
+report.json after every stage. Units already in the ledger are never redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
+from .cluster.profiles import resolve_profile
+from .errors import HpcPopError, ProfileError
+from .manifest import Manifest, StageSpec, load_manifest
+from .runs import RunDir, default_run_dir, now_iso
+from .stages import get_stage
+from .stages.base import StageContext, StageResult, stage_seed
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(HpcPopError):
+    """A stage ended with failed or missing units; the run can be resumed with ``hpcpop rerun``."""
+
+
+def prepare(manifest_path: str | Path, *, profile: str | None = None,
+            run_dir: str | Path | None = None) -> RunDir:
+    """Validate the manifest and profile and create the run directory (nothing runs yet)."""
+    manifest = load_manifest(manifest_path)
+    prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
+    if profile:
+        manifest = _with_profile(manifest, profile)
+    raw = Path(manifest_path).read_text()
+    path = Path(run_dir) if run_dir else default_run_dir(manifest)
+    seeds = {s.name: stage_seed(manifest, s) for s in manifest.stages}
+    return RunDir.create(path, manifest, prof, raw, seeds)
+
+
+def _with_profile(manifest: Manifest, profile: str) -> Manifest:
+    from dataclasses import replace
+
+    return replace(manifest, profile=profile)
+
+
+def execute(rd: RunDir, *, progress: bool = True) -> dict:
+    """Run (or resume) every stage of a run directory; returns the final report."""
+    manifest = rd.manifest()
+    profile = rd.profile()
+    _attach_log_file(rd)
+    clusters: dict[str, ClusterHandle] = {}
+
+    def factory(spec: StageSpec) -> ClusterHandle:
+        key = repr(sorted(cluster_kwargs(profile, spec.resources).items()))
+        if key not in clusters:
+            handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}")
+            clusters[key] = handle
+            log.info("Dask dashboard: %s", handle.dashboard)
+            rd.update_report(dashboard=handle.dashboard)
+        return clusters[key]
+
+    rd.update_report(status="running", started_at=rd.report().get("started_at") or now_iso())
+    status = "failed"
+    try:
+        for spec in manifest.stages:
+            ctx = StageContext(rd, manifest, spec, profile, cluster_factory=factory, show_progress=progress)
+            _run_stage(ctx)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        for handle in clusters.values():
+            try:
+                if handle.kind == "slurm":
+                    rd.add_slurm_jobs("workers", handle.poll_job_ids())
+                handle.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
+                log.warning("closing cluster: %s", exc)
+        rd.update_report(status=status, finished_at=now_iso())
+    return rd.report()
+
+
+def _run_stage(ctx: StageContext) -> StageResult:
+    module = get_stage(ctx.spec.kind)
+    rd = ctx.run
+    t0 = time.time()
+    rd.update_stage(ctx.name, status="running", started_at=now_iso())
+    log.info("stage %s (%s) starting", ctx.name, ctx.spec.kind)
+    try:
+        result: StageResult = module.run(ctx)
+    except KeyboardInterrupt:
+        rd.update_stage(ctx.name, status="interrupted", seconds=round(time.time() - t0, 3))
+        raise
+    except Exception as exc:
+        rd.update_stage(ctx.name, status="failed", error=str(exc)[-2000:],
+                        seconds=round(time.time() - t0, 3),
+                        failures=len(ctx.ledger.failures()))
+        raise
+    finally:
+        ctx.note_jobs()
+    seconds = time.time() - t0
+    ok = result.failures == 0 and result.units_done == result.units_total
+    throughput = {}
+    if result.items and seconds > 0:
+        throughput = {f"{result.item_name}_per_s": round(result.items / seconds, 3)}
+    rd.update_stage(ctx.name, status="completed" if ok else "failed", units_done=result.units_done,
+                    units_total=result.units_total, failures=result.failures,
+                    seconds=round(seconds, 3), finished_at=now_iso(), throughput=throughput,
+                    metrics=result.metrics)
+    if not ok:
+        raise StageFailed(f"stage {ctx.name}: {result.units_done}/{result.units_total} units done, "
+                          f"{result.failures} failed; see {rd.path}/ledger/{ctx.name}/failed and run "
+                          f"`hpcpop rerun {rd.path}`")
+    log.info("stage %s done: %d/%d units in %.1f s", ctx.name, result.units_done, result.units_total, seconds)
+    return result
+
+
+def _attach_log_file(rd: RunDir) -> None:
+    root = logging.getLogger("hpc_popgen")
+    for h in root.handlers:
+        if getattr(h, "_hpcpop_run", None) == str(rd.path):
+            return
+    fh = logging.FileHandler(rd.log_path())
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fh._hpcpop_run = str(rd.path)  # type: ignore[attr-defined]
+    root.addHandler(fh)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+
+
+# --- detached driver on SLURM -----------------------------------------------------------------
+
+def driver_script(rd: RunDir, profile: dict) -> str:
+    """The sbatch script whose job runs the driver (``hpcpop rerun RUN_DIR``) on a compute node."""
+    drv = dict(profile.get("driver") or {})
+    cl = profile.get("cluster") or {}
+    queue = drv.get("queue") or cl.get("queue")
+    account = drv.get("account") or cl.get("account")
+    name = rd.manifest().name
+    lines = ["#!/usr/bin/env bash",
+             f"#SBATCH --job-name=hpcpop-driver-{name}",
+             f"#SBATCH --output={rd.path}/driver-%j.log",
+             f"#SBATCH --cpus-per-task={int(drv.get('cores', 1))}",
+             f"#SBATCH --mem={_slurm_mem(drv.get('memory', '2GB'))}",
+             f"#SBATCH --time={drv.get('walltime', '24:00:00')}"]
+    if queue:
+        lines.append(f"#SBATCH --partition={queue}")
+    if account:
+        lines.append(f"#SBATCH --account={account}")
+    lines += [f"#SBATCH {d}" for d in drv.get("job_extra_directives", [])]
+    lines += ["set -euo pipefail",
+              f"cd {shlex.quote(str(rd.path))}",
+              f"exec {shlex.quote(sys.executable)} -m hpc_popgen.cli rerun --no-progress {shlex.quote(str(rd.path))}",
+              ""]
+    return "\n".join(lines)
+
+
+def _slurm_mem(mem: str) -> str:
+    """'2GB' / '2GiB' / '2000MB' -> SLURM's '2G' / '2000M'."""
+    mem = str(mem).replace(" ", "")
+    for suf, s in (("TiB", "T"), ("GiB", "G"), ("MiB", "M"), ("KiB", "K"),
+                   ("TB", "T"), ("GB", "G"), ("MB", "M"), ("KB", "K")):
+        if mem.endswith(suf):
+            return mem[: -len(suf)].split(".")[0] + s
+    return mem
+
+
+def detach(rd: RunDir) -> str:
+    """Submit the driver as an sbatch job; returns its job id (recorded in slurm_jobs.json)."""
+    profile = rd.profile()
+    if profile.get("kind") != "slurm":
+        raise ProfileError(f"--detach needs a SLURM profile; profile {profile.get('name')!r} is {profile.get('kind')!r}")
+    script = rd.path / "driver.sbatch"
+    script.write_text(driver_script(rd, profile))
+    try:
+        out = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ProfileError("--detach: `sbatch` not found; run on a SLURM login node") from None
+    if out.returncode != 0:
+        raise ProfileError(f"--detach: sbatch refused the driver job: {out.stderr.strip()}")
+    job_id = out.stdout.strip().split(";")[0]
+    rd.add_slurm_jobs("driver", [job_id])
+    rd.update_report(status="queued", driver_job=job_id)
+    return job_id

@@ -1,0 +1,225 @@
+"""What every stage gets (StageContext) and returns (StageResult), and the shared unit runner.
+
+A stage module defines ``run(ctx) -> StageResult`` and optionally ``check(spec, manifest)`` for
+validation a schema cannot express (raise ManifestError naming the key). Stages that spread work on
+Dask call :meth:`StageContext.run_units`, which skips units already in the ledger, gives each task
+a readable key (``<stage>-shard-00042``), and writes a unit's completion record only after its task
+returned, i.e. after the task made its output durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HpcPopError
+from ..ledger import Ledger
+from ..manifest import Manifest, StageSpec
+from ..runs import RunDir
+from ..seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    """One resumable piece of a stage: an id for the ledger and task key, and the task's arguments."""
+
+    id: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    weight: int = 1  # e.g. replicates in a shard, for throughput and progress
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: units done/total, failures, and stage-specific metrics for report.json."""
+
+    units_total: int
+    units_done: int
+    failures: int = 0
+    metrics: dict = field(default_factory=dict)
+    items: int | None = None  # e.g. images, evaluations: throughput is items per second
+    item_name: str = "units"
+
+
+def stage_seed(manifest: Manifest, spec: StageSpec) -> int:
+    """A stage's seed: its ``seed`` parameter if set, else derived from the manifest seed and stage name.
+
+    Keyed by name, not position, so two simulate stages never share replicate seeds and reordering
+    stages does not change outputs.
+    """
+    explicit = spec.params.get("seed") if isinstance(spec.params, dict) else None
+    if explicit:
+        return int(explicit)
+    return derive_seed(manifest.seed, zlib.crc32(spec.name.encode()))
+
+
+class StageContext:
+    """Everything a stage may use: its spec, run dir, ledger, seeds, paths, the cluster, progress."""
+
+    def __init__(self, run: RunDir, manifest: Manifest, spec: StageSpec, profile: dict,
+                 cluster_factory: Callable[[StageSpec], Any] | None = None, show_progress: bool = True):
+        self.run = run
+        self.manifest = manifest
+        self.spec = spec
+        self.profile = profile
+        self.ledger: Ledger = run.ledger(spec.name)
+        self.seed = stage_seed(manifest, spec)
+        self._cluster_factory = cluster_factory
+        self._handle: Any = None
+        self.show_progress = show_progress
+
+    # --- convenience ------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def params(self) -> dict:
+        return self.spec.params
+
+    @property
+    def resources(self) -> dict:
+        return self.spec.resources
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    def unit_seed(self, *keys: int) -> int:
+        """Seed of one unit of this stage, e.g. ``ctx.unit_seed(replicate_index)``."""
+        return derive_seed(self.seed, *keys)
+
+    def stage_dir(self) -> Path:
+        """A private folder for this stage's outputs inside the run directory."""
+        d = self.run.path / self.spec.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def path(self, value: str) -> str:
+        """Resolve a store or file path from the manifest.
+
+        URLs (``s3://…``) and absolute paths are used as given; ``@run/x`` is inside the run directory;
+        other relative paths are under the manifest's ``storage`` (itself relative to the manifest's
+        folder), so several runs can share a store.
+        """
+        if "://" in value and not value.startswith("file://"):
+            return value
+        value = value.removeprefix("file://")
+        if value.startswith("@run/"):
+            return str(self.run.path / value[len("@run/"):])
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        storage = self.manifest.storage
+        if "://" in storage and not storage.startswith("file://"):
+            return storage.rstrip("/") + "/" + value
+        root = Path(storage.removeprefix("file://"))
+        if not root.is_absolute():
+            root = Path(self.manifest.base_dir) / root
+        return str(root / value)
+
+    def input_path(self, value: str) -> str:
+        """Resolve a user input file (VCF, AFS, demes YAML): relative to the manifest's folder."""
+        if "://" in value and not value.startswith("file://"):
+            return value
+        p = Path(value.removeprefix("file://")).expanduser()
+        return str(p if p.is_absolute() else Path(self.manifest.base_dir) / p)
+
+    def progress(self, total: int, desc: str | None = None, unit: str = "unit", initial: int = 0):
+        """A progress bar for a long loop (tqdm on stderr; silent when progress is off)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc or self.name, unit=unit,
+                    disable=not self.show_progress, dynamic_ncols=True, leave=True)
+
+    def report(self, **metrics: Any) -> None:
+        """Merge stage metrics into report.json now (e.g. best log-likelihood per island, live)."""
+        self.run.update_stage(self.name, metrics=metrics)
+
+    # --- cluster -----------------------------------------------------------------------------
+    @property
+    def cluster(self) -> Any:
+        """The stage's cluster handle, started on first use (stages that never use Dask never start one)."""
+        if self._handle is None:
+            if self._cluster_factory is None:
+                raise HpcPopError(f"stage {self.name}: no cluster available")
+            self._handle = self._cluster_factory(self.spec)
+        return self._handle
+
+    @property
+    def client(self) -> Any:
+        return self.cluster.client
+
+    def note_jobs(self) -> None:
+        """Record SLURM worker job ids seen so far in the run directory."""
+        if self._handle is not None and self._handle.kind == "slurm":
+            self.run.add_slurm_jobs(f"workers:{self.name}", self._handle.poll_job_ids())
+
+    # --- the shared unit runner ----------------------------------------------------------------
+    def run_units(self, units: Iterable[Unit], fn: Callable[..., Any], *,
+                  retries: int = 3, item_name: str = "units",
+                  on_done: Callable[[Unit, Any], dict | None] | None = None,
+                  resources: dict | None = None) -> StageResult:
+        """Run ``fn(*unit.args, **unit.kwargs)`` as one Dask task per pending unit.
+
+        Units with a completion record are skipped. When a task returns, ``on_done`` may turn its
+        result into extra fields of the completion record. A task whose worker dies is resubmitted by
+        Dask (``retries``); a task that raises is recorded as a failure and the stage fails at the end,
+        after every other unit had its chance.
+        """
+        from distributed import as_completed
+
+        units = list(units)
+        total_items = sum(u.weight for u in units)
+        done_ids = set(self.ledger.done())
+        pending = [u for u in units if u.id not in done_ids]
+        done_items = total_items - sum(u.weight for u in pending)
+        self.run.update_stage(self.name, units_total=len(units), units_done=len(units) - len(pending))
+        failures = 0
+        t0 = time.time()
+        if pending:
+            client = self.client
+            self.run.update_report(dashboard=self.cluster.dashboard)
+            by_key = {}
+            futures = []
+            for u in pending:
+                fut = client.submit(fn, *u.args, key=f"{self.name}-{u.id}", retries=retries, pure=False,
+                                    resources=resources, **u.kwargs)
+                by_key[fut.key] = u
+                futures.append(fut)
+            n_done = len(units) - len(pending)
+            with self.progress(total_items, desc=self.name, unit=item_name, initial=done_items) as bar:
+                last_note = 0.0
+                for fut in as_completed(futures):
+                    u = by_key[fut.key]
+                    try:
+                        result = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a unit's own error: record, go on
+                        failures += 1
+                        msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                        self.ledger.record_failure(u.id, msg)
+                        log.error("unit %s failed: %s", u.id, msg)
+                        continue
+                    extra = on_done(u, result) if on_done else None
+                    self.ledger.record(u.id, **(extra or {}))
+                    n_done += 1
+                    bar.update(u.weight)
+                    now = time.time()
+                    if now - last_note > 2.0 or n_done == len(units):
+                        last_note = now
+                        self.note_jobs()
+                        self.run.update_stage(self.name, units_done=n_done, failures=failures)
+                    fut.release()
+        elapsed = time.time() - t0
+        n_done = len(set(self.ledger.done()) & {u.id for u in units})
+        return StageResult(units_total=len(units), units_done=n_done, failures=failures,
+                           items=total_items, item_name=item_name,
+                           metrics={"seconds_this_attempt": round(elapsed, 3)})
