@@ -10,7 +10,7 @@ import copy
 import json
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,14 @@ STAGE_KINDS = ("simulate", "train", "evaluate", "scan", "demography")
 STAGE_META_KEYS = ("name", "resources")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict:
     """Read one JSON Schema from ``storage_schemas/`` (``name`` relative to it)."""
     with open(SCHEMA_DIR / name) as fh:
         return json.load(fh)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> referencing.Registry:
     """All schemas under ``storage_schemas/`` by their relative path, so ``$ref`` works offline."""
     resources = []

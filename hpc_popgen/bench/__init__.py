@@ -5,7 +5,6 @@ Each benchmark is a module of this package exposing a click command named ``comm
 
 from __future__ import annotations
 
-
 import click
 
 from ..cli import LazyGroup

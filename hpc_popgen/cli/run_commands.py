@@ -31,7 +31,7 @@ def validate(manifest: str) -> None:
 def submit(manifest: str, profile: str | None, run_dir: str | None, detach: bool, no_progress: bool) -> None:
     """Run the job MANIFEST: create a run directory, start the cluster, run every stage."""
     from ..pipeline import detach as do_detach
-    from ..pipeline import execute, prepare
+    from ..pipeline import prepare
 
     rd = prepare(manifest, profile=profile, run_dir=run_dir)
     click.echo(f"run directory: {rd.path}")
