@@ -1,0 +1,98 @@
+"""Manifest validation: schema errors name the key path, unknown keys fail, YAML never runs code."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import run_cli, write_yaml
+
+from hpc_popgen.errors import ManifestError
+from hpc_popgen.manifest import format_path, load_manifest, parse_manifest
+
+
+def minimal(**over):
+    data = {"name": "t", "seed": 7, "stages": [{"demography": {}}]}
+    data.update(over)
+    return data
+
+
+def test_format_path_reads_like_python():
+    assert format_path(["stages", 0, "simulate", "n_per_class"]) == "stages[0].simulate.n_per_class"
+    assert format_path([]) == "(top level)"
+
+
+def test_defaults_are_resolved_and_recorded():
+    m = parse_manifest(minimal(), source="m.yaml")
+    assert m.profile == "local"
+    assert m.storage == "runs"
+    assert m.stages[0].name == "demography"
+    assert m.to_dict()["profile"] == "local"
+
+
+def test_misspelt_top_level_key_is_named(tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", {**minimal(), "seeed": 3})
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    msg = str(err.value)
+    assert "seeed" in msg and str(path) in msg and "\n" not in msg
+
+
+def test_misspelt_resources_key_is_named_with_its_path():
+    data = minimal(stages=[{"demography": {}, "resources": {"coers": 2}}])
+    with pytest.raises(ManifestError, match=r"stages\[0\]\.resources\.coers: unknown key 'coers'"):
+        parse_manifest(data, source="m.yaml")
+
+
+def test_value_error_names_path_and_reason():
+    data = minimal(stages=[{"demography": {}, "resources": {"cores": -5}}])
+    with pytest.raises(ManifestError, match=r"stages\[0\]\.resources\.cores: -5 is less than the minimum of 1"):
+        parse_manifest(data, source="m.yaml")
+
+
+def test_stage_needs_exactly_one_kind():
+    with pytest.raises(ManifestError, match=r"stages\[0\]: a stage needs exactly one kind key"):
+        parse_manifest(minimal(stages=[{"name": "x"}]), source="m.yaml")
+    with pytest.raises(ManifestError, match=r"found: simulate, demography"):
+        parse_manifest(minimal(stages=[{"simulate": {}, "demography": {}}]), source="m.yaml")
+
+
+def test_duplicate_stage_names_rejected():
+    data = minimal(stages=[{"name": "a", "demography": {}}, {"name": "a", "demography": {}}])
+    with pytest.raises(ManifestError, match=r"stages\[1\]\.name: 'a' is used"):
+        parse_manifest(data, source="m.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\nseed: 1\nstages: []\n")
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_manifest(evil)
+    assert not marker.exists()
+
+
+def test_broken_yaml_names_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nseed: [1,\n")
+    with pytest.raises(ManifestError, match=r"bad.yaml: not valid YAML \(line \d+"):
+        load_manifest(p)
+
+
+def test_cli_validate_prints_one_line_error(tmp_path):
+    path = write_yaml(tmp_path / "m.yaml", {**minimal(), "stages": [{"demography": {}, "resorces": {}}]})
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "stages[0].resorces" in lines[0] and "unknown key" in lines[0]
+
+
+def test_every_job_in_repo_is_valid():
+    from conftest import REPO
+
+    jobs = sorted((REPO / "jobs").glob("*.yaml"))
+    assert jobs, "jobs/ holds the shipped manifests"
+    for job in jobs:
+        m = load_manifest(job)
+        assert m.name and m.stages
+        yaml.safe_dump(m.to_dict())  # the resolved form is plain data

@@ -1,0 +1,131 @@
+"""Run directories, the ledger, seeds, profiles and the rendered cluster/sbatch settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import slurm_profile_data, write_yaml
+
+from hpc_popgen import atomic
+from hpc_popgen.cluster.clusters import cluster_kwargs
+from hpc_popgen.cluster.profiles import list_profiles, resolve_profile
+from hpc_popgen.errors import ProfileError
+from hpc_popgen.ledger import Ledger
+from hpc_popgen.seeds import derive_seed
+
+
+def test_ledger_records_and_failures(tmp_path):
+    led = Ledger(tmp_path / "ledger" / "sim")
+    assert led.pending(["shard-00000", "shard-00001"]) == ["shard-00000", "shard-00001"]
+    led.record_failure("shard-00001", "boom")
+    led.record_failure("shard-00001", "boom again")
+    assert led.failures()["shard-00001"]["attempts"] == 2
+    led.record("shard-00000", images=8)
+    led.record("shard-00001", images=8)
+    assert led.pending(["shard-00000", "shard-00001", "shard-00002"]) == ["shard-00002"]
+    assert led.done()["shard-00000"]["images"] == 8
+    assert led.failures() == {}, "a unit that finished is no longer counted as failed"
+    with pytest.raises(ValueError):
+        led.record("../escape")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "r.json"
+    atomic.write_json(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        atomic.write_json(target, {"a": Boom()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"], "temp files are removed"
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    a = [derive_seed(42, i) for i in range(1000)]
+    assert a == [derive_seed(42, i) for i in range(1000)]
+    assert len(set(a)) == 1000
+    assert all(1 <= s <= 2**32 - 1 for s in a)
+    assert derive_seed(42, 0) != derive_seed(43, 0)
+    assert derive_seed(42, 5) == 1206282610, "seed derivation must never change between versions"
+
+
+def test_packaged_profiles_are_listed_and_valid():
+    names = {p.name: p for p in list_profiles()}
+    assert {"local", "slurm", "slurm-gpu"} <= set(names)
+    assert names["local"].kind == "local" and names["slurm"].kind == "slurm"
+
+
+def test_user_profiles_shadow_packaged(tmp_path, monkeypatch):
+    import hpc_popgen.cluster.profiles as prof
+
+    user = tmp_path / "user"
+    write_yaml(user / "slurm.yaml", {"kind": "slurm", "description": "mine", "cluster": {"queue": "long"}})
+    monkeypatch.setattr(prof, "USER_PROFILE_DIR", user)
+    p = resolve_profile("slurm")
+    assert p["cluster"]["queue"] == "long" and p["source"] == str(user / "slurm.yaml")
+
+
+def test_unknown_profile_lists_known_ones():
+    with pytest.raises(ProfileError, match=r"unknown cluster profile 'slurmm' \(known: .*local.*slurm"):
+        resolve_profile("slurmm")
+
+
+def test_bad_profile_key_is_named(tmp_path):
+    p = write_yaml(tmp_path / "p.yaml", {"kind": "slurm", "adapt": {"maximum_job": 3}})
+    with pytest.raises(ProfileError, match=r"adapt\.maximum_job: unknown key"):
+        resolve_profile(str(p))
+
+
+def test_slurm_kwargs_drop_nulls_and_apply_stage_resources():
+    prof = resolve_profile("slurm")
+    kw = cluster_kwargs(prof, {"cores": 4, "memory": "8GB", "walltime": "02:00:00", "gpus": 2})
+    assert "queue" not in kw and "account" not in kw, "nulls fall back to dask-jobqueue's own config"
+    assert kw["cores"] == 4 and kw["memory"] == "8GB" and kw["walltime"] == "02:00:00"
+    assert "--gres=gpu:2" in kw["job_extra_directives"]
+
+
+def test_local_kwargs_cap_workers_by_cores():
+    prof = resolve_profile("local")
+    kw = cluster_kwargs(prof, {"cores": 1})
+    assert kw["n_workers"] == 1 and kw["threads_per_worker"] == 1
+    assert kw["dashboard_address"].startswith("127.0.0.1")
+
+
+def test_slurm_job_script_has_our_directives():
+    from dask_jobqueue import SLURMCluster
+
+    prof = slurm_profile_data()
+    prof["cluster"]["job_extra_directives"] = ["--qos=normal"]
+    kw = cluster_kwargs(prof, {"cores": 2, "memory": "3GB", "walltime": "00:30:00"})
+    kw.pop("scheduler_options", None)
+    with SLURMCluster(**kw, scheduler_options={"host": "127.0.0.1", "dashboard_address": None}) as cl:
+        script = cl.job_script()
+    assert "#SBATCH -p debug" in script
+    assert "#SBATCH --cpus-per-task=2" in script
+    assert "#SBATCH -t 00:30:00" in script
+    assert "#SBATCH --qos=normal" in script
+
+
+def test_driver_script_runs_rerun(tmp_path):
+    from hpc_popgen.pipeline import driver_script
+    from hpc_popgen.runs import RunDir
+
+    class FakeRun(RunDir):
+        def manifest(self):
+            from hpc_popgen.manifest import Manifest
+
+            return Manifest(name="job1", seed=1, profile="slurm", storage=".", stages=())
+
+    rd = FakeRun(tmp_path)
+    text = driver_script(rd, {"kind": "slurm", "cluster": {"queue": "debug"},
+                              "driver": {"cores": 1, "memory": "2GB", "walltime": "01:00:00"}})
+    assert "#SBATCH --job-name=hpcpop-driver-job1" in text
+    assert "#SBATCH --mem=2G" in text and "#SBATCH --partition=debug" in text
+    assert f"hpc_popgen.cli rerun --no-progress {tmp_path}" in text
+    assert os.path.basename(text.splitlines()[0]) in ("bash", "env bash")
+    assert Path(tmp_path).exists()
