@@ -58,7 +58,8 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     def factory(spec: StageSpec) -> ClusterHandle:
         key = repr(sorted(cluster_kwargs(profile, spec.resources).items()))
         if key not in clusters:
-            handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}")
+            handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}",
+                                   log_directory=str(rd.path / "slurm-logs"))
             clusters[key] = handle
             log.info("Dask dashboard: %s", handle.dashboard)
             rd.update_report(dashboard=handle.dashboard)

@@ -92,8 +92,9 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
     raise ProfileError(f"profile {profile.get('name')}: unknown kind {kind!r}")
 
 
-def start_cluster(profile: dict, resources: dict | None, *, name: str) -> ClusterHandle:
-    """Start the profile's cluster for one stage and wait for at least one worker."""
+def start_cluster(profile: dict, resources: dict | None, *, name: str,
+                  log_directory: str | None = None) -> ClusterHandle:
+    """Start the profile's cluster for one stage (SLURM worker job logs go to ``log_directory``)."""
     from distributed import Client
 
     kind = profile["kind"]
@@ -107,6 +108,8 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str) -> Cluste
         from dask_jobqueue import SLURMCluster
 
         kw.setdefault("job_name", f"hpcpop-{name}")
+        if log_directory:
+            kw.setdefault("log_directory", log_directory)
         try:
             cluster = SLURMCluster(**kw)
         except (TypeError, ValueError) as exc:

@@ -61,6 +61,18 @@ def stage_seed(manifest: Manifest, spec: StageSpec) -> int:
     return derive_seed(manifest.seed, zlib.crc32(spec.name.encode()))
 
 
+def _call_on_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    """Run a unit's task and say where it ran (host, SLURM job), for the completion record."""
+    import os
+    import socket
+
+    result = fn(*args, **kwargs)
+    where = {"worker_host": socket.gethostname()}
+    if os.environ.get("SLURM_JOB_ID"):
+        where["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return result, where
+
+
 class StageContext:
     """Everything a stage may use: its spec, run dir, ledger, seeds, paths, the cluster, progress."""
 
@@ -191,8 +203,8 @@ class StageContext:
             by_key = {}
             futures = []
             for u in pending:
-                fut = client.submit(fn, *u.args, key=f"{self.name}-{u.id}", retries=retries, pure=False,
-                                    resources=resources, **u.kwargs)
+                fut = client.submit(_call_on_worker, fn, *u.args, key=f"{self.name}-{u.id}",
+                                    retries=retries, pure=False, resources=resources, **u.kwargs)
                 by_key[fut.key] = u
                 futures.append(fut)
             n_done = len(units) - len(pending)
@@ -201,7 +213,7 @@ class StageContext:
                 for fut in as_completed(futures):
                     u = by_key[fut.key]
                     try:
-                        result = fut.result()
+                        result, where = fut.result()
                     except Exception as exc:  # noqa: BLE001 - a unit's own error: record, go on
                         failures += 1
                         msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -209,7 +221,7 @@ class StageContext:
                         log.error("unit %s failed: %s", u.id, msg)
                         continue
                     extra = on_done(u, result) if on_done else None
-                    self.ledger.record(u.id, **(extra or {}))
+                    self.ledger.record(u.id, **where, **(extra or {}))
                     n_done += 1
                     bar.update(u.weight)
                     now = time.time()
