@@ -62,7 +62,7 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
                                    log_directory=str(rd.path / "slurm-logs"))
             clusters[key] = handle
             log.info("Dask dashboard: %s", handle.dashboard)
-            rd.update_report(dashboard=handle.dashboard)
+            rd.update_report(dashboard=handle.dashboard, scheduler=handle.client.scheduler.address)
         return clusters[key]
 
     rd.update_report(status="running", started_at=rd.report().get("started_at") or now_iso())
