@@ -1,0 +1,99 @@
+"""Allele frequency spectra in: a dadi/moments ``.fs`` file, or a VCF with a popmap, projected."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+MAX_POPS = 5
+
+
+def load_fs(path: str | Path, pop_ids: list[str] | None = None) -> Any:
+    """Read a dadi/moments spectrum file (folded or not, mask kept) as a moments.Spectrum."""
+    import moments
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: AFS file not found")
+    try:
+        fs = moments.Spectrum.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - moments raises several types for malformed files
+        raise InputDataError(f"{path}: not a dadi/moments spectrum file: {exc}") from None
+    _check(fs, str(path))
+    if pop_ids:
+        if len(pop_ids) != fs.ndim:
+            raise InputDataError(f"{path}: {len(pop_ids)} population names given for a {fs.ndim}-population spectrum")
+        fs.pop_ids = list(pop_ids)
+    elif not fs.pop_ids:
+        fs.pop_ids = [f"pop{i}" for i in range(fs.ndim)]
+    return fs
+
+
+def _check(fs: Any, source: str) -> None:
+    if fs.ndim < 1 or fs.ndim > MAX_POPS:
+        raise InputDataError(f"{source}: spectra of 1 to {MAX_POPS} populations are supported (got {fs.ndim})")
+    arr = np.ma.compressed(fs)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0:
+        raise InputDataError(f"{source}: spectrum has negative, NaN or no unmasked entries")
+    if float(arr.sum()) <= 0:
+        raise InputDataError(f"{source}: spectrum is empty (no segregating sites)")
+
+
+def read_popmap(path: str | Path) -> dict[str, str]:
+    """``sample population`` per line (whitespace separated, # comments) -> {sample: population}."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: popmap file not found")
+    out: dict[str, str] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            raise InputDataError(f"{path}: line {i}: expected 'sample population'")
+        out[parts[0]] = parts[1]
+    if not out:
+        raise InputDataError(f"{path}: popmap has no samples")
+    return out
+
+
+def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projections: list[int],
+                polarized: bool = False) -> Any:
+    """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population.
+
+    Unpolarized (no AA INFO field) data give a folded spectrum.
+    """
+    import moments
+
+    vcf, popmap = Path(vcf), Path(popmap)
+    if not vcf.is_file():
+        raise InputDataError(f"{vcf}: VCF file not found")
+    pm = read_popmap(popmap)
+    missing = [p for p in pops if p not in set(pm.values())]
+    if missing:
+        raise InputDataError(f"{popmap}: no samples for population(s) {', '.join(missing)}")
+    if len(projections) != len(pops):
+        raise InputDataError(f"projections {projections}: need one sample size per population {pops}")
+    counts = {p: 2 * sum(1 for v in pm.values() if v == p) for p in pops}
+    for p, n in zip(pops, projections, strict=True):
+        if n < 2 or n > counts[p]:
+            raise InputDataError(f"projections: {p} has {counts[p]} haplotypes in {popmap}; cannot project to {n}")
+    try:
+        dd = moments.Misc.make_data_dict_vcf(str(vcf), str(popmap))
+    except Exception as exc:  # noqa: BLE001
+        raise InputDataError(f"{vcf}: cannot read VCF with popmap {popmap}: {exc}") from None
+    if not dd:
+        raise InputDataError(f"{vcf}: no usable biallelic SNPs")
+    fs = moments.Spectrum.from_data_dict(dd, pop_ids=list(pops), projections=list(projections),
+                                         polarized=polarized)
+    _check(fs, str(vcf))
+    log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f", vcf, fs.ndim, fs.sample_sizes, fs.S())
+    return fs
