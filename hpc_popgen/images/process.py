@@ -1,0 +1,172 @@
+"""Genotype matrix -> fixed-size 0/1 image: polarise, filter by MAF, sort, then resize or crop/pad.
+
+Everything is vectorised numpy; the resize is a pair of cached linear operators (Gaussian
+anti-aliasing followed by linear interpolation, the same maths as an anti-aliased image resize) applied
+as matrix products, then thresholded at 0.5. The output depends only on the input, so the same
+replicate gives a bit-identical image on any worker.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from .config import ImageConfig
+
+
+def polarise(m: np.ndarray, how: str) -> np.ndarray:
+    """``derived``: unchanged; ``major_minor``: flip sites where 1 is the majority, so 1 = minor allele."""
+    if how == "derived":
+        return m
+    n = m.shape[0]
+    flip = (m.sum(axis=0, dtype=np.int64) * 2 > n).astype(np.uint8)
+    return m ^ flip[None, :]
+
+
+def site_mask(m: np.ndarray, maf: float) -> np.ndarray:
+    """Sites that segregate in the sample and whose minor allele frequency is at least ``maf``."""
+    n = m.shape[0]
+    c = m.sum(axis=0, dtype=np.int64)
+    minor = np.minimum(c, n - c)
+    return (minor > 0) & (minor >= maf * n)
+
+
+def sort_rows(m: np.ndarray) -> np.ndarray:
+    """Group identical haplotypes, most frequent group first (ties: lexicographic order of the rows)."""
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        return m
+    uniq, counts = np.unique(m, axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return np.repeat(uniq[order], counts[order], axis=0)
+
+
+def sort_rows_distance(m: np.ndarray) -> np.ndarray:
+    """Rows by Hamming distance to the most frequent haplotype (identical haplotypes kept together)."""
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        return m
+    uniq, counts = np.unique(m, axis=0, return_counts=True)
+    top = uniq[int(np.argmax(counts))]
+    dist = np.count_nonzero(uniq != top[None, :], axis=1)
+    order = np.argsort(dist, kind="stable")
+    return np.repeat(uniq[order], counts[order], axis=0)
+
+
+def sort_columns(m: np.ndarray) -> np.ndarray:
+    """Sites by allele frequency (count of 1s), highest first; ties keep genomic order."""
+    if m.shape[1] == 0:
+        return m
+    order = np.argsort(-m.sum(axis=0, dtype=np.int64), kind="stable")
+    return m[:, order]
+
+
+def sort_columns_distance(m: np.ndarray) -> np.ndarray:
+    """Sites by Hamming distance to the most frequent site pattern; identical sites kept together."""
+    if m.shape[1] == 0 or m.shape[0] == 0:
+        return m
+    uniq, inverse, counts = np.unique(m.T, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    top = uniq[int(np.argmax(counts))]
+    dist = np.count_nonzero(m != top[:, None], axis=0)
+    order = np.lexsort((inverse, dist))
+    return m[:, order]
+
+
+SORTERS = {
+    "none": lambda m: m,
+    "rows": sort_rows,
+    "columns": sort_columns,
+    "both": lambda m: sort_columns(sort_rows(m)),
+    "rows_distance": sort_rows_distance,
+    "columns_distance": sort_columns_distance,
+}
+
+
+@lru_cache(maxsize=4096)
+def resize_operator(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float32 matrix: Gaussian anti-aliasing (sigma = (n_in/n_out - 1)/2, mirror edges)
+    then linear interpolation at pixel centres ((i + 0.5) * n_in/n_out - 0.5, mirrored into range)."""
+    if n_in == n_out:
+        return np.eye(n_out, dtype=np.float32)
+    factor = n_in / n_out
+    blur = np.eye(n_in, dtype=np.float64)
+    sigma = max(0.0, (factor - 1.0) / 2.0)
+    if sigma > 0:
+        blur = gaussian_filter1d(blur, sigma, axis=0, mode="mirror")
+    interp = np.zeros((n_out, n_in), dtype=np.float64)
+    if n_in == 1:
+        interp[:, 0] = 1.0
+    else:
+        x = (np.arange(n_out) + 0.5) * factor - 0.5
+        period = 2 * (n_in - 1)
+        x = np.abs(np.mod(x, period))
+        x = np.where(x > n_in - 1, period - x, x)
+        lo = np.clip(np.floor(x).astype(np.int64), 0, n_in - 2)
+        frac = x - lo
+        rows = np.arange(n_out)
+        np.add.at(interp, (rows, lo), 1.0 - frac)
+        np.add.at(interp, (rows, lo + 1), frac)
+    out = (interp @ blur).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def resize_binary(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased resize of a 0/1 matrix to ``size``, thresholded at 0.5 back to 0/1 uint8."""
+    h, w = size
+    if m.shape[1] == 0 or m.shape[0] == 0:
+        return np.zeros((h, w), dtype=np.uint8)
+    x = m.astype(np.float32)
+    if m.shape[1] != w:
+        x = x @ resize_operator(m.shape[1], w).T
+    if m.shape[0] != h:
+        x = resize_operator(m.shape[0], h) @ x
+    return (x >= 0.5).astype(np.uint8)
+
+
+def central_window(positions: np.ndarray, width: int, centre: float) -> slice:
+    """The ``width`` consecutive sites closest to ``centre`` (all sites if there are fewer)."""
+    n = positions.shape[0]
+    if n <= width:
+        return slice(0, n)
+    mid = int(np.searchsorted(positions, centre))
+    start = min(max(mid - width // 2, 0), n - width)
+    return slice(start, start + width)
+
+
+def pad_to(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Keep the first ``h`` rows; centre the columns, padding with zeros (minor/derived absent)."""
+    h, w = size
+    out = np.zeros((h, w), dtype=np.uint8)
+    rows = min(h, m.shape[0])
+    cols = min(w, m.shape[1])
+    left = (w - cols) // 2
+    out[:rows, left:left + cols] = m[:rows, :cols]
+    return out
+
+
+def image_and_sites(haps: np.ndarray, positions: np.ndarray, cfg: ImageConfig,
+                    centre: float | None = None) -> tuple[np.ndarray, int]:
+    """The (H, W) uint8 image and the number of sites kept after the MAF filter."""
+    m = np.asarray(haps, dtype=np.uint8)
+    positions = np.asarray(positions, dtype=np.float64)
+    m = polarise(m, cfg.polarisation)
+    keep = site_mask(m, cfg.maf)
+    if not keep.all():
+        m = m[:, keep]
+        positions = positions[keep]
+    n_sites = int(m.shape[1])
+    sorter = SORTERS[cfg.sort]
+    if cfg.resize == "crop_pad":
+        if centre is None:
+            centre = float(positions[0] + positions[-1]) / 2.0 if n_sites else 0.0
+        m = m[:, central_window(positions, cfg.size[1], centre)]
+        return pad_to(sorter(m), cfg.size), n_sites
+    return resize_binary(sorter(m), cfg.size), n_sites
+
+
+def make_image(haps: np.ndarray, positions: np.ndarray, cfg: ImageConfig,
+               centre: float | None = None) -> np.ndarray:
+    """(n_haps, n_sites) 0/1 genotypes (1 = derived) -> (H, W) uint8 0/1 image (see module doc)."""
+    return image_and_sites(haps, positions, cfg, centre)[0]

@@ -1,0 +1,81 @@
+"""The image store's layout: which arrays, their dtypes and per-image shapes, and their codecs.
+
+Images are stored bit-packed (zarr's PackBits filter) then Zstd-compressed, keeping the logical
+(N, H, W) shape: a 128x128 row-sorted image takes about 400-500 bytes on disk. Every array is sharded
+by ``shard_images`` along axis 0 (a shard is the unit of writing); chunks (the unit of reading) hold
+``chunk_images`` images.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+FORMAT = "hpc_popgen.image_store"
+VERSION = 1
+ATTRS_KEY = "hpc_popgen"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-image array: its name, dtype, and whether it is the (H, W) image array."""
+
+    name: str
+    dtype: str
+    image: bool = False
+
+
+PER_IMAGE_ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("images", "uint8", image=True),
+    ArraySpec("s", "float64"),
+    ArraySpec("class_index", "int16"),
+    ArraySpec("onset", "float64"),
+    ArraySpec("start_freq", "float64"),
+    ArraySpec("end_freq", "float64"),
+    ArraySpec("n_sites_raw", "int32"),
+    ArraySpec("n_sites", "int32"),
+    ArraySpec("seed", "uint32"),
+    ArraySpec("attempts", "uint8"),
+    ArraySpec("split", "uint8"),
+)
+SHARD_FLAG = "shard_written"
+SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
+
+
+def per_image_names() -> list[str]:
+    return [a.name for a in PER_IMAGE_ARRAYS]
+
+
+def codecs_for(spec: ArraySpec) -> dict:
+    """filters/compressors keyword arguments for ``zarr.create_array``."""
+    from zarr.codecs import ZstdCodec
+
+    if spec.image:
+        from zarr.codecs.numcodecs import PackBits
+
+        with warnings.catch_warnings():  # "numcodecs codecs are not in the Zarr v3 spec": known, wanted
+            warnings.simplefilter("ignore")
+            packbits = PackBits()
+        return {"filters": [packbits], "compressors": [ZstdCodec(level=5)]}
+    return {"filters": None, "compressors": [ZstdCodec(level=3)]}
+
+
+def n_shards_for(n_images: int, shard_images: int) -> int:
+    return -(-int(n_images) // int(shard_images))
+
+
+def shard_bounds(i: int, n_images: int, shard_images: int) -> tuple[int, int]:
+    """Image index range [start, stop) of shard ``i``."""
+    start = i * shard_images
+    return start, min(start + shard_images, n_images)
+
+
+def empty_shard(n: int, image_shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Zero-filled arrays for ``n`` images, one entry per per-image array (what a writer fills)."""
+    out = {}
+    for spec in PER_IMAGE_ARRAYS:
+        shape = (n, *image_shape) if spec.image else (n,)
+        out[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return out
