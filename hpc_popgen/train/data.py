@@ -1,0 +1,167 @@
+"""Streaming input from an image store: shard by shard, shuffled across shards, never all in RAM.
+
+Each rank (Horovod) reads its own disjoint shards (``shards[rank::size]``). Within an epoch the
+rank's shards are visited in a seeded random order, ``buffer`` images' worth of shards at a time are
+pooled and permuted, and batches are cut from the pool (leftovers carry over), so batches mix images
+from several shards while memory stays at about ``buffer`` images. A background thread reads the next
+group of shards while the current one is consumed. In stream mode a shard is read only once the
+simulate stage has marked it written (``shard_written``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import StoreError
+from ..seeds import rng as seeded_rng
+from ..store import SPLIT_CODES, ImageStore
+
+log = logging.getLogger(__name__)
+
+Encoder = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def split_code(split: str) -> int:
+    """The integer code of a split name (train, validation, test)."""
+    if split not in SPLIT_CODES:
+        raise StoreError(f"unknown split {split!r} (known: {', '.join(SPLIT_CODES)})")
+    return SPLIT_CODES[split]
+
+
+def rank_shards(shards: Sequence[int], rank: int, size: int) -> list[int]:
+    """The disjoint share of ``shards`` read by one rank."""
+    return [int(s) for s in list(shards)[rank::size]]
+
+
+def split_counts(store: ImageStore, shards: Sequence[int]) -> dict[str, np.ndarray]:
+    """Images per split in each of ``shards`` (reads only the small ``split`` array)."""
+    split = store.read("split")
+    out = {name: np.zeros(len(shards), dtype=np.int64) for name in SPLIT_CODES}
+    for j, i in enumerate(shards):
+        a, b = store.shard_range(int(i))
+        counts = np.bincount(split[a:b], minlength=3)
+        for name, code in SPLIT_CODES.items():
+            out[name][j] = counts[code]
+    return out
+
+
+@dataclass
+class ShardReader:
+    """Reads the images and S of one split from a shard, optionally waiting for it to be written."""
+
+    store: ImageStore
+    split: int | None  # None: every image
+    wait: bool = False
+    poll_s: float = 2.0
+    timeout_s: float = 3600.0
+
+    def wait_written(self, shard: int) -> None:
+        """Block until the simulate stage has written ``shard`` (stream mode)."""
+        t0 = time.monotonic()
+        while not self.store.array("shard_written")[shard]:
+            if time.monotonic() - t0 > self.timeout_s:
+                raise StoreError(f"{self.store.url}: shard {shard} not written after {self.timeout_s:.0f} s")
+            time.sleep(self.poll_s)
+
+    def read(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images (n, H, W) uint8, S (n,) float64, indices of this split's images) of ``shard``.
+
+        Images are returned whole with the indices of the wanted split, so that they are copied only
+        once more (when batches are gathered), not filtered first.
+        """
+        if self.wait:
+            self.wait_written(shard)
+        a, b = self.store.shard_range(shard)
+        images = self.store.array("images")[a:b]
+        s = self.store.array("s")[a:b]
+        if self.split is None:
+            return images, s, np.arange(b - a)
+        keep = np.flatnonzero(self.store.array("split")[a:b] == self.split)
+        return images, s, keep
+
+
+def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch_size: int, buffer: int,
+            seed: int, epoch: int, rank: int = 0, shuffle: bool = True, drop_remainder: bool = True,
+            repeat: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (images uint8, targets float32) batches for one epoch of one rank (see module doc).
+
+    Shard order, pooling permutations and label noise are seeded by (seed, epoch, rank), so an epoch
+    can be replayed exactly after a restart. ``repeat`` cycles through the shards again (used so that
+    every rank can supply the same number of steps).
+    """
+    shards = [int(s) for s in shards]
+    if not shards:
+        return
+    per_group = max(1, -(-max(buffer, batch_size) // reader.store.shard_images))
+    cycle = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        while True:
+            rng = seeded_rng(seed, epoch, rank, cycle)
+            order = list(rng.permutation(shards)) if shuffle else list(shards)
+            groups = [order[i:i + per_group] for i in range(0, len(order), per_group)]
+            carry_x: np.ndarray | None = None
+            carry_y: np.ndarray | None = None
+
+            def load(group: list[int], rng_key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                xs, ys, idx = [], [], []
+                offset = 0
+                for sh in group:
+                    x, s, keep = reader.read(sh)
+                    xs.append(x)
+                    ys.append(encode(s[keep], seeded_rng(seed, epoch, sh, rng_key)))
+                    idx.append(keep + offset)
+                    offset += len(x)
+                x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+                return x, np.concatenate(ys), np.concatenate(idx)
+
+            future = pool.submit(load, groups[0], cycle) if groups else None
+            for gi in range(len(groups)):
+                x, y, idx = future.result()
+                future = pool.submit(load, groups[gi + 1], cycle) if gi + 1 < len(groups) else None
+                order_ = rng.permutation(len(idx)) if shuffle else np.arange(len(idx))
+                take, ytake = idx[order_], y[order_]
+                start = 0
+                if carry_x is not None and len(carry_x):
+                    need = batch_size - len(carry_x)
+                    if need <= len(take):
+                        yield (np.concatenate([carry_x, x[take[:need]]]),
+                               np.concatenate([carry_y, ytake[:need]]))
+                        carry_x = carry_y = None
+                        start = need
+                    else:
+                        carry_x = np.concatenate([carry_x, x[take]])
+                        carry_y = np.concatenate([carry_y, ytake])
+                        continue
+                n_full = start + (len(take) - start) // batch_size * batch_size
+                for b0 in range(start, n_full, batch_size):
+                    yield x[take[b0:b0 + batch_size]], ytake[b0:b0 + batch_size]
+                carry_x, carry_y = x[take[n_full:]], ytake[n_full:]
+            if carry_x is not None and len(carry_x) and not drop_remainder:
+                yield carry_x, carry_y
+            if not repeat:
+                return
+            cycle += 1
+
+
+def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], image_shape: tuple[int, int],
+               n_outputs: int, steps: int | None = None) -> object:
+    """A tf.data pipeline over ``make_iter()``'s batches: uint8 -> float32 channel axis, prefetched."""
+    from .tfenv import tf as get_tf
+
+    tf = get_tf()
+    h, w = image_shape
+    ds = tf.data.Dataset.from_generator(
+        make_iter,
+        output_signature=(tf.TensorSpec(shape=(None, h, w), dtype=tf.uint8),
+                          tf.TensorSpec(shape=(None, n_outputs), dtype=tf.float32)))
+    if steps is not None:
+        ds = ds.take(steps)
+    ds = ds.map(lambda x, y: (tf.expand_dims(tf.cast(x, tf.float32), -1), y),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
