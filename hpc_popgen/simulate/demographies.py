@@ -1,0 +1,129 @@
+"""Single-population demographies: the paper's msms models by name, or a demes YAML file.
+
+A demography is kept as a list of epochs (start/end time in generations, size, growth rate), which is
+what the image store records; msprime's Demography is rebuilt from it, so a stored replicate can be
+re-simulated without the original file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import msprime
+
+from ..errors import ManifestError
+from .units import msms_time_to_generations
+
+POPULATION = "pop0"
+
+# The paper's msms models (FINDINGS): (time in 4Ne generations, size in units of Ne), most recent first.
+MSMS_MODELS: dict[str, list[tuple[float, float]]] = {
+    "constant": [(0.0, 1.0)],
+    "marth2": [(0.0, 14.0), (0.05, 1.0)],
+    "marth3": [(0.0, 2.0), (0.075, 0.2), (0.0875, 1.0)],
+}
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch, going back in time: from ``start`` to ``end`` generations ago (end may be inf)."""
+
+    start: float
+    end: float
+    size: float  # at ``start`` (the recent end)
+    growth_rate: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": None if math.isinf(self.end) else self.end,
+                "size": self.size, "growth_rate": self.growth_rate}
+
+
+@dataclass(frozen=True)
+class DemographyModel:
+    """A named single-population model as a list of epochs (most recent first)."""
+
+    name: str
+    epochs: tuple[Epoch, ...]
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "epochs": [e.to_dict() for e in self.epochs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DemographyModel:
+        eps = tuple(Epoch(e["start"], math.inf if e["end"] is None else e["end"], e["size"], e.get("growth_rate", 0.0))
+                    for e in d["epochs"])
+        return cls(d["name"], eps, d.get("source", ""))
+
+    def msprime(self) -> msprime.Demography:
+        """The msprime Demography: one population, a size change at the start of each older epoch."""
+        dem = msprime.Demography()
+        first = self.epochs[0]
+        dem.add_population(name=POPULATION, initial_size=first.size, growth_rate=first.growth_rate)
+        for ep in self.epochs[1:]:
+            dem.add_population_parameters_change(time=ep.start, initial_size=ep.size,
+                                                 growth_rate=ep.growth_rate, population=POPULATION)
+        return dem
+
+    def events_in(self, t0: float, t1: float) -> list[str]:
+        """Descriptions of size changes or growth inside the window (t0, t1] generations ago."""
+        out = []
+        for ep in self.epochs[1:]:
+            if t0 < ep.start <= t1:
+                out.append(f"size change to {ep.size:g} at {ep.start:g} generations")
+        for ep in self.epochs:
+            if ep.growth_rate != 0 and ep.start < t1 and ep.end > t0:
+                out.append(f"exponential growth (rate {ep.growth_rate:g}) between {ep.start:g} and {ep.end:g} generations")
+        return out
+
+
+def msms_model(name: str, ne: float) -> DemographyModel:
+    """One of the paper's msms models with sizes scaled by the reference Ne."""
+    if name not in MSMS_MODELS:
+        raise ManifestError(f"demography: unknown model {name!r} (known: {', '.join(MSMS_MODELS)}; or {{demes: FILE}})")
+    rows = MSMS_MODELS[name]
+    epochs = []
+    for k, (t, size) in enumerate(rows):
+        start = msms_time_to_generations(t, ne)
+        end = msms_time_to_generations(rows[k + 1][0], ne) if k + 1 < len(rows) else math.inf
+        epochs.append(Epoch(start, end, size * ne))
+    return DemographyModel(name, tuple(epochs), source="msms")
+
+
+def demes_model(path: str | Path) -> DemographyModel:
+    """A single-deme demes YAML file as epochs in generations (years converted by its generation_time)."""
+    import demes
+
+    path = Path(path)
+    try:
+        graph = demes.load(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: demes file not found") from None
+    except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
+        raise ManifestError(f"{path}: not a valid demes model: {exc}") from None
+    graph = graph.in_generations()
+    if len(graph.demes) != 1:
+        names = ", ".join(d.name for d in graph.demes)
+        raise ManifestError(f"{path}: sweeps need a single-population model; this one has {len(graph.demes)} demes ({names})")
+    deme = graph.demes[0]
+    epochs = []
+    for ep in sorted(deme.epochs, key=lambda e: e.end_time):
+        if ep.size_function not in ("constant", "exponential"):
+            raise ManifestError(f"{path}: deme {deme.name}: size function {ep.size_function!r} is not supported")
+        growth = 0.0
+        if ep.size_function == "exponential" and ep.start_size != ep.end_size:
+            growth = math.log(ep.end_size / ep.start_size) / (ep.start_time - ep.end_time)
+        epochs.append(Epoch(float(ep.end_time), float(ep.start_time), float(ep.end_size), growth))
+    return DemographyModel(f"demes:{path.name}", tuple(epochs), source=str(path))
+
+
+def load_demography(spec: str | dict, ne: float, base_dir: str | Path = ".") -> DemographyModel:
+    """``'marth3'`` or ``{'demes': 'model.yaml'}`` (relative to ``base_dir``) -> DemographyModel."""
+    if isinstance(spec, str):
+        return msms_model(spec, ne)
+    path = Path(spec["demes"]).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    return demes_model(path)

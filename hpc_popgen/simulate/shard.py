@@ -1,0 +1,38 @@
+"""Simulate and image one shard's replicates: the per-image arrays the store's writer takes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..images import image_and_sites
+from ..store import empty_shard
+from .plan import Plan
+from .replicate import simulate_replicate
+
+log = logging.getLogger(__name__)
+
+
+def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Replicates [start, stop) -> {images, s, class_index, onset, ..., attempts, split} arrays."""
+    out = empty_shard(stop - start, plan.image.size)
+    demography = plan.sim.demography.msprime()
+    centre = plan.sim.position * plan.sim.sequence_length
+    for k, i in enumerate(range(start, stop)):
+        seed = plan.replicate_seed(i)
+        S, cls = plan.s_of(i, seed)
+        rep = simulate_replicate(plan.sim, S, seed, demography)
+        img, n_sites = image_and_sites(rep.matrix, rep.positions, plan.image, centre=centre)
+        out["images"][k] = img
+        out["s"][k] = S
+        out["class_index"][k] = cls
+        out["onset"][k] = plan.sim.onset
+        out["start_freq"][k] = rep.timing.start_frequency if rep.timing else 0.0
+        out["end_freq"][k] = rep.timing.end_frequency if rep.timing else 0.0
+        out["n_sites_raw"][k] = rep.matrix.shape[1]
+        out["n_sites"][k] = n_sites
+        out["seed"][k] = seed
+        out["attempts"][k] = rep.attempts
+        out["split"][k] = plan.split_of(seed)
+    return out

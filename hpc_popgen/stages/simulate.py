@@ -1,0 +1,166 @@
+"""The ``simulate`` stage: msprime replicates -> images -> one sharded Zarr image store.
+
+One Dask task per shard simulates its replicates, images them and writes the shard whole (then sets
+its ``shard_written`` flag); the ledger records the shard after the task returns. Replicate seeds
+derive from (stage seed, replicate index), so the store does not depend on the number of workers,
+and a rerun (or a task redone after its worker died) rewrites identical bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ManifestError, StoreError
+from ..images import ImageConfig
+from ..manifest import Manifest, StageSpec
+from ..simulate import Plan, SimConfig, load_demography, onset_generations
+from ..store import ImageStore, create_store, open_store, store_exists
+from .base import StageContext, StageResult, Unit
+
+log = logging.getLogger(__name__)
+# attrs that must match for an existing store to be reused (versions may differ between reruns)
+MATCH_KEYS = ("n_images", "image_shape", "shard_images", "classes", "prior", "demography", "image", "split",
+              "stage_params", "seed")
+
+
+def build_plan(params: dict, seed: int, base_dir: str = ".") -> Plan:
+    """Stage parameters (defaults filled) -> the replicate Plan; raises ManifestError on bad values."""
+    ne = float(params.get("reference_ne", 10000))
+    demography = load_demography(params.get("demography", "constant"), ne, base_dir)
+    sw = params.get("sweep") or {}
+    onset = onset_generations(sw.get("onset", 600), sw.get("onset_unit", "generations"), sw.get("generation_time", 25))
+    sim = SimConfig(demography=demography, n_haplotypes=int(params.get("n_haplotypes", 128)),
+                    sequence_length=float(params.get("sequence_length", 80000)),
+                    mutation_rate=float(params.get("mutation_rate", 1.5e-8)),
+                    recombination_rate=float(params.get("recombination_rate", 1e-8)), reference_ne=ne,
+                    onset=onset, start_frequency=float(sw.get("start_frequency", 0.01)),
+                    position=float(sw.get("position", 0.5)), dt=float(sw.get("dt", 1e-6)),
+                    max_attempts=int(sw.get("max_attempts", 10)))
+    image = ImageConfig.from_dict(dict(params.get("image") or {}))
+    sp = params.get("split") or {}
+    val, test = float(sp.get("validation", 0.1)), float(sp.get("test", 0.1))
+    split = {"train": round(1.0 - val - test, 12), "validation": val, "test": test}
+    if params.get("classes") is not None:
+        return Plan(sim=sim, image=image, seed=int(seed), classes=tuple(float(c) for c in params["classes"]),
+                    n_per_class=int(params["n_per_class"]), split=split)
+    pr = dict(params["prior"])
+    prior = {"min": float(pr.get("min", 0)), "max": float(pr["max"]), "n": int(pr["n"]),
+             "n_bins": int(pr.get("n_bins", 11))}
+    return Plan(sim=sim, image=image, seed=int(seed), prior=prior, split=split)
+
+
+def _key(spec: StageSpec, manifest: Manifest, key: str) -> str:
+    return f"{manifest.source}: stages[{spec.index}].{spec.kind}.{key}"
+
+
+def check(spec: StageSpec, manifest: Manifest) -> None:
+    """What the schema cannot say: classes xor prior, split sums, demes file, no event inside a sweep."""
+    p = spec.params
+    if (p.get("classes") is None) == (p.get("prior") is None):
+        raise ManifestError(f"{_key(spec, manifest, 'classes')}: give either classes (with n_per_class) or prior, "
+                            "not both and not neither")
+    if p.get("prior") is not None and float(p["prior"].get("min", 0)) >= float(p["prior"]["max"]):
+        raise ManifestError(f"{_key(spec, manifest, 'prior.min')}: {p['prior'].get('min', 0)} must be below "
+                            f"prior.max ({p['prior']['max']})")
+    sp = p.get("split") or {}
+    if float(sp.get("validation", 0.1)) + float(sp.get("test", 0.1)) > 1.0:
+        raise ManifestError(f"{_key(spec, manifest, 'split')}: validation + test must be at most 1")
+    shard, chunk = int(p.get("shard_images", 256)), int(p.get("chunk_images", 16))
+    if shard % min(chunk, shard):
+        raise ManifestError(f"{_key(spec, manifest, 'chunk_images')}: {chunk} must divide shard_images ({shard})")
+    try:
+        plan = build_plan(p, 1, manifest.base_dir)
+    except ManifestError as exc:
+        key = "demography" if "demes" in str(exc) or "demography" in str(exc) else "image"
+        raise ManifestError(f"{_key(spec, manifest, key)}: {exc}") from None
+    strengths = [s for s in (plan.classes or (plan.prior["min"], plan.prior["max"])) if s > 0]
+    if plan.classes is None and plan.prior["min"] == 0:
+        strengths.append(1e-9)  # the weakest sweep of the prior never completes: window [0, onset]
+    for S in sorted(set(strengths)):
+        timing = plan.sim.timing(S)
+        events = plan.sim.demography.events_in(timing.end_time, plan.sim.onset)
+        if events:
+            raise ManifestError(
+                f"{_key(spec, manifest, 'demography')}: {events[0]} lies inside the sweep window "
+                f"({timing.end_time:g}, {plan.sim.onset:g}] generations ago (S={S:g}); msprime cannot simulate "
+                "demographic events during a sweep: move the onset or use another demography")
+
+
+def _store_meta(plan: Plan, params: dict) -> dict:
+    from ..runs import package_versions
+
+    versions = {k: v for k, v in package_versions().items()
+                if k in ("python", "hpc_popgen", "numpy", "scipy", "msprime", "tskit", "demes", "zarr", "numcodecs")}
+    return {"classes": list(plan.classes) if plan.classes is not None else None, "prior": plan.prior_dict(),
+            "demography": {**plan.sim.demography.to_dict(), "reference_ne": plan.sim.reference_ne},
+            "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
+            "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
+
+
+def open_or_create(url: str, plan: Plan, params: dict) -> ImageStore:
+    """Reuse a store made with the same parameters (rerun), create it if absent, refuse otherwise."""
+    meta = _store_meta(plan, {k: v for k, v in params.items() if k != "store"})
+    shard = int(params.get("shard_images", 256))
+    if store_exists(url):
+        st = open_store(url, mode="r+")
+        import json
+
+        want = json.loads(json.dumps({**meta, "n_images": plan.n_images, "image_shape": list(plan.image.size),
+                                      "shard_images": shard}))
+        diff = [k for k in MATCH_KEYS if st.meta.get(k) != want.get(k)]
+        if diff:
+            raise StoreError(f"{url}: an image store made with different parameters is already here "
+                             f"(differs in: {', '.join(diff)}); remove it or choose another `store` path")
+        log.info("reusing image store %s (%d/%d shards written)", url, len(st.written_shards()), st.n_shards)
+        return st
+    return create_store(url, meta, n_images=plan.n_images, image_shape=plan.image.size, shard_images=shard,
+                        chunk_images=int(params.get("chunk_images", 16)))
+
+
+def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
+    """Dask task: simulate, image and write shard ``shard`` whole; returns counts for the ledger."""
+    t0 = time.time()
+    plan = Plan.from_dict(plan_dict)
+    store = open_store(url, mode="r+")
+    start, stop = store.shard_range(shard)
+    if store.array("shard_written")[shard] == 1:
+        return {"images": stop - start, "skipped": True, "seconds": round(time.time() - t0, 3)}
+    from ..simulate import simulate_range
+
+    data = simulate_range(plan, start, stop)
+    store.write_shard(shard, data)
+    attempts = data["attempts"].astype(np.int64)
+    return {"images": stop - start, "attempts": int(attempts.sum()), "retried": int((attempts > 1).sum()),
+            "seconds": round(time.time() - t0, 3)}
+
+
+def run(ctx: StageContext) -> StageResult:
+    params = ctx.params
+    plan = build_plan(params, ctx.seed, ctx.manifest.base_dir)
+    url = ctx.path(params["store"])
+    store = open_or_create(url, plan, params)
+    units = []
+    for i in range(store.n_shards):
+        start, stop = store.shard_range(i)
+        units.append(Unit(id=f"shard-{i:05d}", args=(url, i, plan.to_dict()), weight=stop - start))
+    result = ctx.run_units(units, simulate_shard, item_name="images",
+                           on_done=lambda u, r: {k: r[k] for k in ("attempts", "retried", "seconds", "skipped") if k in r})
+    written = store.written_shards()
+    metrics = dict(result.metrics)
+    metrics.update(store=url, n_images=store.n_images, n_shards=store.n_shards, shards_written=int(len(written)))
+    if len(written) == store.n_shards:
+        attempts = store.read("attempts").astype(np.int64)
+        split = store.read("split")
+        metrics.update(attempts_total=int(attempts.sum()), images_retried=int((attempts > 1).sum()),
+                       bytes_per_image=round(store.disk_bytes("images") / store.n_images, 1),
+                       split_counts={name: int((split == code).sum())
+                                     for name, code in (("train", 0), ("validation", 1), ("test", 2))})
+        if int(attempts.min()) < 1:
+            raise StoreError(f"{url}: some images have no recorded attempt although every shard is marked written")
+    ctx.report(**metrics)
+    result.metrics = metrics
+    return result
