@@ -1,0 +1,293 @@
+"""The genetic algorithm of one island as an ask/tell state machine, and the local search.
+
+An island asks for the fitness of a batch of individuals (one generation) and is told the results in
+batch order, so its trajectory depends only on its own RNG stream and on the migrants it receives,
+never on the order in which evaluations complete. The whole state, RNG included, is a JSON-able dict.
+
+Generation: elites (kept), mutants, uniform-crossover children and random individuals. Mutation
+changes 1 + Binomial(n-1, strength) parameters, each by a normal step of size ``rate`` in transformed
+coordinates (log for sizes and times, so multiplicative); strength and rate follow the one-fifth rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .engine import WORST
+from .model import ModelSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Generation make-up, adaptation and stopping rules of the genetic algorithm."""
+
+    size: int = 10
+    elites: int = 2
+    mutants: float = 0.5
+    crossovers: float = 0.3
+    mutation_strength: float = 0.4
+    mutation_rate: float = 0.3
+    stall_generations: int = 10
+    eps: float = 1e-2
+    max_evals: int = 2000
+    target_loglik: float | None = None
+    digits: int = 10  # parameters are rounded to these significant digits (exact cache keys)
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> GAConfig:
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+
+
+def round_sig(x: np.ndarray, digits: int) -> np.ndarray:
+    """Round every entry to ``digits`` significant digits."""
+    x = np.asarray(x, float)
+    out = np.empty_like(x)
+    for i, v in enumerate(x):
+        out[i] = float(f"{v:.{digits - 1}e}") if v != 0 and math.isfinite(v) else v
+    return out
+
+
+def cache_key(x: np.ndarray | list[float], digits: int = 10) -> tuple[float, ...]:
+    """Key of the evaluation cache: parameters rounded to ``digits`` significant digits."""
+    return tuple(float(v) for v in round_sig(np.asarray(x, float), digits))
+
+
+class Island:
+    """One GA population with its own RNG; ``ask()`` a batch, ``tell(fitnesses)`` to advance."""
+
+    def __init__(self, space: ModelSpace, cfg: GAConfig, seed: int | np.random.SeedSequence,
+                 initial: list[np.ndarray] | None = None, index: int = 0):
+        self.space = space
+        self.cfg = cfg
+        self.index = index
+        self.rng = np.random.default_rng(seed)
+        self.generation = 0  # generations completed
+        self.population: list[tuple[list[float], float]] = []
+        self.batch: list[list[float]] | None = None
+        self.batch_parents: list[float | None] = []  # parent fitness of each mutant (one-fifth rule)
+        self.strength = cfg.mutation_strength
+        self.rate = cfg.mutation_rate
+        self.n_evals = 0
+        self.stall = 0
+        self.best_history: dict[int, tuple[list[float], float]] = {}
+        self.done = False
+        self.stop_reason: str | None = None
+        self.migrants_received = 0
+        self._initial = [list(map(float, x)) for x in (initial or [])]
+
+    # --- GA steps ------------------------------------------------------------------------------
+    @property
+    def best(self) -> tuple[list[float], float] | None:
+        return self.population[0] if self.population else None
+
+    @property
+    def best_loglik(self) -> float:
+        return self.population[0][1] if self.population else WORST
+
+    def _fix(self, x: np.ndarray) -> list[float]:
+        return [float(v) for v in round_sig(self.space.clip(x), self.cfg.digits)]
+
+    def ask(self) -> list[list[float]]:
+        """The individuals of the next generation still to be evaluated (created once, then cached)."""
+        if self.batch is not None:
+            return self.batch
+        n = self.cfg.size
+        if not self.population:
+            batch = [self._fix(np.asarray(x)) for x in self._initial[:n]]
+            while len(batch) < n:
+                batch.append(self._fix(self.space.random(self.rng)))
+            self.batch, self.batch_parents = batch, [None] * n
+            return batch
+        n_mut = int(round(self.cfg.mutants * n))
+        n_cross = int(round(self.cfg.crossovers * n))
+        n_elite = min(self.cfg.elites, len(self.population))
+        n_rand = max(0, n - n_elite - n_mut - n_cross)
+        batch, parents = [], []
+        for _ in range(n_mut):
+            px, pf = self._select()
+            batch.append(self._fix(self.mutate(np.asarray(px))))
+            parents.append(pf)
+        for _ in range(n_cross):
+            (ax, _af), (bx, _bf) = self._select(), self._select()
+            child = self.crossover(np.asarray(ax), np.asarray(bx))
+            batch.append(self._fix(self.mutate(child) if self.rng.random() < 0.3 else child))
+            parents.append(None)
+        for _ in range(n_rand):
+            batch.append(self._fix(self.space.random(self.rng)))
+            parents.append(None)
+        self.batch, self.batch_parents = batch, parents
+        return batch
+
+    def _select(self) -> tuple[list[float], float]:
+        """Rank-weighted choice of a parent among the current population."""
+        k = len(self.population)
+        w = np.arange(k, 0, -1, dtype=float)
+        i = int(self.rng.choice(k, p=w / w.sum()))
+        return self.population[i]
+
+    def mutate(self, x: np.ndarray) -> np.ndarray:
+        """Change 1 + Binomial(n-1, strength) parameters, each by a normal step of size ``rate``."""
+        sp = self.space
+        n = len(sp.free)
+        k = 1 + int(self.rng.binomial(max(n - 1, 0), self.strength))
+        idx = self.rng.choice(n, size=min(k, n), replace=False)
+        z = sp.to_unit(x)
+        codes = sp.allowed_dyn_codes()
+        for i in idx:
+            if sp.free[i].discrete:
+                others = [c for c in codes if c != int(round(x[i]))]
+                if others:
+                    z[i] = float(others[int(self.rng.integers(len(others)))])
+            else:
+                z[i] += self.rng.normal(0.0, self.rate)
+        return sp.from_unit(z)
+
+    def crossover(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Uniform crossover: each parameter from either parent with probability 1/2."""
+        mask = self.rng.random(len(a)) < 0.5
+        return np.where(mask, a, b)
+
+    def tell(self, fitness: list[float]) -> None:
+        """Fitnesses of the asked batch, in batch order: select, adapt, check the stopping rules."""
+        if self.batch is None or len(fitness) != len(self.batch):
+            raise ValueError("tell() needs one fitness per asked individual")
+        old_best = self.best_loglik
+        self.n_evals += len(fitness)
+        # one-fifth rule over the mutants
+        tried = [(f, p) for f, p in zip(fitness, self.batch_parents, strict=True) if p is not None]
+        if tried:
+            success = sum(1 for f, p in tried if f > p) / len(tried)
+            factor = 1.2 if success > 0.2 else (1 / 1.2 if success < 0.2 else 1.0)
+            self.strength = float(np.clip(self.strength * factor, 0.05, 1.0))
+            self.rate = float(np.clip(self.rate * factor, 0.01, 2.0))
+        n_elite = min(self.cfg.elites, len(self.population))
+        pool = self.population[:n_elite] + [(x, float(f)) for x, f in zip(self.batch, fitness, strict=True)]
+        self.population = _unique_sorted(pool)[: self.cfg.size]
+        self.batch, self.batch_parents = None, []
+        self.generation += 1
+        improved = self.best_loglik - old_best >= self.cfg.eps
+        self.stall = 0 if improved else self.stall + 1
+        self.best_history[self.generation] = (list(self.best[0]), self.best[1])  # type: ignore[index]
+        if self.stall >= self.cfg.stall_generations:
+            self.stop("stalled")
+        elif self.n_evals >= self.cfg.max_evals:
+            self.stop("max_evals")
+        elif self.cfg.target_loglik is not None and self.best_loglik >= self.cfg.target_loglik:
+            self.stop("target")
+
+    def stop(self, reason: str) -> None:
+        self.done = True
+        self.stop_reason = reason
+        self.batch = None
+
+    def receive(self, migrant: tuple[list[float], float]) -> None:
+        """A migrant replaces the worst individual (if it is not already there)."""
+        x, f = migrant
+        if any(list(x) == list(p[0]) for p in self.population):
+            return
+        pool = self.population[:-1] + [(list(x), float(f))] if len(self.population) >= self.cfg.size \
+            else self.population + [(list(x), float(f))]
+        self.population = _unique_sorted(pool)
+        self.migrants_received += 1
+
+    def migrant_at(self, generation: int) -> tuple[list[float], float] | None:
+        """The best individual right after ``generation`` (or the final best if it stopped before)."""
+        if generation in self.best_history:
+            return self.best_history[generation]
+        if self.done and self.generation < generation:
+            return self.best
+        return None
+
+    # --- checkpoint --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "generation": self.generation,
+                "population": [[x, f] for x, f in self.population],
+                "batch": self.batch, "batch_parents": self.batch_parents, "strength": self.strength,
+                "rate": self.rate, "n_evals": self.n_evals, "stall": self.stall,
+                "best_history": {str(g): [x, f] for g, (x, f) in self.best_history.items()},
+                "done": self.done, "stop_reason": self.stop_reason, "initial": self._initial,
+                "migrants_received": self.migrants_received,
+                "rng": self.rng.bit_generator.state}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], space: ModelSpace, cfg: GAConfig) -> Island:
+        isl = cls(space, cfg, 0, initial=d["initial"], index=d["index"])
+        isl.generation = d["generation"]
+        isl.population = [(list(x), float(f)) for x, f in d["population"]]
+        isl.batch = d["batch"]
+        isl.batch_parents = d["batch_parents"]
+        isl.strength, isl.rate = d["strength"], d["rate"]
+        isl.n_evals, isl.stall = d["n_evals"], d["stall"]
+        isl.best_history = {int(g): (list(x), float(f)) for g, (x, f) in d["best_history"].items()}
+        isl.done, isl.stop_reason = d["done"], d["stop_reason"]
+        isl.migrants_received = d.get("migrants_received", 0)
+        isl.rng.bit_generator.state = d["rng"]
+        return isl
+
+
+def _unique_sorted(pool: list[tuple[list[float], float]]) -> list[tuple[list[float], float]]:
+    """Best first, duplicates removed (ties broken by the parameters, for determinism)."""
+    seen: set[tuple[float, ...]] = set()
+    out = []
+    for x, f in sorted(pool, key=lambda p: (-p[1], tuple(p[0]))):
+        key = tuple(x)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((list(x), float(f)))
+    return out
+
+
+def local_search(space: ModelSpace, x0: list[float], data: Any, cfg: Any, method: str = "BFGS",
+                 maxiter: int = 200) -> dict[str, Any]:
+    """Refine ``x0`` with scipy (BFGS, Powell or Nelder-Mead) on transformed (log) parameters.
+
+    Discrete genes (dynamics) are held fixed. Returns the best point seen, its log-likelihood and
+    theta, and the number of evaluations.
+    """
+    from scipy import optimize
+
+    from .engine import evaluate
+
+    x0 = np.asarray(x0, float)
+    cont = [i for i, p in enumerate(space.free) if not p.discrete]
+    z0 = space.to_unit(x0)[cont]
+    best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None}
+    n = 0
+
+    def point(z: np.ndarray) -> np.ndarray:
+        zz = space.to_unit(x0)
+        zz[cont] = z
+        return space.from_unit(zz)
+
+    def f(z: np.ndarray) -> float:
+        nonlocal n
+        n += 1
+        x = point(z)
+        r = evaluate(space, x, data, cfg)
+        if r["loglik"] > best["loglik"]:
+            best.update(x=list(map(float, x)), loglik=r["loglik"], theta=r["theta"])
+        return -r["loglik"] if r["loglik"] > WORST else 1e10
+
+    if not cont:
+        f(np.array([]))
+    else:
+        opts: dict[str, Any] = {"maxiter": maxiter}
+        if method == "BFGS":
+            opts.update(gtol=1e-2, eps=1e-4)
+            optimize.minimize(f, z0, method="BFGS", options=opts)
+        elif method == "Powell":
+            optimize.minimize(f, z0, method="Powell", options={**opts, "xtol": 1e-4, "ftol": 1e-6})
+        elif method == "Nelder-Mead":
+            optimize.minimize(f, z0, method="Nelder-Mead", options={**opts, "xatol": 1e-4, "fatol": 1e-4})
+        else:
+            raise ValueError(f"unknown local search method {method!r}")
+    best["evals"] = n
+    return best

@@ -1,0 +1,108 @@
+"""K islands of one structure: ring migration and batch bookkeeping, without any scheduler.
+
+The driver asks ``ready()`` for batches to evaluate, feeds results back with ``complete()``, and
+checkpoints an island (``island_state``) after each completed generation. Every ``migrate_every``
+generations an island takes the best individual of its ring neighbour (island k-1). With
+``deterministic`` the migrant is the neighbour's best right after that same generation, so an island
+that gets there first waits for its neighbour (only that one); otherwise it takes the neighbour's
+best of the moment and never waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .ga import GAConfig, Island
+from .model import ModelSpace
+
+
+@dataclass
+class Batch:
+    """One generation of one island waiting for fitnesses (filled in batch order)."""
+
+    island: int
+    generation: int  # the generation this batch makes (completed generations + 1)
+    xs: list[list[float]]
+    fitness: list[float | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.fitness:
+            self.fitness = [None] * len(self.xs)
+
+    @property
+    def complete(self) -> bool:
+        return all(f is not None for f in self.fitness)
+
+
+class Archipelago:
+    """The islands of one structure and their migration schedule."""
+
+    def __init__(self, islands: list[Island], migrate_every: int, deterministic: bool,
+                 target_loglik: float | None = None):
+        self.islands = islands
+        self.migrate_every = max(int(migrate_every), 0)
+        self.deterministic = deterministic
+        self.target = target_loglik
+        self.open: dict[int, Batch] = {}
+        self._migrated: set[tuple[int, int]] = set()
+
+    @classmethod
+    def create(cls, space: ModelSpace, cfg: GAConfig, seeds: list[np.random.SeedSequence],
+               initial: list[list[list[float]]], start_generation: int, migrate_every: int,
+               deterministic: bool) -> Archipelago:
+        islands = []
+        for k, seed in enumerate(seeds):
+            isl = Island(space, cfg, seed, initial=initial[k] if k < len(initial) else None, index=k)
+            isl.generation = start_generation
+            islands.append(isl)
+        return cls(islands, migrate_every, deterministic, cfg.target_loglik)
+
+    @property
+    def done(self) -> bool:
+        return all(i.done for i in self.islands)
+
+    def best(self) -> tuple[list[float], float]:
+        """Best individual over all islands."""
+        cands = [i.best for i in self.islands if i.best is not None]
+        return max(cands, key=lambda p: p[1])  # type: ignore[arg-type,return-value]
+
+    def best_per_island(self) -> list[float]:
+        return [i.best_loglik for i in self.islands]
+
+    def _needs_migrant(self, isl: Island) -> bool:
+        g = isl.generation
+        return (self.migrate_every > 0 and len(self.islands) > 1 and g > 0 and g % self.migrate_every == 0
+                and (isl.index, g) not in self._migrated and isl.batch is None)
+
+    def ready(self) -> list[Batch]:
+        """New batches for islands that are neither done, nor busy, nor waiting for a migrant."""
+        out = []
+        for isl in self.islands:
+            if isl.done or isl.index in self.open:
+                continue
+            if self._needs_migrant(isl):
+                src = self.islands[(isl.index - 1) % len(self.islands)]
+                migrant = src.migrant_at(isl.generation) if self.deterministic else src.best
+                if migrant is None:
+                    continue  # wait for the neighbour to finish this generation
+                isl.receive(migrant)
+                self._migrated.add((isl.index, isl.generation))
+            batch = Batch(isl.index, isl.generation + 1, isl.ask())
+            self.open[isl.index] = batch
+            out.append(batch)
+        return out
+
+    def complete(self, batch: Batch) -> Island:
+        """Tell the island its fitnesses; returns it (checkpoint it now)."""
+        isl = self.islands[batch.island]
+        isl.tell([float(f) for f in batch.fitness])  # type: ignore[arg-type]
+        del self.open[batch.island]
+        if self.target is not None and isl.best_loglik >= self.target:
+            for other in self.islands:
+                if not other.done:
+                    other.stop("target")
+            self.open.clear()
+        return isl

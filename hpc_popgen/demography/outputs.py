@@ -1,0 +1,231 @@
+"""Results of a demographic inference: demes YAML, standalone moments/dadi code, plots.
+
+The generated Python files depend only on numpy and moments (or dadi) and print the log-likelihood
+of the fitted model on the data file, so a result can be checked without hpc_popgen.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import EvalConfig
+from .model import DYNAMICS, ModelSpace, size_functions
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(v: float) -> str:
+    return repr(float(v))
+
+
+def _start_exprs(space: ModelSpace) -> dict[int, list[str]]:
+    """Start size of every population in every interval, as code expressions."""
+    out: dict[int, list[str]] = {}
+    current = ["1.0"]
+    for iv in space.intervals:
+        if iv.split_before:
+            s = iv.split_before
+            parent = current[-1]
+            current = current[:-1] + [f"{s} * {parent}", f"(1 - {s}) * {parent}"]
+        out[iv.index] = list(current)
+        current = list(iv.nu)
+    return out
+
+
+def _size_expr(dyn: int, n0: str, n1: str, t: str) -> str:
+    if dyn == 0:
+        return n1
+    if dyn == 1:
+        return f"{n0} + ({n1} - ({n0})) * t / {t}"
+    return f"({n0}) * ({n1} / ({n0})) ** (t / {t})"
+
+
+def _header(space: ModelSpace, values: dict[str, float], engine: str, data_path: str, theta_line: str) -> list[str]:
+    names = [p.name for p in space.params if p.kind != "dyn"]
+    lines = [f'"""{engine} model for structure {tuple(space.structure)}, written by hpc_popgen (demography stage).',
+             "",
+             "Dynamics: " + ", ".join(f"{p.name}={DYNAMICS[int(round(values[p.name]))]}"
+                                       for p in space.params if p.kind == "dyn") + ".",
+             '"""', "", "import numpy as np", f"import {engine}", "",
+             f"DATA = {data_path!r}", "PARAMS = {"]
+    lines += [f"    {n!r}: {_fmt(values[n])}," for n in names]
+    lines += ["}", f"NAMES = {names!r}", theta_line, ""]
+    return lines
+
+
+def _dyn(values: dict[str, float], name: str) -> int:
+    return int(round(values.get(name, 0.0)))
+
+
+def moments_code(space: ModelSpace, values: dict[str, float], data_path: str, cfg: EvalConfig) -> str:
+    """A standalone moments script that rebuilds the model and prints its log-likelihood."""
+    theta_line = (f"THETA0 = 4 * {cfg.mu!r} * {cfg.length!r}  # theta = THETA0 * Nanc (Poisson likelihood)"
+                  if cfg.likelihood == "poisson" else "")
+    lines = _header(space, values, "moments", data_path, theta_line)
+    lines += ["", "def model_func(params, ns):",
+              '    """Expected spectrum (theta = 1) for haploid sample sizes ns."""',
+              "    (" + ", ".join(n for n in [p.name for p in space.params if p.kind != "dyn"]) + ",) = params",
+              "    fs = moments.Spectrum(moments.LinearSystem_1D.steady_state_1D(sum(ns)))"]
+    starts = _start_exprs(space)
+    k = 1
+    for iv in space.intervals:
+        if iv.split_before:
+            k += 1
+            lines.append(f"    fs = fs.split({k - 2}, ns[{k - 2}], sum(ns[{k - 1}:]))")
+        dyns = [_dyn(values, g) for g in iv.dyn]
+        exprs = [_size_expr(d, a, b, iv.t) for d, a, b in zip(dyns, starts[iv.index], iv.nu, strict=True)]
+        if all(d == 0 for d in dyns):
+            nu = "[" + ", ".join(exprs) + "]"
+        else:
+            lines.append(f"    nu_func = lambda t: [{', '.join(exprs)}]")
+            nu = "nu_func"
+        mig = ""
+        if iv.mig:
+            lines.append(f"    m = np.zeros(({iv.n_pops}, {iv.n_pops}))")
+            for a, b, name in iv.mig:
+                lines.append(f"    m[{a}, {b}] = {name}")
+            mig = ", m=m"
+        lines.append(f"    fs.integrate({nu}, {iv.t}{mig})")
+    lines += ["    return fs", "", "", 'if __name__ == "__main__":',
+              "    data = moments.Spectrum.from_file(DATA)",
+              "    model = model_func([PARAMS[n] for n in NAMES], data.sample_sizes)",
+              "    if data.folded:", "        model = model.fold()"]
+    if cfg.likelihood == "poisson":
+        lines += ["    ll = moments.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
+    else:
+        lines += ["    ll = moments.Inference.ll_multinom(model, data)",
+                  "    print('theta:', moments.Inference.optimal_sfs_scaling(model, data))"]
+    lines += ["    print('log-likelihood:', ll)", ""]
+    return "\n".join(lines)
+
+
+def dadi_code(space: ModelSpace, values: dict[str, float], data_path: str, cfg: EvalConfig,
+              pts: tuple[int, ...]) -> str:
+    """A standalone dadi script (extrapolated over ``pts``) that prints the model's log-likelihood."""
+    theta_line = (f"THETA0 = 4 * {cfg.mu!r} * {cfg.length!r}  # theta = THETA0 * Nanc (Poisson likelihood)"
+                  if cfg.likelihood == "poisson" else "")
+    lines = _header(space, values, "dadi", data_path, theta_line)
+    lines += [f"PTS = {list(pts)!r}", "", "", "def model_func(params, ns, pts):",
+              '    """Expected spectrum (theta = 1) on one grid of pts points."""',
+              "    (" + ", ".join(n for n in [p.name for p in space.params if p.kind != "dyn"]) + ",) = params",
+              "    xx = dadi.Numerics.default_grid(pts)", "    phi = dadi.PhiManip.phi_1D(xx)"]
+    starts = _start_exprs(space)
+    for iv in space.intervals:
+        if iv.split_before:
+            lines.append("    phi = dadi.PhiManip.phi_1D_to_2D(xx, phi)" if iv.n_pops == 2
+                         else "    phi = dadi.PhiManip.phi_2D_to_3D_split_2(xx, phi)")
+        dyns = [_dyn(values, g) for g in iv.dyn]
+        nus = []
+        for d, a, b in zip(dyns, starts[iv.index], iv.nu, strict=True):
+            e = _size_expr(d, a, b, iv.t)
+            nus.append(e if d == 0 else f"lambda t: {e}")
+        migs = "".join(f", m{a + 1}{b + 1}={name}" for a, b, name in iv.mig)
+        if iv.n_pops == 1:
+            lines.append(f"    phi = dadi.Integration.one_pop(phi, xx, {iv.t}, nu={nus[0]})")
+        else:
+            kw = ", ".join(f"nu{i + 1}={n}" for i, n in enumerate(nus))
+            fn = "two_pops" if iv.n_pops == 2 else "three_pops"
+            lines.append(f"    phi = dadi.Integration.{fn}(phi, xx, {iv.t}, {kw}{migs})")
+    lines += ["    return dadi.Spectrum.from_phi(phi, ns, (xx,) * len(ns))", "", "",
+              'if __name__ == "__main__":',
+              "    data = dadi.Spectrum.from_file(DATA)",
+              "    func_ex = dadi.Numerics.make_extrap_log_func(model_func)",
+              "    model = func_ex([PARAMS[n] for n in NAMES], data.sample_sizes, PTS)",
+              "    if data.folded:", "        model = model.fold()"]
+    if cfg.likelihood == "poisson":
+        lines += ["    ll = dadi.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
+    else:
+        lines += ["    ll = dadi.Inference.ll_multinom(model, data)",
+                  "    print('theta:', dadi.Inference.optimal_sfs_scaling(model, data))"]
+    lines += ["    print('log-likelihood:', ll)", ""]
+    return "\n".join(lines)
+
+
+def demes_graph(space: ModelSpace, values: dict[str, float], nanc: float, pop_ids: list[str],
+                generation_time: float | None) -> Any:
+    """The fitted model as a validated demes Graph (sizes in individuals, times in years or generations)."""
+    import demes
+
+    gt = generation_time or 1.0
+    units = "years" if generation_time else "generations"
+    b = demes.Builder(description=f"hpc_popgen GADMA-style model, structure {tuple(space.structure)}",
+                      time_units=units, generation_time=gt if generation_time else None)
+    ivs = size_functions(space, values)
+    # end time (before present, in generations) of every interval
+    ends, acc = {}, 0.0
+    for iv, *_ in reversed(ivs):
+        ends[iv.index] = acc
+        acc += values[iv.t] * 2 * nanc
+    total = acc
+    epochs: dict[int, list[dict]] = {p: [] for p in range(space.n_pops)}
+    starts_at: dict[int, float] = {}
+    epochs[0].append({"start_size": nanc, "end_time": total * gt})
+    for iv, n0, n1, dyn in ivs:
+        if iv.split_before:
+            starts_at[iv.n_pops - 1] = (ends[iv.index] + values[iv.t] * 2 * nanc) * gt
+        for p in range(iv.n_pops):
+            a, z = n0[p] * nanc, n1[p] * nanc
+            if dyn[p] == 0 or np.isclose(a, z):
+                ep = {"start_size": z, "end_size": z}
+            else:
+                ep = {"start_size": a, "end_size": z,
+                      "size_function": "linear" if dyn[p] == 1 else "exponential"}
+            ep["end_time"] = ends[iv.index] * gt
+            epochs[p].append(ep)
+    for p in range(space.n_pops):
+        kw: dict[str, Any] = {}
+        if p > 0:
+            kw = {"ancestors": [pop_ids[p - 1]], "start_time": starts_at[p]}
+        b.add_deme(pop_ids[p], epochs=epochs[p], **kw)
+    for iv, *_ in ivs:
+        t_start = (ends[iv.index] + values[iv.t] * 2 * nanc) * gt
+        for a, bb, name in iv.mig:
+            rate = values[name] / (2 * nanc)
+            if rate > 0:
+                b.add_migration(source=pop_ids[bb], dest=pop_ids[a], rate=rate, start_time=t_start,
+                                end_time=ends[iv.index] * gt)
+    return b.resolve()
+
+
+def plot_model(graph: Any, path: Path) -> None:
+    """A demesdraw drawing of the model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import demesdraw
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    demesdraw.tubes(graph, ax=ax, log_time=False)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_afs(model: Any, data: Any, path: Path, poisson_theta: float | None = None) -> None:
+    """Data vs model spectrum with residuals (moments' comparison plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import moments
+
+    plt.close("all")
+    fig = plt.figure(figsize=(10, 7))
+    nd = data.ndim
+    pm = moments.Plotting
+    if poisson_theta is not None:
+        fns = {1: pm.plot_1d_comp_Poisson, 2: pm.plot_2d_comp_Poisson, 3: pm.plot_3d_comp_Poisson}
+        model = model * poisson_theta
+    else:
+        fns = {1: pm.plot_1d_comp_multinom, 2: pm.plot_2d_comp_multinom, 3: pm.plot_3d_comp_multinom}
+    if nd in fns:
+        fns[nd](model, data, fig_num=fig.number, show=False)
+    else:
+        ax = fig.add_subplot(111)
+        ax.text(0.5, 0.5, f"no comparison plot for {nd} populations", ha="center")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close("all")
