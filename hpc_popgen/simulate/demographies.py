@@ -101,8 +101,10 @@ def demes_model(path: str | Path) -> DemographyModel:
         graph = demes.load(path)
     except FileNotFoundError:
         raise ManifestError(f"{path}: demes file not found") from None
+    except KeyError as exc:
+        raise ManifestError(f"{path}: not a valid demes model: missing key {exc}") from None
     except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
-        raise ManifestError(f"{path}: not a valid demes model: {exc}") from None
+        raise ManifestError(f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
     graph = graph.in_generations()
     if len(graph.demes) != 1:
         names = ", ".join(d.name for d in graph.demes)
