@@ -1,0 +1,140 @@
+"""A trained model bundle: the Keras model plus what maps data to its inputs and outputs back to S.
+
+``MODEL_DIR/model.keras`` is a plain tf.keras (Keras 2) model; ``MODEL_DIR/hpcpop_model.json`` holds
+the label mapping (classes, encoding, training prior), the image processing settings and image shape
+of the training store, and the network config. Prediction goes through :class:`TrainedModel`, which
+refuses images of another shape and builds images from genotypes with the stored settings, so new
+data cannot silently be preprocessed differently from the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import atomic
+from ..errors import InputDataError
+from .labels import LabelSpec
+from .models import ModelConfig
+
+log = logging.getLogger(__name__)
+BUNDLE_FORMAT = "hpc_popgen.trained_model"
+META_FILE = "hpcpop_model.json"
+MODEL_FILE = "model.keras"
+
+
+@dataclass
+class TrainedModel:
+    """A loaded model bundle; :meth:`posterior` turns (n, H, W) 0/1 images into class probabilities."""
+
+    keras_model: Any
+    labels: LabelSpec
+    image: dict
+    image_shape: tuple[int, int]
+    model_config: ModelConfig
+    path: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """The S value (or binary label) of each posterior class."""
+        return self.labels.centres
+
+    def image_config(self) -> Any:
+        """The training store's ImageConfig (how genotypes must be turned into images)."""
+        from ..images import ImageConfig
+
+        return ImageConfig.from_dict(self.image)
+
+    def check_images(self, images: np.ndarray, source: str = "images") -> np.ndarray:
+        """``images`` as (n, H, W) uint8, or InputDataError when their shape is not the training shape."""
+        x = np.asarray(images)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim != 3 or tuple(x.shape[1:]) != tuple(self.image_shape):
+            raise InputDataError(f"{source}: images of shape {list(x.shape[1:]) if x.ndim >= 2 else list(x.shape)} "
+                                 f"do not match the model's {list(self.image_shape)} (model {self.path})")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise InputDataError(f"{source}: image values must be 0/1 (found {x.min()}..{x.max()})")
+        return x.astype(np.uint8, copy=False)
+
+    def raw_predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The network's outputs for (n, H, W) images."""
+        x = self.check_images(images)
+        if len(x) == 0:
+            return np.zeros((0, self.labels.n_outputs), dtype=np.float32)
+        out = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].astype(np.float32)[..., None]
+            out.append(np.asarray(self.keras_model(xb, training=False)))
+        return np.concatenate(out)
+
+    def posterior(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(n, n_classes) class probabilities (binary: [P(neutral), P(selection)])."""
+        y = self.raw_predict(images, batch_size).astype(np.float64)
+        if self.labels.mode == "binary":
+            p = y.reshape(-1)
+            return np.stack([1.0 - p, p], axis=1)
+        if self.labels.mode == "continuous":
+            raise InputDataError(f"{self.path}: a regression model gives point estimates, not a class posterior")
+        return y / y.sum(axis=1, keepdims=True)
+
+    def prior(self) -> np.ndarray:
+        """The training set's class weights (uniform if unknown)."""
+        n = len(self.centres)
+        pr = np.asarray(self.labels.prior, dtype=np.float64)
+        return pr if len(pr) == n else np.full(n, 1.0 / n)
+
+    def image_from_haplotypes(self, haps: Any) -> np.ndarray:
+        """The (H, W) image of a Haplotypes region, made with the training store's settings."""
+        from ..images import make_image
+
+        return make_image(haps.matrix, haps.positions, self.image_config(), centre=haps.centre())
+
+
+def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, image: dict,
+                image_shape: tuple[int, int], model_config: ModelConfig, info: dict) -> Path:
+    """Write the bundle: the Keras model first, the JSON (which makes the bundle valid) last."""
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".tmp-{os.getpid()}-{MODEL_FILE}"
+    keras_model.save(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, d / MODEL_FILE)
+    atomic.fsync_dir(d)
+    meta = {"format": BUNDLE_FORMAT, "version": 1, "labels": labels.to_dict(), "image": image,
+            "image_shape": list(image_shape), "model": model_config.to_dict(), "info": info}
+    atomic.write_json(d / META_FILE, meta)
+    return d
+
+
+def load_bundle(model_dir: str | Path) -> TrainedModel:
+    """Load a model bundle written by the train stage (a directory or its hpcpop_model.json)."""
+    from .tfenv import tf as get_tf
+
+    d = Path(model_dir)
+    if d.name == META_FILE or d.suffix == ".keras":
+        d = d.parent
+    meta_path = d / META_FILE
+    if not meta_path.exists():
+        raise InputDataError(f"{d}: not a trained model (no {META_FILE}; point to RUN_DIR/<train stage>/model)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputDataError(f"{meta_path}: not valid JSON: {exc}") from None
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise InputDataError(f"{meta_path}: format {meta.get('format')!r} is not {BUNDLE_FORMAT!r}")
+    tf = get_tf()
+    km = tf.keras.models.load_model(d / MODEL_FILE, compile=False)
+    return TrainedModel(keras_model=km, labels=LabelSpec.from_dict(meta["labels"]), image=meta["image"],
+                        image_shape=tuple(meta["image_shape"]), model_config=ModelConfig.from_dict(meta["model"]),
+                        path=str(d), info=meta.get("info", {}))
