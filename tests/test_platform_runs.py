@@ -1,0 +1,169 @@
+"""End to end through `hpcpop`: run directories, report.json, the dashboard, SIGINT + rerun, status."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import HPCPOP, run_cli, write_yaml
+
+
+def sim_stage(n_per_class: int = 8, shard_images: int = 4, n_haplotypes: int = 16,
+              sequence_length: int = 10_000, name: str = "simulate") -> dict:
+    """A small but real simulate stage (msprime, images, Zarr store)."""
+    return {"name": name, "simulate": {
+        "store": "@run/images.zarr", "demography": "constant", "n_haplotypes": n_haplotypes,
+        "sequence_length": sequence_length, "classes": [0, 200], "n_per_class": n_per_class,
+        "image": {"size": [16, 16]}, "shard_images": shard_images}}
+
+
+def manifest(tmp_path: Path, profile: Path, **stage) -> Path:
+    return write_yaml(tmp_path / "job.yaml", {"name": "plat", "seed": 11, "profile": str(profile),
+                                             "storage": str(tmp_path / "store"), "stages": [sim_stage(**stage)]})
+
+
+def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"run ended ({proc.returncode}) before {what}:\n{out}\n{err}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def done_units(run: Path, stage: str = "simulate") -> dict[str, dict]:
+    d = run / "ledger" / stage / "done"
+    return {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")} if d.is_dir() else {}
+
+
+def test_submit_records_run_directory_and_report(tmp_path, local_profile):
+    job = manifest(tmp_path, local_profile)
+    run = tmp_path / "run"
+    proc = run_cli("submit", job, "--run-dir", run, "--no-progress", check=True)
+    out = proc.stdout + proc.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in out
+
+    resolved = yaml.safe_load((run / "manifest.resolved.yaml").read_text())
+    assert resolved["stages"][0]["simulate"]["mutation_rate"] > 0, "defaults are filled in"
+    assert (run / "manifest.yaml").read_text() == job.read_text()
+    assert yaml.safe_load((run / "profile.resolved.yaml").read_text())["kind"] == "local"
+    prov = read_json(run / "provenance.json")
+    assert prov["versions"]["msprime"] == "1.4.4" and prov["versions"]["zarr"].startswith("3.")
+    assert prov["seeds"]["manifest"] == 11 and isinstance(prov["seeds"]["stages"]["simulate"], int)
+    assert prov["host"] and prov["started_at"]
+    assert prov["git_commit"] is None or len(prov["git_commit"]) >= 40
+
+    rep = read_json(run / "report.json")
+    assert rep["status"] == "completed"
+    assert rep["dashboard"].startswith("http://127.0.0.1:")
+    st = rep["stages"][0]
+    assert (st["status"], st["units_done"], st["units_total"], st["failures"]) == ("completed", 4, 4, 0)
+    assert st["seconds"] > 0 and st["throughput"]["images_per_s"] > 0
+    assert len(done_units(run)) == 4
+
+    status = run_cli("status", run, check=True).stdout
+    assert "completed" in status and "4/4" in status
+
+
+def test_dashboard_and_readable_task_keys_during_a_run(tmp_path, local_profile):
+    """Fetch the dashboard over loopback while tasks run; task keys name stage, unit and shard."""
+    from distributed import Client
+
+    job = manifest(tmp_path, local_profile, n_per_class=120, shard_images=4, n_haplotypes=64,
+                   sequence_length=60_000)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rep = wait_for(lambda: (r := read_json(run / "report.json")).get("scheduler") and r, 120,
+                       "the cluster to start", proc)
+        page = requests.get(rep["dashboard"], timeout=30)
+        assert page.status_code == 200 and "Dask" in page.text
+        assert rep["scheduler"].startswith("tcp://127.0.0.1:")
+        with Client(rep["scheduler"], timeout=30) as c:
+            keys = wait_for(lambda: c.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]),
+                            60, "tasks on the scheduler", proc)
+        assert any(k.startswith("simulate-shard-000") for k in keys), keys[:5]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+
+
+def test_sigint_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile):
+    job = manifest(tmp_path, local_profile, n_per_class=120, shard_images=4, n_haplotypes=64,
+                   sequence_length=60_000)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(done_units(run)) >= 3, 180, "three finished shards", proc)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "hpcpop rerun" in err
+
+    rep = read_json(run / "report.json")
+    assert rep["status"] == "interrupted" and rep["stages"][0]["status"] == "interrupted"
+    before = done_units(run)
+    assert 3 <= len(before) < 60, "interrupted mid-stage"
+    status = run_cli("status", run, check=True).stdout
+    assert "interrupted" in status and f"{len(before)}/60" in status
+
+    run_cli("rerun", run, "--no-progress", check=True)
+    after = done_units(run)
+    assert len(after) == 60
+    for unit, rec in before.items():
+        assert after[unit]["finished_at"] == rec["finished_at"], f"{unit} was redone"
+    rep = read_json(run / "report.json")
+    assert rep["status"] == "completed" and rep["stages"][0]["units_done"] == 60
+
+    import zarr
+
+    store = zarr.open_group(str(run / "images.zarr"), mode="r")
+    seeds = store["seed"][:]
+    assert len(set(seeds.tolist())) == 240, "every image present once"
+    assert store["shard_written"][:].all()
+
+
+def test_rerun_of_unknown_dir_is_one_line_error(tmp_path):
+    proc = run_cli("rerun", tmp_path / "nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no such run directory" in proc.stderr
+
+
+def test_submit_refuses_an_existing_run_dir(tmp_path, local_profile):
+    job = manifest(tmp_path, local_profile, n_per_class=2, shard_images=2)
+    run = tmp_path / "run"
+    run_cli("submit", job, "--run-dir", run, "--no-progress", check=True)
+    again = run_cli("submit", job, "--run-dir", run, "--no-progress")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"n_per_class": -5}, "stages[0].simulate.n_per_class: -5 is less than the minimum of 1"),
+    ({"n_per_clas": 5}, "stages[0].simulate.n_per_clas: unknown key 'n_per_clas'"),
+])
+def test_bad_stage_value_fails_before_anything_is_written(tmp_path, local_profile, bad, needle):
+    data = yaml.safe_load(manifest(tmp_path, local_profile).read_text())
+    data["stages"][0]["simulate"].update(bad)
+    job = write_yaml(tmp_path / "bad.yaml", data)
+    proc = run_cli("submit", job, "--run-dir", tmp_path / "run")
+    assert proc.returncode == 2
+    assert needle in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (tmp_path / "run").exists(), "nothing partial is written"
