@@ -79,7 +79,11 @@ class TrainedModel:
 
     def posterior(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(n, n_classes) class probabilities (binary: [P(neutral), P(selection)])."""
-        y = self.raw_predict(images, batch_size).astype(np.float64)
+        return self.posterior_from_outputs(self.raw_predict(images, batch_size))
+
+    def posterior_from_outputs(self, y: np.ndarray) -> np.ndarray:
+        """Class probabilities from raw network outputs (see :meth:`posterior`)."""
+        y = np.asarray(y, dtype=np.float64)
         if self.labels.mode == "binary":
             p = y.reshape(-1)
             return np.stack([1.0 - p, p], axis=1)

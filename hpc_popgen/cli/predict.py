@@ -1,0 +1,68 @@
+"""``hpcpop predict MODEL``: the posterior of S for a region (ms file, VCF region, or a saved image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..errors import InputDataError
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--ms", "ms_file", type=click.Path(dir_okay=False), help="ms/msms output; every replicate is a region.")
+@click.option("--vcf", "vcf_file", type=click.Path(dir_okay=False), help="Phased VCF (plain or gzip).")
+@click.option("--region", help="With --vcf: CHROM:START-END (1-based, inclusive).")
+@click.option("--samples", help="With --vcf: comma-separated sample names, or a file with one per line.")
+@click.option("--image", "image_file", type=click.Path(dir_okay=False), help="A .npy image (H, W) or stack (n, H, W).")
+@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="HPDI level.")
+@click.option("--mc-samples", default=100_000, show_default=True, help="Monte Carlo samples for the sampled HPDI.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the Monte Carlo sampling.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a PNG of the (first) posterior.")
+def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str | None, samples: str | None,
+            image_file: str | None, level: float, mc_samples: int, seed: int, plot_file: str | None) -> None:
+    """Print the posterior (MAP, mean, HPDI, Bayes factor) of S for each region as JSON."""
+    given = [x for x in (ms_file, vcf_file, image_file) if x]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --ms, --vcf (with --region) or --image")
+    if vcf_file and not region:
+        raise click.UsageError("--vcf needs --region CHROM:START-END")
+    from ..infer.posterior import plot_posterior
+    from ..infer.regions import images_from_haplotypes, summarize_images
+    from ..train.saved import load_bundle
+
+    bundle = load_bundle(model)
+    names: list[str]
+    if image_file:
+        try:
+            images = np.load(image_file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"{image_file}: not a readable .npy array: {exc}") from None
+        images = bundle.check_images(images, source=image_file)
+        names = [f"{image_file}[{i}]" for i in range(len(images))]
+    elif ms_file:
+        from ..images import read_ms
+
+        regions = read_ms(ms_file)
+        images = images_from_haplotypes(bundle, regions)
+        names = [f"{ms_file} replicate {i + 1}" for i in range(len(regions))]
+    else:
+        from ..images import read_vcf
+
+        sample_arg: str | list[str] | None = samples
+        if samples and not Path(samples).exists():
+            sample_arg = [s.strip() for s in samples.split(",") if s.strip()]
+        haps = read_vcf(vcf_file, region=region, samples=sample_arg)
+        images = images_from_haplotypes(bundle, [haps])
+        names = [f"{vcf_file}:{region}"]
+    results = summarize_images(bundle, images, level=level, mc_samples=mc_samples, seed=seed)
+    for name, r in zip(names, results, strict=True):
+        r["region"] = name
+    if plot_file and results and "hpdi" in results[0]:
+        plot_posterior(results[0], plot_file, title=names[0])
+    click.echo(json.dumps({"model": bundle.path, "labels": bundle.labels.mode, "image": bundle.image,
+                           "results": results}, indent=2))

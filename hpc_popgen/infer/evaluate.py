@@ -1,0 +1,106 @@
+"""Evaluate a trained model on a store's split: accuracy, confusion matrix, RMSE and bias of S estimates.
+
+Reads the store shard by shard (never whole), predicts in batches, and summarises every image's
+posterior (MAP, posterior mean, exact HPDI) against its true S. No Dask here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from ..errors import StoreError
+from ..store import SPLIT_CODES, ImageStore
+from ..train.saved import TrainedModel
+from .metrics import bias, confusion_matrix, plot_confusion, rmse
+from .posterior import hpdi_discrete
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(model: TrainedModel, store: ImageStore) -> None:
+    """Refuse a store whose images were made differently from the model's training images."""
+    if tuple(store.image_shape) != tuple(model.image_shape):
+        raise StoreError(f"{store.url}: images are {list(store.image_shape)}, the model {model.path} was trained "
+                         f"on {list(model.image_shape)}")
+    theirs = {k: v for k, v in store.meta.get("image", {}).items()}
+    ours = dict(model.image)
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise StoreError(f"{store.url}: image settings differ from the model's training store in "
+                         f"{', '.join(diff)} (store {[theirs.get(k) for k in diff]}, model "
+                         f"{[ours.get(k) for k in diff]}); remake the images with the model's settings")
+
+
+def predict_store(model: TrainedModel, store: ImageStore, split: str = "test", batch_size: int = 256,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(network outputs, true S) for every image of ``split`` (``all``: every image), shard by shard."""
+    check_compatible(model, store)
+    written = set(store.written_shards().tolist())
+    if len(written) < store.n_shards:
+        raise StoreError(f"{store.url}: only {len(written)} of {store.n_shards} shards are written")
+    code = None if split == "all" else SPLIT_CODES.get(split)
+    if split != "all" and code is None:
+        raise StoreError(f"split {split!r}: not one of all, {', '.join(SPLIT_CODES)}")
+    outs, truth = [], []
+    for i in range(store.n_shards):
+        a, b = store.shard_range(i)
+        s = store.array("s")[a:b]
+        keep = np.ones(b - a, dtype=bool) if code is None else store.array("split")[a:b] == code
+        if not keep.any():
+            continue
+        images = store.array("images")[a:b][keep]
+        outs.append(model.raw_predict(images, batch_size=batch_size))
+        truth.append(s[keep])
+    if not outs:
+        raise StoreError(f"{store.url}: no images in split {split!r}")
+    return np.concatenate(outs), np.concatenate(truth)
+
+
+def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, split: str = "test",
+             level: float = 0.95, batch_size: int = 256, title: str = "") -> dict:
+    """Metrics of ``model`` on ``split`` of ``store``; writes confusion.{json,png} and predictions.npz."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y, s_true = predict_store(model, store, split, batch_size)
+    labels = model.labels
+    metrics: dict = {"n_images": int(len(s_true)), "split": split, "store": store.url}
+    if labels.mode == "continuous":
+        est = labels.decode_regression(y)
+        metrics.update(rmse=rmse(est, s_true), bias=bias(est, s_true))
+        np.savez_compressed(out / "predictions.npz", s_true=s_true, estimate=est)
+        atomic.write_json(out / "metrics.json", metrics)
+        return metrics
+    probs = model.posterior_from_outputs(y)
+    centres = labels.centres
+    true_cls = labels.class_of(s_true)
+    pred_cls = probs.argmax(axis=1)
+    n = len(centres)
+    cm = confusion_matrix(true_cls, pred_cls, n)
+    names = (["neutral", "selection"] if labels.mode == "binary" else [f"{c:g}" for c in centres])
+    metrics["test_accuracy"] = float(np.mean(true_cls == pred_cls))
+    metrics["confusion_matrix"] = cm.tolist()
+    metrics["class_names"] = names
+    if labels.mode == "classes":
+        s_map = centres[pred_cls]
+        s_mean = probs @ centres
+        inside = []
+        for p, c in zip(probs, centres[true_cls], strict=True):
+            lo, hi, _ = hpdi_discrete(p, centres, level)
+            inside.append(lo <= c <= hi)
+        metrics.update(rmse_map=rmse(s_map, s_true), bias_map=bias(s_map, s_true),
+                       rmse_posterior_mean=rmse(s_mean, s_true), bias_posterior_mean=bias(s_mean, s_true),
+                       hpdi_level=level, hpdi_coverage=float(np.mean(inside)))
+        np.savez_compressed(out / "predictions.npz", s_true=s_true, posterior=probs, s_map=s_map, s_mean=s_mean)
+    else:
+        np.savez_compressed(out / "predictions.npz", s_true=s_true, posterior=probs)
+    atomic.write_json(out / "confusion.json", {"class_names": names, "classes": centres.tolist(),
+                                               "matrix": cm.tolist(), "rows": "true", "columns": "predicted",
+                                               "store": store.url, "split": split})
+    plot_confusion(cm, names, out / "confusion.png",
+                   title=title or f"accuracy {metrics['test_accuracy']:.3f} ({len(s_true)} images)")
+    atomic.write_json(out / "metrics.json", metrics)
+    return metrics

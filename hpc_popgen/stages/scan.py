@@ -1,0 +1,90 @@
+"""The ``scan`` stage: windows over a VCF chromosome -> posterior per window, as Dask tasks.
+
+The driver reads the chromosome once (positions and haplotypes), plans windows, and submits chunks
+of windows (units ``chunk-00003``) with their slice of the haplotype matrix; each task writes its TSV
+part atomically, then the driver joins the parts into scan.tsv and plots scan.png.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import atomic
+from ..errors import InputDataError
+from ..manifest import Manifest, StageSpec
+from .base import StageContext, StageResult, Unit
+from .evaluate import check as check_model
+from .evaluate import model_dir
+
+log = logging.getLogger(__name__)
+
+
+def check(spec: StageSpec, manifest: Manifest) -> None:
+    """The model reference must be usable (see the evaluate stage)."""
+    check_model(spec, manifest)
+
+
+def _first_chrom(path: str) -> str:
+    from ..images.ms import open_text
+
+    with open_text(path) as fh:
+        for line in fh:
+            if line and not line.startswith("#"):
+                return line.split("\t", 1)[0]
+    raise InputDataError(f"{path}: no data lines")
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Plan windows, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
+    from ..images import read_vcf
+    from ..infer.scan import COLUMNS, plan_windows, plot_scan, read_scan, scan_chunk
+
+    p = ctx.params
+    out = ctx.stage_dir()
+    parts = out / "parts"
+    parts.mkdir(exist_ok=True)
+    vcf = ctx.input_path(p["vcf"])
+    region = p.get("chrom") or _first_chrom(vcf)
+    samples = p.get("samples")
+    if isinstance(samples, str):
+        samples = ctx.input_path(samples)
+    haps = read_vcf(vcf, region=region, samples=samples)
+    chrom = region.split(":")[0]
+    positions = haps.positions.astype(np.int64)
+    if haps.length is not None and ":" in region:  # region-relative positions -> absolute bp
+        start_bp = int(region.split(":")[1].split("-")[0].replace(",", ""))
+        positions = positions + start_bp
+    w = p.get("window", {})
+    windows = plan_windows(positions, size=int(w.get("size", 80000)), step=int(w.get("step", 40000)),
+                           unit=w.get("unit", "bp"), min_sites=int(w.get("min_sites", 10)))
+    if not windows:
+        raise InputDataError(f"{vcf}: no window of {w.get('size')} {w.get('unit')} with at least "
+                             f"{w.get('min_sites')} sites in {region}")
+    k = int(p.get("chunk_windows", 50))
+    mdir = str(model_dir(ctx))
+    units = []
+    for c, i0 in enumerate(range(0, len(windows), k)):
+        chunk = windows[i0:i0 + k]
+        lo, hi = chunk[0].lo, max(x.hi for x in chunk)
+        rel = [(x.lo - lo, x.hi - lo, x.start, x.end) for x in chunk]
+        uid = f"chunk-{c:05d}"
+        units.append(Unit(uid, args=(mdir, haps.matrix[:, lo:hi].copy(), positions[lo:hi].copy(), rel, chrom,
+                                     str(parts / f"{uid}.tsv")),
+                          kwargs={"level": float(p.get("hpdi_level", 0.95)),
+                                  "mc_samples": int(p.get("mc_samples", 0)), "seed": ctx.unit_seed(c)},
+                          weight=len(chunk)))
+    result = ctx.run_units(units, scan_chunk, item_name="windows")
+    if result.failures or result.units_done < result.units_total:
+        return result
+    text = "\t".join(COLUMNS) + "\n" + "".join((parts / f"{u.id}.tsv").read_text() for u in units)
+    atomic.write_text(out / "scan.tsv", text)
+    table = read_scan(out / "scan.tsv")
+    plot_scan(table, out / "scan.png", title=f"{chrom}: {len(windows)} windows")
+    best = int(np.nanargmax(table["log10_bayes_factor"]))
+    result.metrics.update(n_windows=len(windows), n_sites=int(len(positions)), chrom=chrom,
+                          max_log10_bayes_factor=float(table["log10_bayes_factor"][best]),
+                          max_bf_window=f"{chrom}:{int(table['start'][best])}-{int(table['end'][best])}",
+                          tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"))
+    return result
