@@ -11,7 +11,7 @@ from hpc_popgen.manifest import format_path, load_manifest, parse_manifest
 
 
 def minimal(**over):
-    data = {"name": "t", "seed": 7, "stages": [{"simulate": {"store": "x.zarr", "classes": [0, 200]}}]}
+    data = {"name": "t", "seed": 7, "stages": [{"simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}}]}
     data.update(over)
     return data
 
@@ -38,13 +38,13 @@ def test_misspelt_top_level_key_is_named(tmp_path):
 
 
 def test_misspelt_resources_key_is_named_with_its_path():
-    data = minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200]}, "resources": {"coers": 2}}])
+    data = minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}, "resources": {"coers": 2}}])
     with pytest.raises(ManifestError, match=r"stages\[0\]\.resources\.coers: unknown key 'coers'"):
         parse_manifest(data, source="m.yaml")
 
 
 def test_value_error_names_path_and_reason():
-    data = minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200]}, "resources": {"cores": -5}}])
+    data = minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}, "resources": {"cores": -5}}])
     with pytest.raises(ManifestError, match=r"stages\[0\]\.resources\.cores: -5 is less than the minimum of 1"):
         parse_manifest(data, source="m.yaml")
 
@@ -53,11 +53,11 @@ def test_stage_needs_exactly_one_kind():
     with pytest.raises(ManifestError, match=r"stages\[0\]: a stage needs exactly one kind key"):
         parse_manifest(minimal(stages=[{"name": "x"}]), source="m.yaml")
     with pytest.raises(ManifestError, match=r"found: simulate, demography"):
-        parse_manifest(minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200]}, "demography": {}}]), source="m.yaml")
+        parse_manifest(minimal(stages=[{"simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}, "demography": {}}]), source="m.yaml")
 
 
 def test_duplicate_stage_names_rejected():
-    data = minimal(stages=[{"name": "a", "simulate": {"store": "x.zarr", "classes": [0, 200]}}, {"name": "a", "simulate": {"store": "x.zarr", "classes": [0, 200]}}])
+    data = minimal(stages=[{"name": "a", "simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}}, {"name": "a", "simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}}])
     with pytest.raises(ManifestError, match=r"stages\[1\]\.name: 'a' is used"):
         parse_manifest(data, source="m.yaml")
 
@@ -79,7 +79,7 @@ def test_broken_yaml_names_line(tmp_path):
 
 
 def test_cli_validate_prints_one_line_error(tmp_path):
-    path = write_yaml(tmp_path / "m.yaml", {**minimal(), "stages": [{"simulate": {"store": "x.zarr", "classes": [0, 200]}, "resorces": {}}]})
+    path = write_yaml(tmp_path / "m.yaml", {**minimal(), "stages": [{"simulate": {"store": "x.zarr", "classes": [0, 200], "n_per_class": 4}, "resorces": {}}]})
     proc = run_cli("validate", path)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
