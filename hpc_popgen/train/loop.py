@@ -178,8 +178,11 @@ def run_training(job: TrainJob) -> dict:
     ckpt_dir = out / "checkpoints"
     ledger = Ledger(job.ledger_dir) if job.ledger_dir else None
     if job.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(int(job.threads))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, int(job.threads))))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(job.threads))
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, int(job.threads))))
+        except RuntimeError:  # TensorFlow already running in this process (training in the driver)
+            log.debug("TensorFlow threads already set; keeping them")
     tf.keras.utils.set_random_seed(int(job.seed) % (2**31 - 1))
     stream = bool(job.stream.get("enabled"))
     store = open_store(job.store)

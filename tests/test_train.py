@@ -1,0 +1,260 @@
+"""Train stage: labels, model presets, the shard loader, real training end to end, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_train_helpers import make_store
+
+from hpc_popgen.errors import ManifestError, StoreError
+from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.runs import RunDir
+from hpc_popgen.store import open_store
+from hpc_popgen.train.data import ShardReader, batches, rank_shards
+from hpc_popgen.train.labels import LabelSpec, resolve_labels, with_prior
+from hpc_popgen.train.models import PRESETS, build_model, min_input_size, resolve_model
+
+
+def write_manifest(tmp_path: Path, stages: list[dict], name: str = "t", profile: str | None = None) -> Path:
+    data = {"name": name, "seed": 11, "storage": str(tmp_path / "storage"), "stages": stages}
+    if profile:
+        data["profile"] = profile
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def single_profile(tmp_path) -> str:
+    """A loopback LocalCluster profile with one Horovod rank (training in the driver process)."""
+    path = tmp_path / "profiles" / "one.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 1},
+                                    "dashboard_address": "127.0.0.1:0",
+                                    "horovod": {"launcher": "horovodrun", "ranks": 1}}))
+    return str(path)
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+def test_binary_labels_and_prior():
+    spec = resolve_labels({"mode": "binary"}, [0.0, 200.0], 0, 200)
+    y = spec.encode(np.array([0.0, 200.0, 0.0]))
+    assert y[:, 0].tolist() == [0, 1, 0]
+    spec = with_prior(spec, np.array([0.0, 0.0, 0.0, 200.0]))
+    assert spec.prior == (0.75, 0.25)
+    with pytest.raises(StoreError, match="neutral"):
+        resolve_labels({"mode": "binary"}, [100.0, 200.0], 100, 200)
+
+
+def test_class_labels_encodings():
+    spec = resolve_labels({"mode": "classes", "n_classes": 11}, None, 0, 400)
+    assert spec.centres[0] == 0 and spec.centres[-1] == 400 and len(spec.centres) == 11
+    s = np.array([0.0, 19.0, 21.0, 400.0, 133.0])
+    assert spec.class_of(s).tolist() == [0, 0, 1, 10, 3]
+    onehot = spec.encode(s)
+    assert onehot.shape == (5, 11) and onehot.sum(axis=1).tolist() == [1] * 5
+    g = resolve_labels({"mode": "classes", "n_classes": 11, "encoding": "gaussian", "sd": 1.0}, None, 0, 400)
+    yg = g.encode(s)
+    assert np.allclose(yg.sum(axis=1), 1) and yg[4].argmax() == 3 and 0 < yg[4, 4] < yg[4, 3]
+    pt = resolve_labels({"mode": "classes", "n_classes": 11, "encoding": "perturbed", "k": 2}, None, 0, 400)
+    many = np.full(2000, 200.0)
+    a = pt.encode(many, np.random.default_rng(1)).argmax(axis=1)
+    b = pt.encode(many, np.random.default_rng(2)).argmax(axis=1)
+    assert set(a.tolist()) == {3, 4, 5, 6, 7} and not np.array_equal(a, b)
+    store_classes = resolve_labels({"mode": "classes"}, [400.0, 0.0, 200.0], 0, 400)
+    assert store_classes.classes == (0.0, 200.0, 400.0)
+    with pytest.raises(ManifestError, match="n_classes"):
+        resolve_labels({"mode": "classes"}, None, 0, 400)
+    cont = resolve_labels({"mode": "continuous"}, None, 0, 400)
+    assert np.allclose(cont.decode_regression(cont.encode(s)), s)
+    assert LabelSpec.from_dict(g.to_dict()) == g
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def test_presets_build_the_papers_networks():
+    binary = build_model(resolve_model({"preset": "binary"}), (128, 128), 1, "binary")
+    convs = [la for la in binary.layers if la.__class__.__name__ == "Conv2D"]
+    pools = [la for la in binary.layers if la.__class__.__name__ == "MaxPooling2D"]
+    dense = [la for la in binary.layers if la.__class__.__name__ == "Dense"]
+    assert [c.filters for c in convs] == [32, 32, 32] and len(pools) == 3
+    assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) and c.padding == "valid" for c in convs)
+    assert [d.units for d in dense] == [64, 1] and dense[-1].activation.__name__ == "sigmoid"
+    assert convs[0].kernel_regularizer is None  # defaults learn: no regularisation, Adam
+    cont = build_model(resolve_model({"preset": "continuous"}), (128, 128), 11, "classes")
+    assert [la.filters for la in cont.layers if la.__class__.__name__ == "Conv2D"] == [32, 64, 128]
+    assert [la.units for la in cont.layers if la.__class__.__name__ == "Dense"] == [11]
+    multi = resolve_model({"preset": "multiclass"})
+    assert multi.filters == (32, 64, 64) and multi.dense == ()
+    paper = resolve_model({"preset": "binary_paper"})
+    assert paper.l1 == paper.l2 == 0.005 and paper.optimizer == "rmsprop"
+    assert resolve_model({"preset": "binary", "paper": True}) == paper.__class__(**{**paper.__dict__, "preset": "binary"})
+    pm = build_model(paper, (64, 64), 1, "binary")
+    assert pm.get_layer("conv0").kernel_regularizer is not None
+    custom = resolve_model({"preset": "multiclass", "filters": [8, 8], "dense": [16], "dropout": 0.2})
+    assert custom.filters == (8, 8) and custom.dense == (16,)
+    assert min_input_size(resolve_model({})) == 22
+    with pytest.raises(ManifestError, match="at least 22x22"):
+        build_model(resolve_model({}), (16, 16), 1, "binary")
+    with pytest.raises(ManifestError, match="unknown preset"):
+        resolve_model({"preset": "resnet"})
+    assert {"binary", "multiclass", "continuous", "binary_paper"} <= set(PRESETS)
+
+
+# --- loader -------------------------------------------------------------------------------------
+
+def test_loader_disjoint_ranks_each_image_once_and_seeded(tmp_path):
+    st = make_store(tmp_path / "s.zarr", n_per_class=90, size=24, shard_images=20, split=(1.0, 0.0, 0.0))
+    assert st.n_shards == 9
+    spec = LabelSpec(mode="binary")
+    reader = ShardReader(st, split=0)
+    seen = {}
+    for rank in (0, 1):
+        mine = rank_shards(range(st.n_shards), rank, 2)
+        xs = [x for x, _ in batches(reader, mine, lambda s, r: spec.encode(s, r), batch_size=16, buffer=45,
+                                    seed=5, epoch=0, rank=rank, drop_remainder=False)]
+        assert all(x.shape[1:] == (24, 24) for x in xs)
+        seen[rank] = np.concatenate(xs)
+    assert set(rank_shards(range(9), 0, 2)).isdisjoint(rank_shards(range(9), 1, 2))
+    # every image exactly once over both ranks: compare as multisets of image bytes
+    want = sorted(bytes(im) for im in st.read("images"))
+    got = sorted(bytes(im) for im in np.concatenate([seen[0], seen[1]]))
+    assert got == want
+    # shuffled across shards: the first batch mixes shards (images carry per-shard seeds)
+    shard_of = {bytes(im): i // 20 for i, im in enumerate(st.read("images"))}
+    first = next(batches(reader, rank_shards(range(9), 0, 2), lambda s, r: spec.encode(s, r), batch_size=16,
+                         buffer=60, seed=5, epoch=0))
+    assert len({shard_of[bytes(im)] for im in first[0]}) >= 2
+    again = next(batches(reader, rank_shards(range(9), 0, 2), lambda s, r: spec.encode(s, r), batch_size=16,
+                         buffer=60, seed=5, epoch=0))
+    other = next(batches(reader, rank_shards(range(9), 0, 2), lambda s, r: spec.encode(s, r), batch_size=16,
+                         buffer=60, seed=5, epoch=1))
+    assert np.array_equal(first[0], again[0]) and not np.array_equal(first[0], other[0])
+
+
+def test_loader_bench_command_prints_json():
+    proc = subprocess.run([sys.executable, "-m", "hpc_popgen.cli", "bench", "loader", "--images", "2048",
+                           "--size", "64", "--shard-images", "256", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["loader_images_per_s"] > 1000 and res["images_per_epoch"] == 2048
+
+
+# --- training end to end ------------------------------------------------------------------------
+
+def test_train_and_evaluate_end_to_end(tmp_path, single_profile):
+    make_store(tmp_path / "storage" / "fake.zarr", n_per_class=160, size=32, shard_images=64)
+    path = write_manifest(tmp_path, [
+        {"name": "train", "resources": {"cores": 2},
+         "train": {"store": "fake.zarr", "model": {"preset": "binary"}, "labels": {"mode": "binary"},
+                   "epochs": 3, "batch_size": 32}},
+        {"name": "evaluate", "evaluate": {}},
+    ], profile=single_profile)
+    rd = prepare(path, run_dir=tmp_path / "run")
+    report = execute(rd, progress=False)
+    assert report["status"] == "completed"
+    tr, ev = report["stages"]
+    assert tr["units_done"] == tr["units_total"] == tr["metrics"]["epochs_run"] >= 1
+    assert ev["metrics"]["test_accuracy"] >= 0.9, ev["metrics"]
+    cm = np.array(ev["metrics"]["confusion_matrix"])
+    assert cm.sum() == ev["metrics"]["n_images"] > 0
+    run = tmp_path / "run"
+    assert (run / "evaluate" / "confusion.png").stat().st_size > 1000
+    assert json.loads((run / "evaluate" / "confusion.json").read_text())["matrix"] == cm.tolist()
+    assert sorted(rd.ledger("train").done())[:1] == ["epoch-0001"]
+    assert list((run / "train" / "tensorboard").rglob("events.out.tfevents.*"))
+    # the bundle carries the label mapping and the store's image settings
+    from hpc_popgen.train.saved import load_bundle
+
+    bundle = load_bundle(run / "train" / "model")
+    assert bundle.labels.mode == "binary" and bundle.image == open_store(str(tmp_path / "storage" / "fake.zarr")).meta["image"]
+    assert abs(sum(bundle.labels.prior) - 1) < 1e-9
+    with pytest.raises(Exception, match="do not match"):
+        bundle.posterior(np.zeros((2, 16, 16), dtype=np.uint8))
+    # rerun of a finished run trains nothing again
+    t0 = time.time()
+    again = execute(RunDir.open(run), progress=False)
+    assert again["status"] == "completed" and time.time() - t0 < 30
+    assert again["stages"][1]["metrics"]["test_accuracy"] == ev["metrics"]["test_accuracy"]
+
+
+def test_classes_gaussian_labels_and_quantify_metrics(tmp_path, single_profile):
+    make_store(tmp_path / "storage" / "u.zarr", prior={"min": 0, "max": 400, "n": 600, "n_bins": 5}, size=32,
+               shard_images=100)
+    path = write_manifest(tmp_path, [
+        {"name": "train", "train": {"store": "u.zarr", "model": {"preset": "continuous", "filters": [16, 16]},
+                                    "labels": {"mode": "classes", "encoding": "gaussian", "sd": 0.5},
+                                    "epochs": 4, "batch_size": 32, "tensorboard": False}},
+        {"name": "evaluate", "evaluate": {"hpdi_level": 0.9}},
+    ], profile=single_profile)
+    report = execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+    m = report["stages"][1]["metrics"]
+    for key in ("rmse_map", "rmse_posterior_mean", "bias_map", "bias_posterior_mean", "hpdi_coverage"):
+        assert key in m
+    assert len(m["confusion_matrix"]) == 5  # n_bins of the store's prior
+    # much better than guessing the prior mean (RMSE of U(0, 400) around 200 is about 115)
+    assert m["rmse_posterior_mean"] < 80, m
+
+
+def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_profile):
+    make_store(tmp_path / "storage" / "a.zarr", n_per_class=80, size=32, shard_images=40)
+    other = make_store(tmp_path / "storage" / "b.zarr", n_per_class=20, size=32, shard_images=40)
+    attrs = other.group.attrs.asdict()["hpc_popgen"]
+    attrs["image"]["sort"] = "none"
+    other.group.attrs["hpc_popgen"] = attrs
+    path = write_manifest(tmp_path, [
+        {"name": "train", "train": {"store": "a.zarr", "epochs": 1, "batch_size": 32, "tensorboard": False}},
+        {"name": "evaluate", "evaluate": {"store": "b.zarr"}},
+    ], profile=single_profile)
+    with pytest.raises(StoreError, match="image settings differ .*sort"):
+        execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+
+
+def test_manifest_checks_name_the_key(tmp_path):
+    path = write_manifest(tmp_path, [{"train": {"store": "x.zarr", "labels": {"mode": "classes"}}}])
+    with pytest.raises(ManifestError, match=r"stages\[0\]\.train\.model\.preset"):
+        prepare(path, run_dir=tmp_path / "run")
+    path = write_manifest(tmp_path, [{"train": {"store": "x.zarr", "epoch": 3}}])
+    with pytest.raises(ManifestError, match="unknown key 'epoch'"):
+        prepare(path, run_dir=tmp_path / "run2")
+    path = write_manifest(tmp_path, [{"evaluate": {}}])
+    with pytest.raises(ManifestError, match="no train stage"):
+        prepare(path, run_dir=tmp_path / "run3")
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path, single_profile):
+    make_store(tmp_path / "storage" / "k.zarr", n_per_class=600, size=32, shard_images=100)
+    path = write_manifest(tmp_path, [
+        {"name": "train", "train": {"store": "k.zarr", "epochs": 4, "batch_size": 16, "tensorboard": False,
+                                    "early_stopping": {"patience": 0}}},
+    ], profile=single_profile)
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(path), "--run-dir", str(run),
+                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = run / "ledger" / "train" / "done"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (done / "epoch-0001.json").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.stem for p in done.glob("*.json"))
+    assert finished and finished[0] == "epoch-0001" and len(finished) < 4, finished
+    report = execute(RunDir.open(run), progress=False)
+    m = report["stages"][0]["metrics"]
+    assert report["status"] == "completed"
+    assert m["resumed_from_epoch"] == len(finished) and m["epochs_run"] == 4
+    assert sorted(p.stem for p in done.glob("*.json")) == [f"epoch-{e:04d}" for e in range(1, 5)]
+    hist = json.loads((run / "train" / "result.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
