@@ -198,6 +198,11 @@ def parse_manifest(data: Any, *, source: str = "<manifest>", base_dir: str | Pat
     """Validate raw manifest data and return the resolved, frozen Manifest (or raise ManifestError)."""
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: a manifest must be a YAML mapping with name, seed and stages")
+    for i, raw in enumerate(data.get("stages") or []):
+        kinds = [k for k in raw if k in STAGE_KINDS] if isinstance(raw, dict) else []
+        if len(kinds) > 1:  # before the schema, whose errors for each kind would hide this one
+            raise ManifestError(f"{source}: stages[{i}]: a stage needs exactly one kind key out of "
+                                f"{', '.join(STAGE_KINDS)} (found: {', '.join(kinds)})")
     validate_against(data, "manifest.schema.json", source=source)
     schema = load_schema("manifest.schema.json")
     resolved = fill_defaults(data, schema)

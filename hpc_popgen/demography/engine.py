@@ -87,7 +87,7 @@ def dadi_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], pt
                     phi = dadi.PhiManip.phi_2D_to_3D_split_2(xx, phi)
             t = values[iv.t]
             f = nu_func(n0, n1, dyn, t)
-            nus = ([(lambda tt, i=i: f(tt)[i]) for i in range(iv.n_pops)] if callable(f) else list(f))
+            nus = ([(lambda tt, i=i, f=f: f(tt)[i]) for i in range(iv.n_pops)] if callable(f) else list(f))
             mig = {f"m{a + 1}{b + 1}": values[name] for a, b, name in iv.mig}
             if iv.n_pops == 1:
                 phi = dadi.Integration.one_pop(phi, xx, t, nu=nus[0])

@@ -11,7 +11,6 @@ best of the moment and never waits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 

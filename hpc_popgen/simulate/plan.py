@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..images import ImageConfig
-from ..seeds import derive_seed, rng
+from ..seeds import MAX_SEED, derive_seed, rng
 from .replicate import SimConfig
 
 SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
@@ -47,7 +47,7 @@ class Plan:
 
     def split_of(self, seed: int) -> int:
         """0 train, 1 validation, 2 test, from the replicate's own seed."""
-        u = rng(seed, SPLIT_KEY).random()
+        u = derive_seed(seed, SPLIT_KEY) / MAX_SEED  # uniform in (0, 1], cheaper than a Generator
         if u < self.split["train"]:
             return 0
         if u < self.split["train"] + self.split["validation"]:
