@@ -1,0 +1,178 @@
+"""``hpcpop bench simulate``: msprime alone vs the whole simulate pipeline, the image step, bytes per image.
+
+All rates are per core (one process each; ``--workers N`` runs N processes at once and averages, to
+see the machine loaded). The workload is the paper's Fig. 3 setting: marth3, S in {0, 200, 300, 400},
+128 haplotypes, 80 kb, rows sorted, 128x128 images. Prints ONE JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import click
+import msprime
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def fig3_plan(seed: int = 12345):
+    """The Fig. 3 plan used by every measurement."""
+    from ..images import ImageConfig
+    from ..simulate import Plan, SimConfig, load_demography
+
+    sim = SimConfig(load_demography("marth3", 10_000))
+    return Plan(sim=sim, image=ImageConfig(polarisation="major_minor", maf=0.01, sort="rows", size=(128, 128)),
+                seed=seed, classes=(0.0, 200.0, 300.0, 400.0), n_per_class=1_000_000)
+
+
+def msprime_only(plan, start: int, stop: int) -> None:
+    """sim_ancestry + sim_mutations for replicates [start, stop): the same models and seeds as the pipeline."""
+    from ..seeds import derive_seed
+    from ..simulate.demographies import POPULATION
+    from ..simulate.replicate import _models
+
+    cfg = plan.sim
+    dem = cfg.demography.msprime()
+    for i in range(start, stop):
+        seed = plan.replicate_seed(i)
+        S, _ = plan.s_of(i, seed)
+        ts = msprime.sim_ancestry(
+            samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)], demography=dem,
+            ploidy=2, sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate,
+            model=_models(cfg, S, cfg.timing(S)), random_seed=derive_seed(seed, 0, 1))
+        msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
+                              discrete_genome=False, random_seed=derive_seed(seed, 0, 2))
+
+
+def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0) -> tuple[float, float, float]:
+    """(msprime replicates/s, pipeline images/s, bytes per image on disk).
+
+    Shard by shard, the same replicates go through msprime alone and through the whole pipeline
+    (simulate + image + one whole-shard store write), interleaved so a busy machine slows both alike.
+    """
+    from ..simulate import simulate_range
+    from ..store import create_store
+
+    plan = fig3_plan()
+    t_msp = t_pipe = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        url = os.path.join(tmp, "bench.zarr")
+        meta = dict(classes=list(plan.classes), prior=plan.prior_dict(), demography=plan.sim.demography.to_dict(),
+                    image=plan.image.to_dict(), split=plan.split, stage_params={}, versions={}, seed=plan.seed)
+        t0 = time.perf_counter()
+        store = create_store(url, meta, n_images=n, image_shape=plan.image.size, shard_images=shard_images,
+                             chunk_images=math.gcd(16, shard_images))
+        t_pipe += time.perf_counter() - t0
+        for i in range(store.n_shards):
+            start, stop = store.shard_range(i)
+            t0 = time.perf_counter()
+            msprime_only(plan, offset + start, offset + stop)
+            t1 = time.perf_counter()
+            store.write_shard(i, simulate_range(plan, offset + start, offset + stop))
+            t2 = time.perf_counter()
+            t_msp += t1 - t0
+            t_pipe += t2 - t1
+        return n / t_msp, n / t_pipe, store.disk_bytes("images") / n
+
+
+def make_ms_text(n: int, offset: int = 0) -> str:
+    """ms-format text for ``n`` Fig. 3 replicates (tskit's ms writer), the input of the image step."""
+    import tskit
+
+    from ..seeds import derive_seed
+    from ..simulate import simulate_replicate  # noqa: F401 - same models as the pipeline
+    from ..simulate.demographies import POPULATION
+    from ..simulate.replicate import _models
+
+    plan = fig3_plan()
+    cfg = plan.sim
+    dem = cfg.demography.msprime()
+    out = io.StringIO()
+    out.write(f"ms {cfg.n_haplotypes} {n}\n1 2 3\n")
+    for i in range(offset, offset + n):
+        seed = plan.replicate_seed(i)
+        S, _ = plan.s_of(i, seed)
+        ts = msprime.sim_ancestry(
+            samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)], demography=dem,
+            ploidy=2, sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate,
+            model=_models(cfg, S, cfg.timing(S)), random_seed=derive_seed(seed, 0, 1))
+        ts = msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
+                                   discrete_genome=False, random_seed=derive_seed(seed, 0, 2))
+        buf = io.StringIO()
+        tskit.write_ms(ts, buf, precision=6, write_header=False)
+        out.write("\n" + buf.getvalue().lstrip("\n"))
+    return out.getvalue()
+
+
+def time_image_step(ms_path: str, repeats: int) -> tuple[float, float, float]:
+    """(images/s for make_image alone, images/s for parse + make_image, mean sites per region)."""
+    from ..images import make_image, read_ms
+
+    plan = fig3_plan()
+    t0 = time.perf_counter()
+    reps = read_ms(ms_path)
+    parse_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for h in reps:
+            make_image(h.matrix, h.positions, plan.image, centre=0.5)
+    image_s = time.perf_counter() - t0
+    n = len(reps) * repeats
+    return n / image_s, len(reps) / (parse_s + image_s / repeats), float(np.mean([h.n_sites for h in reps]))
+
+
+def _one_worker(args: tuple) -> dict:
+    k, n, n_ms, shard_images, ms_path, repeats = args
+    offset = k * 1_000_003
+    out: dict = {}
+    out["msprime"], out["pipeline"], out["bytes"] = time_msprime_and_pipeline(n, shard_images, offset)
+    out["image"], out["parse_image"], out["sites"] = time_image_step(ms_path, repeats)
+    return out
+
+
+@click.command("simulate")
+@click.option("--n", "n", default=512, show_default=True, help="Replicates per measurement (msprime, pipeline).")
+@click.option("--n-ms", default=200, show_default=True, help="Regions in the ms file for the image step.")
+@click.option("--repeats", default=10, show_default=True, help="Passes over the ms regions for the image step.")
+@click.option("--shard-images", default=64, show_default=True, help="Images per shard in the pipeline store.")
+@click.option("--workers", default=1, show_default=True, help="Processes measuring at once (rates are per core).")
+def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int) -> None:
+    """Per-core throughput of msprime, the simulate pipeline and the image step; bytes per image."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ms_path = os.path.join(tmp, "fig3.ms")
+        with open(ms_path, "w") as fh:
+            fh.write(make_ms_text(n_ms, offset=10_000_000))
+        jobs = [(k, n, n_ms, shard_images, ms_path, repeats) for k in range(workers)]
+        if workers == 1:
+            results = [_one_worker(jobs[0])]
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(pool.map(_one_worker, jobs))
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in results]))
+
+    msp, pipe = mean("msprime"), mean("pipeline")
+    out = {
+        "msprime_reps_per_s": round(msp, 2),
+        "pipeline_images_per_s": round(pipe, 2),
+        "pipeline_to_msprime_ratio": round(pipe / msp, 3),
+        "image_step_images_per_s": round(mean("image"), 1),
+        "ms_parse_and_image_images_per_s": round(mean("parse_image"), 1),
+        "bytes_per_image": round(mean("bytes"), 1),
+        "image_shape": [128, 128],
+        "n_haplotypes": 128,
+        "mean_sites_per_region": round(mean("sites"), 1),
+        "replicates": n,
+        "workers": workers,
+        "cpu_count": os.cpu_count(),
+    }
+    click.echo(json.dumps(out))

@@ -1,0 +1,23 @@
+"""``hpcpop bench simulate`` prints one JSON object with the agreed keys (tiny sizes here)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from hpc_popgen.cli import main
+
+
+def test_bench_simulate_prints_one_json_object():
+    res = CliRunner().invoke(main, ["bench", "simulate", "--n", "16", "--n-ms", "8", "--repeats", "1",
+                                    "--shard-images", "8"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    for key in ("msprime_reps_per_s", "pipeline_images_per_s", "pipeline_to_msprime_ratio",
+                "image_step_images_per_s", "bytes_per_image"):
+        assert out[key] > 0, key
+    assert out["pipeline_to_msprime_ratio"] == round(out["pipeline_images_per_s"] / out["msprime_reps_per_s"], 3)
+    assert out["bytes_per_image"] < 1024
