@@ -1,0 +1,88 @@
+"""Horovod: two real Gloo ranks on CPU train from a real store and end with identical weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import yaml
+from test_train_helpers import make_store
+
+from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.train.launch import sbatch_script
+
+pytestmark = pytest.mark.horovod
+
+
+def _has_horovod() -> bool:
+    return importlib.util.find_spec("horovod") is not None
+
+
+@pytest.mark.skipif(not _has_horovod(), reason="horovod is not installed (pip install .[horovod])")
+def test_two_gloo_ranks_identical_weights_disjoint_shards(tmp_path, local_profile):
+    make_store(tmp_path / "storage" / "h.zarr", n_per_class=160, size=32, shard_images=40)
+    manifest = tmp_path / "h.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "hvd", "seed": 5, "profile": str(local_profile), "storage": str(tmp_path / "storage"),
+        "stages": [{"name": "train", "resources": {"cores": 2},
+                    "train": {"store": "h.zarr", "epochs": 2, "batch_size": 16,
+                              "early_stopping": {"patience": 0}}}]}))
+    rd = prepare(manifest, run_dir=tmp_path / "run")
+    report = execute(rd, progress=False)
+    st = report["stages"][0]
+    assert report["status"] == "completed" and st["metrics"]["ranks"] == 2
+    assert st["metrics"]["identical_weights"] is True
+    ranks = [json.loads((tmp_path / "run" / "train" / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["train_shards"] == [0, 2, 4, 6] and ranks[1]["train_shards"] == [1, 3, 5, 7]
+    assert ranks[0]["images_trained"] == ranks[1]["images_trained"] > 0
+    # rank 0 alone wrote checkpoints and the ledger; the log shows only rank 0's epoch lines
+    assert sorted(rd.ledger("train").done()) == ["epoch-0001", "epoch-0002"]
+    log = (tmp_path / "run" / "train" / "train.log").read_text()
+    assert "rank 0 INFO hpc_popgen.train.loop: epoch 2/2" in log and "rank 1 INFO" not in log
+    assert (tmp_path / "run" / "train" / "model" / "model.keras").exists()
+
+
+def test_sbatch_script_for_gpu_nodes(tmp_path):
+    text = sbatch_script(job_file=tmp_path / "job.json", run_dir=tmp_path, name="fig3-train", nodes=2,
+                         gpus_per_node=4, ranks=8, cores_per_rank=2, memory="64G", walltime="12:00:00",
+                         queue="gpu", account="proj1", launcher="horovodrun", extra=["--gres=gpu:4", "--qos=high"])
+    lines = text.splitlines()
+    for want in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
+                 "#SBATCH --cpus-per-task=2", "#SBATCH --mem=64G", "#SBATCH --time=12:00:00",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --qos=high"):
+        assert want in lines, want
+    assert sum(ln.startswith("#SBATCH --gres") for ln in lines) == 1
+    assert any("horovodrun --gloo -np 8 -H \"$HOSTS\"" in ln and "hpc_popgen.train.worker" in ln for ln in lines)
+    assert "export TF_USE_LEGACY_KERAS=1" in lines
+    srun = sbatch_script(job_file="j.json", run_dir=tmp_path, name="x", nodes=1, gpus_per_node=2, ranks=2,
+                         cores_per_rank=4, memory=None, walltime=None, queue=None, account=None, launcher="srun")
+    assert any(ln.startswith("srun --mpi=pmi2 ") for ln in srun.splitlines())
+    assert "#SBATCH --partition" not in srun
+
+
+def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
+    """The train stage turns the slurm-gpu profile and stage resources into the job script."""
+    from hpc_popgen.cluster.profiles import resolve_profile
+    from hpc_popgen.manifest import load_manifest
+    from hpc_popgen.runs import RunDir
+    from hpc_popgen.stages.base import StageContext
+    from hpc_popgen.stages.train import render_sbatch, resolve_ranks
+
+    manifest = tmp_path / "g.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "gpu", "seed": 5, "profile": "slurm-gpu", "storage": str(tmp_path / "storage"),
+        "stages": [{"name": "train", "resources": {"nodes": 2, "gpus": 4, "cores": 16, "walltime": "02:00:00"},
+                    "train": {"store": "h.zarr"}}]}))
+    m = load_manifest(manifest)
+    prof = resolve_profile("slurm-gpu")
+    rd = RunDir.create(tmp_path / "run", m, prof, manifest.read_text(), {"train": 1})
+    ctx = StageContext(rd, m, m.stages[0], prof)
+    ranks, launcher = resolve_ranks(ctx)
+    assert (ranks, launcher) == (8, "horovodrun")
+    text = render_sbatch(ctx, tmp_path / "job.json", ranks, launcher)
+    lines = text.splitlines()
+    for want in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu"):
+        assert want in lines, (want, text)
