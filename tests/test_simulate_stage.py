@@ -177,3 +177,19 @@ def test_refusals_are_retried_and_counted(tmp_path):
     metrics = report["stages"][0]["metrics"]
     assert (attempts > 1).any() and metrics["attempts_total"] == int(attempts.sum()) > 16
     assert metrics["images_retried"] == int((attempts > 1).sum())
+
+
+def test_show_redraws_a_stored_replicate(tmp_path, reference):
+    from click.testing import CliRunner
+
+    from hpc_popgen.cli import main
+
+    png = tmp_path / "fig2.png"
+    res = CliRunner().invoke(main, ["show", str(reference[0]), "--png", str(png), "--index", "5"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["panels"] == ["stored", "none", "rows", "columns", "both"]
+    assert out["remade_equals_stored"] is True and out["s"] == 400  # index 5: class 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(main, ["show", str(reference[0]), "--png", str(png), "--index", "99"])
+    assert bad.exit_code == 2 and "index 99 out of range" in bad.output

@@ -1,0 +1,43 @@
+"""Re-simulate one stored replicate from its recorded seed, S and attempt, and image it every way.
+
+The store keeps processed images only; Fig. 2 of the paper (unsorted / rows / columns / both) needs
+the raw matrix, which is cheap to regenerate exactly from the store's records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import StoreError
+from ..images import ImageConfig, make_image
+from ..store import ImageStore
+from .replicate import SimConfig, simulate_once
+
+VIEWS = ("none", "rows", "columns", "both")
+
+
+def replay(store: ImageStore, index: int) -> dict:
+    """{"stored": image, "none"/"rows"/"columns"/"both": re-made images, "info": {...}} for one image."""
+    if not 0 <= index < store.n_images:
+        raise StoreError(f"{store.url}: index {index} out of range (0..{store.n_images - 1})")
+    shard = index // store.shard_images
+    if shard not in set(store.written_shards().tolist()):
+        raise StoreError(f"{store.url}: image {index} is in shard {shard}, which is not written yet")
+    rec = {name: store.read(name, index, index + 1)[0] for name in
+           ("images", "s", "class_index", "seed", "attempts", "split", "n_sites_raw", "n_sites", "end_freq")}
+    info = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if k != "images"}
+    out: dict = {"stored": np.asarray(rec["images"]), "info": info}
+    sim_meta = store.meta.get("simulation")
+    if not sim_meta:
+        return out  # not made by the simulate stage: nothing to re-simulate
+    cfg = SimConfig.from_dict(sim_meta)
+    base = ImageConfig.from_dict(store.meta["image"])
+    matrix, positions = simulate_once(cfg, float(rec["s"]), int(rec["seed"]), int(rec["attempts"]) - 1)
+    centre = cfg.position * cfg.sequence_length
+    for view in VIEWS:
+        view_cfg = ImageConfig(polarisation=base.polarisation, maf=base.maf, sort=view, size=base.size,
+                               resize=base.resize)
+        out[view] = make_image(matrix, positions, view_cfg, centre=centre)
+    out["info"]["remade_equals_stored"] = bool(np.array_equal(make_image(matrix, positions, base, centre=centre),
+                                                              out["stored"]))
+    return out
