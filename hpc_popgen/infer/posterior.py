@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-EPS = 1e-12
+EPS = 1e-300
 
 
 def neutral_index(centres: np.ndarray) -> int:

@@ -40,6 +40,7 @@ class TrainedModel:
     model_config: ModelConfig
     path: str = ""
     info: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def centres(self) -> np.ndarray:
@@ -66,30 +67,49 @@ class TrainedModel:
             raise InputDataError(f"{source}: image values must be 0/1 (found {x.min()}..{x.max()})")
         return x.astype(np.uint8, copy=False)
 
+    def _logit_parts(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(model up to the output layer's input, output weights, output bias) for exact log-odds."""
+        if "logits" not in self._cache:
+            from .tfenv import tf as get_tf
+
+            km = self.keras_model
+            out_layer = km.get_layer("output")
+            features = get_tf().keras.Model(km.inputs, out_layer.input)
+            w, b = (np.asarray(v, dtype=np.float64) for v in out_layer.get_weights())
+            self._cache["logits"] = (features, w, b)
+        return self._cache["logits"]
+
     def raw_predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """The network's outputs for (n, H, W) images."""
+        """The network's pre-activation outputs (logits; regression: the scaled estimate) in float64.
+
+        Working with logits keeps tiny class probabilities and large Bayes factors exact instead of
+        rounding them to 0 or 1 in the float32 softmax / sigmoid.
+        """
         x = self.check_images(images)
         if len(x) == 0:
-            return np.zeros((0, self.labels.n_outputs), dtype=np.float32)
+            return np.zeros((0, self.labels.n_outputs), dtype=np.float64)
+        features, w, b = self._logit_parts()
         out = []
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size].astype(np.float32)[..., None]
-            out.append(np.asarray(self.keras_model(xb, training=False)))
+            out.append(np.asarray(features(xb, training=False), dtype=np.float64) @ w + b)
         return np.concatenate(out)
 
     def posterior(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """(n, n_classes) class probabilities (binary: [P(neutral), P(selection)])."""
         return self.posterior_from_outputs(self.raw_predict(images, batch_size))
 
-    def posterior_from_outputs(self, y: np.ndarray) -> np.ndarray:
-        """Class probabilities from raw network outputs (see :meth:`posterior`)."""
-        y = np.asarray(y, dtype=np.float64)
+    def posterior_from_outputs(self, z: np.ndarray) -> np.ndarray:
+        """Class probabilities from logits (see :meth:`raw_predict`), computed in float64."""
+        from scipy.special import expit, softmax
+
+        z = np.asarray(z, dtype=np.float64)
         if self.labels.mode == "binary":
-            p = y.reshape(-1)
-            return np.stack([1.0 - p, p], axis=1)
+            zz = z.reshape(-1)
+            return np.stack([expit(-zz), expit(zz)], axis=1)
         if self.labels.mode == "continuous":
             raise InputDataError(f"{self.path}: a regression model gives point estimates, not a class posterior")
-        return y / y.sum(axis=1, keepdims=True)
+        return softmax(z, axis=1)
 
     def prior(self) -> np.ndarray:
         """The training set's class weights (uniform if unknown)."""
