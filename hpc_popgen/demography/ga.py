@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,49 +246,75 @@ def _unique_sorted(pool: list[tuple[list[float], float]]) -> list[tuple[list[flo
     return out
 
 
-def local_search(space: ModelSpace, x0: list[float], data: Any, cfg: Any, method: str = "BFGS",
-                 maxiter: int = 200) -> dict[str, Any]:
+class _Stop(Exception):
+    """Raised inside the objective to end a local search early (target reached)."""
+
+
+def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[list[list[float]]], list[dict]],
+                 method: str = "BFGS", maxiter: int = 100, step: float = 1e-4,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Refine ``x0`` with scipy (BFGS, Powell or Nelder-Mead) on transformed (log) parameters.
 
-    Discrete genes (dynamics) are held fixed. Returns the best point seen, its log-likelihood and
-    theta, and the number of evaluations.
+    ``evaluate_many`` evaluates a list of individuals (the caller may spread them over workers): for
+    BFGS, the point and its forward-difference gradient are one batch of n+1 evaluations. Discrete
+    genes (dynamics) stay fixed. Returns the best point seen, its log-likelihood and theta, and the
+    number of evaluations.
     """
     from scipy import optimize
 
-    from .engine import evaluate
-
     x0 = np.asarray(x0, float)
     cont = [i for i, p in enumerate(space.free) if not p.discrete]
-    z0 = space.to_unit(x0)[cont]
+    z_full = space.to_unit(x0)
     best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None}
     n = 0
+    memo: dict[tuple[float, ...], tuple[float, np.ndarray | None]] = {}
 
-    def point(z: np.ndarray) -> np.ndarray:
-        zz = space.to_unit(x0)
+    def point(z: np.ndarray) -> list[float]:
+        zz = z_full.copy()
         zz[cont] = z
-        return space.from_unit(zz)
+        return [float(v) for v in space.from_unit(zz)]
 
-    def f(z: np.ndarray) -> float:
+    def run(zs: list[np.ndarray]) -> list[float]:
         nonlocal n
-        n += 1
-        x = point(z)
-        r = evaluate(space, x, data, cfg)
-        if r["loglik"] > best["loglik"]:
-            best.update(x=list(map(float, x)), loglik=r["loglik"], theta=r["theta"])
-        return -r["loglik"] if r["loglik"] > WORST else 1e10
+        res = evaluate_many([point(z) for z in zs])
+        n += len(zs)
+        out = []
+        for z, r in zip(zs, res, strict=True):
+            if r["loglik"] > best["loglik"]:
+                best.update(x=point(z), loglik=float(r["loglik"]), theta=r["theta"])
+            out.append(-r["loglik"] if r["loglik"] > WORST else 1e10)
+        if should_stop is not None and should_stop():
+            raise _Stop
+        return out
 
-    if not cont:
-        f(np.array([]))
-    else:
-        opts: dict[str, Any] = {"maxiter": maxiter}
-        if method == "BFGS":
-            opts.update(gtol=1e-2, eps=1e-4)
-            optimize.minimize(f, z0, method="BFGS", options=opts)
+    def fun_grad(z: np.ndarray) -> tuple[float, np.ndarray]:
+        key = tuple(z)
+        if key not in memo or memo[key][1] is None:
+            zs = [z] + [z + step * e for e in np.eye(len(z))]
+            vals = run(zs)
+            g = np.array([(v - vals[0]) / step if v < 1e10 and vals[0] < 1e10 else 0.0 for v in vals[1:]])
+            memo.clear()
+            memo[key] = (vals[0], g)
+        return memo[key]  # type: ignore[return-value]
+
+    def fun(z: np.ndarray) -> float:
+        return run([z])[0]
+
+    z0 = z_full[cont]
+    try:
+        if not cont:
+            fun(np.array([]))
+        elif method == "BFGS":
+            optimize.minimize(lambda z: fun_grad(z)[0], z0, jac=lambda z: fun_grad(z)[1], method="BFGS",
+                              options={"maxiter": maxiter, "gtol": 0.05})
         elif method == "Powell":
-            optimize.minimize(f, z0, method="Powell", options={**opts, "xtol": 1e-4, "ftol": 1e-6})
+            optimize.minimize(fun, z0, method="Powell", options={"maxiter": maxiter, "xtol": 1e-4, "ftol": 1e-6})
         elif method == "Nelder-Mead":
-            optimize.minimize(f, z0, method="Nelder-Mead", options={**opts, "xatol": 1e-4, "fatol": 1e-4})
+            optimize.minimize(fun, z0, method="Nelder-Mead", options={"maxiter": maxiter, "xatol": 1e-4,
+                                                                      "fatol": 1e-4})
         else:
             raise ValueError(f"unknown local search method {method!r}")
+    except _Stop:
+        log.info("local search stopped early at log-likelihood %.3f", best["loglik"])
     best["evals"] = n
     return best

@@ -212,8 +212,6 @@ class ModelSpace:
         """One more interval in ``period``: its last interval split in two, same likelihood."""
         new_struct = list(self.structure)
         new_struct[period] += 1
-        bigger = ModelSpace(tuple(new_struct), self.sym_migration, self.migration, self.dynamics,
-                            {k: v for k, v in self.bounds.items() if k in DEFAULT_BOUNDS}, {}, self.poisson)
         target = sum(self.structure[: period + 1])  # index of the interval to split (1-based)
         new: dict[str, float] = {}
         if "Nanc" in values:
@@ -241,10 +239,28 @@ class ModelSpace:
                 rest = name.split("_", 1)[1]
                 new[f"m{ja}_{rest}"] = values[name]
                 new[f"m{ja + 1}_{rest}"] = values[name]
-        fixed = {k: new[k] for k in self.fixed if k in new}
-        bigger = ModelSpace(tuple(new_struct), self.sym_migration, self.migration, self.dynamics,
-                            {k: v for k, v in self.bounds.items() if k in DEFAULT_BOUNDS}, fixed, self.poisson)
+        rename = _rename_map(self, target)
+        fixed = {n: new[n] for old in self.fixed for n in rename.get(old, [old]) if n in new}
+        bounds = {k: v for k, v in self.bounds.items() if k in DEFAULT_BOUNDS}
+        for old, b in self.bounds.items():
+            for n in rename.get(old, []):
+                bounds[n] = b
+        bigger = ModelSpace(tuple(new_struct), self.sym_migration, self.migration, self.dynamics, bounds, fixed,
+                            self.poisson)
         return bigger, new
+
+
+def _rename_map(space: ModelSpace, target: int) -> dict[str, list[str]]:
+    """Old parameter name -> new name(s) when interval ``target`` is split in two."""
+    out: dict[str, list[str]] = {}
+    for iv in space.intervals:
+        ja = iv.index + (1 if iv.index > target else 0)
+        news = [ja, ja + 1] if iv.index == target else [ja]
+        names = [iv.t, *iv.nu, *iv.dyn, *(m for _a, _b, m in iv.mig)]
+        for name in names:
+            prefix, rest = name[0] if name[0] != "n" else "nu", name.split("_", 1)[1] if "_" in name else ""
+            out[name] = [f"{prefix}{j}" + (f"_{rest}" if rest else "") for j in news]
+    return out
 
 
 def _period_of(space: ModelSpace, index: int) -> int:
