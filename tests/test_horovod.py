@@ -86,3 +86,28 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
     for want in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
                  "#SBATCH --cpus-per-task=4", "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu"):
         assert want in lines, (want, text)
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not _has_horovod(), reason="horovod is not installed (pip install .[horovod])")
+def test_two_ranks_as_a_slurm_job(tmp_path, slurm_cleanup):
+    """On a SLURM profile the train stage submits its rendered sbatch script and waits for it."""
+    from conftest import slurm_profile_data, write_yaml
+
+    prof = slurm_profile_data(memory="6GB", cores=2)
+    prof["horovod"] = {"launcher": "horovodrun", "ranks": 2}
+    profile = write_yaml(tmp_path / "profiles" / "slurm-hvd.yaml", prof)
+    make_store(tmp_path / "storage" / "s.zarr", n_per_class=80, size=32, shard_images=40)
+    manifest = tmp_path / "s.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "hvd-slurm", "seed": 5, "profile": str(profile), "storage": str(tmp_path / "storage"),
+        "stages": [{"name": "train", "train": {"store": "s.zarr", "epochs": 1, "batch_size": 16,
+                                               "tensorboard": False}}]}))
+    rd = prepare(manifest, run_dir=tmp_path / "run")
+    report = execute(rd, progress=False)
+    st = report["stages"][0]
+    assert report["status"] == "completed" and st["metrics"]["ranks"] == 2 and st["metrics"]["identical_weights"]
+    script = (tmp_path / "run" / "train" / "train.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "hpc_popgen.train.launch" in script
+    jobs = json.loads((tmp_path / "run" / "slurm_jobs.json").read_text())
+    assert jobs["train:train"] and list((tmp_path / "run" / "train").glob("train-*.log"))

@@ -96,7 +96,8 @@ def sbatch_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes
     """The sbatch script of a Horovod training job: ``nodes`` x ``gpus_per_node`` ranks, one per GPU.
 
     ``launcher``: ``horovodrun`` (Gloo over the nodes listed by SLURM; needs ssh between nodes, as
-    horovodrun does) or ``srun`` (``srun --mpi=pmi2``, for Horovod built with MPI).
+    horovodrun does) or ``srun`` (``srun --mpi=pmi2``, for Horovod built with MPI). On one node the
+    ranks are started by :func:`run_local_gloo` (no ssh, loopback only), whatever the launcher.
     """
     python = python or sys.executable
     per_node = max(1, ranks // max(1, nodes))
@@ -122,10 +123,27 @@ def sbatch_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes
               "export TF_USE_LEGACY_KERAS=1",
               f"export OMP_NUM_THREADS={cores_per_rank}",
               f"cd {shlex.quote(str(run_dir))}"]
-    if launcher == "srun":
+    if nodes == 1 and launcher != "srun":
+        lines.append(f"{shlex.quote(python)} -m hpc_popgen.train.launch {shlex.quote(str(job_file))} {ranks} "
+                     f"{shlex.quote(str(Path(run_dir) / 'train.log'))} {cores_per_rank}")
+    elif launcher == "srun":
         lines.append(f"srun --mpi=pmi2 {worker}")
     else:
         horovodrun = shlex.quote(str(Path(python).parent / "horovodrun"))
         lines += [f'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{per_node}/" | paste -sd, -)',
                   f"{horovodrun} --gloo -np {ranks} -H \"$HOSTS\" {worker}"]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpc_popgen.train.launch JOB.json RANKS LOG [THREADS]``: Gloo ranks on this node."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (3, 4):
+        sys.stderr.write("usage: python -m hpc_popgen.train.launch JOB.json RANKS LOG [THREADS]\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_local_gloo(args[0], int(args[1]), args[2], threads=int(args[3]) if len(args) == 4 else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
