@@ -36,6 +36,22 @@ def _first_chrom(path: str) -> str:
     raise InputDataError(f"{path}: no data lines")
 
 
+def _check_model(mdir: str) -> None:
+    """The model must exist and give a class posterior (a regression head has no Bayes factor)."""
+    import json
+    from pathlib import Path
+
+    from ..train.saved import META_FILE
+
+    meta = Path(mdir) / META_FILE
+    if not meta.exists():
+        raise InputDataError(f"{mdir}: no trained model here (no {META_FILE})")
+    mode = json.loads(meta.read_text())["labels"]["mode"]
+    if mode == "continuous":
+        raise InputDataError(f"{mdir}: a regression model (labels.mode continuous) has no posterior to scan with; "
+                             "train with labels.mode binary or classes")
+
+
 def run(ctx: StageContext) -> StageResult:
     """Plan windows, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
     from ..images import read_vcf
@@ -64,6 +80,7 @@ def run(ctx: StageContext) -> StageResult:
                              f"{w.get('min_sites')} sites in {region}")
     k = int(p.get("chunk_windows", 50))
     mdir = str(model_dir(ctx))
+    _check_model(mdir)
     units = []
     for c, i0 in enumerate(range(0, len(windows), k)):
         chunk = windows[i0:i0 + k]
