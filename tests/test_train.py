@@ -155,16 +155,21 @@ def test_loader_bench_command_prints_json():
 
 def test_train_and_evaluate_end_to_end(tmp_path, single_profile):
     make_store(tmp_path / "storage" / "fake.zarr", n_per_class=160, size=32, shard_images=64)
+    make_store(tmp_path / "storage" / "other.zarr", n_per_class=30, size=32, shard_images=64, split=(0, 0, 1),
+               seed=99)
     path = write_manifest(tmp_path, [
         {"name": "train", "resources": {"cores": 2},
          "train": {"store": "fake.zarr", "model": {"preset": "binary"}, "labels": {"mode": "binary"},
                    "epochs": 3, "batch_size": 32}},
         {"name": "evaluate", "evaluate": {}},
+        {"name": "evaluate-other", "evaluate": {"model": "train", "store": "other.zarr", "title": "other store"}},
     ], profile=single_profile)
     rd = prepare(path, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     assert report["status"] == "completed"
-    tr, ev = report["stages"]
+    tr, ev, other = report["stages"]
+    assert other["metrics"]["n_images"] == 60 and other["metrics"]["store"].endswith("other.zarr")
+    assert (tmp_path / "run" / "evaluate-other" / "confusion.png").exists()
     assert tr["units_done"] == tr["units_total"] == tr["metrics"]["epochs_run"] >= 1
     assert ev["metrics"]["test_accuracy"] >= 0.9, ev["metrics"]
     cm = np.array(ev["metrics"]["confusion_matrix"])
