@@ -16,8 +16,6 @@ from hpc_popgen.pipeline import execute, prepare
 def test_stream_training_follows_the_writer(tmp_path):
     url = tmp_path / "storage" / "live.zarr"
     n_per_class, size, seed = 200, 32, 7
-    st = make_store(url, n_per_class=n_per_class, size=size, shard_images=50, written=[], seed=seed)
-    assert st.n_shards == 8 and len(st.written_shards()) == 0
     # the same arrays make_store used (its rng draws S/split first), to write shards later
     rng = np.random.default_rng(seed)
     n = 2 * n_per_class
@@ -30,7 +28,11 @@ def test_stream_training_follows_the_writer(tmp_path):
     epoch1 = tmp_path / "run" / "ledger" / "train" / "done" / "epoch-0001.json"
 
     def writer():
-        """The first half of the shards, then (like a slow simulation) the rest only after epoch 1."""
+        """Create the store after training started, write the first half of the shards, then (like a
+        slow simulation) the rest only after epoch 1."""
+        time.sleep(1.0)
+        st = make_store(url, n_per_class=n_per_class, size=size, shard_images=50, written=[], seed=seed)
+        assert st.n_shards == 8 and len(st.written_shards()) == 0
         for i in range(st.n_shards):
             if i == st.n_shards // 2:
                 deadline = time.time() + 180

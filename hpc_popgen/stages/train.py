@@ -114,8 +114,8 @@ def run(ctx: StageContext) -> StageResult:
         return _result(ctx, json.loads(result_file.read_text()))
 
     url = ctx.path(p["store"])
-    store = open_store(url)
     stream = bool(p.get("stream", {}).get("enabled"))
+    store = _wait_for_store(url, p.get("stream", {})) if stream else open_store(url)
     lo, hi = s_range(store)
     label_params = dict(p.get("labels", {}))
     prior = store.meta.get("prior") or {}
@@ -163,6 +163,27 @@ def run(ctx: StageContext) -> StageResult:
                               f"{log_path}:\n{_tail(log_path)}\nresume with `hpcpop rerun {ctx.run_dir}`")
         result = json.loads(result_file.read_text())
     return _result(ctx, result)
+
+
+def _wait_for_store(url: str, stream: dict) -> object:
+    """Stream mode: the simulate job may not have created the store yet; wait for it (bounded)."""
+    import time
+
+    from ..store import store_exists
+
+    poll, timeout = float(stream.get("poll_s", 2.0)), float(stream.get("timeout_s", 3600.0))
+    t0 = time.monotonic()
+    while not store_exists(url):
+        if time.monotonic() - t0 > timeout:
+            raise StoreError(f"{url}: no image store appeared within {timeout:.0f} s (stream mode)")
+        time.sleep(poll)
+    while True:  # the simulate stage writes the attrs last; until then open_store refuses the group
+        try:
+            return open_store(url)
+        except StoreError:
+            if time.monotonic() - t0 > timeout:
+                raise
+            time.sleep(poll)
 
 
 def _tail(path: Path, n: int = 25) -> str:
