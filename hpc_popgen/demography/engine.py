@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,11 @@ def loglik(model: Any, data: Any, cfg: EvalConfig, values: dict[str, float]) -> 
 def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: EvalConfig) -> dict[str, Any]:
     """Fitness of one individual: ``{loglik, theta, error}``; failures give WORST, never raise."""
     values = space.full(x)
+    why: str | None = None
+    bad = [k for k, v in values.items() if not math.isfinite(v) or (v < 0 and not k.startswith("g"))]
+    if bad:
+        log.info("model failed (invalid parameters %s)", bad)
+        return {"loglik": WORST, "theta": None, "error": f"invalid parameter values: {', '.join(bad)}", "job": _job()}
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -159,13 +165,18 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
         why = f"{type(exc).__name__}: {exc}"
     if why is not None:
         log.info("model failed (%s) at %s", why, {k: round(v, 5) for k, v in values.items()})
-        return {"loglik": WORST, "theta": None, "error": why}
+        return {"loglik": WORST, "theta": None, "error": why, "job": _job()}
     if cfg.max_split_years and cfg.mu and cfg.length:
         nanc = values.get("Nanc") or theta / (4 * cfg.mu * cfg.length)
         splits = space.split_times(values)
         if splits and max(splits) * 2 * nanc * cfg.generation_time > cfg.max_split_years:
-            return {"loglik": WORST, "theta": theta, "error": "split older than max_split_years"}
-    return {"loglik": ll, "theta": theta, "error": None}
+            return {"loglik": WORST, "theta": theta, "error": "split older than max_split_years", "job": _job()}
+    return {"loglik": ll, "theta": theta, "error": None, "job": _job()}
+
+
+def _job() -> str | None:
+    """The SLURM job this evaluation ran in (None outside SLURM): shows where the work went."""
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def physical(space: ModelSpace, values: dict[str, float], theta: float, cfg: EvalConfig) -> dict[str, Any]:

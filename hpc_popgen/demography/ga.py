@@ -30,6 +30,7 @@ class GAConfig:
     """Generation make-up, adaptation and stopping rules of the genetic algorithm."""
 
     size: int = 10
+    init_factor: int = 3  # the first generation is init_factor * size Sobol points (best size kept)
     elites: int = 2
     mutants: float = 0.5
     crossovers: float = 0.3
@@ -101,10 +102,10 @@ class Island:
             return self.batch
         n = self.cfg.size
         if not self.population:
-            batch = [self._fix(np.asarray(x)) for x in self._initial[:n]]
-            while len(batch) < n:
-                batch.append(self._fix(self.space.random(self.rng)))
-            self.batch, self.batch_parents = batch, [None] * n
+            n0 = max(n * self.cfg.init_factor, len(self._initial))
+            batch = [self._fix(np.asarray(x)) for x in self._initial]
+            batch += [self._fix(x) for x in self.space.sobol(n0 - len(batch), self.rng)] if n0 > len(batch) else []
+            self.batch, self.batch_parents = batch, [None] * len(batch)
             return batch
         n_mut = int(round(self.cfg.mutants * n))
         n_cross = int(round(self.cfg.crossovers * n))

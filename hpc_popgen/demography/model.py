@@ -100,7 +100,7 @@ class ModelSpace:
         if self.poisson:
             self._add("Nanc", "Nanc")
         names = {p.name for p in self.params}
-        for key in list(self.fixed) + list(self.bounds):
+        for key in list(self.fixed) + [b for b in self.bounds if b not in DEFAULT_BOUNDS]:
             if key not in names:
                 raise KeyError(key)
         self.free = [p for p in self.params if p.name not in self.fixed]
@@ -179,25 +179,41 @@ class ModelSpace:
                 x[i] = float(round(x[i]))
         return x
 
-    def random(self, rng: np.random.Generator) -> np.ndarray:
-        """A random individual concentrated on plausible values (sizes near 1, moderate times)."""
-        x = np.empty(len(self.free))
+    def random(self, rng: np.random.Generator, u: np.ndarray | None = None) -> np.ndarray:
+        """A random individual concentrated on plausible values (sizes near 1, moderate times).
+
+        ``u`` (uniforms in [0, 1), e.g. a Sobol point) replaces the random draws, for even coverage.
+        """
+        from scipy.stats import norm
+
+        d = len(self.free)
+        u = rng.random(d) if u is None else np.clip(np.asarray(u, float), 1e-9, 1 - 1e-9)
+        x = np.empty(d)
         codes = self.allowed_dyn_codes()
         for i, p in enumerate(self.free):
             if p.kind == "nu":
-                v = math.exp(rng.normal(0.0, 1.2))
+                v = math.exp(1.2 * norm.ppf(u[i]))
             elif p.kind == "t":
-                v = math.exp(rng.uniform(math.log(0.01), math.log(1.0)))
+                v = math.exp(math.log(0.01) + u[i] * (math.log(1.0) - math.log(0.01)))
             elif p.kind == "m":
-                v = math.exp(rng.uniform(math.log(0.05), math.log(5.0)))
+                v = math.exp(math.log(0.05) + u[i] * (math.log(5.0) - math.log(0.05)))
             elif p.kind == "s":
-                v = rng.uniform(0.05, 0.95)
+                v = 1.0 / (1.0 + math.exp(-2.0 * norm.ppf(u[i])))
             elif p.kind == "dyn":
-                v = float(codes[rng.integers(len(codes))])
+                v = float(codes[min(int(u[i] * len(codes)), len(codes) - 1)])
             else:  # Nanc
-                v = math.exp(rng.uniform(math.log(p.lower), math.log(p.upper)))
+                v = math.exp(math.log(p.lower) + u[i] * (math.log(p.upper) - math.log(p.lower)))
             x[i] = min(max(v, p.lower), p.upper)
         return x
+
+    def sobol(self, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """``n`` individuals from a scrambled Sobol sequence through the same distributions as random()."""
+        from scipy.stats import qmc
+
+        d = max(len(self.free), 1)
+        m = max(int(math.ceil(math.log2(max(n, 2)))), 1)
+        pts = qmc.Sobol(d, scramble=True, seed=rng).random_base2(m)[:n]
+        return [self.random(rng, p[: len(self.free)]) for p in pts]
 
     # --- physical quantities ----------------------------------------------------------------
     def split_times(self, values: dict[str, float]) -> list[float]:

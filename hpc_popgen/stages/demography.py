@@ -135,6 +135,7 @@ class Search:
         self.t0 = time.time()
         self.units = 0
         self._seq = 0
+        self.jobs: dict[str, int] = {}
 
     # -- structures ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -259,9 +260,7 @@ class Search:
             fut.release()
             if arch.open.get(batch.island) is not batch:
                 continue  # island stopped meanwhile (target reached)
-            self.n_evals += 1
-            if r["error"]:
-                self.n_failed += 1
+            self._count(r)
             self.cache[(si, tuple(batch.xs[i]))] = r
             batch.fitness[i] = r["loglik"]
             bar.update(1)
@@ -271,8 +270,12 @@ class Search:
                 launch()
         bar.close()
         # local search from the best few distinct individuals over all islands
+        # local search from the best of each island first (different basins), then the next best overall
         pool = sorted({tuple(x): f for isl in arch.islands for x, f in isl.population}.items(),
                       key=lambda kv: (-kv[1], kv[0]))
+        heads = sorted({tuple(i.best[0]): i.best[1] for i in arch.islands if i.best}.items(),
+                       key=lambda kv: (-kv[1], kv[0]))
+        pool = heads + [kv for kv in pool if kv not in heads]
         starts = [list(x) for x, _f in pool[: int(p["local_search"]["starts"])]]
         top = [{"x": list(x), "loglik": f, "source": "ga"} for x, f in pool[: int(p["local_search"]["starts"])]]
         local = self._local(si, space, starts)
@@ -290,7 +293,7 @@ class Search:
                 "best_loglik_per_island": arch.best_per_island(),
                 "stop_reasons": [i.stop_reason for i in arch.islands],
                 "top": [{"x": t["x"], "loglik": t["loglik"]} for t in top[:3]],
-                "ga_best_loglik": max(f for _x, f in pool) if pool else None,
+                "ga_best_loglik": max((f for _x, f in pool), default=None),
                 "local_search": [{"loglik": r["loglik"], "evals": r.get("evals")} for r in local]}
 
     def _finish(self, arch: Any, batch: Any, sdir: Path) -> None:
@@ -335,8 +338,7 @@ class Search:
                 r = f.result()
             except Exception as exc:  # noqa: BLE001 - lost beyond retries: worst fitness
                 r = {"loglik": WORST, "theta": None, "error": str(exc)}
-            self.n_evals += 1
-            self.n_failed += bool(r["error"])
+            self._count(r)
             self.cache[(si, tuple(float(v) for v in xs[i]))] = r
             out[i] = r
             self._note_target(r["loglik"])
@@ -369,6 +371,12 @@ class Search:
             log.info("local search %d of structure %s: LL %.3f after %d evaluations", j, space.structure,
                      r["loglik"], r["evals"])
         return done
+
+    def _count(self, r: dict) -> None:
+        self.n_evals += 1
+        self.n_failed += bool(r["error"])
+        if r.get("job"):
+            self.jobs[r["job"]] = self.jobs.get(r["job"], 0) + 1
 
     def _target_reached_now(self) -> bool:
         return self.state.get("seconds_to_target") is not None
@@ -473,6 +481,8 @@ def run(ctx: StageContext) -> StageResult:
                "failed_evaluations": search.n_failed,
                "best_loglik_per_structure": {"-".join(map(str, s["structure"])): s["loglik"]
                                              for s in summary["structures"]}}
+    if search.jobs:
+        metrics["evaluations_by_slurm_job"] = dict(sorted(search.jobs.items()))
     if summary.get("warning"):
         metrics["warning"] = summary["warning"]
     ctx.report(**metrics)

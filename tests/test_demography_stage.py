@@ -1,0 +1,151 @@
+"""The demography stage end to end: islands on a real Dask LocalCluster, outputs, kill + rerun, SLURM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpc_popgen.errors import ManifestError
+from hpc_popgen.manifest import load_manifest
+from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.runs import RunDir
+
+DATA = Path(__file__).parent / "data" / "demography"
+LOCAL_PROFILE = {"kind": "local", "cluster": {"n_workers": 2, "threads_per_worker": 1},
+                 "dashboard_address": "127.0.0.1:0"}
+
+
+def _params(**over) -> dict:
+    p = {"input": {"afs": "two_epoch_1pop.fs"}, "initial_structure": [1], "final_structure": [2],
+         "mu": 1e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
+         "deterministic": True, "ga": {"size": 8, "stall_generations": 4, "max_evals": 80},
+         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 15}}
+    p.update(over)
+    return p
+
+
+def _manifest(tmp_path: Path, profile: dict, name: str = "demo", **over) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "two_epoch_1pop.fs").write_bytes((DATA / "two_epoch_1pop.fs").read_bytes())
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    m = {"name": name, "seed": 42, "profile": "profile.yaml", "storage": "runs",
+         "stages": [{"name": "demography", "demography": _params(**over)}]}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(m, sort_keys=False))
+    return path
+
+
+def _results(run: Path) -> dict:
+    return json.loads((run / "demography" / "results.json").read_text())
+
+
+def test_manifest_checks_name_the_key(tmp_path):
+    path = _manifest(tmp_path, LOCAL_PROFILE, input={"afs": "a.fs", "vcf": "b.vcf"})
+    with pytest.raises(ManifestError, match=r"stages\[0\]\.demography\.input: give exactly one of afs or vcf"):
+        load_manifest(path)
+    path = _manifest(tmp_path, LOCAL_PROFILE, fixed={"nu7_1": 1.0})
+    with pytest.raises(ManifestError, match="unknown parameter 'nu7_1'"):
+        load_manifest(path)
+    path = _manifest(tmp_path, LOCAL_PROFILE, final_structure=[1, 2])
+    with pytest.raises(ManifestError, match="final_structure"):
+        load_manifest(path)
+
+
+def _kill_when(proc: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
+    t0 = time.time()
+    while not marker.exists():
+        assert proc.poll() is None, "run finished before it could be killed"
+        assert time.time() - t0 < timeout, "checkpoint never appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
+    # uninterrupted reference run
+    ref_manifest = _manifest(tmp_path / "ref", LOCAL_PROFILE)
+    rd = prepare(ref_manifest, run_dir=tmp_path / "ref" / "run")
+    report = execute(rd, progress=False)
+    assert report["status"] == "completed"
+    ref = _results(rd.path)
+    assert [s["structure"] for s in ref["structures"]] == [[1], [2]]
+    best = max(ref["structures"], key=lambda s: s["loglik"])
+    assert best["loglik"] > -100 and best["Nanc"] > 0
+    assert best["physical"]["t1_years"] > 0
+    assert set(ref) >= {"best_by_aic", "best_by_loglik"}
+    stage = report["stages"][0]
+    assert len(stage["metrics"]["best_loglik_per_island"]) == 2
+    # outputs: demes YAML valid, plots, code that reproduces the LL
+    import demes
+
+    for s in ref["structures"]:
+        d = rd.path / "demography" / s["dir"]
+        g = demes.load(d / "model.demes.yaml")
+        assert [x.name for x in g.demes] == ["pop0"]
+        assert (d / "model.png").stat().st_size > 1000 and (d / "afs_comparison.png").stat().st_size > 1000
+        for code in ("model_moments.py", "model_dadi.py"):
+            out = subprocess.run([sys.executable, str(d / code)], capture_output=True, text=True, timeout=120, check=True)
+            ll = float(out.stdout.split("log-likelihood:")[1].split()[0])
+            if code == "model_moments.py":
+                assert abs(ll - s["loglik"]) < 1e-6
+            else:
+                assert abs(ll - s["loglik"]) < 1.0  # dadi vs moments: close, not equal
+
+    # the same job, killed after island 01 checkpointed generation 3, then rerun
+    job = _manifest(tmp_path / "kill", LOCAL_PROFILE)
+    run = tmp_path / "kill" / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(job), "--run-dir", str(run),
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _kill_when(proc, run / "ledger" / "demography" / "done" / "island-01-gen-00003.json")
+    assert not (run / "demography" / "results.json").exists()
+    before = set(RunDir.open(run).ledger("demography").done())
+    ck = {k: json.loads((run / "demography" / "checkpoint" / "s0" / f"island-{k:02d}.json").read_text())["generation"]
+          for k in range(2)}
+    assert ck[1] >= 3
+    report = execute(RunDir.open(run), progress=False)
+    assert report["status"] == "completed"
+    after = set(RunDir.open(run).ledger("demography").done())
+    assert before <= after
+    log = (run / "hpcpop.log").read_text()
+    assert "resuming 2 island(s)" in log or "resuming 1 island(s)" in log
+    got = _results(run)
+    assert [(s["structure"], s["loglik"], s["params"]) for s in got["structures"]] == \
+        [(s["structure"], s["loglik"], s["params"]) for s in ref["structures"]]
+    assert report["stages"][0]["metrics"]["evaluations_this_attempt"] < stage["metrics"]["evaluations_this_attempt"]
+
+
+@pytest.mark.slurm
+def test_islands_run_on_slurm_workers(tmp_path, slurm, slurm_cleanup):
+    profile = {"kind": "slurm",
+               "cluster": {"cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00", "queue": "debug",
+                           "interface": "lo"},
+               "dashboard_address": "127.0.0.1:0", "adapt": {"minimum_jobs": 1, "maximum_jobs": 2}}
+    job = _manifest(tmp_path, profile, name="demo-slurm", final_structure=[1], deterministic=False,
+                    ga={"size": 6, "stall_generations": 3, "max_evals": 30}, plots=False)
+    rd = prepare(job, run_dir=tmp_path / "run")
+    report = execute(rd, progress=False)
+    assert report["status"] == "completed"
+    metrics = report["stages"][0]["metrics"]
+    by_job = metrics["evaluations_by_slurm_job"]
+    assert by_job and sum(by_job.values()) >= 12
+    jobs = sorted(by_job)
+    recorded = set(rd.slurm_jobs().get("workers:demography", [])) | set(rd.slurm_jobs().get("workers", []))
+    assert set(jobs) <= recorded
+    acct = subprocess.run(["sacct", "-n", "-X", "-j", ",".join(jobs), "-o", "JobID,JobName,State"],
+                          capture_output=True, text=True, timeout=30)
+    squeue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, timeout=30)
+    print("sacct:\n", acct.stdout, "\nsqueue:\n", squeue.stdout)
+    seen = acct.stdout + squeue.stdout
+    assert any(j in seen for j in jobs) or acct.returncode != 0
+    leftover = [line.split()[0] for line in squeue.stdout.splitlines() if "hpcpop" in line]
+    if leftover:
+        subprocess.run(["scancel", *leftover], check=False, timeout=30)
