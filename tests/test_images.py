@@ -146,3 +146,15 @@ def test_read_vcf_unphased_missing_and_unknown_sample_fail_clearly():
         read_vcf(DATA / "phased.vcf", samples=["A", "Z"])
     with pytest.raises(InputDataError, match="file not found"):
         read_vcf(DATA / "nope.vcf")
+
+
+def test_images_from_user_data_ms_and_vcf():
+    from hpc_popgen.images import images_from
+
+    cfg = ImageConfig(polarisation="derived", sort="rows", size=(4, 3), resize="crop_pad")
+    imgs, sites = images_from(read_ms(DATA / "two_reps.ms"), cfg)
+    assert imgs.shape == (2, 4, 3) and sites.tolist() == [3, 0]
+    # rows sorted: [0,1,0], [1,1,0], [0,0,0], [0,1,1] are all distinct -> lexicographic order
+    assert imgs[0].tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [1, 1, 0]] and not imgs[1].any()
+    vcf_imgs, _ = images_from([read_vcf(DATA / "phased.vcf", region="chr1:1-1000")], ImageConfig(size=(6, 3)))
+    assert vcf_imgs.shape == (1, 6, 3) and set(np.unique(vcf_imgs)) <= {0, 1}

@@ -198,3 +198,15 @@ def test_show_redraws_a_stored_replicate(tmp_path, reference):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(main, ["show", str(reference[0]), "--png", str(png), "--index", "99"])
     assert bad.exit_code == 2 and "index 99 out of range" in bad.output
+
+
+def test_uniform_prior_store(tmp_path):
+    params = {**BASE, "store": "prior.zarr", "prior": {"min": 50, "max": 400, "n": 8}}
+    del params["classes"], params["n_per_class"]
+    _, report = run_job(tmp_path, "prior", params)
+    st = open_store(tmp_path / "stores" / "prior.zarr")
+    s = st.read("s")
+    assert st.classes is None and st.meta["prior"] == {"kind": "uniform", "min": 50.0, "max": 400.0, "n": 8,
+                                                        "n_bins": 11}
+    assert ((s >= 50) & (s < 400)).all() and len(set(s.tolist())) == 8
+    assert (st.read("class_index") == -1).all() and report["stages"][0]["status"] == "completed"
