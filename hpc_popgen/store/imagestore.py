@@ -201,6 +201,7 @@ class ImageStore:
             raise StoreError(f"{self.url}: shard {i} out of range (0..{self.n_shards - 1})")
         return shard_bounds(i, self.n_images, self.shard_images)
 
+    @_quiet
     def array(self, name: str) -> zarr.Array:
         return self.group[name]  # type: ignore[return-value]
 
@@ -215,6 +216,7 @@ class ImageStore:
         """One array over an index range (e.g. all labels: ``store.read('s')``)."""
         return self.array(name)[start:self.n_images if stop is None else stop]
 
+    @_quiet
     def written_shards(self) -> np.ndarray:
         """Indices of shards whose data is completely written."""
         return np.flatnonzero(self.array(SHARD_FLAG)[:] == 1)
