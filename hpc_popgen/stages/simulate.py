@@ -77,16 +77,18 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
     except ManifestError as exc:
         key = "demography" if "demes" in str(exc) or "demography" in str(exc) else "image"
         raise ManifestError(f"{_key(spec, manifest, key)}: {exc}") from None
-    strengths = [s for s in (plan.classes or (plan.prior["min"], plan.prior["max"])) if s > 0]
-    if plan.classes is None and plan.prior["min"] == 0:
-        strengths.append(1e-9)  # the weakest sweep of the prior never completes: window [0, onset]
-    for S in sorted(set(strengths)):
+    if plan.classes is not None:
+        strengths = [(S, f"S={S:g}") for S in plan.classes if S > 0]
+    else:  # the weakest sweep of the prior has the widest window (it never completes before today)
+        lo = max(plan.prior["min"], 1e-9)
+        strengths = [(lo, f"S={plan.prior['min']:g}, the prior's minimum"), (plan.prior["max"], f"S={plan.prior['max']:g}")]
+    for S, label in strengths:
         timing = plan.sim.timing(S)
         events = plan.sim.demography.events_in(timing.end_time, plan.sim.onset)
         if events:
             raise ManifestError(
                 f"{_key(spec, manifest, 'demography')}: {events[0]} lies inside the sweep window "
-                f"({timing.end_time:g}, {plan.sim.onset:g}] generations ago (S={S:g}); msprime cannot simulate "
+                f"({timing.end_time:g}, {plan.sim.onset:g}] generations ago ({label}); msprime cannot simulate "
                 "demographic events during a sweep: move the onset or use another demography")
 
 
