@@ -89,7 +89,7 @@ def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     for s in ref["structures"]:
         d = rd.path / "demography" / s["dir"]
         g = demes.load(d / "model.demes.yaml")
-        assert [x.name for x in g.demes] == ["pop0"]
+        assert [x.name for x in g.demes] == ["A"]
         assert (d / "model.png").stat().st_size > 1000 and (d / "afs_comparison.png").stat().st_size > 1000
         for code in ("model_moments.py", "model_dadi.py"):
             out = subprocess.run([sys.executable, str(d / code)], capture_output=True, text=True, timeout=120, check=True)

@@ -33,7 +33,7 @@ def stage_params(target: float) -> dict:
             "initial_structure": [1, 1], "final_structure": [2, 1], "sym_migration": True,
             "fixed": {"g1_1": 0, "g2_1": 0}, "islands": 2, "migrate_every": 5,
             "target_loglik": target, "stop_at_target": True, "plots": False,
-            "ga": {"size": 10, "stall_generations": 6, "max_evals": 300},
+            "ga": {"size": 10, "init_factor": 5, "stall_generations": 6, "max_evals": 300},
             "local_search": {"method": "BFGS", "starts": 3, "maxiter": 50}}
 
 

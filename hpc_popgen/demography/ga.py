@@ -71,6 +71,7 @@ class Island:
         self.index = index
         self.rng = np.random.default_rng(seed)
         self.generation = 0  # generations completed
+        self.start_generation = 0  # generation counter when this island was created (structures go on counting)
         self.population: list[tuple[list[float], float]] = []
         self.batch: list[list[float]] | None = None
         self.batch_parents: list[float | None] = []  # parent fitness of each mutant (one-fifth rule)
@@ -209,7 +210,7 @@ class Island:
 
     # --- checkpoint --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "generation": self.generation,
+        return {"index": self.index, "generation": self.generation, "start_generation": self.start_generation,
                 "population": [[x, f] for x, f in self.population],
                 "batch": self.batch, "batch_parents": self.batch_parents, "strength": self.strength,
                 "rate": self.rate, "n_evals": self.n_evals, "stall": self.stall,
@@ -222,6 +223,7 @@ class Island:
     def from_dict(cls, d: dict[str, Any], space: ModelSpace, cfg: GAConfig) -> Island:
         isl = cls(space, cfg, 0, initial=d["initial"], index=d["index"])
         isl.generation = d["generation"]
+        isl.start_generation = d.get("start_generation", 0)
         isl.population = [(list(x), float(f)) for x, f in d["population"]]
         isl.batch = d["batch"]
         isl.batch_parents = d["batch_parents"]
@@ -302,12 +304,17 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
         return run([z])[0]
 
     z0 = z_full[cont]
+    lo = space.to_unit(np.array([p.lower for p in space.free]))[cont]
+    hi = space.to_unit(np.array([p.upper for p in space.free]))[cont]
+    bounds = list(zip(lo, hi - step * 1.01, strict=True))  # room for the forward difference
+    z0 = np.clip(z0, lo, hi - step * 1.01)
     try:
         if not cont:
             fun(np.array([]))
         elif method == "BFGS":
-            optimize.minimize(lambda z: fun_grad(z)[0], z0, jac=lambda z: fun_grad(z)[1], method="BFGS",
-                              options={"maxiter": maxiter, "gtol": 0.05})
+            # limited-memory BFGS with the bounds in transformed coordinates (no flat clipped regions)
+            optimize.minimize(lambda z: fun_grad(z)[0], z0, jac=lambda z: fun_grad(z)[1], method="L-BFGS-B",
+                              bounds=bounds, options={"maxiter": maxiter, "gtol": 0.05})
         elif method == "Powell":
             optimize.minimize(fun, z0, method="Powell", options={"maxiter": maxiter, "xtol": 1e-4, "ftol": 1e-6})
         elif method == "Nelder-Mead":

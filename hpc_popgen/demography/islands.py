@@ -55,7 +55,7 @@ class Archipelago:
         islands = []
         for k, seed in enumerate(seeds):
             isl = Island(space, cfg, seed, initial=initial[k] if k < len(initial) else None, index=k)
-            isl.generation = start_generation
+            isl.generation = isl.start_generation = start_generation
             islands.append(isl)
         return cls(islands, migrate_every, deterministic, cfg.target_loglik)
 
@@ -73,7 +73,8 @@ class Archipelago:
 
     def _needs_migrant(self, isl: Island) -> bool:
         g = isl.generation
-        return (self.migrate_every > 0 and len(self.islands) > 1 and g > 0 and g % self.migrate_every == 0
+        return (self.migrate_every > 0 and len(self.islands) > 1 and g > isl.start_generation
+                and g % self.migrate_every == 0
                 and (isl.index, g) not in self._migrated and isl.batch is None)
 
     def ready(self) -> list[Batch]:

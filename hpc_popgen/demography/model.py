@@ -198,7 +198,8 @@ class ModelSpace:
             elif p.kind == "m":
                 v = math.exp(math.log(0.05) + u[i] * (math.log(5.0) - math.log(0.05)))
             elif p.kind == "s":
-                v = 1.0 / (1.0 + math.exp(-2.0 * norm.ppf(u[i])))
+                lo, hi = _fwd("s", max(p.lower, 0.01)), _fwd("s", min(p.upper, 0.99))
+                v = _bwd("s", lo + u[i] * (hi - lo))  # uniform in logit: deep founder bottlenecks too
             elif p.kind == "dyn":
                 v = float(codes[min(int(u[i] * len(codes)), len(codes) - 1)])
             else:  # Nanc

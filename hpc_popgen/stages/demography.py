@@ -212,7 +212,7 @@ class Search:
                 # every island gets the seeds (the best first), rotated so that islands start apart
                 rot = initial[k % len(initial):] + initial[: k % len(initial)] if initial else []
                 isl = Island(space, self.ga, seed_sequence(ctx.seed, si, k), initial=rot, index=k)
-                isl.generation = start_gen
+                isl.generation = isl.start_generation = start_gen
                 islands.append(isl)
         arch = Archipelago(islands, p["migrate_every"], p["deterministic"], self.ga.target_loglik)
         resumed = sum(1 for i in islands if i.generation > start_gen)
@@ -269,7 +269,9 @@ class Search:
                 self._finish(arch, batch, sdir)
                 launch()
         bar.close()
-        # local search from the best few distinct individuals over all islands
+        if not arch.done:
+            raise RuntimeError(f"structure {space.structure}: islands stalled waiting for each other "
+                               f"(generations {[i.generation for i in arch.islands]})")
         # local search from the best of each island first (different basins), then the next best overall
         pool = sorted({tuple(x): f for isl in arch.islands for x, f in isl.population}.items(),
                       key=lambda kv: (-kv[1], kv[0]))
