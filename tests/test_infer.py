@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -89,10 +90,17 @@ def trained_classes(tmp_path_factory):
     return tmp / "run" / "train" / "model"
 
 
-def _predict(*args):
-    proc = subprocess.run([sys.executable, "-m", "hpc_popgen.cli", "predict", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-    return proc
+def _predict(*args, in_process: bool = True):
+    """``hpcpop predict ARGS``: in this process through click (fast), or as a real subprocess."""
+    if not in_process:
+        return subprocess.run([sys.executable, "-m", "hpc_popgen.cli", "predict", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+    from click.testing import CliRunner
+
+    from hpc_popgen.cli import main
+
+    res = CliRunner().invoke(main, ["predict", *map(str, args)])
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
 
 
 def test_predict_image_gives_posterior_json_and_plot(tmp_path, trained_classes):
@@ -100,7 +108,7 @@ def test_predict_image_gives_posterior_json_and_plot(tmp_path, trained_classes):
     images = np.stack([fake_image(0.0, 32, rng), fake_image(400.0, 32, rng)])
     np.save(tmp_path / "x.npy", images)
     proc = _predict(trained_classes, "--image", tmp_path / "x.npy", "--level", "0.9", "--mc-samples", "5000",
-                    "--plot", tmp_path / "p.png")
+                    "--plot", tmp_path / "p.png", in_process=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     neutral, strong = out["results"]
