@@ -26,8 +26,9 @@ LOCAL_PROFILE = {"kind": "local", "cluster": {"n_workers": 2, "threads_per_worke
 def _params(**over) -> dict:
     p = {"input": {"afs": "two_epoch_1pop.fs"}, "initial_structure": [1], "final_structure": [2],
          "mu": 1e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
-         "deterministic": True, "ga": {"size": 8, "stall_generations": 4, "max_evals": 80},
-         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 15}}
+         "deterministic": True,
+         "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 60},
+         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10}}
     p.update(over)
     return p
 
@@ -143,7 +144,8 @@ def test_islands_run_on_slurm_workers(tmp_path, slurm, slurm_cleanup):
     acct = subprocess.run(["sacct", "-n", "-X", "-j", ",".join(jobs), "-o", "JobID,JobName,State"],
                           capture_output=True, text=True, timeout=30)
     squeue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, timeout=30)
-    print("sacct:\n", acct.stdout, "\nsqueue:\n", squeue.stdout)
+    print("evaluations by SLURM job:", by_job, "\nsacct:\n", acct.stdout, acct.stderr, "\nsqueue:\n", squeue.stdout)
+    assert all(j.isdigit() for j in jobs)
     seen = acct.stdout + squeue.stdout
     assert any(j in seen for j in jobs) or acct.returncode != 0
     leftover = [line.split()[0] for line in squeue.stdout.splitlines() if "hpcpop" in line]
