@@ -158,6 +158,7 @@ class ImageStore:
         self.url = url
         self.group = group
         self.meta = meta
+        self._arrays: dict[str, zarr.Array] = {}
 
     def __repr__(self) -> str:
         return f"ImageStore({self.url!r}, n_images={self.n_images}, image_shape={self.image_shape})"
@@ -203,7 +204,10 @@ class ImageStore:
 
     @_quiet
     def array(self, name: str) -> zarr.Array:
-        return self.group[name]  # type: ignore[return-value]
+        """One of the store's zarr arrays (opened once per ImageStore)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]  # type: ignore[assignment]
+        return self._arrays[name]
 
     @_quiet
     def read_shard(self, i: int) -> dict[str, np.ndarray]:
