@@ -34,7 +34,7 @@ def stage_params(target: float) -> dict:
             "fixed": {"g1_1": 0, "g2_1": 0}, "islands": 2, "migrate_every": 5,
             "target_loglik": target, "stop_at_target": True, "plots": False,
             "ga": {"size": 10, "init_factor": 5, "stall_generations": 6, "max_evals": 300},
-            "local_search": {"method": "BFGS", "starts": 3, "maxiter": 50}}
+            "local_search": {"method": "BFGS", "starts": 3, "maxiter": 50, "max_evals": 300}}
 
 
 def _throughput(n_workers: int, xs: list, space, data, cfg) -> float:

@@ -255,12 +255,12 @@ class _Stop(Exception):
 
 def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[list[list[float]]], list[dict]],
                  method: str = "BFGS", maxiter: int = 100, step: float = 1e-4,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+                 should_stop: Callable[[], bool] | None = None, max_evals: int | None = None) -> dict[str, Any]:
     """Refine ``x0`` with scipy (BFGS, Powell or Nelder-Mead) on transformed (log) parameters.
 
     ``evaluate_many`` evaluates a list of individuals (the caller may spread them over workers): for
     BFGS, the point and its forward-difference gradient are one batch of n+1 evaluations. Discrete
-    genes (dynamics) stay fixed. Returns the best point seen, its log-likelihood and theta, and the
+    genes (dynamics) stay fixed; ``max_evals`` caps the evaluations. Returns the best point seen, its log-likelihood and theta, and the
     number of evaluations.
     """
     from scipy import optimize
@@ -286,7 +286,7 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
             if r["loglik"] > best["loglik"]:
                 best.update(x=point(z), loglik=float(r["loglik"]), theta=r["theta"])
             out.append(-r["loglik"] if r["loglik"] > WORST else 1e10)
-        if should_stop is not None and should_stop():
+        if (should_stop is not None and should_stop()) or (max_evals is not None and n >= max_evals):
             raise _Stop
         return out
 

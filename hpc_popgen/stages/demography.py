@@ -364,7 +364,7 @@ class Search:
                 break
             prefix = f"{self.ctx.name}-local-s{si}-{j:02d}-eval"
             r = local_search(space, starts[j], lambda xs, p=prefix: self._evaluate_many(si, space, xs, p),
-                             ls["method"], ls["maxiter"], should_stop=stop)
+                             ls["method"], ls["maxiter"], should_stop=stop, max_evals=ls.get("max_evals"))
             r["source"] = "local"
             done.append(r)
             atomic.write_json(path, done)
