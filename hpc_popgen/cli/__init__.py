@@ -70,9 +70,12 @@ class ErrorHandlingGroup(LazyGroup):
 def main(verbose: int) -> None:
     """hpcpop: simulation-based inference for population genomics on Dask, Zarr, Horovod and SLURM."""
     level = logging.WARNING - 10 * min(verbose + 1, 2)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("hpc_popgen")
-    root.addHandler(handler)
+    handler = next((h for h in root.handlers if getattr(h, "_hpcpop_cli", False)), None)
+    if handler is None:  # one console handler, however often main() runs in a process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._hpcpop_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
     handler.setLevel(level)
