@@ -191,3 +191,25 @@ def test_bounds_and_fixed_from_manifest_names():
     assert (t2.lower, t2.upper) == (0.01, 0.5) and (nu.lower, nu.upper) == (0.1, 10)
     with pytest.raises(KeyError):
         ModelSpace((1, 1), fixed={"m9_12": 0})
+
+
+def test_poisson_likelihood_and_split_age_limit():
+    data = load_fs(DATA / "two_epoch_1pop.fs")
+    space = ModelSpace((1,), dynamics=("sudden",), poisson=True)
+    assert space.names == ["t1", "nu1_1", "Nanc"]
+    cfg = EvalConfig(likelihood="poisson", mu=1e-8, length=1e6)
+    multi = evaluate(space, [0.2, 0.3, 1.0], data, EvalConfig())
+    # theta = 4 Nanc mu L: at the multinomial optimum's theta the Poisson fit is best
+    nanc = multi["theta"] / (4 * 1e-8 * 1e6)
+    good = evaluate(space, [0.2, 0.3, nanc], data, cfg)
+    bad = evaluate(space, [0.2, 0.3, nanc * 3], data, cfg)
+    assert good["error"] is None and good["loglik"] > bad["loglik"]
+    assert abs(good["theta"] - multi["theta"]) < 1e-6 * multi["theta"]
+    # a split older than max_split_years gets the worst fitness
+    two = load_fs(DATA / "split_2pop.fs")
+    sp2 = ModelSpace((1, 1), dynamics=("sudden",), migration=False)
+    x = sp2.vector({"t1": 0.1, "nu1_1": 1.0, "s1": 0.5, "t2": 0.1, "nu2_1": 1.5, "nu2_2": 0.4})
+    free = evaluate(sp2, x, two, EvalConfig(mu=1e-8, length=1e6, generation_time=25))
+    years = 0.1 * 2 * free["theta"] / (4 * 1e-8 * 1e6) * 25
+    capped = evaluate(sp2, x, two, EvalConfig(mu=1e-8, length=1e6, generation_time=25, max_split_years=years / 2))
+    assert free["error"] is None and capped["loglik"] == WORST and "max_split_years" in capped["error"]
