@@ -2,7 +2,8 @@
 
 Writes a temporary image store of 128x128 images (haplotype-like: rows grouped, columns with varied
 allele frequencies), then times full epochs of the tf.data loader (shard reads, PackBits + Zstd
-decoding, cross-shard shuffling, batching, uint8 -> float32) with no model attached.
+decoding, cross-shard shuffling, batching, prefetching uint8 batches; models cast to float
+themselves) with no model attached.
 """
 
 from __future__ import annotations

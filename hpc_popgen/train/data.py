@@ -151,7 +151,7 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batc
 
 def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], image_shape: tuple[int, int],
                n_outputs: int, steps: int | None = None) -> object:
-    """A tf.data pipeline over ``make_iter()``'s batches: uint8 -> float32 channel axis, prefetched."""
+    """A prefetched tf.data pipeline over ``make_iter()``'s batches (uint8 images: models cast them)."""
     from .tfenv import tf as get_tf
 
     tf = get_tf()
@@ -162,6 +162,4 @@ def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
                           tf.TensorSpec(shape=(None, n_outputs), dtype=tf.float32)))
     if steps is not None:
         ds = ds.take(steps)
-    ds = ds.map(lambda x, y: (tf.expand_dims(tf.cast(x, tf.float32), -1), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -91,8 +91,7 @@ class TrainedModel:
         features, w, b = self._logit_parts()
         out = []
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].astype(np.float32)[..., None]
-            out.append(np.asarray(features(xb, training=False), dtype=np.float64) @ w + b)
+            out.append(np.asarray(features(x[i:i + batch_size], training=False), dtype=np.float64) @ w + b)
         return np.concatenate(out)
 
     def posterior(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
