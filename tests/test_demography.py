@@ -91,8 +91,15 @@ def test_failed_model_gets_worst_fitness():
     # an engine that raises (dadi has no 4-population integration) is a bad individual, not a crash
     four = ModelSpace((1, 1, 1, 1))
     data4 = moments.Spectrum(np.ones((3, 3, 3, 3)))
-    r = evaluate(four, four.random(np.random.default_rng(0)), data4, EvalConfig(engine="dadi", pts=(10, 12, 14)))
+    x4 = [{"t": 0.1, "nu": 1.0, "s": 0.5, "g": 0.0, "m": 1.0}[next(k for k in ("nu", "t", "s", "g", "m") if n.startswith(k))]
+          for n in four.names]
+    r = evaluate(four, x4, data4, EvalConfig(engine="dadi", pts=(10, 12, 14)))
     assert r["loglik"] == WORST and "at most 3" in r["error"]
+    # a founder far below the size bound is outside the model space (and would be slow): worst fitness
+    sp2 = ModelSpace((1, 1), dynamics=("sudden",), migration=False)
+    tiny = evaluate(sp2, sp2.vector({"t1": 0.1, "nu1_1": 1.0, "s1": 0.999, "t2": 0.1, "nu2_1": 1.0, "nu2_2": 1.0}),
+                    load_fs(DATA / "split_2pop.fs"), EvalConfig())
+    assert tiny["loglik"] == WORST and "below the bound" in tiny["error"]
     assert "negative" in check_model(moments.Spectrum(np.array([0.0, 5.0, -1.0, 0.0])))
     assert "NaN" in check_model(moments.Spectrum(np.array([0.0, np.nan, 1.0, 0.0])))
     ok = evaluate(space, [0.2, 0.3, 0.0], data, EvalConfig())

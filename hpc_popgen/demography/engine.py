@@ -152,6 +152,13 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
     if bad:
         log.info("model failed (invalid parameters %s)", bad)
         return {"loglik": WORST, "theta": None, "error": f"invalid parameter values: {', '.join(bad)}", "job": _job()}
+    small = _smallest_size(space, values)
+    nu_min = min((p.lower for p in space.params if p.kind == "nu"), default=0.0)
+    if small < nu_min:
+        # e.g. a split leaving a founder far below the size bound: not in the model space, and
+        # moments' time steps shrink with the size, so such a model could take minutes
+        return {"loglik": WORST, "theta": None, "error": f"population size {small:.3g} below the bound {nu_min:g}",
+                "job": _job()}
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -172,6 +179,11 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
         if splits and max(splits) * 2 * nanc * cfg.generation_time > cfg.max_split_years:
             return {"loglik": WORST, "theta": theta, "error": "split older than max_split_years", "job": _job()}
     return {"loglik": ll, "theta": theta, "error": None, "job": _job()}
+
+
+def _smallest_size(space: ModelSpace, values: dict[str, float]) -> float:
+    """The smallest relative size any population has at the start or end of any interval."""
+    return min(min(min(a), min(b)) for _iv, a, b, _d in size_functions(space, values))
 
 
 def _job() -> str | None:
