@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -176,6 +177,16 @@ class Manifest:
         raise ManifestError(f"{self.source}: no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader (no tags, no code) that also reads ``4.04e6`` and ``1e-8`` as floats, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def read_yaml(path: str | Path, what: str = "manifest") -> Any:
     """Load YAML safely (no tags, no code); errors name the file and the line."""
     path = Path(path)
@@ -186,7 +197,7 @@ def read_yaml(path: str | Path, what: str = "manifest") -> Any:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

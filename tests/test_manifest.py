@@ -96,3 +96,13 @@ def test_every_job_in_repo_is_valid():
         m = load_manifest(job)
         assert m.name and m.stages
         yaml.safe_dump(m.to_dict())  # the resolved form is plain data
+
+
+def test_exponent_floats_are_numbers_not_strings(tmp_path):
+    from hpc_popgen.manifest import read_yaml
+
+    p = tmp_path / "f.yaml"
+    p.write_text("a: 4.04e6\nb: 1e-8\nc: -2E+3\nd: 1.5e-8\ne: e5\nf: 12\n")
+    got = read_yaml(p)
+    assert got == {"a": 4.04e6, "b": 1e-8, "c": -2000.0, "d": 1.5e-8, "e": "e5", "f": 12}
+    assert isinstance(got["b"], float) and isinstance(got["f"], int)
