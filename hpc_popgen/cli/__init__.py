@@ -79,3 +79,6 @@ def main(verbose: int) -> None:
         root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
     handler.setLevel(level)
+    if verbose < 2:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
+        for name in ("distributed", "dask_jobqueue"):
+            logging.getLogger(name).setLevel(logging.WARNING)
