@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import resolve_profile
+from .cluster.sbatch import sbatch_header
 from .errors import HpcPopError, ProfileError
 from .manifest import Manifest, StageSpec, load_manifest
 from .runs import RunDir, default_run_dir, now_iso
@@ -141,35 +142,17 @@ def driver_script(rd: RunDir, profile: dict) -> str:
     """The sbatch script whose job runs the driver (``hpcpop rerun RUN_DIR``) on a compute node."""
     drv = dict(profile.get("driver") or {})
     cl = profile.get("cluster") or {}
-    queue = drv.get("queue") or cl.get("queue")
-    account = drv.get("account") or cl.get("account")
-    name = rd.manifest().name
-    lines = ["#!/usr/bin/env bash",
-             f"#SBATCH --job-name=hpcpop-driver-{name}",
-             f"#SBATCH --output={rd.path}/driver-%j.log",
-             f"#SBATCH --cpus-per-task={int(drv.get('cores', 1))}",
-             f"#SBATCH --mem={_slurm_mem(drv.get('memory', '2GB'))}",
-             f"#SBATCH --time={drv.get('walltime', '24:00:00')}"]
-    if queue:
-        lines.append(f"#SBATCH --partition={queue}")
-    if account:
-        lines.append(f"#SBATCH --account={account}")
-    lines += [f"#SBATCH {d}" for d in drv.get("job_extra_directives", [])]
+    lines = sbatch_header(job_name=f"hpcpop-driver-{rd.manifest().name}", output=f"{rd.path}/driver-%j.log",
+                          cpus_per_task=int(drv.get("cores", 1)), memory=drv.get("memory", "2GB"),
+                          walltime=drv.get("walltime", "24:00:00"),
+                          partition=drv.get("queue") or cl.get("queue"),
+                          account=drv.get("account") or cl.get("account"),
+                          extra=drv.get("job_extra_directives", []))
     lines += ["set -euo pipefail",
               f"cd {shlex.quote(str(rd.path))}",
               f"exec {shlex.quote(sys.executable)} -m hpc_popgen.cli rerun --no-progress {shlex.quote(str(rd.path))}",
               ""]
     return "\n".join(lines)
-
-
-def _slurm_mem(mem: str) -> str:
-    """'2GB' / '2GiB' / '2000MB' -> SLURM's '2G' / '2000M'."""
-    mem = str(mem).replace(" ", "")
-    for suf, s in (("TiB", "T"), ("GiB", "G"), ("MiB", "M"), ("KiB", "K"),
-                   ("TB", "T"), ("GB", "G"), ("MB", "M"), ("KB", "K")):
-        if mem.endswith(suf):
-            return mem[: -len(suf)].split(".")[0] + s
-    return mem
 
 
 def detach(rd: RunDir) -> str:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from test_train_helpers import make_store
 
+from hpc_popgen.cluster.horovod import sbatch_script
 from hpc_popgen.pipeline import execute, prepare
-from hpc_popgen.train.launch import sbatch_script
 
 pytestmark = pytest.mark.horovod
 
@@ -108,6 +108,6 @@ def test_two_ranks_as_a_slurm_job(tmp_path, slurm_cleanup):
     st = report["stages"][0]
     assert report["status"] == "completed" and st["metrics"]["ranks"] == 2 and st["metrics"]["identical_weights"]
     script = (tmp_path / "run" / "train" / "train.sbatch").read_text()
-    assert "#SBATCH --ntasks-per-node=2" in script and "hpc_popgen.train.launch" in script
+    assert "#SBATCH --ntasks-per-node=2" in script and "hpc_popgen.cluster.horovod" in script
     jobs = json.loads((tmp_path / "run" / "slurm_jobs.json").read_text())
     assert jobs["train:train"] and list((tmp_path / "run" / "train").glob("train-*.log"))

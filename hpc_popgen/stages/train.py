@@ -154,7 +154,7 @@ def run(ctx: StageContext) -> StageResult:
     elif ctx.profile.get("kind") == "slurm":
         result = _run_slurm(ctx, job_file, ranks, launcher)
     else:
-        from ..train.launch import run_local_gloo
+        from ..cluster.horovod import run_local_gloo
 
         log_path = out / "train.log"
         code = run_local_gloo(job_file, ranks, log_path, threads=job.threads)
@@ -195,8 +195,7 @@ def _tail(path: Path, n: int = 25) -> str:
 
 def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) -> str:
     """The sbatch script of this stage's Horovod job (nodes x GPUs ranks, one per GPU)."""
-    from ..pipeline import _slurm_mem
-    from ..train.launch import sbatch_script
+    from ..cluster.horovod import sbatch_script
 
     prof = ctx.profile
     cl = prof.get("cluster") or {}
@@ -208,7 +207,7 @@ def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) 
     memory = res.get("memory") or cl.get("memory")
     return sbatch_script(job_file=job_file, run_dir=ctx.stage_dir(), name=f"{ctx.manifest.name}-{ctx.name}",
                          nodes=nodes, gpus_per_node=gpus, ranks=ranks, cores_per_rank=max(1, cores // per_node),
-                         memory=_slurm_mem(memory) if memory else None,
+                         memory=memory or None,
                          walltime=res.get("walltime") or cl.get("walltime"), queue=cl.get("queue"),
                          account=cl.get("account"), launcher=launcher,
                          extra=list(cl.get("job_extra_directives") or []))

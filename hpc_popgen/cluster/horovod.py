@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from .sbatch import sbatch_header
+
 log = logging.getLogger(__name__)
 
 WORKER = ["-m", "hpc_popgen.train.worker"]
@@ -101,30 +103,16 @@ def sbatch_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes
     """
     python = python or sys.executable
     per_node = max(1, ranks // max(1, nodes))
-    lines = ["#!/usr/bin/env bash",
-             f"#SBATCH --job-name=hpcpop-train-{name}",
-             f"#SBATCH --output={run_dir}/train-%j.log",
-             f"#SBATCH --nodes={nodes}",
-             f"#SBATCH --ntasks-per-node={per_node}",
-             f"#SBATCH --cpus-per-task={cores_per_rank}"]
-    if gpus_per_node:
-        lines.append(f"#SBATCH --gres=gpu:{gpus_per_node}")
-    if memory:
-        lines.append(f"#SBATCH --mem={memory}")
-    if walltime:
-        lines.append(f"#SBATCH --time={walltime}")
-    if queue:
-        lines.append(f"#SBATCH --partition={queue}")
-    if account:
-        lines.append(f"#SBATCH --account={account}")
-    lines += [f"#SBATCH {d}" for d in (extra or []) if not d.startswith("--gres=gpu")]
+    lines = sbatch_header(job_name=f"hpcpop-train-{name}", output=f"{run_dir}/train-%j.log", nodes=nodes,
+                          ntasks_per_node=per_node, cpus_per_task=cores_per_rank, gpus_per_node=gpus_per_node,
+                          memory=memory, walltime=walltime, partition=queue, account=account, extra=extra)
     worker = f"{shlex.quote(python)} -m hpc_popgen.train.worker {shlex.quote(str(job_file))}"
     lines += ["set -euo pipefail",
               "export TF_USE_LEGACY_KERAS=1",
               f"export OMP_NUM_THREADS={cores_per_rank}",
               f"cd {shlex.quote(str(run_dir))}"]
     if nodes == 1 and launcher != "srun":
-        lines.append(f"{shlex.quote(python)} -m hpc_popgen.train.launch {shlex.quote(str(job_file))} {ranks} "
+        lines.append(f"{shlex.quote(python)} -m hpc_popgen.cluster.horovod {shlex.quote(str(job_file))} {ranks} "
                      f"{shlex.quote(str(Path(run_dir) / 'train.log'))} {cores_per_rank}")
     elif launcher == "srun":
         lines.append(f"srun --mpi=pmi2 {worker}")
@@ -136,10 +124,10 @@ def sbatch_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hpc_popgen.train.launch JOB.json RANKS LOG [THREADS]``: Gloo ranks on this node."""
+    """``python -m hpc_popgen.cluster.horovod JOB.json RANKS LOG [THREADS]``: Gloo ranks on this node."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (3, 4):
-        sys.stderr.write("usage: python -m hpc_popgen.train.launch JOB.json RANKS LOG [THREADS]\n")
+        sys.stderr.write("usage: python -m hpc_popgen.cluster.horovod JOB.json RANKS LOG [THREADS]\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_local_gloo(args[0], int(args[1]), args[2], threads=int(args[3]) if len(args) == 4 else None)
