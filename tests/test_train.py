@@ -142,6 +142,28 @@ def test_loader_disjoint_ranks_each_image_once_and_seeded(tmp_path):
     assert np.array_equal(first[0], again[0]) and not np.array_equal(first[0], other[0])
 
 
+def test_flip_sites_reverses_a_seeded_half_of_the_images(tmp_path):
+    st = make_store(tmp_path / "s.zarr", n_per_class=40, size=24, shard_images=20, split=(1.0, 0.0, 0.0))
+    spec = LabelSpec(mode="binary")
+    reader = ShardReader(st, split=0)
+
+    def epoch(seed, flip):
+        return np.concatenate([x for x, _ in batches(reader, range(st.n_shards), lambda s, r: spec.encode(s, r),
+                                                       batch_size=8, buffer=40, seed=seed, epoch=0,
+                                                       drop_remainder=False, flip_sites=flip)])
+
+    plain, flipped = epoch(3, False), epoch(3, True)
+    stored = {bytes(im) for im in st.read("images")}
+    reversed_ = {bytes(np.ascontiguousarray(im[:, ::-1])) for im in st.read("images")}
+    same = [bytes(im) in stored for im in flipped]
+    rev = [bytes(im) in reversed_ and bytes(im) not in stored for im in flipped]
+    assert all(a or b for a, b in zip(same, rev, strict=True)), "every image is stored or site-reversed"
+    assert 0.3 < np.mean(rev) < 0.7, "about half are reversed"
+    assert np.array_equal(flipped, epoch(3, True)), "seeded"
+    assert sorted(bytes(im) for im in plain) == sorted(stored), "no flip without the option"
+    assert bytes(st.read("images")[0]) in stored, "the store itself is untouched"
+
+
 def test_loader_bench_command_prints_json():
     proc = subprocess.run([sys.executable, "-m", "hpc_popgen.cli", "bench", "loader", "--images", "2048",
                            "--size", "64", "--shard-images", "256", "--epochs", "2"],

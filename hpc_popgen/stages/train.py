@@ -138,7 +138,8 @@ def run(ctx: StageContext) -> StageResult:
     es = p.get("early_stopping", {})
     job = TrainJob(store=url, out_dir=str(out), model=mcfg.to_dict(), labels=labels.to_dict(),
                    epochs=int(p.get("epochs", 10)), batch_size=int(p.get("batch_size", 64)),
-                   shuffle_buffer=int(p.get("shuffle_buffer", 4096)), patience=int(es.get("patience", 3)),
+                   shuffle_buffer=int(p.get("shuffle_buffer", 4096)),
+                   flip_sites=bool(p.get("flip_sites", False)), patience=int(es.get("patience", 3)),
                    min_delta=float(es.get("min_delta", 0.0)), restore_best=bool(es.get("restore_best", True)),
                    seed=int(ctx.seed), ledger_dir=str(ctx.ledger.root), tensorboard=bool(p.get("tensorboard", True)),
                    threads=max(1, cores // ranks), use_horovod=multi, stream=dict(p.get("stream", {})))

@@ -88,12 +88,14 @@ class ShardReader:
 
 def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch_size: int, buffer: int,
             seed: int, epoch: int, rank: int = 0, shuffle: bool = True, drop_remainder: bool = True,
-            repeat: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            repeat: bool = False, flip_sites: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (images uint8, targets float32) batches for one epoch of one rank (see module doc).
 
     Shard order, pooling permutations and label noise are seeded by (seed, epoch, rank), so an epoch
     can be replayed exactly after a restart. ``repeat`` cycles through the shards again (used so that
-    every rank can supply the same number of steps).
+    every rank can supply the same number of steps). ``flip_sites`` reverses the site order of a random
+    half of the images (seeded): a sweep at the region centre is symmetric in position, so this doubles
+    the distinct training images without changing their distribution.
     """
     shards = [int(s) for s in shards]
     if not shards:
@@ -118,6 +120,10 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batc
                     idx.append(keep + offset)
                     offset += len(x)
                 x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+                if flip_sites:
+                    flip = seeded_rng(seed, epoch, rank, rng_key, 1 + group[0]).random(len(x)) < 0.5
+                    x = x.copy() if len(xs) == 1 else x
+                    x[flip] = x[flip, :, ::-1]
                 return x, np.concatenate(ys), np.concatenate(idx)
 
             future = pool.submit(load, groups[0], cycle) if groups else None

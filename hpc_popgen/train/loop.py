@@ -46,6 +46,7 @@ class TrainJob:
     epochs: int = 10
     batch_size: int = 64
     shuffle_buffer: int = 4096
+    flip_sites: bool = False
     patience: int = 3
     min_delta: float = 0.0
     restore_best: bool = True
@@ -244,7 +245,8 @@ def run_training(job: TrainJob) -> dict:
         seen_shards.update(p["train_shards"])
         ds = to_dataset(lambda p=p, e=epoch: batches(
             train_reader, p["train_shards"], encode, batch_size=job.batch_size, buffer=job.shuffle_buffer,
-            seed=job.seed, epoch=e, rank=rank, repeat=True), shape, labels.n_outputs, steps=p["steps"])
+            seed=job.seed, epoch=e, rank=rank, repeat=True, flip_sites=job.flip_sites), shape, labels.n_outputs,
+            steps=p["steps"])
         vds = None
         if p["val_steps"]:
             vds = to_dataset(lambda p=p: batches(
