@@ -78,6 +78,7 @@ def main(verbose: int) -> None:
         handler._hpcpop_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
+    root.propagate = False  # dadi calls logging.basicConfig(): without this every line prints twice
     handler.setLevel(level)
     if verbose < 2:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
         for name in ("distributed", "dask_jobqueue"):
