@@ -48,6 +48,11 @@ def test_submit_runs_units_in_slurm_worker_jobs(tmp_path, slurm_profile, slurm_c
     text = "".join(p.read_text() for p in logs)
     assert re.search(r"Start worker|Starting worker|Worker at", text), text[-2000:]
 
+    from hpc_popgen.store import open_store
+
+    store = open_store(str(run / "images.zarr"))  # checked against storage_schemas/image_store.schema.json
+    assert store.written_shards().tolist() == [0, 1, 2, 3] and store.n_images == 16
+
     status = run_cli("status", run, check=True).stdout
     assert "SLURM workers" in status and next(iter(job_ids)) in status
     assert read_json(run / "report.json")["status"] == "completed"
