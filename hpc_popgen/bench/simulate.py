@@ -18,7 +18,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import click
-import msprime
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -34,23 +33,21 @@ def fig3_plan(seed: int = 12345):
                 seed=seed, classes=(0.0, 200.0, 300.0, 400.0), n_per_class=1_000_000)
 
 
-def msprime_only(plan, start: int, stop: int) -> None:
-    """sim_ancestry + sim_mutations for replicates [start, stop): the same models and seeds as the pipeline."""
-    from ..seeds import derive_seed
-    from ..simulate.demographies import POPULATION
-    from ..simulate.replicate import _models
+def _tree_sequences(plan, start: int, stop: int):
+    """The pipeline's own msprime call (same models and seeds) for replicates [start, stop)."""
+    from ..simulate.replicate import simulate_tree_sequence
 
-    cfg = plan.sim
-    dem = cfg.demography.msprime()
+    dem = plan.sim.demography.msprime()
     for i in range(start, stop):
         seed = plan.replicate_seed(i)
         S, _ = plan.s_of(i, seed)
-        ts = msprime.sim_ancestry(
-            samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)], demography=dem,
-            ploidy=2, sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate,
-            model=_models(cfg, S, cfg.timing(S)), random_seed=derive_seed(seed, 0, 1))
-        msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
-                              discrete_genome=False, random_seed=derive_seed(seed, 0, 2))
+        yield simulate_tree_sequence(plan.sim, S, seed, 0, dem)
+
+
+def msprime_only(plan, start: int, stop: int) -> None:
+    """sim_ancestry + sim_mutations for replicates [start, stop), nothing else."""
+    for _ts in _tree_sequences(plan, start, stop):
+        pass
 
 
 class Clock:
@@ -106,25 +103,10 @@ def make_ms_text(n: int, offset: int = 0) -> str:
     """ms-format text for ``n`` Fig. 3 replicates (tskit's ms writer), the input of the image step."""
     import tskit
 
-    from ..seeds import derive_seed
-    from ..simulate import simulate_replicate  # noqa: F401 - same models as the pipeline
-    from ..simulate.demographies import POPULATION
-    from ..simulate.replicate import _models
-
     plan = fig3_plan()
-    cfg = plan.sim
-    dem = cfg.demography.msprime()
     out = io.StringIO()
-    out.write(f"ms {cfg.n_haplotypes} {n}\n1 2 3\n")
-    for i in range(offset, offset + n):
-        seed = plan.replicate_seed(i)
-        S, _ = plan.s_of(i, seed)
-        ts = msprime.sim_ancestry(
-            samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)], demography=dem,
-            ploidy=2, sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate,
-            model=_models(cfg, S, cfg.timing(S)), random_seed=derive_seed(seed, 0, 1))
-        ts = msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
-                                   discrete_genome=False, random_seed=derive_seed(seed, 0, 2))
+    out.write(f"ms {plan.sim.n_haplotypes} {n}\n1 2 3\n")
+    for ts in _tree_sequences(plan, offset, offset + n):
         buf = io.StringIO()
         tskit.write_ms(ts, buf, precision=6, write_header=False)
         out.write("\n" + buf.getvalue().lstrip("\n"))

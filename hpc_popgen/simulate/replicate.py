@@ -84,17 +84,23 @@ def _models(cfg: SimConfig, S: float, timing: SweepTiming | None) -> list:
     return models + [sweep, msprime.StandardCoalescent()]
 
 
-def simulate_once(cfg: SimConfig, S: float, seed: int, attempt: int,
-                  demography: msprime.Demography | None = None):
-    """One msprime attempt -> (matrix, positions); raises msprime's LibraryError if it refuses."""
+def simulate_tree_sequence(cfg: SimConfig, S: float, seed: int, attempt: int,
+                           demography: msprime.Demography | None = None):
+    """One msprime attempt -> tree sequence with mutations; raises msprime's LibraryError if it refuses."""
     timing = cfg.timing(S)
     ts = msprime.sim_ancestry(
         samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)],
         demography=demography or cfg.demography.msprime(), ploidy=2,
         sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate,
         model=_models(cfg, S, timing), random_seed=derive_seed(seed, attempt, 1))
-    ts = msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
-                               discrete_genome=False, random_seed=derive_seed(seed, attempt, 2))
+    return msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=msprime.BinaryMutationModel(),
+                                 discrete_genome=False, random_seed=derive_seed(seed, attempt, 2))
+
+
+def simulate_once(cfg: SimConfig, S: float, seed: int, attempt: int,
+                  demography: msprime.Demography | None = None):
+    """One msprime attempt -> (matrix, positions); raises msprime's LibraryError if it refuses."""
+    ts = simulate_tree_sequence(cfg, S, seed, attempt, demography)
     matrix = ts.genotype_matrix().T.astype(np.uint8)
     return matrix, ts.sites_position.copy()
 
