@@ -41,6 +41,13 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_long_run(tmp_path: Path, profile: Path, run: Path) -> subprocess.Popen:
+    """`hpcpop submit` in the background on 60 shards: long enough to watch and interrupt."""
+    job = manifest(tmp_path, profile, n_per_class=120, shard_images=4, n_haplotypes=64, sequence_length=60_000)
+    return subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -86,11 +93,8 @@ def test_dashboard_and_readable_task_keys_during_a_run(tmp_path, local_profile):
     """Fetch the dashboard over loopback while tasks run; task keys name stage, unit and shard."""
     from distributed import Client
 
-    job = manifest(tmp_path, local_profile, n_per_class=120, shard_images=4, n_haplotypes=64,
-                   sequence_length=60_000)
     run = tmp_path / "run"
-    proc = subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_long_run(tmp_path, local_profile, run)
     try:
         rep = wait_for(lambda: (r := read_json(run / "report.json")).get("scheduler") and r, 120,
                        "the cluster to start", proc)
@@ -107,11 +111,8 @@ def test_dashboard_and_readable_task_keys_during_a_run(tmp_path, local_profile):
 
 
 def test_sigint_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile):
-    job = manifest(tmp_path, local_profile, n_per_class=120, shard_images=4, n_haplotypes=64,
-                   sequence_length=60_000)
     run = tmp_path / "run"
-    proc = subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_long_run(tmp_path, local_profile, run)
     wait_for(lambda: len(done_units(run)) >= 3, 180, "three finished shards", proc)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=120)
