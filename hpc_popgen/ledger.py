@@ -45,10 +45,8 @@ class Ledger:
 
     def pending(self, units: list[str]) -> list[str]:
         """The units of ``units`` that have no completion record, in order."""
-        finished = set(self.done()) if len(units) > 64 else None
-        if finished is not None:
-            return [u for u in units if u not in finished]
-        return [u for u in units if not self.is_done(u)]
+        finished = {p.stem for p in self.done_dir.glob("*.json")} if self.done_dir.is_dir() else set()
+        return [u for u in units if u not in finished]
 
     def record(self, unit: str, **info: Any) -> dict:
         """Write the completion record of ``unit`` (call only once its output is durable)."""
@@ -84,9 +82,3 @@ class Ledger:
                     continue
         return out
 
-    def clear(self) -> None:
-        """Forget every record (used when a stage's output was deleted and must be rebuilt)."""
-        for d in (self.done_dir, self.fail_dir):
-            if d.is_dir():
-                for p in d.glob("*.json"):
-                    p.unlink()

@@ -65,8 +65,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
         extra = sorted(k for k in error.instance if k not in error.schema.get("properties", {}))
         key = extra[0] if extra else "?"
         return f"{format_path(path + [key])}: unknown key {key!r} (allowed: {', '.join(allowed)})"
-    if error.validator == "required":
-        return f"{format_path(path)}: {error.message}"
     return f"{format_path(path)}: {error.message}"
 
 
@@ -75,15 +73,9 @@ def validate_against(instance: Any, schema_name: str, *, source: str) -> None:
     schema = load_schema(schema_name)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator = validator_cls(schema, registry=_registry(), format_checker=validator_cls.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(list(e.absolute_path))))
-    if errors:
-        # Deepest-first is noisier; the shallowest error is the actual cause (e.g. an unknown key).
-        raise ManifestError(f"{source}: {_describe(_best(errors))}")
-
-
-def _best(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
-    """Pick the most useful error: jsonschema's relevance, descending into anyOf/oneOf contexts."""
-    return jsonschema.exceptions.best_match(errors)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))  # None when valid
+    if error is not None:
+        raise ManifestError(f"{source}: {_describe(error)}")
 
 
 def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:

@@ -12,13 +12,14 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import resolve_profile
 from .cluster.sbatch import sbatch_header
 from .errors import HpcPopError, ProfileError
-from .manifest import Manifest, StageSpec, load_manifest
+from .manifest import StageSpec, load_manifest
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
 from .stages.base import StageContext, StageResult, stage_seed
@@ -36,17 +37,11 @@ def prepare(manifest_path: str | Path, *, profile: str | None = None,
     manifest = load_manifest(manifest_path)
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
-        manifest = _with_profile(manifest, profile)
+        manifest = replace(manifest, profile=profile)
     raw = Path(manifest_path).read_text()
     path = Path(run_dir) if run_dir else default_run_dir(manifest)
     seeds = {s.name: stage_seed(manifest, s) for s in manifest.stages}
     return RunDir.create(path, manifest, prof, raw, seeds)
-
-
-def _with_profile(manifest: Manifest, profile: str) -> Manifest:
-    from dataclasses import replace
-
-    return replace(manifest, profile=profile)
 
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:

@@ -131,7 +131,3 @@ def _dashboard(client: Any) -> str | None:
     except Exception:  # noqa: BLE001 - no bokeh, or dashboard disabled
         return None
 
-
-def worker_count_target(handle: ClusterHandle) -> int:
-    """How many workers to expect (for logging)."""
-    return len(handle.client.scheduler_info().get("workers", {}))

@@ -18,6 +18,16 @@ from .model import DYNAMICS, ModelSpace, size_functions
 log = logging.getLogger(__name__)
 
 
+
+def _loglik_lines(module: str, cfg) -> list[str]:
+    """The end of a generated script: the log-likelihood (and optimal theta) with ``module``'s Inference."""
+    if cfg.likelihood == "poisson":
+        lines = [f"    ll = {module}.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
+    else:
+        lines = [f"    ll = {module}.Inference.ll_multinom(model, data)",
+                 f"    print('theta:', {module}.Inference.optimal_sfs_scaling(model, data))"]
+    return lines + ["    print('log-likelihood:', ll)", ""]
+
 def _fmt(v: float) -> str:
     return repr(float(v))
 
@@ -94,13 +104,7 @@ def moments_code(space: ModelSpace, values: dict[str, float], data_path: str, cf
               "    data = moments.Spectrum.from_file(DATA)",
               "    model = model_func([PARAMS[n] for n in NAMES], data.sample_sizes)",
               "    if data.folded:", "        model = model.fold()"]
-    if cfg.likelihood == "poisson":
-        lines += ["    ll = moments.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
-    else:
-        lines += ["    ll = moments.Inference.ll_multinom(model, data)",
-                  "    print('theta:', moments.Inference.optimal_sfs_scaling(model, data))"]
-    lines += ["    print('log-likelihood:', ll)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _loglik_lines("moments", cfg))
 
 
 def dadi_code(space: ModelSpace, values: dict[str, float], data_path: str, cfg: EvalConfig,
@@ -136,13 +140,7 @@ def dadi_code(space: ModelSpace, values: dict[str, float], data_path: str, cfg: 
               "    func_ex = dadi.Numerics.make_extrap_log_func(model_func)",
               "    model = func_ex([PARAMS[n] for n in NAMES], data.sample_sizes, PTS)",
               "    if data.folded:", "        model = model.fold()"]
-    if cfg.likelihood == "poisson":
-        lines += ["    ll = dadi.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
-    else:
-        lines += ["    ll = dadi.Inference.ll_multinom(model, data)",
-                  "    print('theta:', dadi.Inference.optimal_sfs_scaling(model, data))"]
-    lines += ["    print('log-likelihood:', ll)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _loglik_lines("dadi", cfg))
 
 
 def demes_graph(space: ModelSpace, values: dict[str, float], nanc: float, pop_ids: list[str],
