@@ -19,5 +19,7 @@ def test_bench_simulate_prints_one_json_object():
     for key in ("msprime_reps_per_s", "pipeline_images_per_s", "pipeline_to_msprime_ratio",
                 "image_step_images_per_s", "bytes_per_image"):
         assert out[key] > 0, key
-    assert out["pipeline_to_msprime_ratio"] == round(out["pipeline_images_per_s"] / out["msprime_reps_per_s"], 3)
+    # the ratio is computed from unrounded rates, so it may differ from the rounded rates' ratio in the last digit
+    ratio = out["pipeline_images_per_s"] / out["msprime_reps_per_s"]
+    assert abs(out["pipeline_to_msprime_ratio"] - ratio) < 2e-3
     assert out["bytes_per_image"] < 1024
