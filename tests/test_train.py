@@ -19,7 +19,7 @@ from hpc_popgen.errors import ManifestError, StoreError
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.runs import RunDir
 from hpc_popgen.store import open_store
-from hpc_popgen.train.data import ShardReader, batches, rank_shards
+from hpc_popgen.train.data import ShardReader, batches, blocks, rank_shards, to_dataset
 from hpc_popgen.train.labels import LabelSpec, resolve_labels, with_prior
 from hpc_popgen.train.models import PRESETS, build_model, min_input_size, resolve_model
 
@@ -140,6 +140,26 @@ def test_loader_disjoint_ranks_each_image_once_and_seeded(tmp_path):
     other = next(batches(reader, rank_shards(range(9), 0, 2), lambda s, r: spec.encode(s, r), batch_size=16,
                          buffer=60, seed=5, epoch=1))
     assert np.array_equal(first[0], again[0]) and not np.array_equal(first[0], other[0])
+
+
+def test_dataset_cuts_blocks_into_the_same_batches_as_numpy(tmp_path):
+    """tf.data slices the generator's blocks of batches; the batches, carry-overs and last partial batch
+    are exactly those of the numpy iterator (so a resumed epoch replays the same images)."""
+    st = make_store(tmp_path / "s.zarr", n_per_class=50, size=24, shard_images=20, split=(1.0, 0.0, 0.0))
+    spec = LabelSpec(mode="binary")
+    reader = ShardReader(st, split=0)
+    kw = dict(batch_size=8, buffer=30, seed=2, epoch=1, drop_remainder=False)
+    want = list(batches(reader, range(st.n_shards), lambda s, r: spec.encode(s, r), block_batches=3, **kw))
+    shapes = [xb.shape for xb, _ in blocks(reader, range(st.n_shards), lambda s, r: spec.encode(s, r),
+                                           block_batches=3, **kw)]
+    assert max(sh[0] for sh in shapes) == 3 and any(sh[0] < 3 for sh in shapes)
+    ds = to_dataset(lambda: blocks(reader, range(st.n_shards), lambda s, r: spec.encode(s, r), block_batches=3, **kw),
+                    (24, 24), 1)
+    got = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert len(got) == len(want) == -(-100 // 8)
+    assert len(got[-1][0]) == 100 % 8
+    for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+        assert np.array_equal(gx, wx) and np.array_equal(gy, wy)
 
 
 def test_flip_sites_reverses_a_seeded_half_of_the_images(tmp_path):

@@ -53,11 +53,11 @@ def make_bench_store(url: str, n_images: int, size: int, shard_images: int, seed
 
 
 def run_bench(n_images: int = 16384, size: int = 128, shard_images: int = 512, batch_size: int = 64,
-              buffer: int = 4096, epochs: int = 3, one_core: bool = True) -> dict:
+              buffer: int = 4096, epochs: int = 4, one_core: bool = True) -> dict:
     """Time the loader over ``epochs`` passes of a fresh store; returns the JSON-ready result."""
     if one_core and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    from ..train.data import ShardReader, batches, to_dataset
+    from ..train.data import ShardReader, blocks, to_dataset
     from ..train.labels import LabelSpec
     from ..train.tfenv import tf as get_tf
 
@@ -73,7 +73,7 @@ def run_bench(n_images: int = 16384, size: int = 128, shard_images: int = 512, b
         rates = []
         seen = 0
         for epoch in range(epochs):
-            ds = to_dataset(lambda e=epoch: batches(reader, shards, lambda s, r: labels.encode(s, r),
+            ds = to_dataset(lambda e=epoch: blocks(reader, shards, lambda s, r: labels.encode(s, r),
                                                     batch_size=batch_size, buffer=buffer, seed=1, epoch=e),
                             (size, size), 1)
             t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def run_bench(n_images: int = 16384, size: int = 128, shard_images: int = 512, b
 @click.option("--shard-images", default=512, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--buffer", default=4096, show_default=True, help="Shuffle buffer (images).")
-@click.option("--epochs", default=3, show_default=True, help="Passes; the first is a warm-up.")
+@click.option("--epochs", default=4, show_default=True, help="Passes; the first is a warm-up.")
 @click.option("--all-cores", is_flag=True, help="Do not pin to one core.")
 def command(n_images: int, size: int, shard_images: int, batch_size: int, buffer: int, epochs: int,
             all_cores: bool) -> None:

@@ -86,10 +86,15 @@ class ShardReader:
         return images, s, keep
 
 
-def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch_size: int, buffer: int,
-            seed: int, epoch: int, rank: int = 0, shuffle: bool = True, drop_remainder: bool = True,
-            repeat: bool = False, flip_sites: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (images uint8, targets float32) batches for one epoch of one rank (see module doc).
+def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch_size: int, buffer: int,
+           seed: int, epoch: int, rank: int = 0, shuffle: bool = True, drop_remainder: bool = True,
+           repeat: bool = False, flip_sites: bool = False, block_batches: int = 16,
+           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield blocks of consecutive batches, (images (k, B, H, W) uint8, targets (k, B, n) float32), k <= block_batches.
+
+    Cutting the epoch into blocks of batches (not single batches) keeps the Python hand-offs to
+    tf.data few: each one costs far more than slicing a batch out of a block in TensorFlow. The
+    batches themselves, concatenated, are those of :func:`batches`.
 
     Shard order, pooling permutations and label noise are seeded by (seed, epoch, rank), so an epoch
     can be replayed exactly after a restart. ``repeat`` cycles through the shards again (used so that
@@ -101,8 +106,9 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batc
     if not shards:
         return
     per_group = max(1, -(-max(buffer, batch_size) // reader.store.shard_images))
+    per_block = max(1, int(block_batches)) * batch_size
     cycle = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool:  # reads the next group while this one is consumed
         while True:
             rng = seeded_rng(seed, epoch, rank, cycle)
             order = list(rng.permutation(shards)) if shuffle else list(shards)
@@ -136,8 +142,8 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batc
                 if carry_x is not None and len(carry_x):
                     need = batch_size - len(carry_x)
                     if need <= len(take):
-                        yield (np.concatenate([carry_x, x[take[:need]]]),
-                               np.concatenate([carry_y, ytake[:need]]))
+                        yield (np.concatenate([carry_x, x[take[:need]]])[None],
+                               np.concatenate([carry_y, ytake[:need]])[None])
                         carry_x = carry_y = None
                         start = need
                     else:
@@ -145,27 +151,45 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batc
                         carry_y = np.concatenate([carry_y, ytake])
                         continue
                 n_full = start + (len(take) - start) // batch_size * batch_size
-                for b0 in range(start, n_full, batch_size):
-                    yield x[take[b0:b0 + batch_size]], ytake[b0:b0 + batch_size]
+                for b0 in range(start, n_full, per_block):
+                    b1 = min(b0 + per_block, n_full)
+                    k = (b1 - b0) // batch_size
+                    yield (x[take[b0:b1]].reshape(k, batch_size, *x.shape[1:]),
+                           ytake[b0:b1].reshape(k, batch_size, *ytake.shape[1:]))
                 carry_x, carry_y = x[take[n_full:]], ytake[n_full:]
             if carry_x is not None and len(carry_x) and not drop_remainder:
-                yield carry_x, carry_y
+                yield carry_x[None], carry_y[None]
             if not repeat:
                 return
             cycle += 1
 
 
+def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, **kwargs) -> Iterator[
+        tuple[np.ndarray, np.ndarray]]:
+    """Yield (images uint8, targets float32) batches for one epoch of one rank (see :func:`blocks`)."""
+    for xb, yb in blocks(reader, shards, encode, **kwargs):
+        yield from zip(xb, yb, strict=True)
+
+
 def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], image_shape: tuple[int, int],
-               n_outputs: int, steps: int | None = None) -> object:
-    """A prefetched tf.data pipeline over ``make_iter()``'s batches (uint8 images: models cast them)."""
+               n_outputs: int, steps: int | None = None, prefetch: int = 16) -> object:
+    """A tf.data pipeline of batches over ``make_iter()``'s blocks (see :func:`blocks`), ``prefetch`` batches ahead.
+
+    Images stay uint8 (models cast them); TensorFlow cuts the blocks into batches. The prefetch depth
+    is fixed and tf.data's autotuner is off: the pipeline has nothing for it to tune, and on a busy
+    core its periodic optimisation passes stall the hand-off of batches (half the throughput of
+    ``hpcpop bench loader`` on one core).
+    """
     from .tfenv import tf as get_tf
 
     tf = get_tf()
     h, w = image_shape
     ds = tf.data.Dataset.from_generator(
         make_iter,
-        output_signature=(tf.TensorSpec(shape=(None, h, w), dtype=tf.uint8),
-                          tf.TensorSpec(shape=(None, n_outputs), dtype=tf.float32)))
+        output_signature=(tf.TensorSpec(shape=(None, None, h, w), dtype=tf.uint8),
+                          tf.TensorSpec(shape=(None, None, n_outputs), dtype=tf.float32))).unbatch()
     if steps is not None:
         ds = ds.take(steps)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(max(1, int(prefetch))).with_options(options)

@@ -27,7 +27,7 @@ from ..errors import StoreError
 from ..ledger import Ledger
 from ..store import open_store
 from . import checkpoint, tfenv
-from .data import ShardReader, batches, rank_shards, split_code, split_counts, to_dataset
+from .data import ShardReader, blocks, rank_shards, split_code, split_counts, to_dataset
 from .labels import LabelSpec
 from .models import ModelConfig, build_model, make_optimizer
 from .saved import save_bundle
@@ -157,16 +157,16 @@ def _plan_stream(store: Any, rank: int, size: int, batch_size: int, epochs: int,
     fractions (the block is cycled if a rank runs a few images short).
     """
     shards = list(range(store.n_shards))
-    blocks = [np.array_split(np.array(rank_shards(shards, r, size), dtype=np.int64), epochs)[epoch]
+    parts = [np.array_split(np.array(rank_shards(shards, r, size), dtype=np.int64), epochs)[epoch]
               for r in range(size)]
-    sizes = [sum(store.shard_range(int(i))[1] - store.shard_range(int(i))[0] for i in b) for b in blocks]
+    sizes = [sum(store.shard_range(int(i))[1] - store.shard_range(int(i))[0] for i in b) for b in parts]
     frac = store.meta.get("split", {})
     steps = int(min(sizes) * float(frac.get("train", 1.0)) // batch_size)
     vsteps = int(min(sizes) * float(frac.get("validation", 0.0)) // batch_size)
     if steps < 1:
         raise StoreError(f"{store.url}: stream mode: {epochs} epochs over {store.n_shards} shards and {size} "
                          f"rank(s) leave fewer than {batch_size} training images per epoch; use fewer epochs")
-    mine = [int(i) for i in blocks[rank]]
+    mine = [int(i) for i in parts[rank]]
     return {"train_shards": mine, "steps": steps, "val_shards": mine if vsteps else [], "val_steps": vsteps}
 
 
@@ -243,13 +243,13 @@ def run_training(job: TrainJob) -> dict:
     while epoch < job.epochs and not state["stopped"]:
         p = plan or _plan_stream(store, rank, size, job.batch_size, job.epochs, epoch)
         seen_shards.update(p["train_shards"])
-        ds = to_dataset(lambda p=p, e=epoch: batches(
+        ds = to_dataset(lambda p=p, e=epoch: blocks(
             train_reader, p["train_shards"], encode, batch_size=job.batch_size, buffer=job.shuffle_buffer,
             seed=job.seed, epoch=e, rank=rank, repeat=True, flip_sites=job.flip_sites), shape, labels.n_outputs,
             steps=p["steps"])
         vds = None
         if p["val_steps"]:
-            vds = to_dataset(lambda p=p: batches(
+            vds = to_dataset(lambda p=p: blocks(
                 val_reader, p["val_shards"], encode, batch_size=job.batch_size, buffer=job.shuffle_buffer,
                 seed=job.seed, epoch=0, rank=rank, shuffle=False, drop_remainder=False, repeat=True),
                 shape, labels.n_outputs, steps=p["val_steps"])
