@@ -242,10 +242,19 @@ def test_classes_gaussian_labels_and_quantify_metrics(tmp_path, single_profile):
     path = write_manifest(tmp_path, [
         {"name": "train", "train": {"store": "u.zarr", "model": {"preset": "continuous", "filters": [16, 16]},
                                     "labels": {"mode": "classes", "encoding": "gaussian", "sd": 0.5},
-                                    "epochs": 4, "batch_size": 32, "tensorboard": False}},
+                                    "epochs": 4, "batch_size": 32, "tensorboard": False, "flip_sites": True}},
         {"name": "evaluate", "evaluate": {"hpdi_level": 0.9}},
     ], profile=single_profile)
     report = execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+    # trained with flip_sites: prediction averages both site orders, so mirrored images get one answer
+    from hpc_popgen.train.saved import load_bundle
+
+    bundle = load_bundle(tmp_path / "run" / "train" / "model")
+    x = open_store(str(tmp_path / "storage" / "u.zarr")).read("images")[:20]
+    assert bundle.info["flip_sites"] is True
+    assert np.allclose(bundle.raw_predict(x), bundle.raw_predict(x[:, :, ::-1]), atol=1e-5)
+    one_way = np.asarray(bundle.keras_model(x, training=False))
+    assert not np.allclose(one_way, np.asarray(bundle.keras_model(np.ascontiguousarray(x[:, :, ::-1]), training=False)))
     m = report["stages"][1]["metrics"]
     for key in ("rmse_map", "rmse_posterior_mean", "bias_map", "bias_posterior_mean", "hpdi_coverage"):
         assert key in m

@@ -306,7 +306,7 @@ def run_training(job: TrainJob) -> dict:
         info = {"store": job.store, "seed": job.seed, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
                 "history": state["history"], "ranks": size,
                 "store_classes": store.classes, "store_prior": store.meta.get("prior"),
-                "demography": store.meta.get("demography")}
+                "demography": store.meta.get("demography"), "flip_sites": job.flip_sites}
         clean = build_model(mcfg, shape, labels.n_outputs, labels.head)
         clean.set_weights(final_weights)
         save_bundle(out / "model", clean, labels, store.meta["image"], shape, mcfg, info)

@@ -84,14 +84,19 @@ class TrainedModel:
 
         Working with logits keeps tiny class probabilities and large Bayes factors exact instead of
         rounding them to 0 or 1 in the float32 softmax / sigmoid.
+        A model trained with ``flip_sites`` treats an image and its site-reversed copy as the same
+        data, so its output is the mean of the two orientations' outputs (less noise, same symmetry).
         """
         x = self.check_images(images)
         if len(x) == 0:
             return np.zeros((0, self.labels.n_outputs), dtype=np.float64)
         features, w, b = self._logit_parts()
+        views = (x, x[:, :, ::-1]) if self.info.get("flip_sites") else (x,)
         out = []
         for i in range(0, len(x), batch_size):
-            out.append(np.asarray(features(x[i:i + batch_size], training=False), dtype=np.float64) @ w + b)
+            z = [np.asarray(features(np.ascontiguousarray(v[i:i + batch_size]), training=False), dtype=np.float64)
+                 for v in views]
+            out.append(np.mean(z, axis=0) @ w + b)
         return np.concatenate(out)
 
     def posterior(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
