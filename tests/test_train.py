@@ -263,6 +263,24 @@ def test_classes_gaussian_labels_and_quantify_metrics(tmp_path, single_profile):
     assert m["rmse_posterior_mean"] < 80, m
 
 
+def test_reduce_lr_cuts_the_learning_rate_on_a_plateau(tmp_path, single_profile):
+    """With a min_delta no epoch can meet, every epoch after the first is a plateau: from the third epoch
+    on, each epoch runs at the rate before times ``factor``, down to ``min_lr``; early stopping (patience 0)
+    stays off."""
+    make_store(tmp_path / "storage" / "p.zarr", n_per_class=40, size=24, shard_images=20)
+    path = write_manifest(tmp_path, [
+        {"name": "train", "train": {"store": "p.zarr", "model": {"preset": "binary", "filters": [8, 8]},
+                                    "labels": {"mode": "binary"}, "epochs": 5, "batch_size": 16,
+                                    "tensorboard": False,
+                                    "early_stopping": {"patience": 0, "min_delta": 100},
+                                    "reduce_lr": {"factor": 0.5, "patience": 1, "min_lr": 0.0002}}},
+    ], profile=single_profile)
+    report = execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+    assert report["status"] == "completed"
+    history = json.loads((tmp_path / "run" / "train" / "result.json").read_text())["history"]
+    assert [h["learning_rate"] for h in history] == pytest.approx([0.001, 0.001, 0.0005, 0.00025, 0.0002], rel=1e-5)
+
+
 def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_profile):
     make_store(tmp_path / "storage" / "a.zarr", n_per_class=80, size=32, shard_images=40)
     other = make_store(tmp_path / "storage" / "b.zarr", n_per_class=20, size=32, shard_images=40)

@@ -142,7 +142,8 @@ def run(ctx: StageContext) -> StageResult:
                    flip_sites=bool(p.get("flip_sites", False)), patience=int(es.get("patience", 3)),
                    min_delta=float(es.get("min_delta", 0.0)), restore_best=bool(es.get("restore_best", True)),
                    seed=int(ctx.seed), ledger_dir=str(ctx.ledger.root), tensorboard=bool(p.get("tensorboard", True)),
-                   threads=max(1, cores // ranks), use_horovod=multi, stream=dict(p.get("stream", {})))
+                   threads=max(1, cores // ranks), use_horovod=multi, stream=dict(p.get("stream", {})),
+                   reduce_lr=dict(p["reduce_lr"]) if p.get("reduce_lr") is not None else None)
     job_file = out / "train_job.json"
     from .. import atomic
 

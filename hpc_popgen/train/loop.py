@@ -56,6 +56,7 @@ class TrainJob:
     threads: int | None = None
     use_horovod: bool = True
     stream: dict = field(default_factory=dict)
+    reduce_lr: dict | None = None  # {factor, patience, min_lr}: learning rate cut on a plateau
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -209,7 +210,8 @@ def run_training(job: TrainJob) -> dict:
     # --- resume ---------------------------------------------------------------------------------
     found = checkpoint.latest(ckpt_dir, ledger) if rank == 0 else None
     found = comm.bcast(None if found is None else (found[0], str(found[1])))
-    state: dict = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False}
+    state: dict = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False,
+                   "lr_wait": 0, "lr": float(opt.learning_rate.numpy())}
     resumed_from = 0
     if found is not None:
         weights, opt_vars, state = checkpoint.load(found[1])
@@ -218,6 +220,10 @@ def run_training(job: TrainJob) -> dict:
         for var, val in zip(opt.variables, opt_vars, strict=True):
             var.assign(val)
         resumed_from = int(state["epoch"])
+        state.setdefault("lr_wait", 0)
+        if "lr" in state:
+            opt.learning_rate.assign(float(state["lr"]))
+        state["lr"] = float(opt.learning_rate.numpy())
         if rank == 0:
             log.info("resuming from checkpoint %s (epoch %d)", found[1], resumed_from)
 
@@ -263,15 +269,26 @@ def run_training(job: TrainJob) -> dict:
         images_trained += n_img
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         epoch += 1
-        logs.update(epoch=epoch, seconds=round(dt, 3), images_per_s=round(n_img / dt, 1))
+        logs.update(epoch=epoch, seconds=round(dt, 3), images_per_s=round(n_img / dt, 1), learning_rate=state["lr"])
         monitor = logs.get("val_loss", logs.get("loss"))
         monitor = comm.bcast(monitor)
         if state["best"] is None or monitor < state["best"] - job.min_delta:
-            state.update(best=monitor, best_epoch=epoch, wait=0)
+            state.update(best=monitor, best_epoch=epoch, wait=0, lr_wait=0)
         else:
             state["wait"] += 1
+            state["lr_wait"] += 1
             if job.patience and state["wait"] >= job.patience:
                 state["stopped"] = True
+            elif job.reduce_lr and state["lr_wait"] >= int(job.reduce_lr.get("patience", 1)):
+                floor = float(job.reduce_lr.get("min_lr", 1e-6)) * size
+                lr = max(floor, state["lr"] * float(job.reduce_lr.get("factor", 0.3)))
+                if lr < state["lr"]:
+                    opt.learning_rate.assign(lr)
+                    if rank == 0:
+                        log.info("epoch %d: validation loss flat for %d epoch(s); learning rate %.3g -> %.3g",
+                                 epoch, state["lr_wait"], state["lr"], lr)
+                    state["lr"] = lr
+                state["lr_wait"] = 0
         state["epoch"] = epoch
         state["history"].append(logs)
         if rank == 0:
