@@ -56,7 +56,7 @@ class TrainJob:
     threads: int | None = None
     use_horovod: bool = True
     stream: dict = field(default_factory=dict)
-    reduce_lr: dict | None = None  # {factor, patience, min_lr}: learning rate cut on a plateau
+    reduce_lr: dict | None = None  # {factor, patience, min_lr} (schema defaults filled): cut on a plateau
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -279,9 +279,9 @@ def run_training(job: TrainJob) -> dict:
             state["lr_wait"] += 1
             if job.patience and state["wait"] >= job.patience:
                 state["stopped"] = True
-            elif job.reduce_lr and state["lr_wait"] >= int(job.reduce_lr.get("patience", 1)):
-                floor = float(job.reduce_lr.get("min_lr", 1e-6)) * size
-                lr = max(floor, state["lr"] * float(job.reduce_lr.get("factor", 0.3)))
+            elif job.reduce_lr and state["lr_wait"] >= int(job.reduce_lr["patience"]):
+                floor = float(job.reduce_lr["min_lr"]) * size
+                lr = max(floor, state["lr"] * float(job.reduce_lr["factor"]))
                 if lr < state["lr"]:
                     opt.learning_rate.assign(lr)
                     if rank == 0:
