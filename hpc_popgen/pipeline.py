@@ -18,17 +18,13 @@ from pathlib import Path
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import resolve_profile
 from .cluster.sbatch import sbatch_header
-from .errors import HpcPopError, ProfileError
+from .errors import HpcPopError, ProfileError, StageFailed
 from .manifest import StageSpec, load_manifest
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
 from .stages.base import StageContext, StageResult, stage_seed
 
 log = logging.getLogger(__name__)
-
-
-class StageFailed(HpcPopError):
-    """A stage ended with failed or missing units; the run can be resumed with ``hpcpop rerun``."""
 
 
 def prepare(manifest_path: str | Path, *, profile: str | None = None,

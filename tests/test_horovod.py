@@ -92,7 +92,7 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
 @pytest.mark.skipif(not _has_horovod(), reason="horovod is not installed (pip install .[horovod])")
 def test_two_ranks_as_a_slurm_job(tmp_path, slurm_cleanup):
     """On a SLURM profile the train stage submits its rendered sbatch script and waits for it."""
-    from conftest import slurm_profile_data, write_yaml
+    from helpers import slurm_profile_data, write_yaml
 
     prof = slurm_profile_data(memory="6GB", cores=2)
     prof["horovod"] = {"launcher": "horovodrun", "ranks": 2}

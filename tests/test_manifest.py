@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import run_cli, write_yaml
+from helpers import run_cli, write_yaml
 
 from hpc_popgen.errors import ManifestError
 from hpc_popgen.manifest import format_path, load_manifest, parse_manifest
@@ -88,7 +88,7 @@ def test_cli_validate_prints_one_line_error(tmp_path):
 
 
 def test_every_job_in_repo_is_valid():
-    from conftest import REPO
+    from helpers import REPO
 
     jobs = sorted((REPO / "jobs").glob("*.yaml"))
     assert jobs, "jobs/ holds the shipped manifests"

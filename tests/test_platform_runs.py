@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import HPCPOP, run_cli, write_yaml
+from helpers import HPCPOP, run_cli, write_yaml
 
 
 def sim_stage(n_per_class: int = 8, shard_images: int = 4, n_haplotypes: int = 16,

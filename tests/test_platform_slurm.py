@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_yaml
+from helpers import run_cli, write_yaml
 from test_platform_runs import done_units, read_json, sim_stage, wait_for
 
 pytestmark = pytest.mark.slurm

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import slurm_profile_data, write_yaml
+from helpers import slurm_profile_data, write_yaml
 
 from hpc_popgen import atomic
 from hpc_popgen.cluster.clusters import cluster_kwargs

@@ -9,16 +9,19 @@ returned, i.e. after the task made its output durable.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HpcPopError
+from ..config import from_params
+from ..errors import HpcPopError, ManifestError, ParamError
 from ..ledger import Ledger
 from ..manifest import Manifest, StageSpec
 from ..runs import RunDir
@@ -47,6 +50,36 @@ class StageResult:
     metrics: dict = field(default_factory=dict)
     items: int | None = None  # e.g. images, evaluations: throughput is items per second
     item_name: str = "units"
+
+
+def key_path(spec: StageSpec, manifest: Manifest, key: str = "") -> str:
+    """Where a stage's key sits in its manifest: ``jobs/x.yaml: stages[0].simulate.image.maf``."""
+    where = f"{manifest.source}: stages[{spec.index}].{spec.kind}"
+    return f"{where}.{key}" if key else where
+
+
+@contextmanager
+def located(spec: StageSpec, manifest: Manifest, prefix: str = "") -> Iterator[None]:
+    """Give a science module's ``ParamError`` (key relative to its config) its place in the manifest.
+
+    ``prefix`` is where that config sits inside the stage's parameters (``image``), if not at the top.
+    """
+    try:
+        yield
+    except ParamError as exc:
+        key = exc.within(prefix).key if prefix else exc.key
+        raise ManifestError(f"{key_path(spec, manifest, key)}: {exc.reason}") from None
+
+
+def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
+    """The stage's typed, frozen config, built once from its schema-filled parameters.
+
+    The stage module names its config class as ``CONFIG``; a bad value names its manifest key.
+    """
+    from . import get_stage
+
+    with located(spec, manifest):
+        return from_params(get_stage(spec.kind).CONFIG, spec.params)
 
 
 def stage_seed(manifest: Manifest, spec: StageSpec) -> int:
@@ -92,6 +125,11 @@ class StageContext:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @functools.cached_property
+    def config(self) -> Any:
+        """The stage's typed config (see :func:`stage_config`)."""
+        return stage_config(self.spec, self.manifest)
 
     @property
     def params(self) -> dict:
