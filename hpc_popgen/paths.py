@@ -1,12 +1,18 @@
-"""Where the packaged schemas and profiles live (the repository checkout, installed editable)."""
+"""Where the packaged schemas, profiles and data live: package data, so any install finds them.
+
+The repository's top-level ``storage_schemas/`` and ``cluster_profiles/`` are links to these folders.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = Path(os.environ.get("HPCPOP_SCHEMA_DIR", REPO_ROOT / "storage_schemas"))
-PROFILE_DIR = Path(os.environ.get("HPCPOP_PROFILE_DIR", REPO_ROOT / "cluster_profiles"))
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent  # a checkout's root (for the git commit in provenance), if any
+SCHEMA_DIR = Path(os.environ.get("HPCPOP_SCHEMA_DIR", PACKAGE_DIR / "storage_schemas"))
+PROFILE_DIR = Path(os.environ.get("HPCPOP_PROFILE_DIR", PACKAGE_DIR / "cluster_profiles"))
 USER_PROFILE_DIR = Path(os.environ.get("HPCPOP_USER_PROFILE_DIR",
                                        Path.home() / ".config" / "hpcpop" / "profiles"))
+DATA_DIR = PACKAGE_DIR / "data"
+YRI_CEU_FS = DATA_DIR / "YRI_CEU.fs"  # the 20x20 YRI-CEU spectrum of Gutenkunst et al. 2009 (dadi format)

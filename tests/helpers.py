@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 HPCPOP = [sys.executable, "-m", "hpc_popgen.cli"]
-YRI_CEU = REPO / "jobs" / "data" / "YRI_CEU.fs"  # the 20x20 spectrum of Gutenkunst et al. 2009, shipped
+YRI_CEU = REPO / "hpc_popgen" / "data" / "YRI_CEU.fs"  # the 20x20 spectrum of Gutenkunst et al. 2009, shipped
 
 
 def write_yaml(path: Path, data) -> Path:

@@ -18,7 +18,7 @@ from hpc_popgen.demography.model import ModelSpace
 from hpc_popgen.errors import InputDataError
 from hpc_popgen.paths import REPO_ROOT
 
-YRI_CEU = REPO_ROOT / "jobs" / "data" / "YRI_CEU.fs"  # shipped with the repo
+from hpc_popgen.paths import YRI_CEU_FS as YRI_CEU  # shipped with the package
 DATA = Path(__file__).parent / "data" / "demography"
 # Gutenkunst et al. 2009 (nu1F, nu2B, nu2F, m, Tp, T) in the GADMA space: structure (1, 1),
 # pop 1 sudden, pop 2 exponential from (1 - s1) * nu1F, symmetric migration.
