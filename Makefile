@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -e '.[test]'
-	# Horovod builds against the installed TensorFlow: needs --no-build-isolation (FINDINGS).
+	# Horovod builds against the installed TensorFlow: without --no-build-isolation pip cannot see it and fails.
 	# The first build takes ~10 min on 2 cores; pip caches the wheel afterwards.
 	$(PY) -c 'import horovod.tensorflow' 2>/dev/null || \
 		$(HOROVOD_ENV) $(PIP) install --no-build-isolation 'horovod==0.28.1'

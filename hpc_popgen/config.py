@@ -98,3 +98,10 @@ def to_params(config: Any) -> Any:
     if isinstance(config, Mapping):
         return {k: to_params(v) for k, v in config.items()}
     return config
+
+
+def config_with_defaults(cls: type[T], schema_name: str, params: Mapping[str, Any]) -> T:
+    """``cls`` from ``params`` with the defaults of schema ``schema_name`` filled in (benchmarks, tools)."""
+    from .manifest import fill_defaults, load_schema
+
+    return from_params(cls, fill_defaults(dict(params), load_schema(schema_name)))

@@ -23,7 +23,7 @@ class ParamError(ManifestError):
     def __init__(self, key: str, reason: str):
         self.key = key
         self.reason = reason
-        super().__init__(f"{key}: {reason}")
+        super().__init__(f"{key}: {reason}" if key else reason)
 
     def within(self, prefix: str) -> ParamError:
         """The same error one level up: ``maf`` inside ``image`` becomes ``image.maf``."""

@@ -131,14 +131,13 @@ def _attach_log_file(rd: RunDir) -> None:
 
 def driver_script(rd: RunDir, profile: dict) -> str:
     """The sbatch script whose job runs the driver (``hpcpop rerun RUN_DIR``) on a compute node."""
-    drv = dict(profile.get("driver") or {})
-    cl = profile.get("cluster") or {}
+    drv = profile["driver"]
+    cl = profile["cluster"]
     lines = sbatch_header(job_name=f"hpcpop-driver-{rd.manifest().name}", output=f"{rd.path}/driver-%j.log",
-                          cpus_per_task=int(drv.get("cores", 1)), memory=drv.get("memory", "2GB"),
-                          walltime=drv.get("walltime", "24:00:00"),
+                          cpus_per_task=int(drv["cores"]), memory=drv["memory"], walltime=drv["walltime"],
                           partition=drv.get("queue") or cl.get("queue"),
                           account=drv.get("account") or cl.get("account"),
-                          extra=drv.get("job_extra_directives", []))
+                          extra=drv["job_extra_directives"])
     lines += ["set -euo pipefail",
               f"cd {shlex.quote(str(rd.path))}",
               f"exec {shlex.quote(sys.executable)} -m hpc_popgen.cli rerun --no-progress {shlex.quote(str(rd.path))}",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a single-node SLURM cluster (munge + slurmctld + slurmd) on this machine, for the tests.
 # Installs slurm-wlm and munge from Debian when missing. Idempotent: does nothing if SLURM answers.
-# Config from ../shared/notes/FINDINGS.md; state, spool and logs under $HPCPOP_SLURM_DIR.
+# A one-node slurm.conf (munge auth, cons_tres, linuxproc); state, spool and logs under $HPCPOP_SLURM_DIR.
 set -euo pipefail
 DIR=${HPCPOP_SLURM_DIR:-/var/tmp/hpcpop-slurm}
 CONF=/etc/slurm/slurm.conf

@@ -61,3 +61,37 @@ def run_cli(*args, cwd=None, timeout=600, check=False, env=None) -> subprocess.C
         raise AssertionError(f"hpcpop {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def stage_params(kind: str, **params) -> dict:
+    """A stage's parameters with its schema's defaults filled in (what a stage receives)."""
+    from hpc_popgen.manifest import fill_defaults, load_schema
+
+    return fill_defaults(params, load_schema(f"stages/{kind}.schema.json"))
+
+
+def image_config(**overrides):
+    """An ImageConfig with the simulate schema's defaults, some overridden."""
+    from hpc_popgen.config import from_params
+    from hpc_popgen.images import ImageConfig
+
+    return from_params(ImageConfig, {**stage_params("simulate", store="x")["image"], **overrides})
+
+
+def sim_config(demography, **overrides):
+    """A SimConfig for ``demography`` (a DemographyModel) with the simulate schema's defaults."""
+    from hpc_popgen.simulate import SimConfig
+
+    p = stage_params("simulate", store="x")
+    sw = p["sweep"]
+    base = {k: p[k] for k in ("n_haplotypes", "sequence_length", "mutation_rate", "recombination_rate",
+                              "reference_ne")}
+    base.update(onset=sw["onset"], start_frequency=sw["start_frequency"], position=sw["position"], dt=sw["dt"],
+                max_attempts=sw["max_attempts"])
+    return SimConfig(demography=demography, **{**base, **overrides})
+
+
+def default_split() -> dict:
+    """The simulate schema's train/validation/test fractions."""
+    sp = stage_params("simulate", store="x")["split"]
+    return {"train": round(1.0 - sp["validation"] - sp["test"], 12), **sp}

@@ -11,7 +11,7 @@ from helpers import slurm_profile_data, write_yaml
 
 from hpc_popgen import atomic
 from hpc_popgen.cluster.clusters import cluster_kwargs
-from hpc_popgen.cluster.profiles import list_profiles, resolve_profile
+from hpc_popgen.cluster.profiles import list_profiles, resolve_profile, with_defaults
 from hpc_popgen.errors import ProfileError
 from hpc_popgen.ledger import Ledger
 from hpc_popgen.seeds import derive_seed
@@ -122,8 +122,8 @@ def test_driver_script_runs_rerun(tmp_path):
             return Manifest(name="job1", seed=1, profile="slurm", storage=".", stages=())
 
     rd = FakeRun(tmp_path)
-    text = driver_script(rd, {"kind": "slurm", "cluster": {"queue": "debug"},
-                              "driver": {"cores": 1, "memory": "2GB", "walltime": "01:00:00"}})
+    text = driver_script(rd, with_defaults({"kind": "slurm", "cluster": {"queue": "debug"},
+                                            "driver": {"cores": 1, "memory": "2GB", "walltime": "01:00:00"}}))
     assert "#SBATCH --job-name=hpcpop-driver-job1" in text
     assert "#SBATCH --mem=2G" in text and "#SBATCH --partition=debug" in text
     assert f"hpc_popgen.cli rerun --no-progress {tmp_path}" in text

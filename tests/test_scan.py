@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from helpers import sim_config
 
 from hpc_popgen.errors import InputDataError
 from hpc_popgen.infer.scan import plan_windows, read_scan
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.simulate.demographies import load_demography
-from hpc_popgen.simulate.replicate import SimConfig, simulate_replicate
+from hpc_popgen.simulate.replicate import simulate_replicate
 
 NE = 10_000
 # A de novo hard sweep (start frequency 1e-4), complete about 20 generations ago: with S = 1000
@@ -51,7 +52,7 @@ def write_vcf(path, matrix: np.ndarray, positions: np.ndarray, chrom: str = "chr
 
 
 def test_scan_puts_the_highest_bayes_factor_at_the_sweep(tmp_path):
-    cfg = SimConfig(demography=load_demography("constant", NE), n_haplotypes=32, sequence_length=CHROM_LENGTH,
+    cfg = sim_config(load_demography("constant", NE), n_haplotypes=32, sequence_length=CHROM_LENGTH,
                     recombination_rate=RECOMB, reference_ne=NE, onset=ONSET,
                     start_frequency=START_FREQ)
     rep = simulate_replicate(cfg, S_SWEEP, seed=2024)

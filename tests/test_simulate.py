@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from helpers import default_split, image_config, sim_config
 
 from hpc_popgen.errors import ManifestError
-from hpc_popgen.images import ImageConfig
 from hpc_popgen.simulate import (
     Plan,
-    SimConfig,
     demes_model,
     load_demography,
     onset_generations,
@@ -73,7 +72,7 @@ SMALL = dict(n_haplotypes=32, sequence_length=20_000)
 
 
 def test_replicate_is_determined_by_its_seed():
-    cfg = SimConfig(load_demography("marth3", 1e4), **SMALL)
+    cfg = sim_config(load_demography("marth3", 1e4), **SMALL)
     a = simulate_replicate(cfg, 300, 11)
     b = simulate_replicate(cfg, 300, 11)
     c = simulate_replicate(cfg, 300, 12)
@@ -84,7 +83,7 @@ def test_replicate_is_determined_by_its_seed():
 
 
 def test_sweep_leaves_a_dominant_central_haplotype():
-    cfg = SimConfig(load_demography("constant", 1e4), n_haplotypes=32, sequence_length=80_000)
+    cfg = sim_config(load_demography("constant", 1e4), n_haplotypes=32, sequence_length=80_000)
 
     def stats(S):
         shares, sites = [], []
@@ -104,7 +103,7 @@ def test_sweep_leaves_a_dominant_central_haplotype():
 def test_refused_replicates_are_retried_with_derived_seeds():
     # a size change 20 generations before the onset: msprime's random sweep durations often reach it
     dm = DemographyModel("edge", (Epoch(0, 620, 10_000), Epoch(620, math.inf, 5000)))
-    cfg = SimConfig(dm, n_haplotypes=16, sequence_length=10_000, onset=600)
+    cfg = sim_config(dm, n_haplotypes=16, sequence_length=10_000, onset=600)
     retried = [(seed, simulate_replicate(cfg, 200, seed)) for seed in range(1, 20)]
     retried = [(seed, r) for seed, r in retried if r.attempts > 1]
     assert retried, "expected msprime to refuse some replicates"
@@ -116,12 +115,12 @@ def test_refused_replicates_are_retried_with_derived_seeds():
 
 
 def test_plan_classes_prior_split_and_shard_arrays():
-    sim = SimConfig(load_demography("constant", 1e4), **SMALL)
-    img = ImageConfig(size=(16, 16))
-    plan = Plan(sim=sim, image=img, seed=99, classes=(0.0, 200.0), n_per_class=5)
+    sim = sim_config(load_demography("constant", 1e4), **SMALL)
+    img = image_config(maf=0.0, size=(16, 16))
+    plan = Plan(sim=sim, image=img, seed=99, split=default_split(), classes=(0.0, 200.0), n_per_class=5)
     assert plan.n_images == 10 and [plan.s_of(i)[0] for i in range(4)] == [0, 200, 0, 200]
     assert Plan.from_dict(plan.to_dict()) == plan
-    prior = Plan(sim=sim, image=img, seed=99, prior={"min": 0.0, "max": 400.0, "n": 50, "n_bins": 11})
+    prior = Plan(sim=sim, image=img, seed=99, split=default_split(), prior={"min": 0.0, "max": 400.0, "n": 50, "n_bins": 11})
     draws = [prior.s_of(i) for i in range(50)]
     assert all(0 <= s < 400 and k == -1 for s, k in draws) and len({s for s, _ in draws}) == 50
     splits = [plan.split_of(plan.replicate_seed(i)) for i in range(2000)]

@@ -70,6 +70,21 @@ def test_schema_and_check_errors_name_the_key(tmp_path):
         load_manifest(write_job(tmp_path, "c", {**BASE, "store": "x.zarr", "image": {"colour": 1}}))
 
 
+@pytest.mark.parametrize("change, where", [
+    ({"classes": None, "n_per_class": None, "prior": {"min": 400, "max": 400, "n": 10}},
+     r"prior\.min: 400 must be below prior\.max \(400\)"),
+    ({"split": {"validation": 0.6, "test": 0.6}}, r"split: validation \+ test must be at most 1"),
+    ({"shard_images": 8, "chunk_images": 3}, r"chunk_images: 3 must divide shard_images \(8\)"),
+    ({"demography": {"demes": "none.yaml"}}, r"demography\.demes: .*none\.yaml: demes file not found"),
+])
+def test_config_errors_name_the_manifest_key(tmp_path, change, where):
+    """Science configs name their own key; the stage layer puts the manifest file and stage before it."""
+    params = {k: v for k, v in {**BASE, "store": "x.zarr", **change}.items() if v is not None}
+    job = write_job(tmp_path, "bad", params)
+    with pytest.raises(ManifestError, match=rf"^{job}: stages\[0\]\.simulate\.{where}"):
+        load_manifest(job)
+
+
 def test_event_inside_sweep_window_fails_before_any_work(tmp_path):
     job = write_job(tmp_path, "late", {**BASE, "store": "late.zarr", "sweep": {"onset": 3200}})
     with pytest.raises(ManifestError, match=r"stages\[0\]\.simulate\.demography: size change to 2000 at 3000 "

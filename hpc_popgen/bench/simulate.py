@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 
 def fig3_plan(seed: int = 12345):
     """The Fig. 3 plan used by every measurement."""
-    from ..images import ImageConfig
-    from ..simulate import Plan, SimConfig, load_demography
+    from ..config import config_with_defaults
+    from ..simulate import Plan
+    from ..simulate.config import SimulateConfig
 
-    sim = SimConfig(load_demography("marth3", 10_000))
-    return Plan(sim=sim, image=ImageConfig(polarisation="major_minor", maf=0.01, sort="rows", size=(128, 128)),
-                seed=seed, classes=(0.0, 200.0, 300.0, 400.0), n_per_class=1_000_000)
+    cfg = config_with_defaults(SimulateConfig, "stages/simulate.schema.json",
+                               {"store": "bench.zarr", "demography": "marth3", "classes": [0, 200, 300, 400],
+                                "n_per_class": 1_000_000})
+    return Plan.from_config(cfg, seed)
 
 
 def _tree_sequences(plan, start: int, stop: int):

@@ -21,6 +21,7 @@ COMMANDS = {
     "status": "cli.run_commands:status",
     "rerun": "cli.run_commands:rerun",
     "profiles": "cli.run_commands:profiles",
+    "catalogue": "cli.catalogue:catalogue",
     "show": "cli.show:show",
     "predict": "cli.predict:predict",
     "bench": "bench:bench",

@@ -114,11 +114,11 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str,
             cluster = SLURMCluster(**kw)
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"profile {profile.get('name')}: cluster settings rejected by SLURMCluster: {exc}") from None
-        adapt = profile.get("adapt") or {}
-        mx = adapt.get("maximum_jobs", 1)
+        adapt = profile["adapt"]
+        mx = adapt["maximum_jobs"]
         if resources and resources.get("max_workers"):
             mx = min(mx, resources["max_workers"])
-        cluster.adapt(minimum_jobs=min(adapt.get("minimum_jobs", 0), mx), maximum_jobs=mx)
+        cluster.adapt(minimum_jobs=min(adapt["minimum_jobs"], mx), maximum_jobs=mx)
     client = Client(cluster)
     handle = ClusterHandle(cluster=cluster, client=client, kind=kind, key=key, dashboard=_dashboard(client))
     log.info("cluster %s up; dashboard %s", kind, handle.dashboard)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ManifestError, ProfileError
-from ..manifest import read_yaml, validate_against
+from ..manifest import fill_defaults, load_schema, read_yaml, validate_against
 from ..paths import PROFILE_DIR, USER_PROFILE_DIR
 
 
@@ -55,8 +55,12 @@ def load_profile_file(path: Path) -> dict:
         validate_against(data, "profile.schema.json", source=str(path))
     except ManifestError as exc:
         raise ProfileError(str(exc)) from None
-    data.setdefault("cluster", {})
-    return data
+    return with_defaults(data)
+
+
+def with_defaults(data: dict) -> dict:
+    """A validated profile with the defaults of profile.schema.json filled in."""
+    return fill_defaults(data, load_schema("profile.schema.json"))
 
 
 def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> dict:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
-from ..errors import ManifestError
+from ..errors import ParamError
 
 POLARISATIONS = ("major_minor", "derived")
 SORTS = ("none", "rows", "columns", "both", "rows_distance", "columns_distance")
 RESIZES = ("resize", "crop_pad")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageConfig:
     """Image processing settings, recorded in the store so an image can be remade from its replicate.
 
+    The defaults live in the simulate stage's schema (``image``); errors name keys relative to it.
     polarisation: ``major_minor`` (1 = minor allele) or ``derived`` (1 = derived allele).
     maf: drop sites whose minor allele frequency is below this (0 keeps every segregating site).
     sort: ``none``, ``rows`` (identical haplotypes grouped, most frequent first), ``columns`` (sites by
@@ -24,24 +25,21 @@ class ImageConfig:
     or ``crop_pad`` (the central sites, zero-padded).
     """
 
-    polarisation: str = "major_minor"
-    maf: float = 0.0
-    sort: str = "rows"
-    size: tuple[int, int] = (128, 128)
-    resize: str = "resize"
+    polarisation: str
+    maf: float
+    sort: str
+    size: tuple[int, int]
+    resize: str
 
     def __post_init__(self) -> None:
-        if self.polarisation not in POLARISATIONS:
-            raise ManifestError(f"image.polarisation: {self.polarisation!r} is not one of {', '.join(POLARISATIONS)}")
-        if self.sort not in SORTS:
-            raise ManifestError(f"image.sort: {self.sort!r} is not one of {', '.join(SORTS)}")
-        if self.resize not in RESIZES:
-            raise ManifestError(f"image.resize: {self.resize!r} is not one of {', '.join(RESIZES)}")
+        for key, allowed in (("polarisation", POLARISATIONS), ("sort", SORTS), ("resize", RESIZES)):
+            if getattr(self, key) not in allowed:
+                raise ParamError(key, f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
         if not 0.0 <= float(self.maf) < 0.5:
-            raise ManifestError(f"image.maf: {self.maf!r} must be in [0, 0.5)")
+            raise ParamError("maf", f"{self.maf!r} must be in [0, 0.5)")
         size = tuple(int(v) for v in self.size)
         if len(size) != 2 or min(size) < 1:
-            raise ManifestError(f"image.size: {list(self.size)!r} must be [height, width] with both >= 1")
+            raise ParamError("size", f"{list(self.size)!r} must be [height, width] with both >= 1")
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "maf", float(self.maf))
 
@@ -53,9 +51,10 @@ class ImageConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {"polarisation", "maf", "sort", "size", "resize"}
-        extra = set(d) - known
-        if extra:
-            raise ManifestError(f"image: unknown key(s) {', '.join(sorted(extra))} (allowed: {', '.join(sorted(known))})")
+        """Inverse of :meth:`to_dict` (e.g. a store's attrs); unknown or missing keys are an error."""
+        known = {f.name for f in fields(cls)}
+        extra, missing = set(d) - known, known - set(d)
+        if extra or missing:
+            what = f"unknown key(s) {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(missing))}"
+            raise ParamError("", f"{what} (keys: {', '.join(sorted(known))})")
         return cls(**d)

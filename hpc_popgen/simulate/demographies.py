@@ -13,17 +13,23 @@ from pathlib import Path
 
 import msprime
 
-from ..errors import ManifestError
+from ..catalogue import MARTH_2004, TORADA_2019, Catalogue, Entry
+from ..errors import ParamError
 from .units import msms_time_to_generations
 
 POPULATION = "pop0"
 
-# The paper's msms models (FINDINGS): (time in 4Ne generations, size in units of Ne), most recent first.
-MSMS_MODELS: dict[str, list[tuple[float, float]]] = {
-    "constant": [(0.0, 1.0)],
-    "marth2": [(0.0, 14.0), (0.05, 1.0)],
-    "marth3": [(0.0, 2.0), (0.075, 0.2), (0.0875, 1.0)],
-}
+# The paper's msms models, as (time in 4Ne generations, size in units of Ne), most recent first: ImaGene's
+# command lines `-eN 0 2 -eN 0.075 0.2 -eN 0.0875 1` (3 epochs) and `-eN 0 14 -eN 0.05 1` (2 epochs).
+MSMS_MODELS: Catalogue[tuple[tuple[float, float], ...]] = Catalogue("demography", "demography")
+MSMS_MODELS.add(Entry(id="constant", description="constant size Ne (ImaGene's 1-epoch model)",
+                      citations=(TORADA_2019,), value=((0.0, 1.0),)))
+MSMS_MODELS.add(Entry(id="marth2", description="2 epochs: Ne, then 14 Ne for the last 0.05 x 4Ne generations "
+                      "(ImaGene's 2-epoch expansion after Marth et al.)",
+                      citations=(TORADA_2019, MARTH_2004), value=((0.0, 14.0), (0.05, 1.0))))
+MSMS_MODELS.add(Entry(id="marth3", description="3 epochs: Ne; a 0.2 Ne bottleneck from 0.0875 to 0.075 x 4Ne "
+                      "generations ago; 2 Ne since (European history of Marth et al., ImaGene's main model)",
+                      citations=(TORADA_2019, MARTH_2004), value=((0.0, 2.0), (0.075, 0.2), (0.0875, 1.0))))
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,9 @@ class DemographyModel:
 def msms_model(name: str, ne: float) -> DemographyModel:
     """One of the paper's msms models with sizes scaled by the reference Ne."""
     if name not in MSMS_MODELS:
-        raise ManifestError(f"demography: unknown model {name!r} (known: {', '.join(MSMS_MODELS)}; or {{demes: FILE}})")
-    rows = MSMS_MODELS[name]
+        raise ParamError("demography", f"unknown model {name!r} (known: {', '.join(MSMS_MODELS.ids())}; "
+                         "or {demes: FILE})")
+    rows = MSMS_MODELS.get(name).value
     epochs = []
     for k, (t, size) in enumerate(rows):
         start = msms_time_to_generations(t, ne)
@@ -97,23 +104,25 @@ def demes_model(path: str | Path) -> DemographyModel:
     import demes
 
     path = Path(path)
+    key = "demography.demes"
     try:
         graph = demes.load(path)
     except FileNotFoundError:
-        raise ManifestError(f"{path}: demes file not found") from None
+        raise ParamError(key, f"{path}: demes file not found") from None
     except KeyError as exc:
-        raise ManifestError(f"{path}: not a valid demes model: missing key {exc}") from None
+        raise ParamError(key, f"{path}: not a valid demes model: missing key {exc}") from None
     except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
-        raise ManifestError(f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
+        raise ParamError(key, f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
     graph = graph.in_generations()
     if len(graph.demes) != 1:
         names = ", ".join(d.name for d in graph.demes)
-        raise ManifestError(f"{path}: sweeps need a single-population model; this one has {len(graph.demes)} demes ({names})")
+        raise ParamError(key, f"{path}: sweeps need a single-population model; this one has {len(graph.demes)} "
+                         f"demes ({names})")
     deme = graph.demes[0]
     epochs = []
     for ep in sorted(deme.epochs, key=lambda e: e.end_time):
         if ep.size_function not in ("constant", "exponential"):
-            raise ManifestError(f"{path}: deme {deme.name}: size function {ep.size_function!r} is not supported")
+            raise ParamError(key, f"{path}: deme {deme.name}: size function {ep.size_function!r} is not supported")
         growth = 0.0
         if ep.size_function == "exponential" and ep.start_size != ep.end_size:
             growth = math.log(ep.end_size / ep.start_size) / (ep.start_time - ep.end_time)

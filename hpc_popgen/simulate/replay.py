@@ -6,6 +6,8 @@ the raw matrix, which is cheap to regenerate exactly from the store's records.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..errors import StoreError
@@ -35,9 +37,7 @@ def replay(store: ImageStore, index: int) -> dict:
     matrix, positions = simulate_once(cfg, float(rec["s"]), int(rec["seed"]), int(rec["attempts"]) - 1)
     centre = cfg.position * cfg.sequence_length
     for view in VIEWS:
-        view_cfg = ImageConfig(polarisation=base.polarisation, maf=base.maf, sort=view, size=base.size,
-                               resize=base.resize)
-        out[view] = make_image(matrix, positions, view_cfg, centre=centre)
+        out[view] = make_image(matrix, positions, dataclasses.replace(base, sort=view), centre=centre)
     out["info"]["remade_equals_stored"] = bool(np.array_equal(make_image(matrix, positions, base, centre=centre),
                                                               out["stored"]))
     return out

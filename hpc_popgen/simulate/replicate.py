@@ -27,21 +27,21 @@ class SimulationRefused(RuntimeError):
     """msprime refused every attempt for one replicate."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SimConfig:
-    """Everything but S and the seed that decides a replicate."""
+    """Everything but S and the seed that decides a replicate (defaults: the simulate stage's schema)."""
 
     demography: DemographyModel
-    n_haplotypes: int = 128
-    sequence_length: float = 80_000
-    mutation_rate: float = 1.5e-8
-    recombination_rate: float = 1e-8
-    reference_ne: float = 10_000
-    onset: float = 600.0  # generations
-    start_frequency: float = 0.01
-    position: float = 0.5  # fraction of the region
-    dt: float = 1e-6
-    max_attempts: int = 10
+    n_haplotypes: int
+    sequence_length: float
+    mutation_rate: float
+    recombination_rate: float
+    reference_ne: float
+    onset: float  # generations
+    start_frequency: float
+    position: float  # fraction of the region
+    dt: float
+    max_attempts: int
 
     def to_dict(self) -> dict:
         d = asdict(self)

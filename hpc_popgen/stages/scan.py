@@ -13,12 +13,14 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputDataError
+from ..infer.config import ScanConfig
 from ..manifest import Manifest, StageSpec
 from .base import StageContext, StageResult, Unit
 from .evaluate import check as check_model
 from .evaluate import model_dir
 
 log = logging.getLogger(__name__)
+CONFIG = ScanConfig
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
@@ -57,28 +59,24 @@ def run(ctx: StageContext) -> StageResult:
     from ..images import read_vcf
     from ..infer.scan import COLUMNS, plan_windows, plot_scan, read_scan, scan_chunk
 
-    p = ctx.params
+    cfg: ScanConfig = ctx.config
     out = ctx.stage_dir()
     parts = out / "parts"
     parts.mkdir(exist_ok=True)
-    vcf = ctx.input_path(p["vcf"])
-    region = p.get("chrom") or _first_chrom(vcf)
-    samples = p.get("samples")
-    if isinstance(samples, str):
-        samples = ctx.input_path(samples)
+    vcf = ctx.input_path(cfg.vcf)
+    region = cfg.chrom or _first_chrom(vcf)
+    samples = ctx.input_path(cfg.samples) if isinstance(cfg.samples, str) else cfg.samples
     haps = read_vcf(vcf, region=region, samples=samples)
     chrom = region.split(":")[0]
     positions = haps.positions.astype(np.int64)
     if haps.length is not None and ":" in region:  # region-relative positions -> absolute bp
         start_bp = int(region.split(":")[1].split("-")[0].replace(",", ""))
         positions = positions + start_bp
-    w = p.get("window", {})
-    windows = plan_windows(positions, size=int(w.get("size", 80000)), step=int(w.get("step", 40000)),
-                           unit=w.get("unit", "bp"), min_sites=int(w.get("min_sites", 10)))
+    w = cfg.window
+    windows = plan_windows(positions, size=w.size, step=w.step, unit=w.unit, min_sites=w.min_sites)
     if not windows:
-        raise InputDataError(f"{vcf}: no window of {w.get('size')} {w.get('unit')} with at least "
-                             f"{w.get('min_sites')} sites in {region}")
-    k = int(p.get("chunk_windows", 50))
+        raise InputDataError(f"{vcf}: no window of {w.size} {w.unit} with at least {w.min_sites} sites in {region}")
+    k = cfg.chunk_windows
     mdir = str(model_dir(ctx))
     _check_model(mdir)
     units = []
@@ -89,8 +87,8 @@ def run(ctx: StageContext) -> StageResult:
         uid = f"chunk-{c:05d}"
         units.append(Unit(uid, args=(mdir, haps.matrix[:, lo:hi].copy(), positions[lo:hi].copy(), rel, chrom,
                                      str(parts / f"{uid}.tsv")),
-                          kwargs={"level": float(p.get("hpdi_level", 0.95)),
-                                  "mc_samples": int(p.get("mc_samples", 0)), "seed": ctx.unit_seed(c)},
+                          kwargs={"level": cfg.hpdi_level, "mc_samples": cfg.mc_samples,
+                                  "seed": ctx.unit_seed(c)},
                           weight=len(chunk)))
     result = ctx.run_units(units, scan_chunk, item_name="windows")
     if result.failures or result.units_done < result.units_total:

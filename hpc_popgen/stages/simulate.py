@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ManifestError, StoreError
-from ..images import ImageConfig
 from ..manifest import Manifest, StageSpec
-from ..simulate import Plan, SimConfig, load_demography, onset_generations
+from ..simulate import Plan
+from ..simulate.config import SimulateConfig
 from ..store import ImageStore, create_store, open_store, store_exists
-from .base import StageContext, StageResult, Unit
+from .base import StageContext, StageResult, Unit, key_path, located, stage_config
 
 log = logging.getLogger(__name__)
 # attrs that must match for an existing store to be reused (versions may differ between reruns)
@@ -27,59 +27,18 @@ MATCH_KEYS = ("n_images", "image_shape", "shard_images", "classes", "prior", "de
               "stage_params", "seed")
 
 
-def build_plan(params: dict, seed: int, base_dir: str = ".") -> Plan:
-    """Stage parameters (defaults filled) -> the replicate Plan; raises ManifestError on bad values."""
-    ne = float(params.get("reference_ne", 10000))
-    demography = load_demography(params.get("demography", "constant"), ne, base_dir)
-    sw = params.get("sweep") or {}
-    onset = onset_generations(sw.get("onset", 600), sw.get("onset_unit", "generations"), sw.get("generation_time", 25))
-    sim = SimConfig(demography=demography, n_haplotypes=int(params.get("n_haplotypes", 128)),
-                    sequence_length=float(params.get("sequence_length", 80000)),
-                    mutation_rate=float(params.get("mutation_rate", 1.5e-8)),
-                    recombination_rate=float(params.get("recombination_rate", 1e-8)), reference_ne=ne,
-                    onset=onset, start_frequency=float(sw.get("start_frequency", 0.01)),
-                    position=float(sw.get("position", 0.5)), dt=float(sw.get("dt", 1e-6)),
-                    max_attempts=int(sw.get("max_attempts", 10)))
-    image = ImageConfig.from_dict(dict(params.get("image") or {}))
-    sp = params.get("split") or {}
-    val, test = float(sp.get("validation", 0.1)), float(sp.get("test", 0.1))
-    split = {"train": round(1.0 - val - test, 12), "validation": val, "test": test}
-    if params.get("classes") is not None:
-        return Plan(sim=sim, image=image, seed=int(seed), classes=tuple(float(c) for c in params["classes"]),
-                    n_per_class=int(params["n_per_class"]), split=split)
-    pr = dict(params["prior"])
-    prior = {"min": float(pr.get("min", 0)), "max": float(pr["max"]), "n": int(pr["n"]),
-             "n_bins": int(pr.get("n_bins", 11))}
-    return Plan(sim=sim, image=image, seed=int(seed), prior=prior, split=split)
-
-
-def _key(spec: StageSpec, manifest: Manifest, key: str) -> str:
-    return f"{manifest.source}: stages[{spec.index}].{spec.kind}.{key}"
+CONFIG = SimulateConfig
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
     """What the schema cannot say: classes xor prior, split sums, demes file, no event inside a sweep."""
-    p = spec.params
-    if (p.get("classes") is None) == (p.get("prior") is None):
-        raise ManifestError(f"{_key(spec, manifest, 'classes')}: give either classes (with n_per_class) or prior, "
-                            "not both and not neither")
-    if p.get("prior") is not None and float(p["prior"].get("min", 0)) >= float(p["prior"]["max"]):
-        raise ManifestError(f"{_key(spec, manifest, 'prior.min')}: {p['prior'].get('min', 0)} must be below "
-                            f"prior.max ({p['prior']['max']})")
-    sp = p.get("split") or {}
-    if float(sp.get("validation", 0.1)) + float(sp.get("test", 0.1)) > 1.0:
-        raise ManifestError(f"{_key(spec, manifest, 'split')}: validation + test must be at most 1")
-    shard, chunk = int(p.get("shard_images", 256)), int(p.get("chunk_images", 16))
-    if shard % min(chunk, shard):
-        raise ManifestError(f"{_key(spec, manifest, 'chunk_images')}: {chunk} must divide shard_images ({shard})")
-    try:
-        plan = build_plan(p, 1, manifest.base_dir)
-    except ManifestError as exc:
-        key = "demography" if "demes" in str(exc) or "demography" in str(exc) else "image"
-        raise ManifestError(f"{_key(spec, manifest, key)}: {exc}") from None
+    cfg = stage_config(spec, manifest)
+    with located(spec, manifest):
+        plan = Plan.from_config(cfg, 1, manifest.base_dir)
     if plan.classes is not None:
         strengths = [(S, f"S={S:g}") for S in plan.classes if S > 0]
     else:  # the weakest sweep of the prior has the widest window (it never completes before today)
+        assert plan.prior is not None
         lo = max(plan.prior["min"], 1e-9)
         strengths = [(lo, f"S={plan.prior['min']:g}, the prior's minimum"), (plan.prior["max"], f"S={plan.prior['max']:g}")]
     for S, label in strengths:
@@ -87,7 +46,7 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
         events = plan.sim.demography.events_in(timing.end_time, plan.sim.onset)
         if events:
             raise ManifestError(
-                f"{_key(spec, manifest, 'demography')}: {events[0]} lies inside the sweep window "
+                f"{key_path(spec, manifest, 'demography')}: {events[0]} lies inside the sweep window "
                 f"({timing.end_time:g}, {plan.sim.onset:g}] generations ago ({label}); msprime cannot simulate "
                 "demographic events during a sweep: move the onset or use another demography")
 
@@ -103,10 +62,10 @@ def _store_meta(plan: Plan, params: dict) -> dict:
             "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
 
 
-def open_or_create(url: str, plan: Plan, params: dict) -> ImageStore:
+def open_or_create(url: str, plan: Plan, cfg: SimulateConfig, params: dict) -> ImageStore:
     """Reuse a store made with the same parameters (rerun), create it if absent, refuse otherwise."""
     meta = _store_meta(plan, {k: v for k, v in params.items() if k != "store"})
-    shard = int(params.get("shard_images", 256))
+    shard = cfg.shard_images
     if store_exists(url):
         st = open_store(url, mode="r+")
         import json
@@ -120,7 +79,7 @@ def open_or_create(url: str, plan: Plan, params: dict) -> ImageStore:
         log.info("reusing image store %s (%d/%d shards written)", url, len(st.written_shards()), st.n_shards)
         return st
     return create_store(url, meta, n_images=plan.n_images, image_shape=plan.image.size, shard_images=shard,
-                        chunk_images=int(params.get("chunk_images", 16)))
+                        chunk_images=cfg.chunk_images)
 
 
 def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
@@ -141,10 +100,10 @@ def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    params = ctx.params
-    plan = build_plan(params, ctx.seed, ctx.manifest.base_dir)
-    url = ctx.path(params["store"])
-    store = open_or_create(url, plan, params)
+    cfg: SimulateConfig = ctx.config
+    plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir)
+    url = ctx.path(cfg.store)
+    store = open_or_create(url, plan, cfg, ctx.params)
     units = []
     for i in range(store.n_shards):
         start, stop = store.shard_range(i)

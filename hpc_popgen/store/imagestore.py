@@ -1,8 +1,8 @@
 """Create, open (schema-checked), read and write the image store: one Zarr v3 group, sharded by images.
 
-Writing rule (FINDINGS: two writers in one shard lose data silently): arrays are pre-created once,
-then each task writes one whole shard with one assignment per array and only then sets
-``shard_written[i] = 1``. Rewriting a shard writes the same bytes again, so a redone task is harmless.
+Writing rule (measured with zarr 3.1: two processes writing different images of one shard lost 702 of
+2,000 images, silently): arrays are pre-created once, then each task writes one whole shard with one
+assignment per array and only then sets ``shard_written[i] = 1``. Rewriting a shard writes the same bytes again, so a redone task is harmless.
 """
 
 from __future__ import annotations

@@ -44,10 +44,6 @@ SHARD_FLAG = "shard_written"
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
 
-def per_image_names() -> list[str]:
-    return [a.name for a in PER_IMAGE_ARRAYS]
-
-
 def codecs_for(spec: ArraySpec) -> dict:
     """filters/compressors keyword arguments for ``zarr.create_array``."""
     from zarr.codecs import ZstdCodec

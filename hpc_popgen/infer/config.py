@@ -1,0 +1,29 @@
+"""The scan stage's parameters as a typed, frozen config (defaults: the stage's JSON Schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowConfig:
+    """Scan windows: ``size`` and ``step`` in bp or sites; windows with fewer sites are skipped."""
+
+    unit: str
+    size: int
+    step: int
+    min_sites: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanConfig:
+    """Everything a scan stage is given; see storage_schemas/stages/scan.schema.json."""
+
+    model: str | None
+    vcf: str
+    chrom: str | None
+    samples: str | tuple[str, ...] | None
+    window: WindowConfig
+    chunk_windows: int
+    hpdi_level: float
+    mc_samples: int

@@ -1,0 +1,79 @@
+"""The simulate stage's parameters as a typed, frozen config (defaults: the stage's JSON Schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParamError
+from ..images import ImageConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorConfig:
+    """S ~ U(min, max) for n replicates; n_bins is recorded for binning S later."""
+
+    min: float
+    max: float
+    n: int
+    n_bins: int
+
+    def __post_init__(self) -> None:
+        if self.min >= self.max:
+            raise ParamError("min", f"{self.min:g} must be below prior.max ({self.max:g})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """The additive hard sweep at the region centre: onset, start frequency, msprime settings."""
+
+    onset: float
+    onset_unit: str
+    generation_time: float
+    start_frequency: float
+    position: float
+    dt: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    """Validation and test fractions; the rest is train."""
+
+    validation: float
+    test: float
+
+    def __post_init__(self) -> None:
+        if self.validation + self.test > 1.0:
+            raise ParamError("", "validation + test must be at most 1")
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": round(1.0 - self.validation - self.test, 12), "validation": self.validation,
+                "test": self.test}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulateConfig:
+    """Everything a simulate stage is given; see storage_schemas/stages/simulate.schema.json."""
+
+    store: str
+    seed: int | None
+    demography: str | dict
+    reference_ne: float
+    n_haplotypes: int
+    sequence_length: float
+    mutation_rate: float
+    recombination_rate: float
+    classes: tuple[float, ...] | None
+    n_per_class: int | None
+    prior: PriorConfig | None
+    sweep: SweepConfig
+    image: ImageConfig
+    split: SplitConfig
+    shard_images: int
+    chunk_images: int
+
+    def __post_init__(self) -> None:
+        if (self.classes is None) == (self.prior is None):
+            raise ParamError("classes", "give either classes (with n_per_class) or prior, not both and not neither")
+        if self.shard_images % min(self.chunk_images, self.shard_images):
+            raise ParamError("chunk_images", f"{self.chunk_images} must divide shard_images ({self.shard_images})")
