@@ -103,6 +103,17 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
     return instance
 
 
+def schema_default(schema_name: str, *path: str) -> Any:
+    """The default of one key of a schema, e.g. ``schema_default("stages/scan.schema.json", "hpdi_level")``.
+
+    For command-line options that mirror a manifest key, so that the default still lives only in the schema.
+    """
+    node: Any = load_schema(schema_name)
+    for key in path:
+        node = _deref(node, None)["properties"][key]
+    return copy.deepcopy(node["default"])
+
+
 def _is_external(schema: Any) -> bool:
     return isinstance(schema, dict) and "$ref" in schema and not schema["$ref"].startswith("#")
 

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..errors import InputDataError
+from ..manifest import schema_default
 
 
 @click.command()
@@ -18,7 +19,7 @@ from ..errors import InputDataError
 @click.option("--region", help="With --vcf: CHROM:START-END (1-based, inclusive).")
 @click.option("--samples", help="With --vcf: comma-separated sample names, or a file with one per line.")
 @click.option("--image", "image_file", type=click.Path(dir_okay=False), help="A .npy image (H, W) or stack (n, H, W).")
-@click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--level", default=schema_default("stages/scan.schema.json", "hpdi_level"), show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="HPDI level.")
 @click.option("--mc-samples", default=100_000, show_default=True, help="Monte Carlo samples for the sampled HPDI.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the Monte Carlo sampling.")
