@@ -34,7 +34,7 @@ def test_plan_windows_sites_and_bp():
     assert b[1].start == 60 and b[-1].end >= 1000
     assert plan_windows(pos, size=100, step=50, unit="bp", min_sites=11) == []
     with pytest.raises(InputDataError):
-        plan_windows(pos, size=0, step=1)
+        plan_windows(pos, size=0, step=1, unit="sites", min_sites=10)
 
 
 def write_vcf(path, matrix: np.ndarray, positions: np.ndarray, chrom: str = "chr7") -> None:

@@ -71,8 +71,8 @@ def bayes_factor(probs: np.ndarray, prior: np.ndarray, neutral: int) -> float:
     return float((p1 / p0) / (q1 / q0))
 
 
-def summarize(probs: np.ndarray, centres: np.ndarray, prior: np.ndarray | None, *, level: float = 0.95,
-              mc_samples: int = 100_000, rng: np.random.Generator | None = None) -> dict:
+def summarize(probs: np.ndarray, centres: np.ndarray, prior: np.ndarray | None, *, level: float,
+              mc_samples: int, rng: np.random.Generator | None = None) -> dict:
     """Everything reported for one region: posterior, MAP, mean, exact and MC HPDI, Bayes factor."""
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     centres = np.asarray(centres, dtype=np.float64)

@@ -11,8 +11,8 @@ from ..train.saved import TrainedModel
 from .posterior import summarize
 
 
-def summarize_images(model: TrainedModel, images: np.ndarray, *, level: float = 0.95, mc_samples: int = 100_000,
-                     seed: int = 1) -> list[dict]:
+def summarize_images(model: TrainedModel, images: np.ndarray, *, level: float, mc_samples: int,
+                     seed: int) -> list[dict]:
     """One summary per image: class posterior, MAP, mean, HPDI (exact and Monte Carlo), Bayes factor."""
     if model.labels.mode == "continuous":
         est = model.labels.decode_regression(model.raw_predict(images))

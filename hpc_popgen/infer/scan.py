@@ -39,8 +39,7 @@ class Window:
         return self.hi - self.lo
 
 
-def plan_windows(positions: np.ndarray, *, size: int, step: int, unit: str = "sites",
-                 min_sites: int = 10) -> list[Window]:
+def plan_windows(positions: np.ndarray, *, size: int, step: int, unit: str, min_sites: int) -> list[Window]:
     """Sliding windows over sorted ``positions``; windows with fewer than ``min_sites`` sites are left out."""
     pos = np.asarray(positions, dtype=np.int64)
     if size < 1 or step < 1:
@@ -77,7 +76,7 @@ def _model(model_dir: str):
 
 
 def scan_chunk(model_dir: str, matrix: np.ndarray, positions: np.ndarray, windows: list[tuple[int, int, int, int]],
-               chrom: str, out_path: str, *, level: float = 0.95, mc_samples: int = 10_000, seed: int = 1) -> int:
+               chrom: str, out_path: str, *, level: float, mc_samples: int, seed: int) -> int:
     """Summarise ``windows`` (site indices relative to ``matrix``'s columns) and write their TSV rows.
 
     Returns the number of windows written; the TSV part is written atomically.
