@@ -1,0 +1,160 @@
+"""Demographic histories for the simulate stage: a demes graph and the population where the sweep happens.
+
+A history comes from the catalogue (the paper's msms models), a demes file, a stdpopsim model, or the
+demes YAML that a ``demography`` stage wrote (``RUN_DIR/<stage>/structure-*/model.demes.yaml``). All
+become a :class:`History`, whose graph is in generations; errors are ``ParamError`` naming the key
+relative to the ``demography`` entry of the simulate config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import demes
+
+from ..errors import ParamError
+
+
+@dataclass(frozen=True, kw_only=True)
+class History:
+    """A demes graph (time units: generations) and the population sampled and swept in it."""
+
+    graph: demes.Graph
+    population: str
+    source: str  # what the user named: "marth3", "demes:model.yaml", "stdpopsim:HomSap/...", "stage:..."
+
+    @property
+    def n_populations(self) -> int:
+        return len(self.graph.demes)
+
+    def deme(self) -> demes.Deme:
+        return self.graph[self.population]
+
+    def present_size(self) -> float:
+        """The population's size at the present (its most recent epoch's end size)."""
+        return float(self.deme().epochs[-1].end_size)
+
+    def events_in(self, t0: float, t1: float) -> list[str]:
+        """What changes inside (t0, t1] generations ago, for the population's lineages: sizes, growth,
+        migration, splits and pulses; empty when the window is demographically quiet."""
+        out = []
+        deme = self.deme()
+        for ep in deme.epochs:
+            if t0 < ep.end_time <= t1 and ep.end_time > 0:
+                out.append(f"{deme.name}: size change at {ep.end_time:g} generations")
+            if ep.size_function != "constant" and ep.start_size != ep.end_size and ep.end_time < t1 \
+                    and ep.start_time > t0:
+                out.append(f"{deme.name}: {ep.size_function} size change between {ep.end_time:g} and "
+                           f"{min(ep.start_time, 1e300):g} generations")
+        if math.isfinite(deme.start_time) and t0 < deme.start_time <= t1:
+            out.append(f"{deme.name}: founded at {deme.start_time:g} generations")
+        for m in self.graph.migrations:
+            if self.population in (m.source, m.dest) and m.end_time < t1 and m.start_time > t0:
+                out.append(f"migration {m.source} -> {m.dest} between {m.end_time:g} and "
+                           f"{min(m.start_time, 1e300):g} generations")
+        for p in self.graph.pulses:
+            if (self.population == p.dest or self.population in p.sources) and t0 < p.time <= t1:
+                out.append(f"pulse into {p.dest} at {p.time:g} generations")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (for store attrs and the report): the source, population and demes graph."""
+        return {"source": self.source, "population": self.population, "graph": self.graph.asdict_simplified()}
+
+
+def _in_generations(graph: demes.Graph) -> demes.Graph:
+    return graph.in_generations()
+
+
+def _choose_population(graph: demes.Graph, population: str | None, source: str) -> str:
+    names = [d.name for d in graph.demes]
+    if population is None:
+        if len(names) == 1:
+            return names[0]
+        raise ParamError("population", f"{source} has {len(names)} populations ({', '.join(names)}): "
+                         "name the one to sample and sweep")
+    if population not in names:
+        raise ParamError("population", f"{population!r} is not a population of {source} "
+                         f"(populations: {', '.join(names)})")
+    if graph[population].end_time > 0:
+        raise ParamError("population", f"{population!r} in {source} ends {graph[population].end_time:g} "
+                         "generations ago: sample a population that exists today")
+    return population
+
+
+def epochs_graph(name: str, rows: tuple[tuple[float, float], ...], ne: float) -> demes.Graph:
+    """A one-deme graph from msms-style rows (time in 4Ne generations, size in Ne), most recent first."""
+    b = demes.Builder(time_units="generations", description=f"msms model {name}, Ne = {ne:g}")
+    epochs = []
+    for k in range(len(rows) - 1, -1, -1):  # demes lists epochs oldest first
+        end = 4.0 * ne * rows[k][0]
+        epochs.append({"end_time": end, "start_size": rows[k][1] * ne})
+    b.add_deme("pop0", epochs=epochs)
+    return b.resolve()
+
+
+def demes_history(path: str | Path, population: str | None) -> History:
+    """A demes YAML file; ``population`` may be left out when the file has one deme."""
+    path = Path(path)
+    try:
+        graph = demes.load(path)
+    except FileNotFoundError:
+        raise ParamError("demes", f"{path}: demes file not found") from None
+    except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
+        raise ParamError("demes", f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
+    graph = _in_generations(graph)
+    source = f"demes:{path.name}"
+    return History(graph=graph, population=_choose_population(graph, population, str(path)), source=source)
+
+
+def stdpopsim_history(model_id: str, population: str | None) -> History:
+    """A published model from the stdpopsim catalogue, ``"Species/ModelId"`` (e.g. HomSap/OutOfAfrica_3G09)."""
+    import stdpopsim
+
+    species_id, _, model_name = model_id.partition("/")
+    try:
+        species = stdpopsim.get_species(species_id)
+    except ValueError:
+        known = ", ".join(s.id for s in stdpopsim.all_species())
+        raise ParamError("stdpopsim", f"unknown species {species_id!r} (known: {known})") from None
+    try:
+        model = species.get_demographic_model(model_name)
+    except ValueError:
+        known = ", ".join(m.id for m in species.demographic_models)
+        raise ParamError("stdpopsim", f"{species_id} has no demographic model {model_name!r} "
+                         f"(known: {known})") from None
+    graph = _in_generations(model.model.to_demes())
+    return History(graph=graph, population=_choose_population(graph, population, model_id),
+                   source=f"stdpopsim:{model_id}")
+
+
+def stage_model_file(stage_dir: str | Path, structure: str) -> Path:
+    """The demes YAML a demography stage wrote for ``structure`` (``best``, ``best_aic`` or e.g. ``2-1``)."""
+    stage_dir = Path(stage_dir)
+    results = stage_dir / "results.json"
+    try:
+        summary = json.loads(results.read_text())
+    except FileNotFoundError:
+        raise ParamError("from_stage", f"{results}: the demography stage has no results yet") from None
+    entries = summary.get("structures") or []
+    if structure in ("best", "best_aic"):
+        if not entries:
+            raise ParamError("from_stage", f"{results}: no structure was inferred")
+        pick = max(entries, key=lambda e: e["loglik"]) if structure == "best" else min(entries, key=lambda e: e["aic"])
+    else:
+        pick = next((e for e in entries if "-".join(map(str, e["structure"])) == structure), None)
+        if pick is None:
+            have = ", ".join("-".join(map(str, e["structure"])) for e in entries)
+            raise ParamError("structure", f"{structure!r} was not inferred by that stage (structures: {have})")
+    return stage_dir / pick["dir"] / "model.demes.yaml"
+
+
+def stage_history(stage_dir: str | Path, structure: str, population: str | None, stage: str) -> History:
+    """The history a demography stage inferred, read from its demes YAML."""
+    path = stage_model_file(stage_dir, structure)
+    h = demes_history(path, population)
+    return History(graph=h.graph, population=h.population, source=f"stage:{stage}/{path.parent.name}")

@@ -1,0 +1,86 @@
+"""Histories for the simulate stage: catalogue, demes files, stdpopsim models, a demography stage's output."""
+
+from __future__ import annotations
+
+import json
+
+import demes
+import pytest
+
+from hpc_popgen.errors import ParamError
+from hpc_popgen.simulate.demographies import MSMS_MODELS
+from hpc_popgen.simulate.histories import (
+    demes_history,
+    epochs_graph,
+    stage_history,
+    stdpopsim_history,
+)
+
+TWO_POPS = """time_units: generations
+demes:
+  - name: A
+    epochs: [{start_size: 10000, end_time: 1000}]
+  - name: B
+    ancestors: [A]
+    epochs: [{start_size: 10000}]
+  - name: C
+    ancestors: [A]
+    epochs: [{start_size: 2000, end_size: 20000}]
+migrations:
+  - {demes: [B, C], rate: 1e-4}
+"""
+
+
+def test_catalogue_models_as_graphs_keep_their_epochs():
+    g = epochs_graph("marth3", MSMS_MODELS.get("marth3").value, 10_000)
+    sizes = [(e.start_time, e.end_time, e.start_size) for e in g.demes[0].epochs]
+    assert sizes == [(float("inf"), 3500, 10_000), (3500, 3000, 2000), (3000, 0, 20_000)]
+
+
+def test_demes_file_with_several_populations_needs_one_named(tmp_path):
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_POPS)
+    h = demes_history(path, "C")
+    assert h.population == "C" and h.n_populations == 3 and h.present_size() == 20_000
+    events = h.events_in(0, 600)
+    assert any("exponential" in e for e in events) and any("migration B -> C" in e or "migration C -> B" in e
+                                                           for e in events)
+    assert "B: founded at 1000 generations" in demes_history(path, "B").events_in(900, 2000)
+    assert demes_history(path, "B").events_in(1000, 2000) == []  # (t0, t1]: the founding is at t0
+
+
+@pytest.mark.parametrize("population, key, reason", [
+    (None, "population", r"3 populations \(A, B, C\): name the one"),
+    ("Z", "population", r"'Z' is not a population of .* \(populations: A, B, C\)"),
+    ("A", "population", r"'A' in .* ends 1000 generations ago"),
+])
+def test_bad_population_names_the_key(tmp_path, population, key, reason):
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_POPS)
+    with pytest.raises(ParamError, match=reason) as err:
+        demes_history(path, population)
+    assert err.value.key == key
+
+
+def test_stdpopsim_model_from_the_catalogue():
+    h = stdpopsim_history("HomSap/OutOfAfrica_3G09", "CEU")
+    assert h.population == "CEU" and {d.name for d in h.graph.demes} == {"YRI", "CEU", "CHB"}
+    assert h.graph.time_units == "generations" and h.source == "stdpopsim:HomSap/OutOfAfrica_3G09"
+    with pytest.raises(ParamError, match=r"HomSap has no demographic model 'Nope' \(known: .*OutOfAfrica_3G09"):
+        stdpopsim_history("HomSap/Nope", "CEU")
+
+
+def test_history_from_a_demography_stage(tmp_path):
+    stage = tmp_path / "demography"
+    for name in ("structure-1-1", "structure-2-1"):
+        (stage / name).mkdir(parents=True)
+        g = demes.loads(TWO_POPS.replace("B", "YRI").replace("C", "CEU"))
+        demes.dump(g, stage / name / "model.demes.yaml")
+    (stage / "results.json").write_text(json.dumps({"structures": [
+        {"structure": [1, 1], "loglik": -1100.0, "aic": 2210.0, "dir": "structure-1-1"},
+        {"structure": [2, 1], "loglik": -1066.0, "aic": 2150.0, "dir": "structure-2-1"}]}))
+    h = stage_history(stage, "best", "CEU", "demography")
+    assert h.source == "stage:demography/structure-2-1" and h.population == "CEU"
+    assert stage_history(stage, "1-1", "YRI", "demography").source.endswith("structure-1-1")
+    with pytest.raises(ParamError, match=r"'3-1' was not inferred by that stage \(structures: 1-1, 2-1\)"):
+        stage_history(stage, "3-1", "CEU", "demography")
