@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
+from hpc_popgen.config import config_with_defaults
 from hpc_popgen.demography import outputs
 from hpc_popgen.demography.afs import fs_from_vcf, load_fs
+from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluate, expected_fs
-from hpc_popgen.demography.ga import GAConfig, Island, local_search
+from hpc_popgen.demography.ga import Island, local_search
 from hpc_popgen.demography.model import ModelSpace
+from hpc_popgen.demography.search import Hooks, Search
 from hpc_popgen.errors import InputDataError
-from hpc_popgen.paths import REPO_ROOT
-
 from hpc_popgen.paths import YRI_CEU_FS as YRI_CEU  # shipped with the package
+
 DATA = Path(__file__).parent / "data" / "demography"
+DEFAULTS = config_with_defaults(DemographyConfig, SCHEMA, {"input": {"afs": "x.fs"}})  # the schema's defaults
 # Gutenkunst et al. 2009 (nu1F, nu2B, nu2F, m, Tp, T) in the GADMA space: structure (1, 1),
 # pop 1 sudden, pop 2 exponential from (1 - s1) * nu1F, symmetric migration.
 PUBLISHED = {"t1": 0.355, "nu1_1": 1.881, "g1_1": 0, "s1": 1 - 0.0710 / 1.881, "t2": 0.111, "nu2_1": 1.881,
              "g2_1": 0, "nu2_2": 1.845, "g2_2": 2, "m2_12": 0.911}
+
+
+def space_of(structure: tuple[int, ...], **fields) -> ModelSpace:
+    """The model space of ``structure`` with the stage's default settings, ``fields`` changed."""
+    return dataclasses.replace(DEFAULTS.space(structure), **fields)
+
+
+def evc(**fields) -> EvalConfig:
+    """The stage's default evaluation settings (a 20-sample spectrum's dadi grids), ``fields`` changed."""
+    return dataclasses.replace(EvalConfig.from_config(DEFAULTS, (20,)), **fields)
 
 
 @pytest.fixture(scope="module")
@@ -33,50 +50,47 @@ def yri_ceu():
     return load_fs(YRI_CEU, ["YRI", "CEU"])
 
 
-def test_published_yri_ceu_loglik_moments_and_dadi(yri_ceu):
-    space = ModelSpace((1, 1), sym_migration=True)
+@pytest.mark.parametrize(("engine", "published"), [("moments", -1066.82), ("dadi", -1066.35)])
+def test_published_yri_ceu_loglik_moments_and_dadi(yri_ceu, engine, published):
+    space = space_of((1, 1), sym_migration=True)
     x = space.vector(PUBLISHED)
-    m = evaluate(space, x, yri_ceu, EvalConfig(engine="moments"))
-    d = evaluate(space, x, yri_ceu, EvalConfig(engine="dadi", pts=default_pts(yri_ceu.sample_sizes)))
     assert default_pts(yri_ceu.sample_sizes) == (40, 50, 60)
-    assert abs(m["loglik"] - (-1066.82)) < 0.01
-    assert abs(d["loglik"] - (-1066.35)) < 0.01
-    assert abs(d["theta"] - 2749) < 5
+    r = evaluate(space, x, yri_ceu, evc(engine=engine, pts=default_pts(yri_ceu.sample_sizes)))
+    assert abs(r["loglik"] - published) < 0.01
+    if engine == "dadi":
+        assert abs(r["theta"] - 2749) < 5
 
 
-def test_generated_code_reproduces_loglik(tmp_path, yri_ceu):
-    space = ModelSpace((1, 1), sym_migration=False)
+@pytest.mark.parametrize("engine", ["moments", "dadi"])
+def test_generated_code_reproduces_loglik(tmp_path, yri_ceu, engine):
+    space = space_of((1, 1), sym_migration=False)
     values = dict(PUBLISHED, m2_21=0.5, g1_1=1)
     big, values = space.increase(0, values, 0.4)  # (2, 1), linear first interval
     values["g2_1"] = 2
     x = big.vector(values)
-    for engine in ("moments", "dadi"):
-        cfg = EvalConfig(engine=engine, pts=(40, 50, 60))
-        want = evaluate(big, x, yri_ceu, cfg)["loglik"]
-        code = (outputs.moments_code(big, big.full(x), str(YRI_CEU), cfg) if engine == "moments"
-                else outputs.dadi_code(big, big.full(x), str(YRI_CEU), cfg, cfg.pts))
-        script = tmp_path / f"model_{engine}.py"
-        script.write_text(code)
-        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
-        got = float(out.stdout.split("log-likelihood:")[1].split()[0])
-        assert math.isfinite(want) and want > -1200
-        assert abs(got - want) < 1e-6, (engine, got, want)
+    cfg = evc(engine=engine, pts=(40, 50, 60))
+    want = evaluate(big, x, yri_ceu, cfg)["loglik"]
+    code = (outputs.moments_code(big, big.full(x), str(YRI_CEU), cfg) if engine == "moments"
+            else outputs.dadi_code(big, big.full(x), str(YRI_CEU), cfg, cfg.pts))
+    script = tmp_path / f"model_{engine}.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    got = float(out.stdout.split("log-likelihood:")[1].split()[0])
+    assert math.isfinite(want) and want > -1200
+    assert abs(got - want) < 1e-6, (engine, got, want)
 
 
-def test_structure_increase_keeps_loglik():
+@pytest.mark.parametrize(("engine", "frac"), [("moments", 0.3), ("moments", 0.5), ("dadi", 0.5)])
+def test_structure_increase_keeps_loglik(engine, frac):
     data = load_fs(DATA / "two_epoch_1pop.fs")
-    space = ModelSpace((2,))
+    space = space_of((2,))
     values = {"t1": 0.5, "nu1_1": 2.0, "g1_1": 2, "t2": 0.2, "nu2_1": 0.3, "g2_1": 1}
-    cfg = EvalConfig()
+    cfg = evc(engine=engine, pts=(30, 40, 50))
     before = evaluate(space, space.vector(values), data, cfg)["loglik"]
-    for frac in (0.3, 0.5):
-        big, new = space.increase(0, values, frac)
-        assert big.structure == (3,)
-        after = evaluate(big, big.vector(new), data, cfg)["loglik"]
-        assert abs(after - before) < 0.05
-    d = EvalConfig(engine="dadi", pts=(30, 40, 50))
-    big, new = space.increase(0, values, 0.5)
-    assert abs(evaluate(big, big.vector(new), data, d)["loglik"] - evaluate(space, space.vector(values), data, d)["loglik"]) < 0.05
+    big, new = space.increase(0, values, frac)
+    assert big.structure == (3,)
+    after = evaluate(big, big.vector(new), data, cfg)["loglik"]
+    assert abs(after - before) < 0.05
 
 
 def test_failed_model_gets_worst_fitness():
@@ -85,24 +99,24 @@ def test_failed_model_gets_worst_fitness():
     from hpc_popgen.demography.engine import check_model
 
     data = load_fs(DATA / "two_epoch_1pop.fs")
-    space = ModelSpace((1,))
-    r = evaluate(space, [float("nan"), 1.0, 0.0], data, EvalConfig())
+    space = space_of((1,))
+    r = evaluate(space, [float("nan"), 1.0, 0.0], data, evc())
     assert r["loglik"] == WORST and "t1" in r["error"]
     # an engine that raises (dadi has no 4-population integration) is a bad individual, not a crash
-    four = ModelSpace((1, 1, 1, 1))
+    four = space_of((1, 1, 1, 1))
     data4 = moments.Spectrum(np.ones((3, 3, 3, 3)))
     x4 = [{"t": 0.1, "nu": 1.0, "s": 0.5, "g": 0.0, "m": 1.0}[next(k for k in ("nu", "t", "s", "g", "m") if n.startswith(k))]
           for n in four.names]
-    r = evaluate(four, x4, data4, EvalConfig(engine="dadi", pts=(10, 12, 14)))
+    r = evaluate(four, x4, data4, evc(engine="dadi", pts=(10, 12, 14)))
     assert r["loglik"] == WORST and "at most 3" in r["error"]
     # a founder far below the size bound is outside the model space (and would be slow): worst fitness
-    sp2 = ModelSpace((1, 1), dynamics=("sudden",), migration=False)
+    sp2 = space_of((1, 1), dynamics=("sudden",), migration=False)
     tiny = evaluate(sp2, sp2.vector({"t1": 0.1, "nu1_1": 1.0, "s1": 0.999, "t2": 0.1, "nu2_1": 1.0, "nu2_2": 1.0}),
-                    load_fs(DATA / "split_2pop.fs"), EvalConfig())
+                    load_fs(DATA / "split_2pop.fs"), evc())
     assert tiny["loglik"] == WORST and "below the bound" in tiny["error"]
     assert "negative" in check_model(moments.Spectrum(np.array([0.0, 5.0, -1.0, 0.0])))
     assert "NaN" in check_model(moments.Spectrum(np.array([0.0, np.nan, 1.0, 0.0])))
-    ok = evaluate(space, [0.2, 0.3, 0.0], data, EvalConfig())
+    ok = evaluate(space, [0.2, 0.3, 0.0], data, evc())
     assert ok["error"] is None and ok["loglik"] > WORST
 
 
@@ -114,13 +128,13 @@ def test_folded_and_masked_spectrum_respected(tmp_path):
     folded.to_file(str(path))
     back = load_fs(path)
     assert back.folded and bool(back.mask[2])
-    space = ModelSpace((1,))
+    space = space_of((1,))
     x = [0.2, 0.3, 0.0]
-    model = expected_fs(space, space.full(x), back, EvalConfig())
+    model = expected_fs(space, space.full(x), back, evc())
     assert model.folded and bool(model.mask[2])
-    ll_masked = evaluate(space, x, back, EvalConfig())["loglik"]
+    ll_masked = evaluate(space, x, back, evc())["loglik"]
     folded.mask[2] = False
-    ll_full = evaluate(space, x, folded, EvalConfig())["loglik"]
+    ll_full = evaluate(space, x, folded, evc())["loglik"]
     assert ll_masked != ll_full
 
 
@@ -146,32 +160,38 @@ def _write_vcf(path: Path, n_samples: int, n_sites: int, rng: np.random.Generato
     return samples
 
 
-def test_vcf_with_popmap_projects_to_sample_sizes(tmp_path):
-    rng = np.random.default_rng(3)
-    samples = _write_vcf(tmp_path / "x.vcf", 8, 200, rng)
+@pytest.fixture
+def vcf(tmp_path) -> tuple[Path, Path]:
+    """A VCF of 8 samples (200 sites) and its popmap: 4 samples in A, 4 in B."""
+    samples = _write_vcf(tmp_path / "x.vcf", 8, 200, np.random.default_rng(3))
     (tmp_path / "pops.txt").write_text("".join(f"{s}\t{'A' if i < 4 else 'B'}\n" for i, s in enumerate(samples)))
-    fs = fs_from_vcf(tmp_path / "x.vcf", tmp_path / "pops.txt", ["A", "B"], [6, 4])
+    return tmp_path / "x.vcf", tmp_path / "pops.txt"
+
+
+def test_vcf_with_popmap_projects_to_sample_sizes(vcf):
+    fs = fs_from_vcf(*vcf, ["A", "B"], [6, 4])
     assert fs.sample_sizes.tolist() == [6, 4]
     assert fs.folded  # unpolarized
     assert 50 < fs.S() <= 200
-    with pytest.raises(InputDataError, match="cannot project to 10"):
-        fs_from_vcf(tmp_path / "x.vcf", tmp_path / "pops.txt", ["A", "B"], [10, 4])
-    with pytest.raises(InputDataError, match="population"):
-        fs_from_vcf(tmp_path / "x.vcf", tmp_path / "pops.txt", ["A", "C"], [6, 4])
+
+
+@pytest.mark.parametrize(("pops", "projections", "match"), [(["A", "B"], [10, 4], "cannot project to 10"),
+                                                             (["A", "C"], [6, 4], "population")])
+def test_vcf_bad_projection_or_population_is_one_clear_error(vcf, pops, projections, match):
+    with pytest.raises(InputDataError, match=match):
+        fs_from_vcf(*vcf, pops, projections)
 
 
 def test_island_improves_and_checkpoint_continues_identically():
     data = load_fs(DATA / "two_epoch_1pop.fs")
-    space = ModelSpace((1,), dynamics=("sudden",))
-    cfg = EvalConfig()
-    ga = GAConfig(size=8, stall_generations=50, max_evals=10_000)
+    space = space_of((1,), dynamics=("sudden",))
+    cfg = evc()
+    ga = dataclasses.replace(DEFAULTS.ga, size=8, stall_generations=50, max_evals=10_000)
     isl = Island(space, ga, np.random.SeedSequence(11))
     for _ in range(4):
         isl.tell([evaluate(space, x, data, cfg)["loglik"] for x in isl.ask()])
     first_best = isl.best_history[1][1]
     snap = isl.to_dict()
-    import json
-
     twin = Island.from_dict(json.loads(json.dumps(snap)), space, ga)
     for _ in range(3):
         a, b = isl.ask(), twin.ask()
@@ -182,7 +202,8 @@ def test_island_improves_and_checkpoint_continues_identically():
     assert isl.to_dict() == twin.to_dict()
     assert isl.best_loglik >= first_best
     # local search from the GA's best reaches (near) the truth: nu 0.3 for 0.2 time units
-    res = local_search(space, isl.best[0], lambda xs: [evaluate(space, x, data, cfg) for x in xs])
+    res = local_search(space, isl.best[0], lambda xs: [evaluate(space, x, data, cfg) for x in xs], method="BFGS",
+                       maxiter=100)
     assert res["loglik"] >= isl.best_loglik
     values = space.full(res["x"])
     assert 0.15 < values["nu1_1"] < 0.6 and 0.05 < values["t1"] < 0.6
@@ -191,21 +212,21 @@ def test_island_improves_and_checkpoint_continues_identically():
 
 
 def test_bounds_and_fixed_from_manifest_names():
-    space = ModelSpace((1, 1), sym_migration=True, fixed={"g1_1": 0, "m2_12": 0.0}, bounds={"t2": (0.01, 0.5), "nu": (0.1, 10)})
+    space = space_of((1, 1), sym_migration=True, fixed={"g1_1": 0, "m2_12": 0.0}, bounds={"t2": (0.01, 0.5), "nu": (0.1, 10)})
     assert "m2_12" not in space.names and "g1_1" not in space.names
     t2 = next(p for p in space.params if p.name == "t2")
     nu = next(p for p in space.params if p.name == "nu2_2")
     assert (t2.lower, t2.upper) == (0.01, 0.5) and (nu.lower, nu.upper) == (0.1, 10)
     with pytest.raises(KeyError):
-        ModelSpace((1, 1), fixed={"m9_12": 0})
+        space_of((1, 1), fixed={"m9_12": 0})
 
 
 def test_poisson_likelihood_and_split_age_limit():
     data = load_fs(DATA / "two_epoch_1pop.fs")
-    space = ModelSpace((1,), dynamics=("sudden",), poisson=True)
+    space = space_of((1,), dynamics=("sudden",), poisson=True)
     assert space.names == ["t1", "nu1_1", "Nanc"]
-    cfg = EvalConfig(likelihood="poisson", mu=1e-8, length=1e6)
-    multi = evaluate(space, [0.2, 0.3, 1.0], data, EvalConfig())
+    cfg = evc(likelihood="poisson", mu=1e-8, length=1e6)
+    multi = evaluate(space, [0.2, 0.3, 1.0], data, evc())
     # theta = 4 Nanc mu L: at the multinomial optimum's theta the Poisson fit is best
     nanc = multi["theta"] / (4 * 1e-8 * 1e6)
     good = evaluate(space, [0.2, 0.3, nanc], data, cfg)
@@ -214,9 +235,73 @@ def test_poisson_likelihood_and_split_age_limit():
     assert abs(good["theta"] - multi["theta"]) < 1e-6 * multi["theta"]
     # a split older than max_split_years gets the worst fitness
     two = load_fs(DATA / "split_2pop.fs")
-    sp2 = ModelSpace((1, 1), dynamics=("sudden",), migration=False)
+    sp2 = space_of((1, 1), dynamics=("sudden",), migration=False)
     x = sp2.vector({"t1": 0.1, "nu1_1": 1.0, "s1": 0.5, "t2": 0.1, "nu2_1": 1.5, "nu2_2": 0.4})
-    free = evaluate(sp2, x, two, EvalConfig(mu=1e-8, length=1e6, generation_time=25))
+    free = evaluate(sp2, x, two, evc(mu=1e-8, length=1e6, generation_time=25))
     years = 0.1 * 2 * free["theta"] / (4 * 1e-8 * 1e6) * 25
-    capped = evaluate(sp2, x, two, EvalConfig(mu=1e-8, length=1e6, generation_time=25, max_split_years=years / 2))
+    capped = evaluate(sp2, x, two, evc(mu=1e-8, length=1e6, generation_time=25, max_split_years=years / 2))
     assert free["error"] is None and capped["loglik"] == WORST and "max_split_years" in capped["error"]
+
+
+class InProcess:
+    """The search's Evaluations interface without Dask: evaluated here, in submission order."""
+
+    def __init__(self, data, ev: EvalConfig):
+        self.data, self.ev = data, ev
+        self.queue: deque = deque()
+        self.tokens: list[str] = []
+
+    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
+        self.tokens.append(token)
+        self.queue.append((token, space, x))
+
+    def completed(self):
+        while self.queue:
+            token, space, x = self.queue.popleft()
+            yield token, evaluate(space, x, self.data, self.ev)
+
+
+def _search(ck: Path, units: list[str]) -> Search:
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, {
+        "input": {"afs": "x.fs"}, "initial_structure": [1], "final_structure": [2], "dynamics": ["sudden"],
+        "islands": 2, "migrate_every": 2, "deterministic": True,
+        "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 30},
+        "local_search": {"method": "BFGS", "starts": 1, "maxiter": 3, "max_evals": 20}})
+    data = load_fs(DATA / "two_epoch_1pop.fs")
+    ev = EvalConfig.from_config(cfg, data.sample_sizes)
+    hooks = Hooks(record=lambda unit, **_fields: units.append(unit), report=lambda **_metrics: None,
+                  progress=lambda total, **kw: tqdm(total=total, disable=True))
+    return Search(cfg, ev, data, InProcess(data, ev), ck, seed=7, hooks=hooks, label="demography")
+
+
+def test_search_runs_without_dask_and_resumes_from_checkpoints(tmp_path):
+    units: list[str] = []
+    first = _search(tmp_path / "a", units)
+    state = first.run()
+    assert [r["structure"] for _k, r in sorted(state["results"].items())] == [[1], [2]]
+    assert first.evals.tokens[0] == "island-00-eval-00001-000"
+    assert any(t.startswith("local-s0-00-eval-") for t in first.evals.tokens)
+    assert {"island-00-gen-00001", "island-01-gen-00001", "local-s0-00", "local-s1-00"} <= set(units)
+    # the second structure lost (state and checkpoints): structure 0 comes back from its checkpoints
+    # without an island evaluation, structure 1 is searched again exactly as the first time
+    (tmp_path / "a" / "state.json").unlink()
+    for f in (tmp_path / "a" / "s1").iterdir():
+        f.unlink()
+    again = _search(tmp_path / "a", [])
+    resumed = again.run()
+    s0_generations = state["results"]["0"]["generation"]
+    islands = [t for t in again.evals.tokens if t.startswith("island-")]
+    assert islands and all(int(t.split("-")[3]) > s0_generations for t in islands)
+    assert not any(t.startswith("local-s0-") for t in again.evals.tokens)
+    assert resumed["results"] == state["results"]
+    # everything done: a rerun evaluates nothing
+    third = _search(tmp_path / "a", [])
+    third.run()
+    assert third.evals.tokens == []
+
+
+def test_search_modules_never_import_dask():
+    code = ("import sys, hpc_popgen.demography.search, hpc_popgen.demography.outputs; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputDataError
+
+if TYPE_CHECKING:
+    from .config import DemographyConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +101,27 @@ def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projection
     _check(fs, str(vcf))
     log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f", vcf, fs.ndim, fs.sample_sizes, fs.S())
     return fs
+
+
+def load_input(cfg: DemographyConfig, resolve: Callable[[str], str]) -> Any:
+    """The AFS of ``cfg.input`` (an .fs file, or a VCF + popmap projected); ``resolve`` turns its paths into files."""
+    inp = cfg.input
+    if inp.afs:
+        fs = load_fs(resolve(inp.afs), list(inp.populations) if inp.populations else None)
+    else:
+        fs = fs_from_vcf(resolve(inp.vcf), resolve(inp.popmap), list(inp.populations),  # type: ignore[arg-type]
+                         list(inp.projections), polarized=inp.polarized)  # type: ignore[arg-type]
+    structure = list(cfg.initial_structure)
+    if fs.ndim != len(structure):
+        raise InputDataError(f"{inp.afs or inp.vcf}: {fs.ndim}-population spectrum but "
+                             f"initial_structure {structure} has {len(structure)} entries")
+    return fs
+
+
+def spectrum_file(cfg: DemographyConfig, data: Any, resolve: Callable[[str], str], out_dir: Path) -> str:
+    """The .fs file generated code reads: the input AFS, or ``out_dir/data.fs`` written from the VCF's spectrum."""
+    if cfg.input.afs:
+        return str(Path(resolve(cfg.input.afs)).resolve())
+    path = out_dir / "data.fs"
+    data.to_file(str(path))
+    return str(path.resolve())

@@ -10,29 +10,41 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .model import ModelSpace, nu_func, size_functions
+
+if TYPE_CHECKING:
+    from .config import DemographyConfig
 
 log = logging.getLogger(__name__)
 
 WORST = -1e300  # fitness of a failed model (finite so that sorting and JSON work)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     """What an evaluation needs besides the parameters: engine, grids, likelihood, constants."""
 
-    engine: str = "moments"
-    pts: tuple[int, ...] = ()
-    likelihood: str = "multinomial"  # or "poisson" (theta = 4·Nanc·mu·L)
-    mu: float | None = None
-    length: float | None = None
-    generation_time: float = 1.0
-    max_split_years: float | None = None
+    engine: str  # moments or dadi
+    pts: tuple[int, ...]  # dadi grids (empty: from the sample sizes)
+    likelihood: str  # multinomial, or poisson (theta = 4·Nanc·mu·L)
+    mu: float | None
+    length: float | None  # the stage's sequence_length
+    generation_time: float
+    max_split_years: float | None
+
+    @classmethod
+    def from_config(cls, cfg: DemographyConfig, sample_sizes: Sequence[int]) -> EvalConfig:
+        """The evaluation settings of a demography config; dadi grids from the sample sizes when not given."""
+        ns = tuple(int(n) for n in sample_sizes)
+        return cls(engine=cfg.engine, pts=tuple(cfg.pts or default_pts(ns)), likelihood=cfg.likelihood, mu=cfg.mu,
+                   length=cfg.sequence_length, generation_time=cfg.generation_time,
+                   max_split_years=cfg.max_split_years)
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "pts": list(self.pts), "likelihood": self.likelihood, "mu": self.mu,
@@ -40,7 +52,12 @@ class EvalConfig:
                 "max_split_years": self.max_split_years}
 
 
-def default_pts(sample_sizes: tuple[int, ...] | list[int]) -> tuple[int, int, int]:
+def failed(reason: str, theta: float | None = None, job: str | None = None) -> dict[str, Any]:
+    """The result of an evaluation that failed (``WORST`` fitness), e.g. a numerical failure or a lost task."""
+    return {"loglik": WORST, "theta": theta, "error": reason, "job": job}
+
+
+def default_pts(sample_sizes: Sequence[int]) -> tuple[int, int, int]:
     """dadi grid sizes from the sample sizes: the smallest a bit above 2·max(n), then +10, +20 (n=20 -> 40,50,60)."""
     base = max(40, int(math.ceil(2 * max(sample_sizes) / 10.0)) * 10)
     return (base, base + 10, base + 20)
@@ -151,14 +168,13 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
     bad = [k for k, v in values.items() if not math.isfinite(v) or (v < 0 and not k.startswith("g"))]
     if bad:
         log.info("model failed (invalid parameters %s)", bad)
-        return {"loglik": WORST, "theta": None, "error": f"invalid parameter values: {', '.join(bad)}", "job": _job()}
+        return failed(f"invalid parameter values: {', '.join(bad)}", job=_job())
     small = _smallest_size(space, values)
     nu_min = min((p.lower for p in space.params if p.kind == "nu"), default=0.0)
     if small < nu_min:
         # e.g. a split leaving a founder far below the size bound: not in the model space, and
         # moments' time steps shrink with the size, so such a model could take minutes
-        return {"loglik": WORST, "theta": None, "error": f"population size {small:.3g} below the bound {nu_min:g}",
-                "job": _job()}
+        return failed(f"population size {small:.3g} below the bound {nu_min:g}", job=_job())
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -172,12 +188,12 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
         why = f"{type(exc).__name__}: {exc}"
     if why is not None:
         log.info("model failed (%s) at %s", why, {k: round(v, 5) for k, v in values.items()})
-        return {"loglik": WORST, "theta": None, "error": why, "job": _job()}
+        return failed(why, job=_job())
     if cfg.max_split_years and cfg.mu and cfg.length:
         nanc = values.get("Nanc") or theta / (4 * cfg.mu * cfg.length)
         splits = space.split_times(values)
         if splits and max(splits) * 2 * nanc * cfg.generation_time > cfg.max_split_years:
-            return {"loglik": WORST, "theta": theta, "error": "split older than max_split_years", "job": _job()}
+            return failed("split older than max_split_years", theta, _job())
     return {"loglik": ll, "theta": theta, "error": None, "job": _job()}
 
 

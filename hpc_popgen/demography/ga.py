@@ -7,6 +7,7 @@ never on the order in which evaluations complete. The whole state, RNG included,
 Generation: elites (kept), mutants, uniform-crossover children and random individuals. Mutation
 changes 1 + Binomial(n-1, strength) parameters, each by a normal step of size ``rate`` in transformed
 coordinates (log for sizes and times, so multiplicative); strength and rate follow the one-fifth rule.
+An island stops when it stalls or spends ``max_evals``; the archipelago stops all at the target.
 """
 
 from __future__ import annotations
@@ -19,32 +20,40 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ParamError
 from .engine import WORST
 from .model import ModelSpace
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+DIGITS = 10  # parameters are rounded to these significant digits (exact cache keys)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GAConfig:
-    """Generation make-up, adaptation and stopping rules of the genetic algorithm."""
+    """Generation make-up, adaptation and stopping rules of an island (the stage's ``ga``)."""
 
-    size: int = 10
-    init_factor: int = 3  # the first generation is init_factor * size Sobol points (best size kept)
-    elites: int = 2
-    mutants: float = 0.5
-    crossovers: float = 0.3
-    mutation_strength: float = 0.4
-    mutation_rate: float = 0.3
-    stall_generations: int = 10
-    eps: float = 1e-2
-    max_evals: int = 2000
-    target_loglik: float | None = None
-    digits: int = 10  # parameters are rounded to these significant digits (exact cache keys)
+    size: int
+    init_factor: int  # the first generation is init_factor * size Sobol points (best size kept)
+    elites: int
+    mutants: float
+    crossovers: float
+    mutation_strength: float
+    mutation_rate: float
+    stall_generations: int
+    eps: float
+    max_evals: int
 
-    @classmethod
-    def from_params(cls, p: dict[str, Any]) -> GAConfig:
-        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSearchConfig:
+    """Local optimisation after the genetic algorithm (the stage's ``local_search``)."""
+
+    method: str  # BFGS, Powell, Nelder-Mead or none
+    starts: int
+    maxiter: int
+    max_evals: int
 
 
 def round_sig(x: np.ndarray, digits: int) -> np.ndarray:
@@ -54,11 +63,6 @@ def round_sig(x: np.ndarray, digits: int) -> np.ndarray:
     for i, v in enumerate(x):
         out[i] = float(f"{v:.{digits - 1}e}") if v != 0 and math.isfinite(v) else v
     return out
-
-
-def cache_key(x: np.ndarray | list[float], digits: int = 10) -> tuple[float, ...]:
-    """Key of the evaluation cache: parameters rounded to ``digits`` significant digits."""
-    return tuple(float(v) for v in round_sig(np.asarray(x, float), digits))
 
 
 class Island:
@@ -95,7 +99,7 @@ class Island:
         return self.population[0][1] if self.population else WORST
 
     def _fix(self, x: np.ndarray) -> list[float]:
-        return [float(v) for v in round_sig(self.space.clip(x), self.cfg.digits)]
+        return [float(v) for v in round_sig(self.space.clip(x), DIGITS)]
 
     def ask(self) -> list[list[float]]:
         """The individuals of the next generation still to be evaluated (created once, then cached)."""
@@ -182,10 +186,9 @@ class Island:
             self.stop("stalled")
         elif self.n_evals >= self.cfg.max_evals:
             self.stop("max_evals")
-        elif self.cfg.target_loglik is not None and self.best_loglik >= self.cfg.target_loglik:
-            self.stop("target")
 
     def stop(self, reason: str) -> None:
+        """End this island (stalled, max_evals, or the archipelago's target reached)."""
         self.done = True
         self.stop_reason = reason
         self.batch = None
@@ -253,9 +256,9 @@ class _Stop(Exception):
     """Raised inside the objective to end a local search early (target reached)."""
 
 
-def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[list[list[float]]], list[dict]],
-                 method: str = "BFGS", maxiter: int = 100, step: float = 1e-4,
-                 should_stop: Callable[[], bool] | None = None, max_evals: int | None = None) -> dict[str, Any]:
+def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[list[list[float]]], list[dict]], *,
+                 method: str, maxiter: int, max_evals: int | None = None,
+                 should_stop: Callable[[], bool] | None = None, step: float = 1e-4) -> dict[str, Any]:
     """Refine ``x0`` with scipy (BFGS, Powell or Nelder-Mead) on transformed (log) parameters.
 
     ``evaluate_many`` evaluates a list of individuals (the caller may spread them over workers): for
@@ -321,7 +324,7 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
             optimize.minimize(fun, z0, method="Nelder-Mead", options={"maxiter": maxiter, "xatol": 1e-4,
                                                                       "fatol": 1e-4})
         else:
-            raise ValueError(f"unknown local search method {method!r}")
+            raise ParamError("method", f"unknown local search method {method!r}")
     except _Stop:
         log.info("local search stopped early at log-likelihood %.3f", best["loglik"])
     best["evals"] = n

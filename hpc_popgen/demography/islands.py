@@ -1,7 +1,7 @@
 """K islands of one structure: ring migration and batch bookkeeping, without any scheduler.
 
 The driver asks ``ready()`` for batches to evaluate, feeds results back with ``complete()``, and
-checkpoints an island (``island_state``) after each completed generation. Every ``migrate_every``
+checkpoints an island (``Island.to_dict()``) after each completed generation. Every ``migrate_every``
 generations an island takes the best individual of its ring neighbour (island k-1). With
 ``deterministic`` the migrant is the neighbour's best right after that same generation, so an island
 that gets there first waits for its neighbour (only that one); otherwise it takes the neighbour's
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .ga import GAConfig, Island
-from .model import ModelSpace
+from .ga import Island
 
 
 @dataclass
@@ -37,10 +34,10 @@ class Batch:
 
 
 class Archipelago:
-    """The islands of one structure and their migration schedule."""
+    """The islands of one structure, their migration schedule, and the target that stops them all."""
 
     def __init__(self, islands: list[Island], migrate_every: int, deterministic: bool,
-                 target_loglik: float | None = None):
+                 target_loglik: float | None):
         self.islands = islands
         self.migrate_every = max(int(migrate_every), 0)
         self.deterministic = deterministic
@@ -48,27 +45,12 @@ class Archipelago:
         self.open: dict[int, Batch] = {}
         self._migrated: set[tuple[int, int]] = set()
 
-    @classmethod
-    def create(cls, space: ModelSpace, cfg: GAConfig, seeds: list[np.random.SeedSequence],
-               initial: list[list[list[float]]], start_generation: int, migrate_every: int,
-               deterministic: bool) -> Archipelago:
-        islands = []
-        for k, seed in enumerate(seeds):
-            isl = Island(space, cfg, seed, initial=initial[k] if k < len(initial) else None, index=k)
-            isl.generation = isl.start_generation = start_generation
-            islands.append(isl)
-        return cls(islands, migrate_every, deterministic, cfg.target_loglik)
-
     @property
     def done(self) -> bool:
         return all(i.done for i in self.islands)
 
-    def best(self) -> tuple[list[float], float]:
-        """Best individual over all islands."""
-        cands = [i.best for i in self.islands if i.best is not None]
-        return max(cands, key=lambda p: p[1])  # type: ignore[arg-type,return-value]
-
     def best_per_island(self) -> list[float]:
+        """Each island's best log-likelihood (WORST before its first generation)."""
         return [i.best_loglik for i in self.islands]
 
     def _needs_migrant(self, isl: Island) -> bool:

@@ -12,7 +12,7 @@ Population i always splits off population i-1 (a chain), so the newest populatio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,17 +50,20 @@ class Interval:
     split_before: str | None  # name of the split fraction parameter taking effect at its start
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelSpace:
-    """All parameters of one structure, with bounds and fixed values from the manifest."""
+    """All parameters of one structure, with bounds and fixed values from the manifest.
+
+    A name in ``fixed`` or ``bounds`` that is not a parameter (nor a kind, for bounds) raises KeyError.
+    """
 
     structure: tuple[int, ...]
-    sym_migration: bool = False
-    migration: bool = True
-    dynamics: tuple[str, ...] = DYNAMICS  # allowed dynamics
-    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
-    fixed: dict[str, float] = field(default_factory=dict)
-    poisson: bool = False  # Nanc is then a free parameter (theta = 4·Nanc·mu·L)
+    sym_migration: bool
+    migration: bool
+    dynamics: tuple[str, ...]  # allowed dynamics
+    bounds: dict[str, tuple[float, float]]
+    fixed: dict[str, float]
+    poisson: bool  # Nanc is then a free parameter (theta = 4·Nanc·mu·L)
 
     def __post_init__(self) -> None:
         self.structure = tuple(int(s) for s in self.structure)
@@ -262,8 +265,8 @@ class ModelSpace:
         for old, b in self.bounds.items():
             for n in rename.get(old, []):
                 bounds[n] = b
-        bigger = ModelSpace(tuple(new_struct), self.sym_migration, self.migration, self.dynamics, bounds, fixed,
-                            self.poisson)
+        bigger = ModelSpace(structure=tuple(new_struct), sym_migration=self.sym_migration, migration=self.migration,
+                            dynamics=self.dynamics, bounds=bounds, fixed=fixed, poisson=self.poisson)
         return bigger, new
 
 
@@ -338,13 +341,6 @@ def nu_func(n0: list[float], n1: list[float], dyn: list[int], t: float):
         return [size_at(d, a, b, frac) for d, a, b in zip(dyn, n0, n1, strict=True)]
 
     return f
-
-
-def parse_structure(value: Any) -> tuple[int, ...]:
-    """``[2, 1]`` or ``"2,1"`` -> (2, 1)."""
-    if isinstance(value, str):
-        value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
-    return tuple(int(v) for v in value)
 
 
 def _fwd(kind: str, v: float) -> float:

@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from .engine import EvalConfig
+from .. import atomic
+from .engine import EvalConfig, default_pts, expected_fs, physical
 from .model import DYNAMICS, ModelSpace, size_functions
 
 log = logging.getLogger(__name__)
 
 
-
-def _loglik_lines(module: str, cfg) -> list[str]:
+def _loglik_lines(module: str, cfg: EvalConfig) -> list[str]:
     """The end of a generated script: the log-likelihood (and optimal theta) with ``module``'s Inference."""
     if cfg.likelihood == "poisson":
         lines = [f"    ll = {module}.Inference.ll(model * THETA0 * PARAMS['Nanc'], data)"]
@@ -27,6 +27,7 @@ def _loglik_lines(module: str, cfg) -> list[str]:
         lines = [f"    ll = {module}.Inference.ll_multinom(model, data)",
                  f"    print('theta:', {module}.Inference.optimal_sfs_scaling(model, data))"]
     return lines + ["    print('log-likelihood:', ll)", ""]
+
 
 def _fmt(v: float) -> str:
     return repr(float(v))
@@ -227,3 +228,64 @@ def plot_afs(model: Any, data: Any, path: Path, poisson_theta: float | None = No
         ax.text(0.5, 0.5, f"no comparison plot for {nd} populations", ha="center")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close("all")
+
+
+def write_results(out_dir: Path, state: dict[str, Any], data: Any, cfg: EvalConfig, data_path: str,
+                  plots: bool) -> dict[str, Any]:
+    """``results.json``, and per structure of ``state`` the demes YAML, moments/dadi code and plots.
+
+    Returns the summary written to results.json; it warns when the best-LL and best-AIC models differ.
+    """
+    summary: dict[str, Any] = {"structures": []}
+    for _si, res in sorted(state["results"].items(), key=lambda kv: int(kv[0])):
+        summary["structures"].append(_write_structure(out_dir, res, data, cfg, data_path, plots))
+    if summary["structures"]:
+        by_ll = max(summary["structures"], key=lambda e: e["loglik"])
+        by_aic = min(summary["structures"], key=lambda e: e["aic"])
+        summary["best_by_loglik"] = by_ll["structure"]
+        summary["best_by_aic"] = by_aic["structure"]
+        if by_ll is not by_aic:
+            summary["warning"] = (f"best log-likelihood model {by_ll['structure']} differs from best AIC model "
+                                  f"{by_aic['structure']}")
+            log.warning(summary["warning"])
+    summary["seconds_to_target"] = state.get("seconds_to_target")
+    summary["data"] = data_path
+    summary["engine"] = cfg.to_dict()
+    atomic.write_json(out_dir / "results.json", summary)
+    return summary
+
+
+def _write_structure(out_dir: Path, res: dict[str, Any], data: Any, cfg: EvalConfig, data_path: str,
+                     plots: bool) -> dict[str, Any]:
+    """One structure's folder (demes YAML, code, plots) and its entry in results.json."""
+    import demes
+
+    space = ModelSpace.from_dict(res["space"])
+    values = space.full(res["x"])
+    theta = res["theta"]
+    phys = physical(space, values, theta, cfg)
+    nanc = phys.get("Nanc")
+    name = "structure-" + "-".join(map(str, space.structure))
+    sdir = out_dir / name
+    sdir.mkdir(exist_ok=True)
+    entry = {"structure": list(space.structure), "loglik": res["loglik"], "aic": res["aic"],
+             "n_params": res["n_params"], "theta": theta, "Nanc": nanc,
+             "params": {k: (int(round(v)) if k.startswith("g") else v) for k, v in values.items()},
+             "physical": phys, "best_loglik_per_island": res["best_loglik_per_island"],
+             "ga_best_loglik": res.get("ga_best_loglik"), "local_search": res.get("local_search"),
+             "dir": name}
+    graph = demes_graph(space, values, nanc or 1e4, list(data.pop_ids), cfg.generation_time if nanc else None)
+    demes.dump(graph, sdir / "model.demes.yaml")
+    demes.load(sdir / "model.demes.yaml")  # validated by the demes library on the way back
+    (sdir / "model_moments.py").write_text(moments_code(space, values, data_path, cfg))
+    if space.n_pops <= 3:
+        pts = cfg.pts or default_pts(data.sample_sizes)
+        (sdir / "model_dadi.py").write_text(dadi_code(space, values, data_path, cfg, pts))
+    if plots:
+        try:
+            plot_model(graph, sdir / "model.png")
+            model = expected_fs(space, values, data, cfg)
+            plot_afs(model, data, sdir / "afs_comparison.png", theta if cfg.likelihood == "poisson" else None)
+        except Exception as exc:  # noqa: BLE001 - a plot must never lose the results
+            log.warning("plots for %s failed: %s", name, exc)
+    return entry

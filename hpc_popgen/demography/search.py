@@ -1,0 +1,352 @@
+"""The GADMA-style search of one stage: structures in turn, islands, local searches, checkpoints.
+
+The search never evaluates a model itself: it ``submit``s points to an :class:`Evaluations` object
+under a token (``island-KK-eval-GGGGG-III``, ``local-sSI-JJ-eval-NNNNNN``) and takes results from
+``completed()`` in whatever order they finish, so a slow evaluation only holds back its own island.
+The stage maps tokens onto Dask tasks; nothing here imports Dask.
+
+After each generation an island (population, adaptive rates, RNG state) is written atomically to
+``<checkpoint>/s<structure>/island-KK.json``, then ``island-KK-gen-GGGGG`` is recorded as done; each
+finished local search is kept in ``s<structure>/local.json`` (unit ``local-sSI-JJ``) and each finished
+structure in ``state.json``, so a rerun resumes where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import atomic
+from ..seeds import seed_sequence
+from .config import DemographyConfig
+from .engine import WORST, EvalConfig, evaluate
+from .ga import Island, local_search
+from .islands import Archipelago, Batch
+from .model import ModelSpace
+
+log = logging.getLogger(__name__)
+
+Plan = list[tuple[tuple[int, ...], int | None]]
+
+
+class Evaluations(Protocol):
+    """Where the search sends points: results come back under the token they were submitted with."""
+
+    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
+        """Start evaluating ``x`` of ``space``."""
+
+    def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(token, result)`` as evaluations finish, those submitted meanwhile included, until none is left."""
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How the search tells its caller about progress: done units, live metrics, progress bars."""
+
+    record: Callable[..., Any]  # record(unit, **fields): a unit is done (after its checkpoint)
+    report: Callable[..., Any]  # report(**metrics): live metrics
+    progress: Callable[..., Any]  # progress(total, desc=, unit=, initial=) -> a tqdm-like bar
+
+
+def structure_plan(first: tuple[int, ...], final: tuple[int, ...]) -> Plan:
+    """Structures to search in order, each with the period increased to reach it (None for the first)."""
+    out: Plan = [(tuple(first), None)]
+    cur = list(first)
+    while tuple(cur) != tuple(final):
+        period = next(i for i, (a, b) in enumerate(zip(cur, final, strict=True)) if a < b)
+        cur[period] += 1
+        out.append((tuple(cur), period))
+    return out
+
+
+def aic(n_params: int, loglik: float) -> float:
+    """Akaike's information criterion, 2k - 2 ln L."""
+    return 2 * n_params - 2 * loglik
+
+
+def increased(prev_space: ModelSpace, top: list[dict[str, Any]], period: int) -> tuple[ModelSpace, list[list[float]]]:
+    """Next structure's space and seeds: each of the ``top`` models with one interval of ``period`` split in two."""
+    seeds: list[list[float]] = []
+    space = None
+    for cand in top:
+        values = prev_space.full(cand["x"])
+        for frac in (0.5, 0.25, 0.75):
+            sp, new = prev_space.increase(period, values, frac)
+            space = space or sp
+            seeds.append([float(new[n]) for n in space.names])
+    return space, seeds  # type: ignore[return-value]
+
+
+def ranked(islands: list[Island]) -> list[tuple[tuple[float, ...], float]]:
+    """Every individual of the islands: each island's best first (local searches start in different basins),
+    then the others, best first."""
+    pool = sorted({tuple(x): f for isl in islands for x, f in isl.population}.items(), key=lambda kv: (-kv[1], kv[0]))
+    heads = sorted({tuple(i.best[0]): i.best[1] for i in islands if i.best}.items(), key=lambda kv: (-kv[1], kv[0]))
+    return heads + [kv for kv in pool if kv not in heads]
+
+
+def read_json(path: Path) -> Any:
+    """A checkpoint file's content, or None when it does not exist yet."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+class Search:
+    """Runs every structure of a demography config; ``state`` holds the finished ones (``state.json``)."""
+
+    def __init__(self, cfg: DemographyConfig, ev: EvalConfig, data: Any, evals: Evaluations, checkpoint: Path,
+                 seed: int, hooks: Hooks, label: str):
+        self.cfg, self.ev, self.data, self.evals = cfg, ev, data, evals
+        self.ck = checkpoint
+        self.seed = seed
+        self.hooks = hooks
+        self.label = label  # progress bars
+        self.state_path = self.ck / "state.json"
+        self.state: dict[str, Any] = read_json(self.state_path) or {"results": {}, "seconds_to_target": None,
+                                                                      "elapsed_before": 0.0}
+        self.state.setdefault("elapsed_before", 0.0)
+        self.cache: dict[tuple, dict] = {}
+        self.n_evals = self.n_cached = self.n_failed = 0
+        self.jobs: dict[str, int] = {}
+        self.t0 = time.time()
+        self._seq = 0
+
+    # -- structures ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Search the structures not in ``state`` yet; the time spent adds up over attempts."""
+        try:
+            self._structures()
+        finally:
+            self.state["elapsed_before"] = self.state["elapsed_before"] + time.time() - self.t0
+            self._save_state()
+        return self.state
+
+    def _structures(self) -> None:
+        cfg = self.cfg
+        plan = structure_plan(cfg.initial_structure, cfg.final_structure)
+        space = cfg.space(plan[0][0])
+        start_gen = 0
+        initial = cfg.initial_points(space)
+        for si, (structure, period) in enumerate(plan):
+            key = str(si)
+            if si > 0:
+                prev = self.state["results"][str(si - 1)]
+                space, initial = increased(ModelSpace.from_dict(prev["space"]), prev["top"], period)  # type: ignore[arg-type]
+                start_gen = prev["generation"]
+            if key in self.state["results"]:
+                continue
+            if self._target_reached() and cfg.stop_at_target:
+                log.info("target log-likelihood reached; structure %s skipped", structure)
+                break
+            self.state["results"][key] = self._run_structure(si, space, initial, start_gen)
+            self._save_state()
+
+    def _target_reached(self) -> bool:
+        t = self.cfg.target_loglik
+        best = max((r["loglik"] for r in self.state["results"].values()), default=-math.inf)
+        return t is not None and best >= t
+
+    def _note_target(self, ll: float) -> None:
+        t = self.cfg.target_loglik
+        if t is not None and ll >= t and self.state.get("seconds_to_target") is None:
+            self.state["seconds_to_target"] = round(self.state["elapsed_before"] + time.time() - self.t0, 3)
+            self._save_state()
+            self.hooks.report(seconds_to_target=self.state["seconds_to_target"])
+
+    def _save_state(self) -> None:
+        atomic.write_json(self.state_path, self.state)
+
+    # -- one structure: islands, then local search ---------------------------------------------
+    def _archipelago(self, si: int, space: ModelSpace, initial: list[list[float]], start_gen: int) -> Archipelago:
+        """The islands of structure ``si``, from their checkpoints where a previous attempt left them."""
+        cfg = self.cfg
+        islands = []
+        for k in range(cfg.islands):
+            saved = read_json(self.ck / f"s{si}" / f"island-{k:02d}.json")
+            if saved is not None:
+                islands.append(Island.from_dict(saved, space, cfg.ga))
+                continue
+            # every island gets the seeds (the best first), rotated so that islands start apart
+            rot = initial[k % len(initial):] + initial[: k % len(initial)] if initial else []
+            isl = Island(space, cfg.ga, seed_sequence(self.seed, si, k), initial=rot, index=k)
+            isl.generation = isl.start_generation = start_gen
+            islands.append(isl)
+        resumed = sum(1 for i in islands if i.generation > start_gen)
+        if resumed:
+            log.info("structure %s: resuming %d island(s) from checkpoints (generations %s)", space.structure,
+                     resumed, [i.generation for i in islands])
+        return Archipelago(islands, cfg.migrate_every, cfg.deterministic, cfg.target_loglik)
+
+    def _run_structure(self, si: int, space: ModelSpace, initial: list[list[float]], start_gen: int) -> dict[str, Any]:
+        arch = self._archipelago(si, space, initial, start_gen)
+        self._islands(si, space, arch)
+        pool = ranked(arch.islands)
+        starts = pool[: self.cfg.local_search.starts]
+        top = [{"x": list(x), "loglik": f, "source": "ga"} for x, f in starts]
+        local = self._local(si, space, [list(x) for x, _f in starts])
+        top = sorted(top + local, key=lambda r: -r["loglik"])
+        best = top[0]
+        self._note_target(best["loglik"])
+        theta = best.get("theta")
+        if theta is None:
+            theta = evaluate(space, best["x"], self.data, self.ev)["theta"]
+        ll = float(best["loglik"])
+        return {"structure": list(space.structure), "space": space.to_dict(), "x": best["x"], "loglik": ll,
+                "theta": theta, "n_params": space.n_continuous, "aic": aic(space.n_continuous, ll),
+                "generation": max(i.generation for i in arch.islands),
+                "best_loglik_per_island": arch.best_per_island(),
+                "stop_reasons": [i.stop_reason for i in arch.islands],
+                "top": [{"x": t["x"], "loglik": t["loglik"]} for t in top[:3]],
+                "ga_best_loglik": max((f for _x, f in pool), default=None),
+                "local_search": [{"loglik": r["loglik"], "evals": r.get("evals")} for r in local]}
+
+    def _islands(self, si: int, space: ModelSpace, arch: Archipelago) -> None:
+        """Run the islands' generations until all are done, each island as soon as its own batch is."""
+        total = self.cfg.islands * self.cfg.ga.max_evals
+        bar = self.hooks.progress(total, desc=f"{self.label} {space.structure}", unit="eval",
+                                  initial=min(sum(i.n_evals for i in arch.islands), total))
+        pending: dict[str, tuple[Batch, int]] = {}
+
+        def launch() -> None:
+            # islands whose batch is fully cached complete at once, which may free others: loop
+            progressed = True
+            while progressed:
+                progressed = False
+                for batch in arch.ready():
+                    for i, x in enumerate(batch.xs):
+                        hit = self.cache.get((si, tuple(x)))
+                        if hit is not None:
+                            batch.fitness[i] = hit["loglik"]
+                            self.n_cached += 1
+                            continue
+                        token = f"island-{batch.island:02d}-eval-{batch.generation:05d}-{i:03d}"
+                        self.evals.submit(token, space, x)
+                        pending[token] = (batch, i)
+                    if batch.complete:
+                        self._finish(si, arch, batch)
+                        progressed = True
+
+        launch()
+        for token, r in self.evals.completed():
+            batch, i = pending.pop(token)
+            if arch.open.get(batch.island) is not batch:
+                continue  # island stopped meanwhile (target reached)
+            self._count(r)
+            self.cache[(si, tuple(batch.xs[i]))] = r
+            batch.fitness[i] = r["loglik"]
+            bar.update(1)
+            self._note_target(r["loglik"])
+            if batch.complete:
+                self._finish(si, arch, batch)
+                launch()
+        bar.close()
+        if not arch.done:
+            raise RuntimeError(f"structure {space.structure}: islands stalled waiting for each other "
+                               f"(generations {[i.generation for i in arch.islands]})")
+
+    def _finish(self, si: int, arch: Archipelago, batch: Batch) -> None:
+        """A generation is complete: tell the island, checkpoint it, then record the unit."""
+        sdir = self.ck / f"s{si}"
+        isl = arch.complete(batch)
+        atomic.write_json(sdir / f"island-{isl.index:02d}.json", isl.to_dict())
+        self.hooks.record(f"island-{isl.index:02d}-gen-{isl.generation:05d}", best_loglik=isl.best_loglik,
+                          n_evals=isl.n_evals)
+        # islands stopped by the target: checkpoint them too so a rerun does not restart them
+        for other in arch.islands:
+            if other is not isl and other.done and other.stop_reason == "target":
+                atomic.write_json(sdir / f"island-{other.index:02d}.json", other.to_dict())
+        per_island = [None if v <= WORST else round(v, 4) for v in arch.best_per_island()]
+        self.hooks.report(best_loglik_per_island=per_island, structure=list(isl.space.structure),
+                          generations=[i.generation for i in arch.islands], evaluations=self.n_evals,
+                          cached_evaluations=self.n_cached, failed_evaluations=self.n_failed)
+        log.info("island %d generation %d: best LL %.3f (strength %.2f, rate %.2f)", isl.index,
+                 isl.generation, isl.best_loglik, isl.strength, isl.rate)
+
+    # -- local search -----------------------------------------------------------------------------
+    def _evaluate_many(self, si: int, space: ModelSpace, xs: list[list[float]], prefix: str) -> list[dict]:
+        """Evaluate points all at once (cached ones are not resubmitted); results in order."""
+        out: list[dict | None] = []
+        tokens: dict[str, int] = {}
+        for i, x in enumerate(xs):
+            x = [float(v) for v in x]
+            hit = self.cache.get((si, tuple(x)))
+            out.append(hit)
+            if hit is None:
+                self._seq += 1
+                token = f"{prefix}-{self._seq:06d}"
+                self.evals.submit(token, space, x)
+                tokens[token] = i
+            else:
+                self.n_cached += 1
+        results: dict[str, dict] = {}
+        if tokens:
+            for token, r in self.evals.completed():
+                results[token] = r
+                if len(results) == len(tokens):
+                    break
+        for token, i in tokens.items():
+            r = results[token]
+            self._count(r)
+            self.cache[(si, tuple(float(v) for v in xs[i]))] = r
+            out[i] = r
+            self._note_target(r["loglik"])
+        return out  # type: ignore[return-value]
+
+    def _local(self, si: int, space: ModelSpace, starts: list[list[float]]) -> list[dict]:
+        """Local searches from ``starts``, one after the other, each spreading its evaluations.
+
+        Each finished search is checkpointed, so a rerun continues with the next start.
+        """
+        ls = self.cfg.local_search
+        path = self.ck / f"s{si}" / "local.json"
+        done = read_json(path) or []
+        if ls.method == "none":
+            return []
+        stop = self._target_noted if self.cfg.stop_at_target else None
+        for j in range(len(done), len(starts)):
+            if stop is not None and stop():
+                break
+            prefix = f"local-s{si}-{j:02d}-eval"
+            r = local_search(space, starts[j], lambda xs, p=prefix: self._evaluate_many(si, space, xs, p),
+                             method=ls.method, maxiter=ls.maxiter, max_evals=ls.max_evals, should_stop=stop)
+            r["source"] = "local"
+            done.append(r)
+            atomic.write_json(path, done)
+            self.hooks.record(f"local-s{si}-{j:02d}", best_loglik=r["loglik"], evals=r["evals"])
+            log.info("local search %d of structure %s: LL %.3f after %d evaluations", j, space.structure,
+                     r["loglik"], r["evals"])
+        return done
+
+    def _target_noted(self) -> bool:
+        return self.state.get("seconds_to_target") is not None
+
+    def _count(self, r: dict) -> None:
+        self.n_evals += 1
+        self.n_failed += bool(r["error"])
+        if r.get("job"):
+            self.jobs[r["job"]] = self.jobs.get(r["job"], 0) + 1
+
+    # -- report ---------------------------------------------------------------------------------
+    def metrics(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """The stage's metrics from this attempt's counts and the results summary."""
+        best = max((s["loglik"] for s in summary["structures"]), default=None)
+        metrics = {"best_loglik": best, "best_by_aic": summary.get("best_by_aic"),
+                   "best_by_loglik": summary.get("best_by_loglik"),
+                   "seconds_to_target": summary["seconds_to_target"],
+                   "evaluations_this_attempt": self.n_evals, "cached_evaluations": self.n_cached,
+                   "failed_evaluations": self.n_failed,
+                   "best_loglik_per_structure": {"-".join(map(str, s["structure"])): s["loglik"]
+                                                 for s in summary["structures"]}}
+        if self.jobs:
+            metrics["evaluations_by_slurm_job"] = dict(sorted(self.jobs.items()))
+        if summary.get("warning"):
+            metrics["warning"] = summary["warning"]
+        return metrics
