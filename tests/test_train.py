@@ -13,15 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_train_helpers import make_store
+from test_train_helpers import make_store, train_section
 
+from hpc_popgen.catalogue import TORADA_2019
 from hpc_popgen.errors import ManifestError, StoreError
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.runs import RunDir
 from hpc_popgen.store import open_store
+from hpc_popgen.train import checkpoint
+from hpc_popgen.train.config import EarlyStoppingConfig, ReduceLRConfig
 from hpc_popgen.train.data import ShardReader, batches, blocks, rank_shards, to_dataset
-from hpc_popgen.train.labels import LabelSpec, resolve_labels, with_prior
-from hpc_popgen.train.models import PRESETS, build_model, min_input_size, resolve_model
+from hpc_popgen.train.handlers import EarlyStopping, ReduceLROnPlateau
+from hpc_popgen.train.labels import LabelParams, LabelSpec, resolve_labels, with_prior
+from hpc_popgen.train.models import PRESETS, ModelConfig, build_model, min_input_size, resolve_model
 
 
 def write_manifest(tmp_path: Path, stages: list[dict], name: str = "t", profile: str | None = None) -> Path:
@@ -44,38 +48,48 @@ def single_profile(tmp_path) -> str:
     return str(path)
 
 
+def labels(**params) -> LabelParams:
+    """The manifest's ``labels`` of ``params``, the schema's defaults filled in."""
+    return train_section("labels", **params)
+
+
+def network(**params) -> ModelConfig:
+    """The network of the manifest's ``model`` of ``params``, the schema's defaults filled in."""
+    return resolve_model(train_section("model", **params))
+
+
 # --- labels -------------------------------------------------------------------------------------
 
 def test_binary_labels_and_prior():
-    spec = resolve_labels({"mode": "binary"}, [0.0, 200.0], 0, 200)
+    spec = resolve_labels(labels(mode="binary"), [0.0, 200.0], 0, 200)
     y = spec.encode(np.array([0.0, 200.0, 0.0]))
     assert y[:, 0].tolist() == [0, 1, 0]
     spec = with_prior(spec, np.array([0.0, 0.0, 0.0, 200.0]))
     assert spec.prior == (0.75, 0.25)
     with pytest.raises(StoreError, match="neutral"):
-        resolve_labels({"mode": "binary"}, [100.0, 200.0], 100, 200)
+        resolve_labels(labels(mode="binary"), [100.0, 200.0], 100, 200)
 
 
 def test_class_labels_encodings():
-    spec = resolve_labels({"mode": "classes", "n_classes": 11}, None, 0, 400)
+    spec = resolve_labels(labels(mode="classes", n_classes=11), None, 0, 400)
     assert spec.centres[0] == 0 and spec.centres[-1] == 400 and len(spec.centres) == 11
     s = np.array([0.0, 19.0, 21.0, 400.0, 133.0])
     assert spec.class_of(s).tolist() == [0, 0, 1, 10, 3]
     onehot = spec.encode(s)
     assert onehot.shape == (5, 11) and onehot.sum(axis=1).tolist() == [1] * 5
-    g = resolve_labels({"mode": "classes", "n_classes": 11, "encoding": "gaussian", "sd": 1.0}, None, 0, 400)
+    g = resolve_labels(labels(mode="classes", n_classes=11, encoding="gaussian", sd=1.0), None, 0, 400)
     yg = g.encode(s)
     assert np.allclose(yg.sum(axis=1), 1) and yg[4].argmax() == 3 and 0 < yg[4, 4] < yg[4, 3]
-    pt = resolve_labels({"mode": "classes", "n_classes": 11, "encoding": "perturbed", "k": 2}, None, 0, 400)
+    pt = resolve_labels(labels(mode="classes", n_classes=11, encoding="perturbed", k=2), None, 0, 400)
     many = np.full(2000, 200.0)
     a = pt.encode(many, np.random.default_rng(1)).argmax(axis=1)
     b = pt.encode(many, np.random.default_rng(2)).argmax(axis=1)
     assert set(a.tolist()) == {3, 4, 5, 6, 7} and not np.array_equal(a, b)
-    store_classes = resolve_labels({"mode": "classes"}, [400.0, 0.0, 200.0], 0, 400)
+    store_classes = resolve_labels(labels(mode="classes"), [400.0, 0.0, 200.0], 0, 400)
     assert store_classes.classes == (0.0, 200.0, 400.0)
     with pytest.raises(ManifestError, match="n_classes"):
-        resolve_labels({"mode": "classes"}, None, 0, 400)
-    cont = resolve_labels({"mode": "continuous"}, None, 0, 400)
+        resolve_labels(labels(mode="classes"), None, 0, 400)
+    cont = resolve_labels(labels(mode="continuous"), None, 0, 400)
     assert np.allclose(cont.decode_regression(cont.encode(s)), s)
     assert LabelSpec.from_dict(g.to_dict()) == g
 
@@ -83,7 +97,7 @@ def test_class_labels_encodings():
 # --- models -------------------------------------------------------------------------------------
 
 def test_presets_build_the_papers_networks():
-    binary = build_model(resolve_model({"preset": "binary"}), (128, 128), 1, "binary")
+    binary = build_model(network(preset="binary"), (128, 128), 1, "binary")
     convs = [la for la in binary.layers if la.__class__.__name__ == "Conv2D"]
     pools = [la for la in binary.layers if la.__class__.__name__ == "MaxPooling2D"]
     dense = [la for la in binary.layers if la.__class__.__name__ == "Dense"]
@@ -91,24 +105,96 @@ def test_presets_build_the_papers_networks():
     assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) and c.padding == "valid" for c in convs)
     assert [d.units for d in dense] == [64, 1] and dense[-1].activation.__name__ == "sigmoid"
     assert convs[0].kernel_regularizer is None  # defaults learn: no regularisation, Adam
-    cont = build_model(resolve_model({"preset": "continuous"}), (128, 128), 11, "classes")
+    cont = build_model(network(preset="continuous"), (128, 128), 11, "classes")
     assert [la.filters for la in cont.layers if la.__class__.__name__ == "Conv2D"] == [32, 64, 128]
     assert [la.units for la in cont.layers if la.__class__.__name__ == "Dense"] == [11]
-    multi = resolve_model({"preset": "multiclass"})
+    multi = network(preset="multiclass")
     assert multi.filters == (32, 64, 64) and multi.dense == ()
-    paper = resolve_model({"preset": "binary_paper"})
+    paper = network(preset="binary_paper")
     assert paper.l1 == paper.l2 == 0.005 and paper.optimizer == "rmsprop"
-    assert resolve_model({"preset": "binary", "paper": True}) == paper.__class__(**{**paper.__dict__, "preset": "binary"})
+    assert network(preset="binary", paper=True) == paper.__class__(**{**paper.__dict__, "preset": "binary"})
     pm = build_model(paper, (64, 64), 1, "binary")
     assert pm.get_layer("conv0").kernel_regularizer is not None
-    custom = resolve_model({"preset": "multiclass", "filters": [8, 8], "dense": [16], "dropout": 0.2})
+    custom = network(preset="multiclass", filters=[8, 8], dense=[16], dropout=0.2)
     assert custom.filters == (8, 8) and custom.dense == (16,)
-    assert min_input_size(resolve_model({})) == 22
+    assert min_input_size(network()) == 22
     with pytest.raises(ManifestError, match="at least 22x22"):
-        build_model(resolve_model({}), (16, 16), 1, "binary")
+        build_model(network(), (16, 16), 1, "binary")
     with pytest.raises(ManifestError, match="unknown preset"):
-        resolve_model({"preset": "resnet"})
-    assert {"binary", "multiclass", "continuous", "binary_paper"} <= set(PRESETS)
+        network(preset="resnet")
+    assert {"binary", "multiclass", "continuous", "binary_paper"} <= set(PRESETS.ids())
+
+
+@pytest.mark.parametrize("preset", PRESETS.ids())
+def test_every_preset_is_a_cited_catalogue_entry_that_builds(preset):
+    entry = PRESETS.get(preset)
+    assert entry.id == preset and entry.description and TORADA_2019 in entry.citations
+    cfg = network(preset=preset)
+    assert cfg.filters == entry.value.filters and cfg.dense == entry.value.dense
+    assert (cfg.optimizer, cfg.l1) == (("rmsprop", 0.005) if preset.endswith("_paper") else ("adam", 0.0))
+    model = build_model(cfg, (64, 64), 3, entry.value.head)
+    assert model.output_shape == (None, 1 if entry.value.head == "binary" else 3)
+
+
+# --- handlers and checkpoints ---------------------------------------------------------------------
+
+class FakeRate:
+    """Stands for the optimizer's learning-rate variable (float32, as the optimizer keeps it)."""
+
+    def __init__(self, value: float):
+        self.value = float(np.float32(value))
+
+    def numpy(self) -> float:
+        return self.value
+
+    def assign(self, value: float) -> None:
+        self.value = float(np.float32(value))
+
+
+def run_handlers(losses, state=None):
+    """Step early stopping and the learning-rate schedule over ``losses`` (from ``state``, if given)."""
+    stopper = EarlyStopping(EarlyStoppingConfig(patience=4, min_delta=0.0, restore_best=True))
+    schedule = ReduceLROnPlateau(ReduceLRConfig(factor=0.5, patience=1, min_lr=1e-4), FakeRate(1e-3), scale=2,
+                                 announce=False)
+    first = 0
+    if state is not None:
+        first = state["epoch"]
+        stopper.load_state_dict(state["early_stopping"])
+        schedule.load_state_dict(state["reduce_lr"])
+    rates = []
+    for epoch, loss in enumerate(losses[first:], start=first + 1):
+        rates.append(schedule.lr)
+        improved = stopper.step(epoch, loss)
+        if not stopper.stopped:
+            schedule.step(epoch, improved)
+        if stopper.stopped:
+            break
+    state = {"epoch": epoch, "early_stopping": stopper.state_dict(), "reduce_lr": schedule.state_dict()}
+    return rates, state
+
+
+@pytest.mark.parametrize("killed_after", [1, 2, 3, 5])
+def test_handlers_resume_from_their_state_as_if_never_stopped(killed_after):
+    losses = [1.0, 0.8, 0.9, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78, 0.6]
+    straight, end = run_handlers(losses)
+    assert end["epoch"] == 9 and end["early_stopping"]["best_epoch"] == 5 and end["early_stopping"]["stopped"]
+    assert straight == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 2.5e-4, 2.5e-4, 2e-4, 2e-4, 2e-4], rel=1e-6)
+    before, state = run_handlers(losses[:killed_after])
+    state = json.loads(json.dumps(state))  # as a checkpoint keeps it
+    after, resumed = run_handlers(losses, state)
+    assert before + after == pytest.approx(straight, rel=1e-6)  # the rate is reloaded as float32
+    assert resumed["early_stopping"] == end["early_stopping"] and resumed["reduce_lr"] == pytest.approx(end["reduce_lr"])
+
+
+def test_checkpoint_of_the_flat_loop_state_loads_in_todays_form(tmp_path):
+    flat = {"epoch": 2, "history": [{"epoch": 1}, {"epoch": 2}], "best": 0.5, "best_epoch": 1, "wait": 1,
+            "stopped": False, "lr_wait": 1, "lr": 0.0005}
+    checkpoint.save(tmp_path / "epoch-0002.npz", [np.zeros(3)], [np.ones(2)], flat)
+    weights, opt_vars, state = checkpoint.load(tmp_path / "epoch-0002.npz")
+    assert state == {"epoch": 2, "history": flat["history"],
+                     "early_stopping": {"best": 0.5, "best_epoch": 1, "wait": 1, "stopped": False},
+                     "reduce_lr": {"lr": 0.0005, "wait": 1}}
+    assert np.array_equal(weights[0], np.zeros(3)) and np.array_equal(opt_vars[0], np.ones(2))
 
 
 # --- loader -------------------------------------------------------------------------------------
@@ -296,16 +382,20 @@ def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_pro
         execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
 
 
-def test_manifest_checks_name_the_key(tmp_path):
-    path = write_manifest(tmp_path, [{"train": {"store": "x.zarr", "labels": {"mode": "classes"}}}])
-    with pytest.raises(ManifestError, match=r"stages\[0\]\.train\.model\.preset"):
+@pytest.mark.parametrize("stages, message", [
+    ([{"train": {"store": "x.zarr", "labels": {"mode": "classes"}}}], r"stages\[0\]\.train\.model\.preset"),
+    ([{"train": {"store": "x.zarr", "epoch": 3}}], "unknown key 'epoch'"),
+    ([{"evaluate": {}}], "no train stage"),
+    ([{"train": {"store": "x.zarr", "model": {"preset": "multiclass"}}}],
+     r"t\.yaml: stages\[0\]\.train\.labels\.mode: 'binary' needs model\.preset binary"),
+    ([{"train": {"store": "x.zarr", "model": {"preset": "multiclass"},
+                 "labels": {"mode": "classes", "range": [400, 0]}}}],
+     r"t\.yaml: stages\[0\]\.train\.labels\.range: low must be below high"),
+])
+def test_manifest_checks_name_the_key(tmp_path, stages, message):
+    path = write_manifest(tmp_path, stages)
+    with pytest.raises(ManifestError, match=message):
         prepare(path, run_dir=tmp_path / "run")
-    path = write_manifest(tmp_path, [{"train": {"store": "x.zarr", "epoch": 3}}])
-    with pytest.raises(ManifestError, match="unknown key 'epoch'"):
-        prepare(path, run_dir=tmp_path / "run2")
-    path = write_manifest(tmp_path, [{"evaluate": {}}])
-    with pytest.raises(ManifestError, match="no train stage"):
-        prepare(path, run_dir=tmp_path / "run3")
 
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, single_profile):

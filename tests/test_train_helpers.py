@@ -1,4 +1,4 @@
-"""Helpers for the train/evaluate/scan tests: small real image stores written through the store API.
+"""Helpers for the train/evaluate/scan tests: small real image stores written through the store API, configs.
 
 The images mimic sorted haplotype images: neutral ones are noise, selected ones carry a block of
 identical (swept) haplotypes at the top whose share grows with S, so a small CNN learns them in an
@@ -7,10 +7,21 @@ epoch or two; everything else (Zarr store, loader, training, Horovod) is the pro
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import zarr
 
+from hpc_popgen.config import from_params
+from hpc_popgen.manifest import fill_defaults, load_schema
 from hpc_popgen.store import create_store, empty_shard
+from hpc_popgen.train.config import TrainConfig
+
+
+def train_section(key: str, **params):
+    """The typed config of the train stage's ``key`` mapping (``model``, ``labels``) from ``params``, defaults filled."""
+    schema = load_schema("stages/train.schema.json")["properties"][key]
+    return from_params(typing.get_type_hints(TrainConfig)[key], fill_defaults(params, schema))
 
 
 def fake_image(s: float, size: int, rng: np.random.Generator, s_max: float = 400.0) -> np.ndarray:

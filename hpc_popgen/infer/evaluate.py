@@ -7,6 +7,7 @@ posterior (MAP, posterior mean, exact HPDI) against its true S. No Dask here.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ from .metrics import bias, confusion_matrix, plot_confusion, rmse
 from .posterior import hpdi_discrete
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig:
+    """The evaluate stage's parameters; defaults in storage_schemas/stages/evaluate.schema.json."""
+
+    model: str | None  # a train stage's name or a model directory; None: the last train stage before
+    store: str | None  # None: the store the model was trained on
+    split: str
+    hpdi_level: float
+    batch_size: int
+    title: str
 
 
 def check_compatible(model: TrainedModel, store: ImageStore) -> None:
@@ -35,7 +48,7 @@ def check_compatible(model: TrainedModel, store: ImageStore) -> None:
                          f"{[ours.get(k) for k in diff]}); remake the images with the model's settings")
 
 
-def predict_store(model: TrainedModel, store: ImageStore, split: str = "test", batch_size: int = 256,
+def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size: int,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(network outputs, true S) for every image of ``split`` (``all``: every image), shard by shard."""
     check_compatible(model, store)
@@ -60,8 +73,8 @@ def predict_store(model: TrainedModel, store: ImageStore, split: str = "test", b
     return np.concatenate(outs), np.concatenate(truth)
 
 
-def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, split: str = "test",
-             level: float = 0.95, batch_size: int = 256, title: str = "") -> dict:
+def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, split: str, level: float,
+             batch_size: int, title: str) -> dict:
     """Metrics of ``model`` on ``split`` of ``store``; writes confusion.{json,png} and predictions.npz."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import ManifestError
+from ..infer.evaluate import EvaluateConfig
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult
+from .base import StageContext, StageResult, key_path, stage_config
 
 log = logging.getLogger(__name__)
+CONFIG = EvaluateConfig
 UNIT = "evaluate"
 
 
@@ -24,9 +26,12 @@ def _train_stage_before(manifest: Manifest, index: int) -> StageSpec | None:
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
-    """The model must name a train stage that runs earlier, or be a path; null needs an earlier train stage."""
-    where = f"{manifest.source}: stages[{spec.index}].{spec.kind}.model"
-    value = spec.params.get("model")
+    """The model must name a train stage that runs earlier, or be a path; null needs an earlier train stage.
+
+    Also the scan stage's check: its config's ``model`` means the same.
+    """
+    where = key_path(spec, manifest, "model")
+    value = stage_config(spec, manifest).model
     names = {s.name: s for s in manifest.stages}
     if value is None:
         if _train_stage_before(manifest, spec.index) is None:
@@ -40,13 +45,13 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
 
 
 def model_dir(ctx: StageContext) -> Path:
-    """The model directory this stage uses (a train stage's RUN_DIR/<stage>/model, or a path)."""
-    value = ctx.params.get("model")
+    """The model directory this stage (or a scan stage) uses: a train stage's RUN_DIR/<stage>/model, or a path."""
+    value = ctx.config.model
     names = {s.name: s for s in ctx.manifest.stages}
     if value is None:
         spec = _train_stage_before(ctx.manifest, ctx.spec.index)
         if spec is None:
-            raise ManifestError(f"stages[{ctx.spec.index}].{ctx.spec.kind}.model: no train stage to take it from")
+            raise ManifestError(f"{key_path(ctx.spec, ctx.manifest, 'model')}: no train stage to take it from")
         return ctx.run_dir / spec.name / "model"
     if value in names and names[value].kind == "train":
         return ctx.run_dir / value / "model"
@@ -63,12 +68,11 @@ def run(ctx: StageContext) -> StageResult:
     from ..store import open_store
     from ..train.saved import load_bundle
 
-    p = ctx.params
+    cfg: EvaluateConfig = ctx.config
     model = load_bundle(model_dir(ctx))
-    url = ctx.path(p["store"]) if p.get("store") else model.info.get("store")
-    store = open_store(url)
-    metrics = evaluate(model, store, out, split=p.get("split", "test"), level=float(p.get("hpdi_level", 0.95)),
-                       batch_size=int(p.get("batch_size", 256)), title=p.get("title", ""))
+    store = open_store(ctx.path(cfg.store) if cfg.store else model.info.get("store"))
+    metrics = evaluate(model, store, out, split=cfg.split, level=cfg.hpdi_level, batch_size=cfg.batch_size,
+                       title=cfg.title)
     metrics["model"] = model.path
     atomic.write_json(out / "metrics.json", metrics)
     ctx.ledger.record(UNIT, n_images=metrics["n_images"])

@@ -16,77 +16,32 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import HpcPopError, ManifestError, StoreError
+from ..errors import HpcPopError, StoreError
 from ..manifest import Manifest, StageSpec
-from ..store import open_store
-from .base import StageContext, StageResult
+from ..store import ImageStore, open_store
+from ..train.config import StreamConfig, TrainConfig
+from .base import StageContext, StageResult, located, stage_config
 
 log = logging.getLogger(__name__)
+CONFIG = TrainConfig
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
-    """Checks a schema cannot do: model preset vs label mode, label range order."""
-    from ..train.models import resolve_model
-
-    p = spec.params
-    where = f"{manifest.source}: stages[{spec.index}].train"
-    labels = p.get("labels", {})
-    mode = labels.get("mode", "binary")
-    preset = p.get("model", {}).get("preset", "binary")
-    if preset.startswith("binary") and mode != "binary":
-        raise ManifestError(f"{where}.model.preset: {preset!r} has a sigmoid output for binary labels; "
-                            f"labels.mode is {mode!r} (use preset multiclass or continuous)")
-    if not preset.startswith("binary") and mode == "binary":
-        raise ManifestError(f"{where}.labels.mode: 'binary' needs model.preset binary (got {preset!r})")
-    rng_ = labels.get("range")
-    if rng_ and rng_[0] >= rng_[1]:
-        raise ManifestError(f"{where}.labels.range: low must be below high (got {rng_})")
-    resolve_model(p.get("model", {}), source=f"{where}.model")
-
-
-def s_range(store) -> tuple[float, float]:
-    """The S range of a store: its classes, its uniform prior, or (last resort) its written S values."""
-    if store.classes:
-        return float(min(store.classes)), float(max(store.classes))
-    prior = store.meta.get("prior") or {}
-    if prior.get("kind") == "uniform" and "max" in prior:
-        return float(prior.get("min", 0.0)), float(prior["max"])
-    s = store.read("s")
-    return float(s.min()), float(s.max())
-
-
-def prior_weights(spec, store, stream: bool) -> np.ndarray:
-    """Training class weights: counted from the train split, or from the prior when streaming."""
-    from ..train.labels import with_prior
-
-    if not stream:
-        s = store.read("s")
-        split = store.read("split")
-        return np.asarray(with_prior(spec, s[split == 0]).prior)
-    centres = spec.centres
-    prior = store.meta.get("prior") or {}
-    if prior.get("kind") == "uniform":
-        lo, hi = float(prior.get("min", 0.0)), float(prior["max"])
-        edges = np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
-        w = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, None)
-        return w / w.sum()
-    counts = np.bincount(spec.class_of(np.asarray(store.classes, dtype=float)), minlength=len(centres))
-    return counts / counts.sum()
+    """Checks a schema cannot do (model preset vs label mode, label range order): those of the config."""
+    stage_config(spec, manifest)
 
 
 def resolve_ranks(ctx: StageContext) -> tuple[int, str]:
     """(ranks, launcher): stage ``ranks`` > nodes x gpus > profile horovod.ranks; launcher from the profile."""
-    hv = ctx.profile.get("horovod") or {}
-    launcher = hv.get("launcher", "horovodrun")
+    hv = ctx.profile["horovod"]
+    launcher = hv["launcher"]
     res = ctx.resources
-    if ctx.params.get("ranks"):
-        ranks = int(ctx.params["ranks"])
+    if ctx.config.ranks:
+        ranks = ctx.config.ranks
     elif res.get("gpus"):
         ranks = int(res.get("nodes") or 1) * int(res["gpus"])
     else:
-        ranks = int(hv.get("ranks", 1))
+        ranks = int(hv["ranks"])
     if launcher == "none":
         ranks = 1
     return ranks, launcher
@@ -101,33 +56,26 @@ def horovod_available() -> bool:
 
 def run(ctx: StageContext) -> StageResult:
     """Train (or resume, or find finished) the model of this stage."""
-    from ..train.labels import resolve_labels
-    from ..train.loop import TrainJob
-    from ..train.models import resolve_model
+    from .. import atomic
+    from ..train.config import TrainJob
+    from ..train.labels import labels_for_store
+    from ..train.models import check_input_size, resolve_model
 
-    p = ctx.params
-    src = f"stages[{ctx.spec.index}].train"
+    cfg: TrainConfig = ctx.config
     out = ctx.stage_dir()
     result_file = out / "result.json"
     if result_file.exists() and (out / "model" / "hpcpop_model.json").exists():
         log.info("stage %s: training already finished (%s)", ctx.name, result_file)
         return _result(ctx, json.loads(result_file.read_text()))
 
-    url = ctx.path(p["store"])
-    stream = bool(p.get("stream", {}).get("enabled"))
-    store = _wait_for_store(url, p.get("stream", {})) if stream else open_store(url)
-    lo, hi = s_range(store)
-    label_params = dict(p.get("labels", {}))
-    prior = store.meta.get("prior") or {}
-    if (label_params.get("mode") in ("classes",) and label_params.get("n_classes") is None
-            and not store.classes and prior.get("n_bins")):
-        label_params["n_classes"] = int(prior["n_bins"])
-    labels = resolve_labels(label_params, store.classes, lo, hi, source=f"{src}.labels")
-    if labels.mode != "continuous":
-        import dataclasses
-
-        labels = dataclasses.replace(labels, prior=tuple(float(x) for x in prior_weights(labels, store, stream)))
-    mcfg = resolve_model(p.get("model", {}), source=f"{src}.model")
+    url = ctx.path(cfg.store)
+    stream = cfg.stream.enabled
+    store = _wait_for_store(url, cfg.stream) if stream else open_store(url)
+    with located(ctx.spec, ctx.manifest, "labels"):
+        labels = labels_for_store(cfg.labels, store, stream=stream)
+    with located(ctx.spec, ctx.manifest, "model"):
+        mcfg = resolve_model(cfg.model)
+        check_input_size(mcfg, store.image_shape)
     ranks, launcher = resolve_ranks(ctx)
     multi = ranks > 1
     if multi and not horovod_available():
@@ -135,25 +83,16 @@ def run(ctx: StageContext) -> StageResult:
                     ctx.name, ranks)
         multi, ranks = False, 1
     cores = int(ctx.resources.get("cores") or os.cpu_count() or 1)
-    es = p.get("early_stopping", {})
-    job = TrainJob(store=url, out_dir=str(out), model=mcfg.to_dict(), labels=labels.to_dict(),
-                   epochs=int(p.get("epochs", 10)), batch_size=int(p.get("batch_size", 64)),
-                   shuffle_buffer=int(p.get("shuffle_buffer", 4096)),
-                   flip_sites=bool(p.get("flip_sites", False)), patience=int(es.get("patience", 3)),
-                   min_delta=float(es.get("min_delta", 0.0)), restore_best=bool(es.get("restore_best", True)),
-                   seed=int(ctx.seed), ledger_dir=str(ctx.ledger.root), tensorboard=bool(p.get("tensorboard", True)),
-                   threads=max(1, cores // ranks), use_horovod=multi, stream=dict(p.get("stream", {})),
-                   reduce_lr=dict(p["reduce_lr"]) if p.get("reduce_lr") is not None else None)
+    job = TrainJob(store=url, out_dir=str(out), model=mcfg, labels=labels, config=cfg, seed=int(ctx.seed),
+                   ledger_dir=str(ctx.ledger.root), threads=max(1, cores // ranks), use_horovod=multi)
     job_file = out / "train_job.json"
-    from .. import atomic
-
     atomic.write_text(job_file, job.to_json())
-    ctx.run.update_stage(ctx.name, units_total=job.epochs, ranks=ranks)
+    ctx.run.update_stage(ctx.name, units_total=cfg.epochs, ranks=ranks)
     if not multi:
         from ..train.loop import run_training
 
         result = run_training(job)
-    elif ctx.profile.get("kind") == "slurm":
+    elif ctx.profile["kind"] == "slurm":
         result = _run_slurm(ctx, job_file, ranks, launcher)
     else:
         from ..cluster.horovod import run_local_gloo
@@ -167,25 +106,24 @@ def run(ctx: StageContext) -> StageResult:
     return _result(ctx, result)
 
 
-def _wait_for_store(url: str, stream: dict) -> object:
+def _wait_for_store(url: str, stream: StreamConfig) -> ImageStore:
     """Stream mode: the simulate job may not have created the store yet; wait for it (bounded)."""
     import time
 
     from ..store import store_exists
 
-    poll, timeout = float(stream.get("poll_s", 2.0)), float(stream.get("timeout_s", 3600.0))
     t0 = time.monotonic()
     while not store_exists(url):
-        if time.monotonic() - t0 > timeout:
-            raise StoreError(f"{url}: no image store appeared within {timeout:.0f} s (stream mode)")
-        time.sleep(poll)
+        if time.monotonic() - t0 > stream.timeout_s:
+            raise StoreError(f"{url}: no image store appeared within {stream.timeout_s:.0f} s (stream mode)")
+        time.sleep(stream.poll_s)
     while True:  # the simulate stage writes the attrs last; until then open_store refuses the group
         try:
             return open_store(url)
         except StoreError:
-            if time.monotonic() - t0 > timeout:
+            if time.monotonic() - t0 > stream.timeout_s:
                 raise
-            time.sleep(poll)
+            time.sleep(stream.poll_s)
 
 
 def _tail(path: Path, n: int = 25) -> str:

@@ -1,7 +1,7 @@
 """Per-epoch training checkpoints: weights, optimizer state and loop state in one atomically written file.
 
 ``checkpoints/epoch-0003.npz`` holds everything needed to continue after epoch 3 (model weights,
-optimizer variables, early-stopping state, history). It is written to a temporary name, fsynced and
+optimizer variables, the history and the state of early stopping and of the learning-rate schedule). It is written to a temporary name, fsynced and
 renamed, so a checkpoint either exists whole or not at all; only then is the ledger record
 ``epoch-0003`` written. Resuming takes the newest epoch that has both.
 """
@@ -43,7 +43,16 @@ def load(path: str | Path) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
         weights = [z[k] for k in sorted(k for k in z.files if k.startswith("w"))]
         opt_vars = [z[k] for k in sorted(k for k in z.files if k.startswith("o"))]
         state = json.loads(z["state"].tobytes().decode())
-    return weights, opt_vars, state
+    return weights, opt_vars, _upgrade(state)
+
+
+def _upgrade(state: dict) -> dict:
+    """The loop state of a checkpoint written before its handlers kept their own (one flat dict) as today's."""
+    if "early_stopping" in state:
+        return state
+    return {"epoch": state["epoch"], "history": state["history"],
+            "early_stopping": {k: state[k] for k in ("best", "best_epoch", "wait", "stopped")},
+            "reduce_lr": {"lr": state.get("lr"), "wait": state.get("lr_wait", 0)}}
 
 
 def latest(ckpt_dir: str | Path, ledger: Ledger | None) -> tuple[int, Path] | None:

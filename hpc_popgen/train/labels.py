@@ -4,42 +4,74 @@ Class labels are the nearest of ``n`` class centres (``linspace`` over the S ran
 discrete classes). Encodings: ``categorical`` (one-hot), ``gaussian`` (a normal kernel around the
 true position, sd in class units) and ``perturbed`` (the class shifted by up to ±k, redrawn every
 epoch), the last two being the paper's ways of telling the net that neighbouring classes are close.
+Errors are ``ParamError`` naming keys of the manifest's ``labels`` mapping (``mode``, ``n_classes``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..errors import ManifestError, StoreError
+from ..config import to_params
+from ..errors import ParamError, StoreError
 
 MODES = ("binary", "classes", "continuous")
 ENCODINGS = ("categorical", "gaussian", "perturbed")
 
 
-@dataclass(frozen=True)
-class LabelSpec:
-    """How S becomes a target; saved with the model so that predictions map back to S unambiguously."""
+class LabelStoreError(ParamError, StoreError):
+    """The store cannot give the labels asked for (e.g. binary labels without neutral images)."""
 
-    mode: str = "binary"
-    classes: tuple[float, ...] = ()   # class centres in S units (classes mode; binary: (0, 1) labels)
-    encoding: str = "categorical"
-    sd: float = 0.5                   # gaussian: sd in class units
-    k: int = 1                        # perturbed: largest shift in classes
+
+@dataclass(frozen=True, kw_only=True)
+class LabelParams:
+    """The manifest's ``labels``: how S becomes the target; :func:`resolve_labels` fits it to a store."""
+
+    mode: str
+    n_classes: int | None
+    range: tuple[float, float] | None
+    encoding: str
+    sd: float
+    k: int
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("mode", MODES), ("encoding", ENCODINGS)):
+            if getattr(self, key) not in allowed:
+                raise ParamError(key, f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        if self.mode == "binary" and self.encoding != "categorical":
+            raise ParamError("encoding", f"binary labels take only 'categorical' (got {self.encoding!r})")
+        if self.range is not None and self.range[0] >= self.range[1]:
+            raise ParamError("range", f"low must be below high (got {list(self.range)})")
+        if self.n_classes is not None and self.n_classes < 2:
+            raise ParamError("n_classes", f"needs at least 2 classes (got {self.n_classes})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelSpec:
+    """How S becomes a target; saved with the model so that predictions map back to S unambiguously.
+
+    Only ``mode`` is needed for binary labels; the other fields are those of classes of S (and the
+    S range of continuous labels).
+    """
+
+    mode: str
+    classes: tuple[float, ...] = ()   # class centres in S units (classes mode)
+    encoding: str | None = None       # classes mode: categorical, gaussian or perturbed
+    sd: float | None = None           # gaussian: sd in class units
+    k: int | None = None              # perturbed: largest shift in classes
     low: float = 0.0                  # S range (classes: ends of the bins; continuous: scaling)
     high: float = 1.0
     prior: tuple[float, ...] = ()     # class weights of the training set (for Bayes factors)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["classes"] = list(self.classes)
-        d["prior"] = list(self.prior)
-        return d
+        return to_params(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelSpec:
+        """Inverse of :meth:`to_dict` (a saved bundle's ``labels``)."""
         d = dict(d)
         d["classes"] = tuple(float(c) for c in d.get("classes", ()))
         d["prior"] = tuple(float(c) for c in d.get("prior", ()))
@@ -106,40 +138,31 @@ class LabelSpec:
         return np.asarray(y, dtype=np.float64).reshape(-1) * (self.high - self.low) + self.low
 
 
-def resolve_labels(params: dict, store_classes: list[float] | None, s_min: float, s_max: float,
-                   *, source: str = "labels") -> LabelSpec:
-    """The LabelSpec for manifest ``labels`` given the store's classes (or None) and S range."""
-    mode = params.get("mode", "binary")
-    encoding = params.get("encoding", "categorical")
-    if mode not in MODES:
-        raise ManifestError(f"{source}.mode: {mode!r} is not one of {', '.join(MODES)}")
-    if encoding not in ENCODINGS:
-        raise ManifestError(f"{source}.encoding: {encoding!r} is not one of {', '.join(ENCODINGS)}")
-    rng_ = params.get("range")
-    low, high = (float(rng_[0]), float(rng_[1])) if rng_ else (float(s_min), float(s_max))
-    if mode == "binary":
-        if s_max <= 0:
-            raise StoreError(f"{source}.mode: binary labels need selected images (S > 0); the store has none")
-        if s_min > 0:
-            raise StoreError(f"{source}.mode: binary labels need neutral images (S = 0); the store has none")
-        if encoding != "categorical":
-            raise ManifestError(f"{source}.encoding: binary labels take only 'categorical' (got {encoding!r})")
-        return LabelSpec(mode="binary", encoding="categorical", low=0.0, high=1.0)
-    if high <= low:
-        raise ManifestError(f"{source}.range: needs low < high (got {low}, {high})")
-    if mode == "continuous":
-        return LabelSpec(mode="continuous", encoding="categorical", low=low, high=high)
-    n = params.get("n_classes")
-    if n is None and store_classes:
-        centres = tuple(sorted(float(c) for c in store_classes))
-    elif n is None:
-        raise ManifestError(f"{source}.n_classes: the store's S is continuous; set the number of classes")
+def resolve_labels(params: LabelParams, store_classes: list[float] | None, s_min: float, s_max: float,
+                   ) -> LabelSpec:
+    """The LabelSpec of ``params`` given the store's classes (or None) and S range."""
+    if params.range is not None:
+        low, high = float(params.range[0]), float(params.range[1])
     else:
-        if int(n) < 2:
-            raise ManifestError(f"{source}.n_classes: needs at least 2 classes (got {n})")
-        centres = tuple(float(c) for c in np.linspace(low, high, int(n)))
-    return LabelSpec(mode="classes", classes=centres, encoding=encoding, sd=float(params.get("sd", 0.5)),
-                     k=int(params.get("k", 1)), low=centres[0], high=centres[-1])
+        low, high = float(s_min), float(s_max)
+    if params.mode == "binary":
+        if s_max <= 0:
+            raise LabelStoreError("mode", "binary labels need selected images (S > 0); the store has none")
+        if s_min > 0:
+            raise LabelStoreError("mode", "binary labels need neutral images (S = 0); the store has none")
+        return LabelSpec(mode="binary")
+    if high <= low:
+        raise ParamError("range", f"needs low < high (got {low}, {high})")
+    if params.mode == "continuous":
+        return LabelSpec(mode="continuous", low=low, high=high)
+    if params.n_classes is None and store_classes:
+        centres = tuple(sorted(float(c) for c in store_classes))
+    elif params.n_classes is None:
+        raise ParamError("n_classes", "the store's S is continuous; set the number of classes")
+    else:
+        centres = tuple(float(c) for c in np.linspace(low, high, params.n_classes))
+    return LabelSpec(mode="classes", classes=centres, encoding=params.encoding, sd=params.sd, k=params.k,
+                     low=centres[0], high=centres[-1])
 
 
 def with_prior(spec: LabelSpec, s_train: np.ndarray) -> LabelSpec:
@@ -150,3 +173,49 @@ def with_prior(spec: LabelSpec, s_train: np.ndarray) -> LabelSpec:
     if counts.sum() == 0:
         raise StoreError("the training split holds no images")
     return dataclasses.replace(spec, prior=tuple((counts / counts.sum()).tolist()))
+
+
+def s_range(store: Any) -> tuple[float, float]:
+    """The S range of a store: its classes, its uniform prior, or (last resort) its written S values."""
+    if store.classes:
+        return float(min(store.classes)), float(max(store.classes))
+    prior = store.meta.get("prior") or {}
+    if prior.get("kind") == "uniform":
+        return float(prior["min"]), float(prior["max"])
+    s = store.read("s")
+    return float(s.min()), float(s.max())
+
+
+def prior_weights(spec: LabelSpec, store: Any, stream: bool) -> np.ndarray:
+    """Training class weights: counted from the train split, or from the store's prior when streaming.
+
+    A stream-mode store is still being written, so its S values are unknown; a uniform prior gives each
+    class the share of [min, max] nearest to its centre, a classes prior the share of its classes.
+    """
+    if not stream:
+        s = store.read("s")
+        split = store.read("split")
+        return np.asarray(with_prior(spec, s[split == 0]).prior)
+    centres = spec.centres
+    prior = store.meta.get("prior") or {}
+    if prior.get("kind") == "uniform":
+        lo, hi = float(prior["min"]), float(prior["max"])
+        edges = np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
+        w = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, None)
+        return w / w.sum()
+    counts = np.bincount(spec.class_of(np.asarray(store.classes, dtype=float)), minlength=len(centres))
+    return counts / counts.sum()
+
+
+def labels_for_store(params: LabelParams, store: Any, *, stream: bool) -> LabelSpec:
+    """The labels of ``params`` on ``store``, with the class weights of its training images as their prior.
+
+    Unset ``n_classes`` under a continuous prior takes the prior's ``n_bins``.
+    """
+    n_bins = (store.meta.get("prior") or {}).get("n_bins")
+    if params.mode == "classes" and params.n_classes is None and not store.classes and n_bins:
+        params = dataclasses.replace(params, n_classes=int(n_bins))
+    labels = resolve_labels(params, store.classes, *s_range(store))
+    if labels.mode == "continuous":
+        return labels
+    return dataclasses.replace(labels, prior=tuple(float(x) for x in prior_weights(labels, store, stream)))

@@ -5,18 +5,16 @@ rank's share, so allreduces never wait for a rank that ran out), validates on it
 images, and Horovod averages gradients (DistributedOptimizer, learning rate times the rank count) and
 epoch metrics (MetricAverageCallback). Rank 0 alone writes checkpoints, the ledger, TensorBoard logs
 and the final model bundle. A restarted training continues from the newest checkpoint that has a
-ledger record; early stopping watches the validation loss.
+ledger record; early stopping and the learning-rate schedule watch the validation loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +23,15 @@ import numpy as np
 from .. import atomic
 from ..errors import StoreError
 from ..ledger import Ledger
-from ..store import open_store
+from ..store import ImageStore, open_store
 from . import checkpoint, tfenv
+from .config import TrainJob
 from .data import ShardReader, blocks, rank_shards, split_code, split_counts, to_dataset
-from .labels import LabelSpec
-from .models import ModelConfig, build_model, make_optimizer
+from .handlers import EarlyStopping, ReduceLROnPlateau
+from .models import build_model, make_optimizer
 from .saved import save_bundle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainJob:
-    """Everything a training process needs (written as JSON for Horovod ranks started by a launcher)."""
-
-    store: str
-    out_dir: str
-    model: dict
-    labels: dict
-    epochs: int = 10
-    batch_size: int = 64
-    shuffle_buffer: int = 4096
-    flip_sites: bool = False
-    patience: int = 3
-    min_delta: float = 0.0
-    restore_best: bool = True
-    seed: int = 1
-    ledger_dir: str | None = None
-    tensorboard: bool = True
-    threads: int | None = None
-    use_horovod: bool = True
-    stream: dict = field(default_factory=dict)
-    reduce_lr: dict | None = None  # {factor, patience, min_lr} (schema defaults filled): cut on a plateau
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainJob:
-        return cls(**json.loads(text))
 
 
 class _Comm:
@@ -172,160 +140,192 @@ def _plan_stream(store: Any, rank: int, size: int, batch_size: int, epochs: int,
 
 
 def run_training(job: TrainJob) -> dict:
-    """Train (or resume) as this process's rank; rank 0 returns and writes the result, others a digest."""
-    tf = tfenv.tf()
-    comm = _Comm(job.use_horovod)
-    rank, size = comm.rank, comm.size
-    out = Path(job.out_dir)
-    ckpt_dir = out / "checkpoints"
-    ledger = Ledger(job.ledger_dir) if job.ledger_dir else None
-    if job.threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(job.threads))
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, int(job.threads))))
-        except RuntimeError:  # TensorFlow already running in this process (training in the driver)
-            log.debug("TensorFlow threads already set; keeping them")
-    tf.keras.utils.set_random_seed(int(job.seed) % (2**31 - 1))
-    stream = bool(job.stream.get("enabled"))
+    """Train (or resume) as this process's rank; rank 0 writes the model and result.json; all return the result."""
+    trainer = Trainer(job)
+    trainer.resume()
+    while not trainer.done:
+        trainer.train_epoch()
+    return trainer.finish()
+
+
+def _open_training_store(job: TrainJob, size: int) -> ImageStore:
+    """The job's store, refused when its shards cannot go round the ranks or (static mode) are not all written."""
     store = open_store(job.store)
     if store.n_shards < size:
         raise StoreError(f"{job.store}: {store.n_shards} shards cannot be shared by {size} ranks "
                          "(each rank reads whole shards); simulate with smaller shards or use fewer ranks")
-    if not stream:
+    if not job.config.stream.enabled:
         written = store.written_shards()
         if len(written) < store.n_shards:
             raise StoreError(f"{job.store}: only {len(written)} of {store.n_shards} shards are written; finish "
                              "the simulate stage first, or train with stream: {enabled: true}")
-    labels = LabelSpec.from_dict(job.labels)
-    mcfg = ModelConfig.from_dict(job.model)
-    shape = store.image_shape
+    return store
 
-    model = build_model(mcfg, shape, labels.n_outputs, labels.head)
-    opt = make_optimizer(mcfg, scale=size)
-    if comm.hvd is not None:
-        opt = comm.hvd.DistributedOptimizer(opt)
-    loss, metrics = _loss_and_metrics(labels.head)
-    model.compile(optimizer=opt, loss=loss, metrics=metrics)
 
-    # --- resume ---------------------------------------------------------------------------------
-    found = checkpoint.latest(ckpt_dir, ledger) if rank == 0 else None
-    found = comm.bcast(None if found is None else (found[0], str(found[1])))
-    state: dict = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "wait": 0, "stopped": False,
-                   "lr_wait": 0, "lr": float(opt.learning_rate.numpy())}
-    resumed_from = 0
-    if found is not None:
+def _set_threads(tf: Any, threads: int) -> None:
+    """TensorFlow's thread pools for this rank's share of the cores."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    except RuntimeError:  # TensorFlow already running in this process (training in the driver)
+        log.debug("TensorFlow threads already set; keeping them")
+
+
+class Trainer:
+    """One rank's training: the compiled model and its inputs, then :meth:`resume`, epochs, :meth:`finish`."""
+
+    def __init__(self, job: TrainJob):
+        self.job = job
+        cfg = job.config
+        tf = tfenv.tf()
+        self.comm = _Comm(job.use_horovod)
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self.out = Path(job.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.ledger = Ledger(job.ledger_dir) if job.ledger_dir else None
+        _set_threads(tf, job.threads)
+        tf.keras.utils.set_random_seed(int(job.seed) % (2**31 - 1))
+        self.store = _open_training_store(job, self.size)
+        self.shape = self.store.image_shape
+        labels = job.labels
+        self.model = build_model(job.model, self.shape, labels.n_outputs, labels.head)
+        self.opt = make_optimizer(job.model, scale=self.size)
+        if self.comm.hvd is not None:
+            self.opt = self.comm.hvd.DistributedOptimizer(self.opt)
+        loss, metrics = _loss_and_metrics(labels.head)
+        self.model.compile(optimizer=self.opt, loss=loss, metrics=metrics)
+        self.stopper = EarlyStopping(cfg.early_stopping)
+        self.schedule = ReduceLROnPlateau(cfg.reduce_lr, self.opt.learning_rate, scale=self.size,
+                                          announce=self.rank == 0)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.resumed_from = 0
+
+        self.callbacks: list[Any] = []
+        if self.comm.hvd is not None:
+            self.callbacks += [self.comm.hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                               _metric_average_callback(tf)]
+        if self.rank == 0 and cfg.tensorboard:
+            self.callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(self.out / "tensorboard"),
+                                                                 write_graph=False, profile_batch=0))
+        st = cfg.stream
+        self.train_reader = ShardReader(self.store, split_code("train"), wait=st.enabled, poll_s=st.poll_s,
+                                        timeout_s=st.timeout_s)
+        self.val_reader = dataclasses.replace(self.train_reader, split=split_code("validation"))
+        self.plan = None if st.enabled else _plan_static(self.store, self.rank, self.size, cfg.batch_size)
+        self.seen_shards: set[int] = set()
+        self.t_train = 0.0
+        self.images_trained = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the last epoch ran or early stopping ended the training."""
+        return self.epoch >= self.job.config.epochs or self.stopper.stopped
+
+    def resume(self) -> None:
+        """Continue from the newest checkpoint with a ledger record (rank 0 finds it, every rank loads it)."""
+        found = checkpoint.latest(self.ckpt_dir, self.ledger) if self.rank == 0 else None
+        found = self.comm.bcast(None if found is None else (found[0], str(found[1])))
+        if found is None:
+            return
         weights, opt_vars, state = checkpoint.load(found[1])
-        model.set_weights(weights)
-        opt.build(model.trainable_variables)
-        for var, val in zip(opt.variables, opt_vars, strict=True):
+        self.model.set_weights(weights)
+        self.opt.build(self.model.trainable_variables)
+        for var, val in zip(self.opt.variables, opt_vars, strict=True):
             var.assign(val)
-        resumed_from = int(state["epoch"])
-        state.setdefault("lr_wait", 0)
-        if "lr" in state:
-            opt.learning_rate.assign(float(state["lr"]))
-        state["lr"] = float(opt.learning_rate.numpy())
-        if rank == 0:
-            log.info("resuming from checkpoint %s (epoch %d)", found[1], resumed_from)
+        self.epoch = self.resumed_from = int(state["epoch"])
+        self.history = state["history"]
+        self.stopper.load_state_dict(state["early_stopping"])
+        self.schedule.load_state_dict(state["reduce_lr"])
+        if self.rank == 0:
+            log.info("resuming from checkpoint %s (epoch %d)", found[1], self.resumed_from)
 
-    callbacks: list[Any] = []
-    if comm.hvd is not None:
-        callbacks += [comm.hvd.callbacks.BroadcastGlobalVariablesCallback(0), _metric_average_callback(tf)]
-    if rank == 0 and job.tensorboard:
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), write_graph=False,
-                                                        profile_batch=0))
-    train_reader = ShardReader(store, split_code("train"), wait=stream,
-                               poll_s=float(job.stream.get("poll_s", 2.0)),
-                               timeout_s=float(job.stream.get("timeout_s", 3600.0)))
-    val_reader = dataclasses.replace(train_reader, split=split_code("validation"))
+    def _datasets(self, p: dict, epoch: int) -> tuple[Any, Any]:
+        """This rank's training batches of ``epoch`` and its validation batches (None without any)."""
+        cfg, labels, rank = self.job.config, self.job.labels, self.rank
 
-    def encode(s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return labels.encode(s, rng)
+        def encode(s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return labels.encode(s, rng)
 
-    plan = _plan_static(store, rank, size, job.batch_size) if not stream else None
-    seen_shards: set[int] = set()
-    t_train = 0.0
-    images_trained = 0
-    epoch = int(state["epoch"])
-    while epoch < job.epochs and not state["stopped"]:
-        p = plan or _plan_stream(store, rank, size, job.batch_size, job.epochs, epoch)
-        seen_shards.update(p["train_shards"])
-        ds = to_dataset(lambda p=p, e=epoch: blocks(
-            train_reader, p["train_shards"], encode, batch_size=job.batch_size, buffer=job.shuffle_buffer,
-            seed=job.seed, epoch=e, rank=rank, repeat=True, flip_sites=job.flip_sites), shape, labels.n_outputs,
-            steps=p["steps"])
-        vds = None
-        if p["val_steps"]:
-            vds = to_dataset(lambda p=p: blocks(
-                val_reader, p["val_shards"], encode, batch_size=job.batch_size, buffer=job.shuffle_buffer,
-                seed=job.seed, epoch=0, rank=rank, shuffle=False, drop_remainder=False, repeat=True),
-                shape, labels.n_outputs, steps=p["val_steps"])
+        ds = to_dataset(lambda: blocks(
+            self.train_reader, p["train_shards"], encode, batch_size=cfg.batch_size, buffer=cfg.shuffle_buffer,
+            seed=self.job.seed, epoch=epoch, rank=rank, repeat=True, flip_sites=cfg.flip_sites),
+            self.shape, labels.n_outputs, steps=p["steps"])
+        if not p["val_steps"]:
+            return ds, None
+        vds = to_dataset(lambda: blocks(
+            self.val_reader, p["val_shards"], encode, batch_size=cfg.batch_size, buffer=cfg.shuffle_buffer,
+            seed=self.job.seed, epoch=0, rank=rank, shuffle=False, drop_remainder=False, repeat=True),
+            self.shape, labels.n_outputs, steps=p["val_steps"])
+        return ds, vds
+
+    def train_epoch(self) -> None:
+        """Train one epoch, step early stopping and the learning rate, and (rank 0) checkpoint it."""
+        cfg = self.job.config
+        p = self.plan or _plan_stream(self.store, self.rank, self.size, cfg.batch_size, cfg.epochs, self.epoch)
+        self.seen_shards.update(p["train_shards"])
+        ds, vds = self._datasets(p, self.epoch)
         t0 = time.perf_counter()
-        hist = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=p["steps"],
-                         validation_data=vds, validation_steps=p["val_steps"] or None, callbacks=callbacks,
-                         verbose=0)
+        hist = self.model.fit(ds, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=p["steps"],
+                              validation_data=vds, validation_steps=p["val_steps"] or None,
+                              callbacks=self.callbacks, verbose=0)
         dt = time.perf_counter() - t0
-        t_train += dt
-        n_img = p["steps"] * job.batch_size * size
-        images_trained += n_img
+        self.t_train += dt
+        n_img = p["steps"] * cfg.batch_size * self.size
+        self.images_trained += n_img
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
-        epoch += 1
-        logs.update(epoch=epoch, seconds=round(dt, 3), images_per_s=round(n_img / dt, 1), learning_rate=state["lr"])
-        monitor = logs.get("val_loss", logs.get("loss"))
-        monitor = comm.bcast(monitor)
-        if state["best"] is None or monitor < state["best"] - job.min_delta:
-            state.update(best=monitor, best_epoch=epoch, wait=0, lr_wait=0)
-        else:
-            state["wait"] += 1
-            state["lr_wait"] += 1
-            if job.patience and state["wait"] >= job.patience:
-                state["stopped"] = True
-            elif job.reduce_lr and state["lr_wait"] >= int(job.reduce_lr["patience"]):
-                floor = float(job.reduce_lr["min_lr"]) * size
-                lr = max(floor, state["lr"] * float(job.reduce_lr["factor"]))
-                if lr < state["lr"]:
-                    opt.learning_rate.assign(lr)
-                    if rank == 0:
-                        log.info("epoch %d: validation loss flat for %d epoch(s); learning rate %.3g -> %.3g",
-                                 epoch, state["lr_wait"], state["lr"], lr)
-                    state["lr"] = lr
-                state["lr_wait"] = 0
-        state["epoch"] = epoch
-        state["history"].append(logs)
-        if rank == 0:
-            checkpoint.save(ckpt_dir / f"{checkpoint.unit_id(epoch)}.npz", model.get_weights(),
-                            [v.numpy() for v in opt.variables], state)
-            if ledger is not None:
-                ledger.record(checkpoint.unit_id(epoch), **{k: v for k, v in logs.items() if k != "epoch"})
-            checkpoint.prune(ckpt_dir, {epoch, state["best_epoch"]})
-            log.info("epoch %d/%d: %s", epoch, job.epochs,
-                     ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
-        if state["stopped"] and rank == 0:
-            log.info("early stopping after epoch %d (best epoch %d, %s %.4g)", epoch, state["best_epoch"],
-                     "val_loss" if "val_loss" in logs else "loss", state["best"])
+        self.epoch += 1
+        logs.update(epoch=self.epoch, seconds=round(dt, 3), images_per_s=round(n_img / dt, 1),
+                    learning_rate=self.schedule.lr)
+        monitor = self.comm.bcast(logs.get("val_loss", logs.get("loss")))
+        improved = self.stopper.step(self.epoch, monitor)
+        if not self.stopper.stopped:
+            self.schedule.step(self.epoch, improved)
+        self.history.append(logs)
+        if self.rank == 0:
+            self._checkpoint(logs)
 
-    if job.restore_best and state["best_epoch"] and state["best_epoch"] != state["epoch"]:
-        best_file = ckpt_dir / f"{checkpoint.unit_id(state['best_epoch'])}.npz"
-        best_file = comm.bcast(str(best_file))
-        model.set_weights(checkpoint.load(best_file)[0])
-    final_weights = model.get_weights()
-    digest = weights_digest(final_weights)
-    rank_info = {"rank": rank, "size": size, "weights_sha256": digest, "train_shards": sorted(seen_shards),
-                 "images_trained": images_trained, "seconds": round(t_train, 3)}
-    atomic.write_json(out / "ranks" / f"rank-{rank}.json", rank_info)
-    all_info = comm.allgather(rank_info)
-    result = {"epochs_run": state["epoch"], "epochs": job.epochs, "stopped_early": state["stopped"],
-              "best_epoch": state["best_epoch"], "best_monitor": state["best"], "resumed_from_epoch": resumed_from,
-              "history": state["history"], "ranks": size,
-              "identical_weights": len({i["weights_sha256"] for i in all_info}) == 1,
-              "images_trained_this_attempt": images_trained,
-              "train_images_per_s": round(images_trained / t_train, 1) if t_train else None}
-    if rank == 0:
-        info = {"store": job.store, "seed": job.seed, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-                "history": state["history"], "ranks": size,
-                "store_classes": store.classes, "store_prior": store.meta.get("prior"),
-                "demography": store.meta.get("demography"), "flip_sites": job.flip_sites}
-        clean = build_model(mcfg, shape, labels.n_outputs, labels.head)
-        clean.set_weights(final_weights)
-        save_bundle(out / "model", clean, labels, store.meta["image"], shape, mcfg, info)
-        atomic.write_json(out / "result.json", result)
-    return result
+    def _checkpoint(self, logs: dict) -> None:
+        """Rank 0: write the epoch's checkpoint, then its ledger record; keep only the last and best files."""
+        epoch, best = self.epoch, self.stopper.best_epoch
+        state = {"epoch": epoch, "history": self.history, "early_stopping": self.stopper.state_dict(),
+                 "reduce_lr": self.schedule.state_dict()}
+        checkpoint.save(self.ckpt_dir / f"{checkpoint.unit_id(epoch)}.npz", self.model.get_weights(),
+                        [v.numpy() for v in self.opt.variables], state)
+        if self.ledger is not None:
+            self.ledger.record(checkpoint.unit_id(epoch), **{k: v for k, v in logs.items() if k != "epoch"})
+        checkpoint.prune(self.ckpt_dir, {epoch, best})
+        log.info("epoch %d/%d: %s", epoch, self.job.config.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
+        if self.stopper.stopped:
+            log.info("early stopping after epoch %d (best epoch %d, %s %.4g)", epoch, best,
+                     "val_loss" if "val_loss" in logs else "loss", self.stopper.best)
+
+    def finish(self) -> dict:
+        """Restore the best epoch (if asked), compare the ranks' weights; rank 0 saves the bundle and result.json."""
+        job, store, best = self.job, self.store, self.stopper.best_epoch
+        if job.config.early_stopping.restore_best and best and best != self.epoch:
+            best_file = self.comm.bcast(str(self.ckpt_dir / f"{checkpoint.unit_id(best)}.npz"))
+            self.model.set_weights(checkpoint.load(best_file)[0])
+        final_weights = self.model.get_weights()
+        rank_info = {"rank": self.rank, "size": self.size, "weights_sha256": weights_digest(final_weights),
+                     "train_shards": sorted(self.seen_shards), "images_trained": self.images_trained,
+                     "seconds": round(self.t_train, 3)}
+        atomic.write_json(self.out / "ranks" / f"rank-{self.rank}.json", rank_info)
+        all_info = self.comm.allgather(rank_info)
+        result = {"epochs_run": self.epoch, "epochs": job.config.epochs, "stopped_early": self.stopper.stopped,
+                  "best_epoch": best, "best_monitor": self.stopper.best, "resumed_from_epoch": self.resumed_from,
+                  "history": self.history, "ranks": self.size,
+                  "identical_weights": len({i["weights_sha256"] for i in all_info}) == 1,
+                  "images_trained_this_attempt": self.images_trained,
+                  "train_images_per_s": round(self.images_trained / self.t_train, 1) if self.t_train else None}
+        if self.rank == 0:
+            info = {"store": job.store, "seed": job.seed, "epochs_run": self.epoch, "best_epoch": best,
+                    "history": self.history, "ranks": self.size,
+                    "store_classes": store.classes, "store_prior": store.meta.get("prior"),
+                    "demography": store.meta.get("demography"), "flip_sites": job.config.flip_sites}
+            clean = build_model(job.model, self.shape, job.labels.n_outputs, job.labels.head)
+            clean.set_weights(final_weights)
+            save_bundle(self.out / "model", clean, job.labels, store.meta["image"], self.shape, job.model, info)
+            atomic.write_json(self.out / "result.json", result)
+        return result

@@ -1,89 +1,119 @@
-"""The paper's CNNs as named presets, and a resolved ModelConfig that builds a tf.keras model.
+"""The paper's CNNs as catalogue presets, and a resolved ModelConfig that builds a tf.keras model.
 
 Presets follow ImaGene (Torada et al. 2019): 3x3 kernels, stride 1, no padding, ReLU, a 2x2 max-pool
 after each convolution. The paper's own regularisation (L1/L2 0.005) with rmsprop does not learn at
 the sizes users run (../shared/notes/FINDINGS.md), so the plain presets default to no regularisation
 and Adam; ``paper: true`` (or a ``*_paper`` preset) restores the published settings exactly.
+Errors are ``ParamError`` naming keys of the manifest's ``model`` mapping (``preset``, ``filters``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ManifestError
+from ..catalogue import TORADA_2019, Catalogue, Entry
+from ..config import to_params
+from ..errors import ParamError
 
 PAPER_L1L2 = 0.005
-
-# preset -> architecture; the head is decided by the label mode, checked against the preset
-PRESETS: dict[str, dict[str, Any]] = {
-    "binary": {"filters": [32, 32, 32], "dense": [64], "head": "binary",
-               "description": "3 x Conv2D 32, Dense 64, sigmoid (neutral vs selection)"},
-    "multiclass": {"filters": [32, 64, 64], "dense": [], "head": "classes",
-                   "description": "Conv2D 32, 64, 64, softmax, no dense layer"},
-    "continuous": {"filters": [32, 64, 128], "dense": [], "head": "classes",
-                   "description": "Conv2D 32, 64, 128, softmax over 11 classes of S"},
-}
-for _name in list(PRESETS):
-    PRESETS[f"{_name}_paper"] = {**PRESETS[_name], "paper": True,
-                                 "description": PRESETS[_name]["description"] + "; paper settings "
-                                 "(L1/L2 0.005, rmsprop)"}
+PAPER_SETTINGS = "paper settings (L1/L2 0.005, rmsprop)"
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class Network:
+    """A preset's architecture: Conv2D filters (each with a 2x2 max-pool), dense units, its head, paper settings.
+
+    ``head`` is the label head the preset is made for (``binary``: sigmoid; ``classes``: softmax).
+    """
+
+    filters: tuple[int, ...]
+    dense: tuple[int, ...]
+    head: str
+    paper: bool
+
+
+PRESETS: Catalogue[Network] = Catalogue("preset", "preset")
+for _id, _description, _filters, _dense, _head in (
+        ("binary", "3 x Conv2D 32, Dense 64, sigmoid (neutral vs selection)", (32, 32, 32), (64,), "binary"),
+        ("multiclass", "Conv2D 32, 64, 64, softmax, no dense layer", (32, 64, 64), (), "classes"),
+        ("continuous", "Conv2D 32, 64, 128, softmax over 11 classes of S", (32, 64, 128), (), "classes")):
+    for _paper in (False, True):
+        PRESETS.add(Entry(id=f"{_id}_paper" if _paper else _id,
+                          description=f"{_description}; {PAPER_SETTINGS}" if _paper else _description,
+                          citations=(TORADA_2019,),
+                          value=Network(filters=_filters, dense=_dense, head=_head, paper=_paper)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    """The manifest's ``model``: a preset and the parts that replace its own (None: the preset's choice)."""
+
+    preset: str
+    paper: bool
+    filters: tuple[int, ...] | None
+    kernel_size: int
+    dense: tuple[int, ...] | None
+    l1: float | None
+    l2: float | None
+    dropout: float
+    optimizer: str | None
+    learning_rate: float
+
+    def __post_init__(self) -> None:
+        PRESETS.get(self.preset)  # an unknown preset names the known ones
+        if self.filters is not None and not self.filters:
+            raise ParamError("filters", "a network needs at least one convolution layer")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ParamError("optimizer", f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
+
+    @property
+    def head(self) -> str:
+        """The label head of the preset (``binary`` or ``classes``)."""
+        return PRESETS.get(self.preset).value.head
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """A fully resolved network: what to build and how to optimise it; stored with the trained model."""
 
-    preset: str = "binary"
-    filters: tuple[int, ...] = (32, 32, 32)
-    kernel_size: int = 3
-    dense: tuple[int, ...] = (64,)
-    l1: float = 0.0
-    l2: float = 0.0
-    dropout: float = 0.0
-    optimizer: str = "adam"
-    learning_rate: float = 0.001
-    paper: bool = False
-    extra: dict = field(default_factory=dict)
+    preset: str
+    filters: tuple[int, ...]
+    kernel_size: int
+    dense: tuple[int, ...]
+    l1: float
+    l2: float
+    dropout: float
+    optimizer: str
+    learning_rate: float
+    paper: bool
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters"] = list(self.filters)
-        d["dense"] = list(self.dense)
-        return d
+        return to_params(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        d = dict(d)
-        d["filters"] = tuple(d.get("filters", ()))
-        d["dense"] = tuple(d.get("dense", ()))
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        """Inverse of :meth:`to_dict`; keys of older bundles that are no longer used are ignored."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: tuple(v) if k in ("filters", "dense") else v for k, v in d.items() if k in known})
 
 
-def resolve_model(params: dict, *, source: str = "model") -> ModelConfig:
-    """Turn the manifest's ``model`` mapping into a ModelConfig: preset values, then explicit overrides."""
-    preset = params.get("preset", "binary")
-    if preset not in PRESETS:
-        raise ManifestError(f"{source}.preset: unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
-    base = PRESETS[preset]
-    paper = bool(params.get("paper") or base.get("paper", False))
+def resolve_model(params: ModelParams) -> ModelConfig:
+    """The network of the manifest's ``model``: the preset's architecture, then the explicit overrides.
+
+    Paper settings (the preset's or ``paper: true``) turn the unset regularisation to L1/L2 0.005 and
+    the unset optimizer to rmsprop; otherwise they are 0 and Adam.
+    """
+    net = PRESETS.get(params.preset).value
+    paper = params.paper or net.paper
     reg = PAPER_L1L2 if paper else 0.0
-    cfg = {
-        "preset": preset,
-        "filters": tuple(params.get("filters") or base["filters"]),
-        "kernel_size": int(params.get("kernel_size") or 3),
-        "dense": tuple(params["dense"] if params.get("dense") is not None else base["dense"]),
-        "l1": float(params["l1"]) if params.get("l1") is not None else reg,
-        "l2": float(params["l2"]) if params.get("l2") is not None else reg,
-        "dropout": float(params.get("dropout") or 0.0),
-        "optimizer": params.get("optimizer") or ("rmsprop" if paper else "adam"),
-        "learning_rate": float(params.get("learning_rate") or 0.001),
-        "paper": paper,
-    }
-    if not cfg["filters"]:
-        raise ManifestError(f"{source}.filters: a network needs at least one convolution layer")
-    return ModelConfig(**cfg)
+    return ModelConfig(
+        preset=params.preset, filters=params.filters or net.filters, kernel_size=params.kernel_size,
+        dense=net.dense if params.dense is None else params.dense,
+        l1=reg if params.l1 is None else params.l1, l2=reg if params.l2 is None else params.l2,
+        dropout=params.dropout, optimizer=params.optimizer or ("rmsprop" if paper else "adam"),
+        learning_rate=params.learning_rate, paper=paper)
 
 
 def min_input_size(cfg: ModelConfig) -> int:
@@ -92,6 +122,15 @@ def min_input_size(cfg: ModelConfig) -> int:
     for _ in cfg.filters:
         size = size * 2 + cfg.kernel_size - 1
     return size
+
+
+def check_input_size(cfg: ModelConfig, input_shape: tuple[int, int]) -> None:
+    """Refuse images too small for the network's convolution blocks (naming ``filters``)."""
+    h, w = input_shape
+    need = min_input_size(cfg)
+    if min(h, w) < need:
+        raise ParamError("filters", f"{len(cfg.filters)} convolution blocks need images of at least "
+                         f"{need}x{need}; the store's images are {h}x{w}")
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, int], n_outputs: int, head: str) -> Any:
@@ -105,10 +144,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int], n_outputs: int, 
     tf = tfenv.tf()
     keras = tf.keras
     h, w = input_shape
-    need = min_input_size(cfg)
-    if min(h, w) < need:
-        raise ManifestError(f"model.filters: {len(cfg.filters)} convolution blocks need images of at least "
-                            f"{need}x{need}; the store's images are {h}x{w}")
+    check_input_size(cfg, input_shape)
 
     def reg():
         if cfg.l1 or cfg.l2:
@@ -147,9 +183,7 @@ def make_optimizer(cfg: ModelConfig, scale: float = 1.0) -> Any:
     from . import tfenv
 
     keras = tfenv.tf().keras
-    lr = cfg.learning_rate * scale
-    table = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-             "sgd": keras.optimizers.SGD}
+    table = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
     if cfg.optimizer not in table:
-        raise ManifestError(f"model.optimizer: unknown optimizer {cfg.optimizer!r} (known: {', '.join(table)})")
-    return table[cfg.optimizer](learning_rate=lr)
+        raise ParamError("optimizer", f"unknown optimizer {cfg.optimizer!r} (known: {', '.join(table)})")
+    return table[cfg.optimizer](learning_rate=cfg.learning_rate * scale)

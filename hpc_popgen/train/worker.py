@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("HOROVOD_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
-    from .loop import TrainJob, run_training
+    from .config import TrainJob
+    from .loop import run_training
 
     with open(args[0]) as fh:
         job = TrainJob.from_json(fh.read())
