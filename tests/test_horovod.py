@@ -6,8 +6,8 @@ import importlib.util
 import json
 
 import pytest
-import yaml
-from test_train_helpers import make_store
+from helpers import slurm_profile_data, write_yaml
+from test_train_helpers import make_store, write_manifest
 
 from hpc_popgen.cluster.horovod import sbatch_script
 from hpc_popgen.pipeline import execute, prepare
@@ -22,12 +22,10 @@ def _has_horovod() -> bool:
 @pytest.mark.skipif(not _has_horovod(), reason="horovod is not installed (pip install .[horovod])")
 def test_two_gloo_ranks_identical_weights_disjoint_shards(tmp_path, local_profile):
     make_store(tmp_path / "storage" / "h.zarr", n_per_class=160, size=32, shard_images=40)
-    manifest = tmp_path / "h.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "name": "hvd", "seed": 5, "profile": str(local_profile), "storage": str(tmp_path / "storage"),
-        "stages": [{"name": "train", "resources": {"cores": 2},
-                    "train": {"store": "h.zarr", "epochs": 2, "batch_size": 16,
-                              "early_stopping": {"patience": 0}}}]}))
+    manifest = write_manifest(tmp_path, [{"name": "train", "resources": {"cores": 2},
+                                          "train": {"store": "h.zarr", "epochs": 2, "batch_size": 16,
+                                                    "early_stopping": {"patience": 0}}}],
+                              name="hvd", seed=5, profile=local_profile)
     rd = prepare(manifest, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     st = report["stages"][0]
@@ -70,11 +68,9 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
     from hpc_popgen.stages.base import StageContext
     from hpc_popgen.stages.train import render_sbatch, resolve_ranks
 
-    manifest = tmp_path / "g.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "name": "gpu", "seed": 5, "profile": "slurm-gpu", "storage": str(tmp_path / "storage"),
-        "stages": [{"name": "train", "resources": {"nodes": 2, "gpus": 4, "cores": 16, "walltime": "02:00:00"},
-                    "train": {"store": "h.zarr"}}]}))
+    manifest = write_manifest(tmp_path, [{"name": "train", "train": {"store": "h.zarr"},
+                                          "resources": {"nodes": 2, "gpus": 4, "cores": 16, "walltime": "02:00:00"}}],
+                              name="gpu", seed=5, profile="slurm-gpu")
     m = load_manifest(manifest)
     prof = resolve_profile("slurm-gpu")
     rd = RunDir.create(tmp_path / "run", m, prof, manifest.read_text(), {"train": 1})
@@ -92,17 +88,13 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
 @pytest.mark.skipif(not _has_horovod(), reason="horovod is not installed (pip install .[horovod])")
 def test_two_ranks_as_a_slurm_job(tmp_path, slurm_cleanup):
     """On a SLURM profile the train stage submits its rendered sbatch script and waits for it."""
-    from helpers import slurm_profile_data, write_yaml
-
     prof = slurm_profile_data(memory="6GB", cores=2)
     prof["horovod"] = {"launcher": "horovodrun", "ranks": 2}
     profile = write_yaml(tmp_path / "profiles" / "slurm-hvd.yaml", prof)
     make_store(tmp_path / "storage" / "s.zarr", n_per_class=80, size=32, shard_images=40)
-    manifest = tmp_path / "s.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "name": "hvd-slurm", "seed": 5, "profile": str(profile), "storage": str(tmp_path / "storage"),
-        "stages": [{"name": "train", "train": {"store": "s.zarr", "epochs": 1, "batch_size": 16,
-                                               "tensorboard": False}}]}))
+    manifest = write_manifest(tmp_path, [{"name": "train", "train": {
+        "store": "s.zarr", "epochs": 1, "batch_size": 16, "tensorboard": False}}], name="hvd-slurm", seed=5,
+        profile=profile)
     rd = prepare(manifest, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     st = report["stages"][0]

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from test_train_helpers import make_store, train_section
+from helpers import write_yaml
+from test_train_helpers import make_store, train_section, write_manifest
 
 from hpc_popgen.catalogue import TORADA_2019
 from hpc_popgen.errors import ManifestError, StoreError
@@ -28,24 +27,12 @@ from hpc_popgen.train.labels import LabelParams, LabelSpec, resolve_labels, with
 from hpc_popgen.train.models import PRESETS, ModelConfig, build_model, min_input_size, resolve_model
 
 
-def write_manifest(tmp_path: Path, stages: list[dict], name: str = "t", profile: str | None = None) -> Path:
-    data = {"name": name, "seed": 11, "storage": str(tmp_path / "storage"), "stages": stages}
-    if profile:
-        data["profile"] = profile
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 @pytest.fixture
 def single_profile(tmp_path) -> str:
     """A loopback LocalCluster profile with one Horovod rank (training in the driver process)."""
-    path = tmp_path / "profiles" / "one.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 1},
-                                    "dashboard_address": "127.0.0.1:0",
-                                    "horovod": {"launcher": "horovodrun", "ranks": 1}}))
-    return str(path)
+    return str(write_yaml(tmp_path / "profiles" / "one.yaml", {
+        "kind": "local", "cluster": {"n_workers": 1}, "dashboard_address": "127.0.0.1:0",
+        "horovod": {"launcher": "horovodrun", "ranks": 1}}))
 
 
 def labels(**params) -> LabelParams:

@@ -8,14 +8,25 @@ epoch or two; everything else (Zarr store, loader, training, Horovod) is the pro
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import numpy as np
 import zarr
+from helpers import write_yaml
 
 from hpc_popgen.config import from_params
 from hpc_popgen.manifest import fill_defaults, load_schema
 from hpc_popgen.store import create_store, empty_shard
 from hpc_popgen.train.config import TrainConfig
+
+
+def write_manifest(tmp_path: Path, stages: list[dict], *, name: str = "t", seed: int = 11,
+                   profile: str | Path | None = None) -> Path:
+    """The manifest ``tmp_path/<name>.yaml`` of ``stages``, its storage ``tmp_path/storage``."""
+    data = {"name": name, "seed": seed, "storage": str(tmp_path / "storage"), "stages": stages}
+    if profile:
+        data["profile"] = str(profile)
+    return write_yaml(tmp_path / f"{name}.yaml", data)
 
 
 def train_section(key: str, **params):

@@ -7,8 +7,8 @@ import threading
 import time
 
 import numpy as np
-import yaml
-from test_train_helpers import make_store, write_fake_shard
+from helpers import write_yaml
+from test_train_helpers import make_store, write_fake_shard, write_manifest
 
 from hpc_popgen.pipeline import execute, prepare
 
@@ -43,15 +43,12 @@ def test_stream_training_follows_the_writer(tmp_path):
             write_fake_shard(st, i, s, cidx, sp, size, seed, 200.0)
             written_at[i] = time.time()
 
-    prof = tmp_path / "prof.yaml"
-    prof.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 1}, "dashboard_address": "127.0.0.1:0",
-                                    "horovod": {"launcher": "none", "ranks": 1}}))
-    man = tmp_path / "m.yaml"
-    man.write_text(yaml.safe_dump({
-        "name": "live", "seed": 9, "profile": str(prof), "storage": str(tmp_path / "storage"),
-        "stages": [{"name": "train", "train": {"store": "live.zarr", "epochs": 2, "batch_size": 16,
-                                               "tensorboard": False, "early_stopping": {"patience": 0},
-                                               "stream": {"enabled": True, "poll_s": 0.1, "timeout_s": 120}}}]}))
+    prof = write_yaml(tmp_path / "prof.yaml", {"kind": "local", "cluster": {"n_workers": 1},
+                                               "dashboard_address": "127.0.0.1:0",
+                                               "horovod": {"launcher": "none", "ranks": 1}})
+    man = write_manifest(tmp_path, [{"name": "train", "train": {
+        "store": "live.zarr", "epochs": 2, "batch_size": 16, "tensorboard": False, "early_stopping": {"patience": 0},
+        "stream": {"enabled": True, "poll_s": 0.1, "timeout_s": 120}}}], name="live", seed=9, profile=prof)
     rd = prepare(man, run_dir=tmp_path / "run")
     t = threading.Thread(target=writer, daemon=True)
     t.start()
