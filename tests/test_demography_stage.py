@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import write_yaml
 
 from hpc_popgen.errors import ManifestError
 from hpc_popgen.manifest import load_manifest
@@ -24,6 +24,7 @@ LOCAL_PROFILE = {"kind": "local", "cluster": {"n_workers": 2, "threads_per_worke
 
 
 def _params(**over) -> dict:
+    """Small demography parameters (1 population, structure (1) -> (2), 2 islands), ``over`` changed."""
     p = {"input": {"afs": "two_epoch_1pop.fs"}, "initial_structure": [1], "final_structure": [2],
          "mu": 1e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
          "deterministic": True,
@@ -34,17 +35,15 @@ def _params(**over) -> dict:
 
 
 def _manifest(tmp_path: Path, profile: dict, name: str = "demo", **over) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
+    """A one-stage demography job (with its AFS and profile) in ``tmp_path``; ``over`` changes its parameters."""
+    write_yaml(tmp_path / "profile.yaml", profile)
     (tmp_path / "two_epoch_1pop.fs").write_bytes((DATA / "two_epoch_1pop.fs").read_bytes())
-    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
-    m = {"name": name, "seed": 42, "profile": "profile.yaml", "storage": "runs",
-         "stages": [{"name": "demography", "demography": _params(**over)}]}
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(m, sort_keys=False))
-    return path
+    return write_yaml(tmp_path / "job.yaml", {"name": name, "seed": 42, "profile": "profile.yaml", "storage": "runs",
+                                              "stages": [{"name": "demography", "demography": _params(**over)}]})
 
 
 def _results(run: Path) -> dict:
+    """The stage's results.json."""
     return json.loads((run / "demography" / "results.json").read_text())
 
 
@@ -67,6 +66,7 @@ def test_manifest_checks_name_the_key(tmp_path, over, match):
 
 
 def _kill_when(proc: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
+    """SIGKILL the run's process group as soon as ``marker`` exists."""
     t0 = time.time()
     while not marker.exists():
         assert proc.poll() is None, "run finished before it could be killed"

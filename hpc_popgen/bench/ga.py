@@ -13,12 +13,17 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 import yaml
 
 from ..paths import YRI_CEU_FS
+
+if TYPE_CHECKING:
+    from ..demography.engine import EvalConfig
+    from ..demography.model import ModelSpace
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def stage_params(target: float) -> dict:
             "local_search": {"method": "BFGS", "starts": 3, "maxiter": 50, "max_evals": 300}}
 
 
-def _throughput(n_workers: int, xs: list, space, data, cfg) -> tuple[float, float]:
+def _throughput(n_workers: int, xs: list[list[float]], space: ModelSpace, data: Any, cfg: EvalConfig) -> tuple[float, float]:
     """(evaluations per wall second, per worker CPU second) of ``xs`` on ``n_workers`` single-threaded workers.
 
     The CPU-second rate shows what the wall rate hides on a shared machine (other jobs' load).

@@ -41,6 +41,7 @@ def load_fs(path: str | Path, pop_ids: list[str] | None = None) -> Any:
 
 
 def _check(fs: Any, source: str) -> None:
+    """Reject spectra a model cannot be fitted to (too many populations, negative, NaN or empty)."""
     if fs.ndim < 1 or fs.ndim > MAX_POPS:
         raise InputDataError(f"{source}: spectra of 1 to {MAX_POPS} populations are supported (got {fs.ndim})")
     arr = np.ma.compressed(fs)

@@ -47,6 +47,7 @@ class EvalConfig:
                    max_split_years=cfg.max_split_years)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (results.json's ``engine``)."""
         return {"engine": self.engine, "pts": list(self.pts), "likelihood": self.likelihood, "mu": self.mu,
                 "length": self.length, "generation_time": self.generation_time,
                 "max_split_years": self.max_split_years}

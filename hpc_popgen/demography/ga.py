@@ -69,7 +69,7 @@ class Island:
     """One GA population with its own RNG; ``ask()`` a batch, ``tell(fitnesses)`` to advance."""
 
     def __init__(self, space: ModelSpace, cfg: GAConfig, seed: int | np.random.SeedSequence,
-                 initial: list[np.ndarray] | None = None, index: int = 0):
+                 initial: list[np.ndarray] | list[list[float]] | None = None, index: int = 0) -> None:
         self.space = space
         self.cfg = cfg
         self.index = index
@@ -92,13 +92,16 @@ class Island:
     # --- GA steps ------------------------------------------------------------------------------
     @property
     def best(self) -> tuple[list[float], float] | None:
+        """The best individual and its fitness (None before the first generation)."""
         return self.population[0] if self.population else None
 
     @property
     def best_loglik(self) -> float:
+        """The best fitness so far (WORST before the first generation)."""
         return self.population[0][1] if self.population else WORST
 
     def _fix(self, x: np.ndarray) -> list[float]:
+        """Clipped to the bounds and rounded (exact cache keys and JSON round trips)."""
         return [float(v) for v in round_sig(self.space.clip(x), DIGITS)]
 
     def ask(self) -> list[list[float]]:
@@ -213,6 +216,7 @@ class Island:
 
     # --- checkpoint --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The whole island state, RNG included, as JSON-able data (its checkpoint)."""
         return {"index": self.index, "generation": self.generation, "start_generation": self.start_generation,
                 "population": [[x, f] for x, f in self.population],
                 "batch": self.batch, "batch_parents": self.batch_parents, "strength": self.strength,
@@ -224,6 +228,7 @@ class Island:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], space: ModelSpace, cfg: GAConfig) -> Island:
+        """The island of a checkpoint: it continues exactly as the one that wrote it would have."""
         isl = cls(space, cfg, 0, initial=d["initial"], index=d["index"])
         isl.generation = d["generation"]
         isl.start_generation = d.get("start_generation", 0)

@@ -30,6 +30,7 @@ class Batch:
 
     @property
     def complete(self) -> bool:
+        """Every individual has its fitness."""
         return all(f is not None for f in self.fitness)
 
 
@@ -37,7 +38,7 @@ class Archipelago:
     """The islands of one structure, their migration schedule, and the target that stops them all."""
 
     def __init__(self, islands: list[Island], migrate_every: int, deterministic: bool,
-                 target_loglik: float | None):
+                 target_loglik: float | None) -> None:
         self.islands = islands
         self.migrate_every = max(int(migrate_every), 0)
         self.deterministic = deterministic
@@ -47,6 +48,7 @@ class Archipelago:
 
     @property
     def done(self) -> bool:
+        """Every island has stopped."""
         return all(i.done for i in self.islands)
 
     def best_per_island(self) -> list[float]:
@@ -54,6 +56,7 @@ class Archipelago:
         return [i.best_loglik for i in self.islands]
 
     def _needs_migrant(self, isl: Island) -> bool:
+        """The island is at a migration generation and has not taken its migrant yet."""
         g = isl.generation
         return (self.migrate_every > 0 and len(self.islands) > 1 and g > isl.start_generation
                 and g % self.migrate_every == 0

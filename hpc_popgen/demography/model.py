@@ -12,6 +12,7 @@ Population i always splits off population i-1 (a chain), so the newest populatio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ class Param:
 
     @property
     def discrete(self) -> bool:
+        """Dynamics codes are integers: mutated by choice, fixed during local search."""
         return self.kind == "dyn"
 
 
@@ -109,6 +111,7 @@ class ModelSpace:
         self.free = [p for p in self.params if p.name not in self.fixed]
 
     def _add(self, name: str, kind: str) -> None:
+        """A parameter with its bounds: by name, else by kind, else the defaults of its kind."""
         if kind == "dyn":
             lo, hi = 0.0, float(len(DYNAMICS) - 1)
         else:
@@ -117,10 +120,12 @@ class ModelSpace:
 
     @property
     def n_pops(self) -> int:
+        """Populations at present."""
         return len(self.structure)
 
     @property
     def names(self) -> list[str]:
+        """Names of the free parameters, in vector order."""
         return [p.name for p in self.free]
 
     @property
@@ -129,6 +134,7 @@ class ModelSpace:
         return sum(1 for p in self.free if not p.discrete)
 
     def allowed_dyn_codes(self) -> list[int]:
+        """Codes (indices in DYNAMICS) of the allowed dynamics."""
         return [DYNAMICS.index(d) for d in self.dynamics]
 
     def full(self, x: np.ndarray | list[float]) -> dict[str, float]:
@@ -148,6 +154,7 @@ class ModelSpace:
         return np.array([float(values[p.name]) for p in self.free])
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (checkpoints, results); ``from_dict`` rebuilds the same space."""
         return {"structure": list(self.structure), "sym_migration": self.sym_migration,
                 "migration": self.migration, "dynamics": list(self.dynamics),
                 "bounds": {k: list(v) for k, v in self.bounds.items()}, "fixed": dict(self.fixed),
@@ -155,6 +162,7 @@ class ModelSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpace:
+        """The space of ``to_dict()`` (``poisson`` false where a checkpoint lacks it)."""
         return cls(structure=tuple(d["structure"]), sym_migration=d["sym_migration"], migration=d["migration"],
                    dynamics=tuple(d["dynamics"]), bounds={k: tuple(v) for k, v in d["bounds"].items()},
                    fixed=dict(d["fixed"]), poisson=d.get("poisson", False))
@@ -168,12 +176,14 @@ class ModelSpace:
         return out
 
     def from_unit(self, z: np.ndarray) -> np.ndarray:
+        """Back from transformed coordinates, clipped to the bounds."""
         out = np.empty(len(self.free))
         for i, p in enumerate(self.free):
             out[i] = _bwd(p.kind, z[i])
         return self.clip(out)
 
     def clip(self, x: np.ndarray) -> np.ndarray:
+        """Free parameters clipped to their bounds, dynamics codes rounded."""
         lo = np.array([p.lower for p in self.free])
         hi = np.array([p.upper for p in self.free])
         x = np.clip(np.asarray(x, float), lo, hi)
@@ -284,6 +294,7 @@ def _rename_map(space: ModelSpace, target: int) -> dict[str, list[str]]:
 
 
 def _period_of(space: ModelSpace, index: int) -> int:
+    """The period (0 before the first split) of interval ``index``."""
     acc = 0
     for period, count in enumerate(space.structure):
         acc += count
@@ -293,6 +304,7 @@ def _period_of(space: ModelSpace, index: int) -> int:
 
 
 def _copy_interval(values: dict[str, float], iv: Interval, ja: int, new: dict[str, float]) -> None:
+    """Copy interval ``iv``'s values into ``new`` as interval ``ja``."""
     new[f"t{ja}"] = values[iv.t]
     for p in range(iv.n_pops):
         new[f"nu{ja}_{p + 1}"] = values[iv.nu[p]]
@@ -331,7 +343,7 @@ def size_functions(space: ModelSpace, values: dict[str, float]) -> list[tuple[In
             for iv in space.intervals]
 
 
-def nu_func(n0: list[float], n1: list[float], dyn: list[int], t: float):
+def nu_func(n0: list[float], n1: list[float], dyn: list[int], t: float) -> list[float] | Callable[[float], list[float]]:
     """A moments/dadi size function of time within an interval (or a constant list when all sudden)."""
     if all(d == 0 for d in dyn):
         return list(n1)
@@ -344,6 +356,7 @@ def nu_func(n0: list[float], n1: list[float], dyn: list[int], t: float):
 
 
 def _fwd(kind: str, v: float) -> float:
+    """One value into transformed coordinates (see ``ModelSpace.to_unit``)."""
     if kind in ("t", "nu", "Nanc"):
         return math.log(v)
     if kind == "m":
@@ -355,6 +368,7 @@ def _fwd(kind: str, v: float) -> float:
 
 
 def _bwd(kind: str, z: float) -> float:
+    """Inverse of ``_fwd`` (overflow-safe)."""
     z = float(np.clip(z, -700.0, 700.0))
     if kind in ("t", "nu", "Nanc"):
         return math.exp(z)

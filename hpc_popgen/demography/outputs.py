@@ -30,6 +30,7 @@ def _loglik_lines(module: str, cfg: EvalConfig) -> list[str]:
 
 
 def _fmt(v: float) -> str:
+    """A float as exact Python source."""
     return repr(float(v))
 
 
@@ -48,6 +49,7 @@ def _start_exprs(space: ModelSpace) -> dict[int, list[str]]:
 
 
 def _size_expr(dyn: int, n0: str, n1: str, t: str) -> str:
+    """Code for the size at time t of an interval from n0 to n1 with dynamics ``dyn``."""
     if dyn == 0:
         return n1
     if dyn == 1:
@@ -56,6 +58,7 @@ def _size_expr(dyn: int, n0: str, n1: str, t: str) -> str:
 
 
 def _header(space: ModelSpace, values: dict[str, float], engine: str, data_path: str, theta_line: str) -> list[str]:
+    """A generated script's docstring, imports, data path and fitted parameters."""
     names = [p.name for p in space.params if p.kind != "dyn"]
     lines = [f'"""{engine} model for structure {tuple(space.structure)}, written by hpc_popgen (demography stage).',
              "",
@@ -69,6 +72,7 @@ def _header(space: ModelSpace, values: dict[str, float], engine: str, data_path:
 
 
 def _dyn(values: dict[str, float], name: str) -> int:
+    """The dynamics code of ``name`` (sudden when the space has none)."""
     return int(round(values.get(name, 0.0)))
 
 

@@ -103,7 +103,7 @@ class Search:
     """Runs every structure of a demography config; ``state`` holds the finished ones (``state.json``)."""
 
     def __init__(self, cfg: DemographyConfig, ev: EvalConfig, data: Any, evals: Evaluations, checkpoint: Path,
-                 seed: int, hooks: Hooks, label: str):
+                 seed: int, hooks: Hooks, label: str) -> None:
         self.cfg, self.ev, self.data, self.evals = cfg, ev, data, evals
         self.ck = checkpoint
         self.seed = seed
@@ -130,6 +130,7 @@ class Search:
         return self.state
 
     def _structures(self) -> None:
+        """Each structure of the plan in turn, seeded by the previous one's best models, increased."""
         cfg = self.cfg
         plan = structure_plan(cfg.initial_structure, cfg.final_structure)
         space = cfg.space(plan[0][0])
@@ -150,11 +151,13 @@ class Search:
             self._save_state()
 
     def _target_reached(self) -> bool:
+        """A finished structure reached ``target_loglik``."""
         t = self.cfg.target_loglik
         best = max((r["loglik"] for r in self.state["results"].values()), default=-math.inf)
         return t is not None and best >= t
 
     def _note_target(self, ll: float) -> None:
+        """Record the time to target the first time a log-likelihood reaches it."""
         t = self.cfg.target_loglik
         if t is not None and ll >= t and self.state.get("seconds_to_target") is None:
             self.state["seconds_to_target"] = round(self.state["elapsed_before"] + time.time() - self.t0, 3)
@@ -162,6 +165,7 @@ class Search:
             self.hooks.report(seconds_to_target=self.state["seconds_to_target"])
 
     def _save_state(self) -> None:
+        """Write ``state.json`` atomically."""
         atomic.write_json(self.state_path, self.state)
 
     # -- one structure: islands, then local search ---------------------------------------------
@@ -186,6 +190,7 @@ class Search:
         return Archipelago(islands, cfg.migrate_every, cfg.deterministic, cfg.target_loglik)
 
     def _run_structure(self, si: int, space: ModelSpace, initial: list[list[float]], start_gen: int) -> dict[str, Any]:
+        """Islands, then local searches from their best; the structure's result (LL, AIC, top models)."""
         arch = self._archipelago(si, space, initial, start_gen)
         self._islands(si, space, arch)
         pool = ranked(arch.islands)
@@ -326,9 +331,11 @@ class Search:
         return done
 
     def _target_noted(self) -> bool:
+        """Some evaluation reached ``target_loglik`` (stops local searches under ``stop_at_target``)."""
         return self.state.get("seconds_to_target") is not None
 
     def _count(self, r: dict) -> None:
+        """Count an evaluation of this attempt: failed or not, and the SLURM job it ran in."""
         self.n_evals += 1
         self.n_failed += bool(r["error"])
         if r.get("job"):

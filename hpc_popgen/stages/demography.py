@@ -36,7 +36,7 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
 class DaskEvaluations:
     """Evaluations as Dask tasks keyed ``<stage>-<token>``; the cluster starts with the first one."""
 
-    def __init__(self, ctx: StageContext, data: Any, ev: EvalConfig, retries: int):
+    def __init__(self, ctx: StageContext, data: Any, ev: EvalConfig, retries: int) -> None:
         self.ctx, self.data, self.ev, self.retries = ctx, data, ev, retries
         self._tokens: dict[str, str] = {}  # task key -> token
         self._done: Any = None  # distributed.as_completed over every submitted task
