@@ -32,7 +32,7 @@ from .model import ModelSpace
 
 log = logging.getLogger(__name__)
 
-Plan = list[tuple[tuple[int, ...], int | None]]
+StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period increased to reach it)
 
 
 class Evaluations(Protocol):
@@ -54,9 +54,9 @@ class Hooks:
     progress: Callable[..., Any]  # progress(total, desc=, unit=, initial=) -> a tqdm-like bar
 
 
-def structure_plan(first: tuple[int, ...], final: tuple[int, ...]) -> Plan:
+def structure_plan(first: tuple[int, ...], final: tuple[int, ...]) -> StructurePlan:
     """Structures to search in order, each with the period increased to reach it (None for the first)."""
-    out: Plan = [(tuple(first), None)]
+    out: StructurePlan = [(tuple(first), None)]
     cur = list(first)
     while tuple(cur) != tuple(final):
         period = next(i for i, (a, b) in enumerate(zip(cur, final, strict=True)) if a < b)
