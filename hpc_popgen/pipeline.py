@@ -18,7 +18,7 @@ from pathlib import Path
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import resolve_profile
 from .cluster.sbatch import sbatch_header
-from .errors import HpcPopError, ProfileError, StageFailed
+from .errors import ProfileError, StageFailed
 from .manifest import StageSpec, load_manifest
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
