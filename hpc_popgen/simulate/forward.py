@@ -1,0 +1,487 @@
+"""Forward-time sweep engine (fwdpy11): sweeps during size changes, in multi-population models, and
+true sweeps from standing variation, which msprime's structured coalescent cannot simulate.
+
+A replicate has three parts:
+
+1. **Neutral past (msprime).** The ancestry of every genome alive ``onset`` generations ago (all demes
+   alive then, at their sizes then) is simulated with msprime under the same demes graph, sampled at
+   that time and shifted to time 0, and loaded as the initial population
+   (:meth:`fwdpy11.DiploidPopulation.create_from_tskit`). No burn-in: the forward phase covers only
+   the ``onset`` generations of selection.
+2. **Forward phase (fwdpy11).** The demes graph restricted to the last ``onset`` generations (demes
+   alive at the onset become root demes of constant size, older events are dropped) runs as a
+   :class:`fwdpy11.ForwardDemesGraph`; the selected allele is the only mutation in the forward phase.
+3. **Neutral mutations (msprime).** ``n_haplotypes`` genomes of ``population`` are drawn at random from
+   the present generation, the tree sequence (``dump_tables_to_tskit``) is simplified to them and
+   ``msprime.sim_mutations`` adds neutral mutations (binary, continuous genome, as the msprime path).
+   The selected site itself is not in the matrix (as in the msprime path).
+
+**Selection.** S is in 2Ne units for the reference Ne, as the msprime path: msprime's ``s = S / Ne``
+with fitnesses 1, 1 + h s, 1 + s (h = ``dominance``, 0.5 = additive, i.e. msprime's 1, 1+s/2, 1+s).
+fwdpy11's :class:`fwdpy11.Additive` with ``scaling=2`` gives 1, 1 + h' e, 1 + 2e, so the mutation gets
+effect ``e = Q s / 2`` and fwdpy11 dominance ``h' = 2 h`` (Q: scaling factor below).
+
+**De novo hard sweep** (``start_frequency`` <= 1/(2N) of ``population`` at the onset): one new copy on
+a random genome of ``population`` at the onset (:meth:`fwdpy11.DiploidPopulation.add_mutation`).
+
+**Standing variation** (``start_frequency`` f > 1/(2N)): the allele arose once, as a neutral mutation,
+on a branch of the genealogy of the population at the onset, and is beneficial from the onset on.
+Under neutrality the genealogy does not depend on the mutation, and a mutation that arose once sits on
+one branch with probability proportional to the branch's length; conditioning on its count k in
+``population`` at the onset, the branch is one whose node has k descendants in ``population``
+(copies in other demes allowed). So, on the msprime genealogy at the selected position, we draw a
+branch among those with k in [f (1 - rtol), f (1 + rtol)] x 2N (``start_frequency_rtol``), weighted by
+branch length, put the mutation on it at an integer time drawn uniformly on the branch, and import it
+with fwdpy11's metadata (``import_mutations=True``). This is exactly "arose once in the past, drifted
+neutrally, is near f at the onset" -- without rejection-sampling a forward neutral phase (a new
+mutation reaches 1% with probability ~1/(2N f)) -- and, unlike msprime's start_frequency (msprime
+issue 1762), the carriers share the neutral genealogy they had before selection started.
+
+**Conditioning.** As :mod:`fwdpy11.conditional_models` does, by rejection: an attempt restarts when
+the allele is lost, or ends with the present-day frequency in ``population`` outside
+``end_frequency +- end_frequency_atol`` (``end_frequency`` from the caller, e.g. the deterministic
+trajectory, or 1 for fixation; ``None`` conditions on not being lost). The neutral past is simulated
+once per replicate: given the allele's copies at the onset, its future does not depend on the neutral
+genealogy, so rejecting on the forward phase alone samples the right conditional distribution. The
+standing-variation branch and the de novo carrier are drawn anew in every attempt. Attempt ``a`` uses
+seeds derived from (seed, a) (:func:`hpc_popgen.seeds.derive_seed`), so a replicate is determined by
+its seed. ``S = 0`` runs the same path without the allele (one attempt), so neutral and sweep
+replicates share the engine's discretisation and scaling.
+
+**Scaling factor Q** (as stdpopsim does for SLiM): sizes and times are divided by Q, s, r, mu and
+migration rates multiplied by Q, S = 2 Ne s_het stays fixed; the onset becomes ``round(onset / Q)``
+generations. A Q that makes a size, the onset or a migration rate invalid, or a scaled selection
+coefficient exceed 1, is refused (``ParamError("scaling", ...)``).
+
+Not supported (``ParamError("demography", ...)``): selfing, cloning, linear size changes; an onset that
+falls exactly on a deme's start/end or a pulse (``ParamError("onset", ...)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import decimal
+import logging
+import math
+from dataclasses import dataclass
+
+import demes
+import fwdpy11
+import msprime
+import numpy as np
+import tskit
+
+from ..errors import ParamError
+from ..seeds import derive_seed
+from .replicate import SimulationRefused
+from .units import selection_coefficient
+
+log = logging.getLogger(__name__)
+
+SIMPLIFICATION_INTERVAL = 100  # generations between fwdpy11 table simplifications
+
+
+class ForwardRefused(SimulationRefused):
+    """No attempt of a forward replicate met the conditioning within ``max_attempts``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardConfig:
+    """Everything but S and the seed that decides a forward replicate (defaults: the stage's schema)."""
+
+    demography: demes.Graph
+    population: str  # deme where the sweep happens and the haplotypes are sampled (at present)
+    n_haplotypes: int
+    sequence_length: float  # bp
+    mutation_rate: float  # per bp per generation
+    recombination_rate: float  # per bp per generation
+    reference_ne: float  # Ne of the S = 2 Ne s_het convention
+    onset: float  # generations before present when selection starts
+    start_frequency: float  # at the onset; <= 1/(2N) means a de novo sweep from one copy
+    start_frequency_rtol: float  # relative tolerance on the count at the onset (standing variation)
+    end_frequency_atol: float  # absolute tolerance on the present-day frequency
+    dominance: float  # h: fitness 1, 1 + h s, 1 + s (0.5 = additive)
+    position: float  # selected site, fraction of the region
+    scaling: float  # Q
+    max_attempts: int
+
+
+@dataclass
+class ForwardReplicate:
+    """A simulated region: haplotypes (n_haps, n_sites) uint8, positions in bp, attempts used, and the
+    selected allele's frequency in ``population`` at the onset and at the present (0 when neutral)."""
+
+    matrix: np.ndarray
+    positions: np.ndarray
+    attempts: int
+    frequency: float
+    start_frequency: float
+
+
+def _round_half_up(x: float) -> int:
+    """Rounding as fwdpy11 rounds demes sizes and times (so msprime's samples match its sizes)."""
+    with decimal.localcontext() as ctx:
+        ctx.rounding = decimal.ROUND_HALF_UP
+        return int(decimal.Decimal(float(x)).to_integral_value())
+
+
+def _size_at(epoch: dict, t: float) -> float:
+    """Size of a demes epoch (dict form, with its start_time added) at time t inside it."""
+    if epoch["size_function"] == "constant" or epoch["start_size"] == epoch["end_size"]:
+        return float(epoch["end_size"])
+    span = epoch["start_time"] - epoch["end_time"]
+    return float(epoch["start_size"]) * (epoch["end_size"] / epoch["start_size"]) ** ((epoch["start_time"] - t) / span)
+
+
+def _epochs_with_start(deme: dict) -> list[dict]:
+    out, start = [], deme["start_time"]
+    for ep in deme["epochs"]:
+        out.append({**ep, "start_time": start})
+        start = ep["end_time"]
+    return out
+
+
+def _check_features(graph: demes.Graph) -> None:
+    for d in graph.demes:
+        for ep in d.epochs:
+            if ep.selfing_rate or ep.cloning_rate:
+                raise ParamError("demography", f"deme {d.name}: selfing and cloning are not supported by the "
+                                 "forward engine")
+            if ep.size_function not in ("constant", "exponential"):
+                raise ParamError("demography", f"deme {d.name}: size function {ep.size_function!r} is not "
+                                 "supported (constant or exponential)")
+
+
+def _scaled_dict(graph: demes.Graph, Q: float) -> dict:
+    """The graph (in generations) as a dict with sizes and times / Q and migration rates x Q."""
+    data = graph.in_generations().asdict()
+    for d in data["demes"]:
+        d["start_time"] = d["start_time"] / Q
+        for ep in d["epochs"]:
+            ep["end_time"] = ep["end_time"] / Q
+            ep["start_size"] = ep["start_size"] / Q
+            ep["end_size"] = ep["end_size"] / Q
+    for m in data.get("migrations", []):
+        m["start_time"] = m["start_time"] / Q
+        m["end_time"] = m["end_time"] / Q
+        m["rate"] = m["rate"] * Q
+    for p in data.get("pulses", []):
+        p["time"] = p["time"] / Q
+    return data
+
+
+def _sliced_dict(data: dict, T: int) -> tuple[dict, dict[str, int]]:
+    """The model of the last T generations: demes alive T generations ago become root demes, constant
+    at their (rounded) size then, followed by the rest of their history; older demes, migrations and
+    pulses are dropped. Returns the dict and the rounded sizes of the root demes at T."""
+    out = {k: v for k, v in data.items() if k not in ("demes", "migrations", "pulses")}
+    demes_out, sizes = [], {}
+    for d in data["demes"]:
+        end = d["epochs"][-1]["end_time"]
+        if end >= T:
+            continue  # gone before the forward phase
+        if d["start_time"] <= T:
+            demes_out.append(copy.deepcopy(d))
+            continue
+        eps = _epochs_with_start(d)
+        k = next(i for i, ep in enumerate(eps) if ep["end_time"] < T <= ep["start_time"])
+        n_t = _round_half_up(_size_at(eps[k], T))
+        sizes[d["name"]] = n_t
+        first = {**eps[k], "end_time": T, "start_size": n_t, "end_size": n_t, "size_function": "constant"}
+        rest = {**eps[k], "start_size": n_t if eps[k]["size_function"] == "exponential" else eps[k]["start_size"]}
+        new_eps = [first, rest] + eps[k + 1:]
+        for ep in new_eps:
+            ep.pop("start_time")
+        demes_out.append({**d, "start_time": math.inf, "ancestors": [], "proportions": [], "epochs": new_eps})
+    out["demes"] = demes_out
+    out["migrations"] = [{**m, "start_time": min(m["start_time"], T)} for m in data.get("migrations", [])
+                         if m["end_time"] < T]
+    out["pulses"] = [p for p in data.get("pulses", []) if p["time"] < T]
+    return out, sizes
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The scaled, sliced model of one config (shared by all attempts of a replicate)."""
+
+    scaled: demes.Graph  # whole history, scaled by Q (msprime's neutral past)
+    forward: demes.Graph  # last T generations (fwdpy11)
+    T: int  # forward generations (scaled onset)
+    sizes_at_T: dict[str, int]  # diploids per deme alive at T
+    deme_id: int  # of ``population`` in ``forward``
+    present_size: int  # diploids of ``population`` today (scaled, rounded)
+
+
+def _model(cfg: ForwardConfig) -> _Model:
+    """Validate the config's demography, population, onset and Q and build the scaled model."""
+    graph = cfg.demography
+    if not isinstance(graph, demes.Graph):
+        raise ParamError("demography", f"expected a demes.Graph, got {type(graph).__name__}")
+    graph = graph.in_generations()
+    _check_features(graph)
+    names = [d.name for d in graph.demes]
+    if cfg.population not in names:
+        raise ParamError("population", f"{cfg.population!r} is not a deme of the model ({', '.join(names)})")
+    deme = graph[cfg.population]
+    if deme.end_time != 0:
+        raise ParamError("population", f"deme {cfg.population!r} does not exist today (ends {deme.end_time:g} "
+                         "generations ago)")
+    if not cfg.onset > 0:
+        raise ParamError("onset", f"must be > 0 generations, got {cfg.onset}")
+    if cfg.onset >= deme.start_time:
+        raise ParamError("onset", f"{cfg.onset:g} generations is older than deme {cfg.population!r} "
+                         f"(starts {deme.start_time:g} generations ago)")
+    Q = float(cfg.scaling)
+    if not (math.isfinite(Q) and Q >= 1):
+        raise ParamError("scaling", f"Q must be >= 1, got {cfg.scaling}")
+    T = _round_half_up(cfg.onset / Q)
+    if T < 1:
+        raise ParamError("scaling", f"Q={Q:g} makes the onset ({cfg.onset:g} generations) shorter than a generation")
+    data = _scaled_dict(graph, Q)
+    for d in data["demes"]:
+        d["end_time_min"] = d["epochs"][-1]["end_time"]
+        for ep in d["epochs"]:
+            if min(ep["start_size"], ep["end_size"]) < 1:
+                raise ParamError("scaling", f"Q={Q:g} makes deme {d['name']} smaller than one individual")
+    boundaries = [d["start_time"] for d in data["demes"]] + [d["end_time_min"] for d in data["demes"]]
+    boundaries += [p["time"] for p in data.get("pulses", [])]
+    if any(math.isfinite(t) and t > 0 and _round_half_up(t) == T for t in boundaries):
+        raise ParamError("onset", f"{cfg.onset:g} generations coincides with a deme's start or end or a pulse "
+                         "(in generations / Q); move it by a generation")
+    for d in data["demes"]:
+        d.pop("end_time_min")
+    try:
+        scaled = demes.Builder.fromdict(copy.deepcopy(data)).resolve()
+    except Exception as exc:  # noqa: BLE001 - demes raises several kinds for invalid models
+        raise ParamError("scaling", f"Q={Q:g} makes the demography invalid: {exc}") from None
+    sliced, sizes = _sliced_dict(data, T)
+    forward = demes.Builder.fromdict(sliced).resolve()
+    deme_id = [d.name for d in forward.demes].index(cfg.population)
+    present = _round_half_up(forward[cfg.population].epochs[-1].end_size)
+    if cfg.n_haplotypes < 2 or cfg.n_haplotypes > 2 * present:
+        key = "scaling" if cfg.n_haplotypes <= 2 * deme.epochs[-1].end_size else "n_haplotypes"
+        raise ParamError(key, f"{cfg.n_haplotypes} haplotypes cannot be sampled from {present} diploids of "
+                         f"{cfg.population!r} (Q={Q:g})")
+    return _Model(scaled, forward, T, sizes, deme_id, present)
+
+
+def _check_scalars(cfg: ForwardConfig) -> None:
+    if not 0 <= cfg.position < 1:
+        raise ParamError("position", f"must be a fraction of the region in [0, 1), got {cfg.position}")
+    if not 0 < cfg.start_frequency < 1:
+        raise ParamError("start_frequency", f"must be in (0, 1), got {cfg.start_frequency}")
+    if not 0 <= cfg.start_frequency_rtol < 1:
+        raise ParamError("start_frequency_rtol", f"must be in [0, 1), got {cfg.start_frequency_rtol}")
+    if not 0 <= cfg.end_frequency_atol <= 1:
+        raise ParamError("end_frequency_atol", f"must be in [0, 1], got {cfg.end_frequency_atol}")
+    if cfg.max_attempts < 1:
+        raise ParamError("max_attempts", f"must be >= 1, got {cfg.max_attempts}")
+    if not cfg.sequence_length > 0:
+        raise ParamError("sequence_length", f"must be > 0, got {cfg.sequence_length}")
+
+
+def _neutral_past(cfg: ForwardConfig, model: _Model, seed: int) -> tskit.TableCollection:
+    """msprime ancestry of every genome alive at the onset, shifted to time 0, populations renumbered as
+    the forward graph's demes (fwdpy11 deme ids)."""
+    Q = float(cfg.scaling)
+    samples = [msprime.SampleSet(n, population=name, time=model.T, ploidy=2) for name, n in model.sizes_at_T.items()]
+    ts = msprime.sim_ancestry(samples=samples, demography=msprime.Demography.from_demes(model.scaled),
+                              sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate * Q,
+                              ploidy=2, discrete_genome=False, random_seed=seed)
+    tables = ts.dump_tables()
+    old = [p.metadata["name"] for p in ts.populations()]
+    new = {d.name: i for i, d in enumerate(model.forward.demes)}
+    remap = np.array([new.get(name, tskit.NULL) for name in old], dtype=np.int32)
+    nodes = tables.nodes
+    population = np.where(nodes.population >= 0, remap[np.maximum(nodes.population, 0)], tskit.NULL)
+    is_sample = (nodes.flags & tskit.NODE_IS_SAMPLE) != 0
+    population[~is_sample] = tskit.NULL
+    nodes.set_columns(flags=nodes.flags, time=nodes.time - model.T, population=population.astype(np.int32),
+                      individual=np.full(nodes.num_rows, tskit.NULL, dtype=np.int32), metadata=nodes.metadata,
+                      metadata_offset=nodes.metadata_offset)
+    tables.individuals.clear()
+    tables.populations.clear()
+    for d in model.forward.demes:
+        tables.populations.add_row(metadata={"name": d.name, "description": ""})
+    return tables
+
+
+def _deme_sample_counts(tree: tskit.Tree, deme_nodes: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Number of ``deme_nodes`` below each node of ``tree``."""
+    counts = np.zeros(num_nodes + 1, dtype=np.int64)  # last slot: tskit.NULL parent of roots
+    counts[deme_nodes] = 1
+    parent = tree.parent_array
+    for u in tree.nodes(order="postorder"):
+        counts[parent[u]] += counts[u]
+    return counts[:num_nodes]
+
+
+def _standing_candidates(tables: tskit.TableCollection, x: float, deme: int, lo: int, hi: int):
+    """Branches of the tree at x whose node has lo..hi descendants in ``deme`` at time 0, with their
+    (node, node time, parent time); only branches that contain an integer time (fwdpy11 needs one)."""
+    ts = tables.tree_sequence()
+    tree = ts.at(x)
+    nodes = tables.nodes
+    alive = np.flatnonzero((nodes.time == 0) & (nodes.population == deme))
+    counts = _deme_sample_counts(tree, alive, ts.num_nodes)
+    out = []
+    for u in np.flatnonzero((counts >= lo) & (counts <= hi)):
+        p = tree.parent(int(u))
+        if p == tskit.NULL:
+            continue
+        t0, t1 = float(nodes.time[u]), float(nodes.time[p])
+        if math.ceil(t0) < t1:
+            out.append((int(u), t0, t1))
+    return out
+
+
+def _place_standing(tables: tskit.TableCollection, candidates: list, x: float, effect: float, h: float,
+                    rng: np.random.Generator) -> tskit.TreeSequence:
+    """Put the selected mutation on one candidate branch (probability ~ length), at an integer time on it."""
+    lengths = np.array([t1 - t0 for _, t0, t1 in candidates])
+    u, t0, t1 = candidates[int(rng.choice(len(candidates), p=lengths / lengths.sum()))]
+    lo, hi = math.ceil(t0), math.ceil(t1) - 1  # integer times in [t0, t1)
+    time = int(rng.integers(lo, hi + 1))
+    tables = tables.copy()
+    tables.mutations.metadata_schema = fwdpy11.tskit_tools.metadata_schema.MutationMetadata
+    md = {"s": effect, "h": h, "origin": time, "label": np.uint16(0), "neutral": 0, "key": np.uint64(0)}
+    site = tables.sites.add_row(position=x, ancestral_state="0")
+    tables.mutations.add_row(site=site, node=u, derived_state="1", time=time, metadata=md)
+    tables.sort()
+    return tables.tree_sequence()
+
+
+def _deme_frequency(pop: fwdpy11.DiploidPopulation, index: int, key: tuple, deme: int) -> float:
+    """Frequency of mutation ``index`` among the genomes of ``deme`` alive now."""
+    if pop.mutations[index].key != key:
+        return 1.0 if any(f.key == key for f in pop.fixations) else 0.0
+    genomes = pop.haploid_genomes
+    carriers = total = 0
+    for md, dip in zip(pop.diploid_metadata, pop.diploids, strict=True):
+        if md.deme != deme:
+            continue
+        total += 2
+        carriers += (index in genomes[dip.first].smutations) + (index in genomes[dip.second].smutations)
+    return carriers / total if total else 0.0
+
+
+class _Lost:
+    """fwdpy11 stopping criterion: stop an attempt as soon as the tracked mutation is lost everywhere."""
+
+    def __init__(self, index: int, key: tuple):
+        self.index, self.key, self.lost = index, key, False
+
+    def __call__(self, pop: fwdpy11.DiploidPopulation, _simplified: bool) -> bool:
+        m = pop.mutations[self.index]
+        if m.key == self.key and pop.mcounts[self.index] > 0:
+            return False
+        self.lost = not any(f.key == self.key for f in pop.fixations)
+        return self.lost
+
+
+def _params(cfg: ForwardConfig, fdg: fwdpy11.ForwardDemesGraph) -> fwdpy11.ModelParams:
+    Q = float(cfg.scaling)
+    L = float(cfg.sequence_length)
+    return fwdpy11.ModelParams(
+        nregions=[], sregions=[], recregions=[fwdpy11.PoissonInterval(0, L, cfg.recombination_rate * Q * L)],
+        rates=(0.0, 0.0, None), gvalue=fwdpy11.Additive(scaling=2.0), demography=fdg,
+        simlen=fdg.final_generation, prune_selected=False)
+
+
+def _forward_graph(model: _Model) -> fwdpy11.ForwardDemesGraph:
+    """fwdpy11's model of the last T generations: starts at the onset (burn-in pads to exactly T)."""
+    base = fwdpy11.ForwardDemesGraph.from_demes(model.forward, burnin=0, burnin_is_exact=True,
+                                                round_non_integer_sizes=True)
+    pad = model.T - base.final_generation
+    if pad == 0:
+        return base
+    return fwdpy11.ForwardDemesGraph.from_demes(model.forward, burnin=pad, burnin_is_exact=True,
+                                                round_non_integer_sizes=True)
+
+
+def _sample(cfg: ForwardConfig, pop: fwdpy11.DiploidPopulation, deme: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n random present-day genomes of ``deme`` -> (haplotype matrix, positions) with msprime mutations."""
+    ts = pop.dump_tables_to_tskit()
+    alive = np.asarray(pop.alive_nodes)
+    alive = alive[ts.tables.nodes.population[alive] == deme]
+    rng = np.random.default_rng(derive_seed(seed, 3))
+    chosen = np.sort(rng.choice(alive, size=cfg.n_haplotypes, replace=False))
+    tables = ts.simplify(samples=chosen).dump_tables()
+    tables.mutations.clear()
+    tables.sites.clear()
+    tables.mutations.metadata_schema = tskit.MetadataSchema(None)
+    tables.sites.metadata_schema = tskit.MetadataSchema(None)
+    ts = msprime.sim_mutations(tables.tree_sequence(), rate=cfg.mutation_rate * float(cfg.scaling),
+                               model=msprime.BinaryMutationModel(), discrete_genome=False,
+                               random_seed=derive_seed(seed, 4))
+    return ts.genotype_matrix().T.astype(np.uint8), ts.sites_position.copy()
+
+
+def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: float | None = None) -> ForwardReplicate:
+    """One replicate: a sweep of strength S (2Ne s_het, reference Ne) in ``cfg.population`` starting
+    ``cfg.onset`` generations ago, conditioned on a present-day frequency ``end_frequency`` (within
+    ``cfg.end_frequency_atol``; None: not lost). S = 0 gives a neutral replicate."""
+    _check_scalars(cfg)
+    if not (math.isfinite(S) and S >= 0):
+        raise ParamError("S", f"must be >= 0, got {S}")
+    if end_frequency is not None and not 0 < end_frequency <= 1:
+        raise ParamError("end_frequency", f"must be in (0, 1], got {end_frequency}")
+    model = _model(cfg)
+    Q = float(cfg.scaling)
+    s = Q * selection_coefficient(S, cfg.reference_ne)  # scaled msprime s: homozygote 1 + s
+    if s * max(cfg.dominance, 1.0) > 1:
+        raise ParamError("scaling", f"Q={Q:g} makes the selection coefficient {s:g} (S={S:g}) exceed 1")
+    fdg = _forward_graph(model)
+    params = _params(cfg, fdg)
+    tables = _neutral_past(cfg, model, derive_seed(seed, 0))
+    x = cfg.position * cfg.sequence_length
+    effect, h = s / 2.0, 2.0 * cfg.dominance
+    deme, n_t = model.deme_id, model.sizes_at_T[cfg.population]
+
+    if S == 0:
+        pop = fwdpy11.DiploidPopulation.create_from_tskit(tables.tree_sequence())
+        fwdpy11.evolvets(fwdpy11.GSLrng(derive_seed(seed, 1, 0)), pop, params, SIMPLIFICATION_INTERVAL)
+        matrix, positions = _sample(cfg, pop, deme, seed)
+        return ForwardReplicate(matrix, positions, 1, 0.0, 0.0)
+
+    de_novo = cfg.start_frequency * 2 * n_t <= 1
+    if de_novo:
+        base = fwdpy11.DiploidPopulation.create_from_tskit(tables.tree_sequence())
+        candidates = None
+    else:
+        target = cfg.start_frequency * 2 * n_t
+        lo = max(1, math.ceil(target * (1 - cfg.start_frequency_rtol)))
+        hi = min(2 * n_t - 1, math.floor(target * (1 + cfg.start_frequency_rtol)))
+        candidates = _standing_candidates(tables, x, deme, lo, hi) if lo <= hi else []
+        if not candidates:
+            raise ParamError("start_frequency_rtol", f"no branch of the genealogy at the onset carries "
+                             f"{lo}..{hi} copies in {cfg.population!r}; widen the tolerance")
+
+    for attempt in range(cfg.max_attempts):
+        gsl = fwdpy11.GSLrng(derive_seed(seed, 1, attempt))
+        if de_novo:
+            pop = copy.deepcopy(base)
+            index = pop.add_mutation(gsl, window=(x, math.nextafter(x, math.inf)), ndescendants=1, deme=deme,
+                                     data=fwdpy11.NewMutationData(effect_size=effect, dominance=h))
+            if index is None:
+                raise RuntimeError("fwdpy11 could not add the selected mutation")
+        else:
+            ts = _place_standing(tables, candidates, x, effect, h, np.random.default_rng(derive_seed(seed, 2, attempt)))
+            pop = fwdpy11.DiploidPopulation.create_from_tskit(ts, import_mutations=True)
+            index = 0
+        key = pop.mutations[index].key
+        f0 = _deme_frequency(pop, index, key, deme)
+        lost = _Lost(index, key)
+        fwdpy11.evolvets(gsl, pop, copy.deepcopy(params), SIMPLIFICATION_INTERVAL, stopping_criterion=lost,
+                         track_mutation_counts=True)
+        if lost.lost:
+            log.debug("seed %d S=%g attempt %d: allele lost at generation %d", seed, S, attempt, pop.generation)
+            continue
+        f1 = _deme_frequency(pop, index, key, deme)
+        if end_frequency is not None and abs(f1 - end_frequency) > cfg.end_frequency_atol:
+            log.debug("seed %d S=%g attempt %d: present frequency %.3f, wanted %.3f", seed, S, attempt, f1,
+                      end_frequency)
+            continue
+        matrix, positions = _sample(cfg, pop, deme, seed)
+        return ForwardReplicate(matrix, positions, attempt + 1, f1, f0)
+    raise ForwardRefused(f"forward replicate (seed {seed}, S={S:g}) not conditioned in {cfg.max_attempts} attempts")

@@ -1,0 +1,150 @@
+"""The forward-time sweep engine: real fwdpy11 and msprime runs at small sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import demes
+import msprime
+import numpy as np
+import pytest
+from scipy.stats import mannwhitneyu
+
+from hpc_popgen.errors import ParamError
+from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, simulate_forward
+from hpc_popgen.simulate.trajectory import frequency_after
+from hpc_popgen.simulate.units import selection_coefficient
+
+N = 1000
+L = 20_000.0
+RATE = 1e-7  # mutation and recombination per bp: theta = rho = 4 N L RATE = 8 over the region
+
+
+def constant(size: float = N) -> demes.Graph:
+    b = demes.Builder(time_units="generations")
+    b.add_deme("pop0", epochs=[dict(start_size=size)])
+    return b.resolve()
+
+
+def two_populations(migration: float = 1e-3) -> demes.Graph:
+    """Split 500 generations ago; A grows exponentially from 500 to 2000 over the last 100 generations."""
+    b = demes.Builder(time_units="generations")
+    b.add_deme("anc", epochs=[dict(start_size=1000, end_time=500)])
+    b.add_deme("A", ancestors=["anc"], epochs=[dict(start_size=500, end_time=100),
+                                               dict(start_size=500, end_size=2000, end_time=0)])
+    b.add_deme("B", ancestors=["anc"], epochs=[dict(start_size=300)])
+    b.add_migration(demes=["A", "B"], rate=migration, start_time=400)
+    return b.resolve()
+
+
+def config(**changes) -> ForwardConfig:
+    base = ForwardConfig(demography=constant(), population="pop0", n_haplotypes=20, sequence_length=L,
+                         mutation_rate=RATE, recombination_rate=RATE, reference_ne=N, onset=152,
+                         start_frequency=1 / (2 * N), start_frequency_rtol=0.25, end_frequency_atol=0.05,
+                         dominance=0.5, position=0.5, scaling=1, max_attempts=200)
+    return dataclasses.replace(base, **changes)
+
+
+def distinct_central(rep: ForwardReplicate, half_width: float = 2000) -> int:
+    """Distinct haplotypes within +- half_width bp of the centre."""
+    keep = np.abs(rep.positions - L / 2) <= half_width
+    return len({row.tobytes() for row in rep.matrix[:, keep]})
+
+
+def msprime_hard_sweep(S: float, seed: int, n: int = 20) -> np.ndarray:
+    """msprime's SweepGenicSelection from 1/(2N) to 1 - 1/(2N), ending today (the msprime path's hard sweep)."""
+    sweep = msprime.SweepGenicSelection(position=L / 2, start_frequency=1 / (2 * N), end_frequency=1 - 1 / (2 * N),
+                                        s=selection_coefficient(S, N), dt=1e-6)
+    ts = msprime.sim_ancestry(samples=[msprime.SampleSet(n, ploidy=1)], population_size=N, ploidy=2,
+                              sequence_length=L, recombination_rate=RATE,
+                              model=[sweep, msprime.StandardCoalescent()], random_seed=seed)
+    ts = msprime.sim_mutations(ts, rate=RATE, model=msprime.BinaryMutationModel(), discrete_genome=False,
+                               random_seed=seed)
+    return ts.genotype_matrix().T
+
+
+def test_replicate_is_determined_by_its_seed():
+    cfg = config(scaling=10, onset=600)
+    a, b = simulate_forward(cfg, 50, 11, end_frequency=1.0), simulate_forward(cfg, 50, 11, end_frequency=1.0)
+    assert a.matrix.dtype == np.uint8 and a.matrix.shape[0] == 20
+    assert np.array_equal(a.matrix, b.matrix) and np.array_equal(a.positions, b.positions)
+    assert a.attempts == b.attempts and a.frequency == b.frequency
+    c = simulate_forward(cfg, 50, 12, end_frequency=1.0)
+    assert not (c.matrix.shape == a.matrix.shape and np.array_equal(c.matrix, a.matrix)
+                and np.array_equal(c.positions, a.positions))
+
+
+def test_neutral_replicate_has_the_same_shape():
+    rep = simulate_forward(config(), 0, 3)
+    assert rep.matrix.shape == (20, len(rep.positions)) and rep.matrix.dtype == np.uint8
+    assert rep.frequency == 0 and rep.attempts == 1
+    assert np.all(np.diff(rep.positions) > 0) and 0 <= rep.positions[0] and rep.positions[-1] < L
+    assert set(np.unique(rep.matrix)) <= {0, 1}
+
+
+def test_hard_sweep_reduces_diversity_and_agrees_with_msprime():
+    """S = 200 from one copy, onset = the deterministic duration (152 generations), conditioned on
+    fixation: fewer segregating sites and central haplotypes than neutral, like msprime's sweep."""
+    S, reps = 200, 30
+    cfg = config()
+    sweep = [simulate_forward(cfg, S, seed, end_frequency=1.0) for seed in range(reps)]
+    neutral = [simulate_forward(cfg, 0, 1000 + seed) for seed in range(reps)]
+    assert all(r.frequency >= 0.95 for r in sweep)
+    seg_sweep = [r.matrix.shape[1] for r in sweep]
+    seg_neutral = [r.matrix.shape[1] for r in neutral]
+    assert np.mean(seg_sweep) < 0.7 * np.mean(seg_neutral)
+    assert mannwhitneyu(seg_sweep, seg_neutral, alternative="less").pvalue < 0.001
+    assert np.mean([distinct_central(r) for r in sweep]) < np.mean([distinct_central(r) for r in neutral])
+    seg_msprime = [msprime_hard_sweep(S, 5000 + seed).shape[1] for seed in range(reps)]
+    assert mannwhitneyu(seg_sweep, seg_msprime).pvalue > 0.001
+    assert 0.6 < np.mean(seg_sweep) / np.mean(seg_msprime) < 1.6
+
+
+def test_standing_variation_reaches_requested_frequency():
+    S, f0, onset = 100, 0.01, 60
+    target = frequency_after(selection_coefficient(S, N), f0, onset)  # about 0.17
+    cfg = config(start_frequency=f0, onset=onset, end_frequency_atol=0.08)
+    for seed in range(3):
+        rep = simulate_forward(cfg, S, seed, end_frequency=target)
+        assert abs(rep.start_frequency - f0) <= f0 * cfg.start_frequency_rtol + 1e-12
+        assert abs(rep.frequency - target) <= cfg.end_frequency_atol
+        assert rep.matrix.shape[0] == 20
+
+
+def test_two_populations_with_migration_and_growth_during_the_sweep():
+    S, f0, onset = 60, 0.02, 150
+    target = frequency_after(selection_coefficient(S, 1000), f0, onset)  # about 0.65
+    cfg = config(demography=two_populations(), population="A", onset=onset, reference_ne=1000, scaling=2,
+                 start_frequency=f0, n_haplotypes=16, end_frequency_atol=0.2)
+    rep = simulate_forward(cfg, S, 5, end_frequency=target)
+    assert rep.matrix.shape[0] == 16 and abs(rep.frequency - target) <= cfg.end_frequency_atol
+    assert rep.start_frequency > 0
+    # B (300 diploids, 150 at Q=2) is the deme sampled when named
+    neutral = simulate_forward(dataclasses.replace(cfg, population="B", n_haplotypes=300), 0, 5)
+    assert neutral.matrix.shape[0] == 300
+    for n, key in ((700, "n_haplotypes"), (500, "scaling")):  # B has 600 genomes, 300 at Q=2
+        with pytest.raises(ParamError) as err:
+            simulate_forward(dataclasses.replace(cfg, population="B", n_haplotypes=n), 0, 5)
+        assert err.value.key == key
+
+
+def selfing() -> demes.Graph:
+    b = demes.Builder(time_units="generations")
+    b.add_deme("pop0", epochs=[dict(start_size=N, selfing_rate=0.1)])
+    return b.resolve()
+
+
+@pytest.mark.parametrize("changes, S, key", [
+    (dict(population="nowhere"), 100, "population"),
+    (dict(demography=two_populations(), population="B", onset=600), 100, "onset"),
+    (dict(demography=two_populations(), population="A", onset=500), 100, "onset"),
+    (dict(demography=selfing()), 100, "demography"),
+    (dict(scaling=10), 200, "scaling"),  # scaled s = 10 * 200 / 1000 = 2 > 1
+    (dict(scaling=2000), 1, "scaling"),  # 0.5 diploids
+    (dict(scaling=0.5), 1, "scaling"),
+    (dict(position=1.5), 100, "position"),
+])
+def test_bad_inputs_name_their_key(changes, S, key):
+    with pytest.raises(ParamError) as err:
+        simulate_forward(config(**changes), S, 1, end_frequency=1.0)
+    assert err.value.key == key
