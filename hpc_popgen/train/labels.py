@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import to_params
 from ..errors import ParamError, StoreError
+
+if TYPE_CHECKING:
+    from ..store import ImageStore
 
 MODES = ("binary", "classes", "continuous")
 ENCODINGS = ("categorical", "gaussian", "perturbed")
@@ -175,7 +178,7 @@ def with_prior(spec: LabelSpec, s_train: np.ndarray) -> LabelSpec:
     return dataclasses.replace(spec, prior=tuple((counts / counts.sum()).tolist()))
 
 
-def s_range(store: Any) -> tuple[float, float]:
+def s_range(store: ImageStore) -> tuple[float, float]:
     """The S range of a store: its classes, its uniform prior, or (last resort) its written S values."""
     if store.classes:
         return float(min(store.classes)), float(max(store.classes))
@@ -186,7 +189,7 @@ def s_range(store: Any) -> tuple[float, float]:
     return float(s.min()), float(s.max())
 
 
-def prior_weights(spec: LabelSpec, store: Any, stream: bool) -> np.ndarray:
+def prior_weights(spec: LabelSpec, store: ImageStore, stream: bool) -> np.ndarray:
     """Training class weights: counted from the train split, or from the store's prior when streaming.
 
     A stream-mode store is still being written, so its S values are unknown; a uniform prior gives each
@@ -207,7 +210,7 @@ def prior_weights(spec: LabelSpec, store: Any, stream: bool) -> np.ndarray:
     return counts / counts.sum()
 
 
-def labels_for_store(params: LabelParams, store: Any, *, stream: bool) -> LabelSpec:
+def labels_for_store(params: LabelParams, store: ImageStore, *, stream: bool) -> LabelSpec:
     """The labels of ``params`` on ``store``, with the class weights of its training images as their prior.
 
     Unset ``n_classes`` under a continuous prior takes the prior's ``n_bins``.

@@ -35,15 +35,21 @@ class Network:
 
 
 PRESETS: Catalogue[Network] = Catalogue("preset", "preset")
-for _id, _description, _filters, _dense, _head in (
-        ("binary", "3 x Conv2D 32, Dense 64, sigmoid (neutral vs selection)", (32, 32, 32), (64,), "binary"),
-        ("multiclass", "Conv2D 32, 64, 64, softmax, no dense layer", (32, 64, 64), (), "classes"),
-        ("continuous", "Conv2D 32, 64, 128, softmax over 11 classes of S", (32, 64, 128), (), "classes")):
-    for _paper in (False, True):
-        PRESETS.add(Entry(id=f"{_id}_paper" if _paper else _id,
-                          description=f"{_description}; {PAPER_SETTINGS}" if _paper else _description,
-                          citations=(TORADA_2019,),
-                          value=Network(filters=_filters, dense=_dense, head=_head, paper=_paper)))
+
+
+def _add_presets(*rows: tuple[str, str, tuple[int, ...], tuple[int, ...], str]) -> None:
+    """Register each (id, description, filters, dense, head) as it is and with the paper's settings (``_paper``)."""
+    for id_, description, filters, dense, head in rows:
+        for paper in (False, True):
+            PRESETS.add(Entry(id=f"{id_}_paper" if paper else id_,
+                              description=f"{description}; {PAPER_SETTINGS}" if paper else description,
+                              citations=(TORADA_2019,),
+                              value=Network(filters=filters, dense=dense, head=head, paper=paper)))
+
+
+_add_presets(("binary", "3 x Conv2D 32, Dense 64, sigmoid (neutral vs selection)", (32, 32, 32), (64,), "binary"),
+             ("multiclass", "Conv2D 32, 64, 64, softmax, no dense layer", (32, 64, 64), (), "classes"),
+             ("continuous", "Conv2D 32, 64, 128, softmax over 11 classes of S", (32, 64, 128), (), "classes"))
 
 
 @dataclass(frozen=True, kw_only=True)
