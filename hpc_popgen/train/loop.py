@@ -279,7 +279,7 @@ class Trainer:
                     learning_rate=self.schedule.lr)
         monitor = self.comm.bcast(logs.get("val_loss", logs.get("loss")))
         improved = self.stopper.step(self.epoch, monitor)
-        if not self.stopper.stopped:
+        if not self.stopper.stopped:  # the last epoch of a stopped training cuts no learning rate
             self.schedule.step(self.epoch, improved)
         self.history.append(logs)
         if self.rank == 0:
