@@ -399,18 +399,30 @@ def _forward_graph(model: _Model) -> fwdpy11.ForwardDemesGraph:
                                                 round_non_integer_sizes=True)
 
 
+def _genealogy(pop: fwdpy11.DiploidPopulation) -> tskit.TableCollection:
+    """Nodes and edges of the population's tables as tskit tables (times before present, no mutations):
+    ``dump_tables_to_tskit`` without its per-individual metadata, which takes seconds at N = 1e4."""
+    nodes = np.array(pop.tables.nodes, copy=True)
+    edges = np.asarray(pop.tables.edges)
+    tables = tskit.TableCollection(sequence_length=pop.tables.genome_length)
+    tables.time_units = "generations"
+    for _ in range(int(nodes["deme"].max()) + 1):
+        tables.populations.add_row()
+    tables.nodes.set_columns(flags=np.zeros(len(nodes), dtype=np.uint32),
+                             time=nodes["time"].max() - nodes["time"], population=nodes["deme"])
+    tables.edges.set_columns(left=edges["left"], right=edges["right"], parent=edges["parent"], child=edges["child"])
+    tables.sort()
+    return tables
+
+
 def _sample(cfg: ForwardConfig, pop: fwdpy11.DiploidPopulation, deme: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n random present-day genomes of ``deme`` -> (haplotype matrix, positions) with msprime mutations."""
-    ts = pop.dump_tables_to_tskit()
+    tables = _genealogy(pop)
     alive = np.asarray(pop.alive_nodes)
-    alive = alive[ts.tables.nodes.population[alive] == deme]
+    alive = alive[tables.nodes.population[alive] == deme]
     rng = np.random.default_rng(derive_seed(seed, 3))
     chosen = np.sort(rng.choice(alive, size=cfg.n_haplotypes, replace=False))
-    tables = ts.simplify(samples=chosen).dump_tables()
-    tables.mutations.clear()
-    tables.sites.clear()
-    tables.mutations.metadata_schema = tskit.MetadataSchema(None)
-    tables.sites.metadata_schema = tskit.MetadataSchema(None)
+    tables.simplify(samples=chosen)
     ts = msprime.sim_mutations(tables.tree_sequence(), rate=cfg.mutation_rate * float(cfg.scaling),
                                model=msprime.BinaryMutationModel(), discrete_genome=False,
                                random_seed=derive_seed(seed, 4))
