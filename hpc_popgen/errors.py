@@ -48,3 +48,7 @@ class InputDataError(HpcPopError):
 
 class StageFailed(HpcPopError):
     """A stage ended with units not done; its failures are in the ledger and ``hpcpop rerun`` retries them."""
+
+
+class LabelStoreError(ParamError, StoreError):
+    """The store cannot give the labels asked for (e.g. binary labels without neutral images)."""

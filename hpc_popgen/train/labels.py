@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import to_params
-from ..errors import ParamError, StoreError
+from ..errors import LabelStoreError, ParamError, StoreError
 
 if TYPE_CHECKING:
     from ..store import ImageStore
 
 MODES = ("binary", "classes", "continuous")
 ENCODINGS = ("categorical", "gaussian", "perturbed")
-
-
-class LabelStoreError(ParamError, StoreError):
-    """The store cannot give the labels asked for (e.g. binary labels without neutral images)."""
 
 
 @dataclass(frozen=True, kw_only=True)
