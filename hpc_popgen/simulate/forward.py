@@ -489,6 +489,8 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
         if lost.lost:
             log.debug("seed %d S=%g attempt %d: allele lost at generation %d", seed, S, attempt, pop.generation)
             continue
+        if pop.generation != model.T:
+            raise RuntimeError(f"forward phase ran {pop.generation} generations, expected {model.T}")
         f1 = _deme_frequency(pop, index, key, deme)
         if end_frequency is not None and abs(f1 - end_frequency) > cfg.end_frequency_atol:
             log.debug("seed %d S=%g attempt %d: present frequency %.3f, wanted %.3f", seed, S, attempt, f1,
