@@ -58,6 +58,11 @@ class Ledger:
             failed.unlink()
         return rec
 
+    def forget(self, units: list[str]) -> None:
+        """Drop the completion records of ``units`` (their output turned out to be missing)."""
+        for unit in units:
+            (self.done_dir / self._name(unit)).unlink(missing_ok=True)
+
     def record_failure(self, unit: str, error: str) -> dict:
         """Count a failed attempt of ``unit`` and keep the last error message."""
         path = self.fail_dir / self._name(unit)

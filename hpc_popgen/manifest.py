@@ -194,7 +194,10 @@ def read_yaml(path: str | Path, what: str = "manifest") -> Any:
     """Load YAML safely (no tags, no code); errors name the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: {what} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                            f"offset {exc.start}); save it as UTF-8") from None
     except FileNotFoundError:
         raise ManifestError(f"{path}: {what} file not found") from None
     except OSError as exc:

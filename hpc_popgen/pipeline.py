@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import resolve_profile
 from .cluster.sbatch import sbatch_header
 from .errors import ProfileError, StageFailed
-from .manifest import StageSpec, load_manifest
+from .manifest import Manifest, StageSpec, load_manifest
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
 from .stages.base import StageContext, StageResult, stage_seed
@@ -30,14 +33,33 @@ log = logging.getLogger(__name__)
 def prepare(manifest_path: str | Path, *, profile: str | None = None,
             run_dir: str | Path | None = None) -> RunDir:
     """Validate the manifest and profile and create the run directory (nothing runs yet)."""
-    manifest = load_manifest(manifest_path)
+    manifest = absolute_paths(load_manifest(manifest_path))
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
         manifest = replace(manifest, profile=profile)
-    raw = Path(manifest_path).read_text()
+    raw = Path(manifest_path).read_text(encoding="utf-8")
     path = Path(run_dir) if run_dir else default_run_dir(manifest)
     seeds = {s.name: stage_seed(manifest, s) for s in manifest.stages}
     return RunDir.create(path, manifest, prof, raw, seeds)
+
+
+def absolute_paths(manifest: Manifest) -> Manifest:
+    """The manifest with its source file and a local ``storage`` as absolute paths, as the run records them,
+    so that ``hpcpop rerun`` from any folder (or a driver job) finds the same stores and inputs."""
+    storage = manifest.storage
+    if "://" not in storage or storage.startswith("file://"):
+        root = Path(storage.removeprefix("file://")).expanduser()
+        storage = str((root if root.is_absolute() else Path(manifest.base_dir) / root).resolve())
+    return replace(manifest, storage=storage, source=str(Path(manifest.source).resolve()))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``scancel`` of a driver job, a pre-emption, ``kill``): handled as Ctrl-C, so the run and the
+    stage are recorded as interrupted, finished units stay recorded and ``hpcpop rerun`` carries on."""
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
 
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:
@@ -51,7 +73,8 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
         key = repr(sorted(cluster_kwargs(profile, spec.resources).items()))
         if key not in clusters:
             handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}",
-                                   log_directory=str(rd.path / "slurm-logs"))
+                                   log_directory=str(rd.path / "slurm-logs"),
+                                   security_directory=rd.path / "security")
             clusters[key] = handle
             log.info("Dask dashboard: %s", handle.dashboard)
             rd.update_report(dashboard=handle.dashboard, scheduler=handle.client.scheduler.address)
@@ -59,13 +82,16 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
 
     rd.update_report(status="running", started_at=rd.report().get("started_at") or now_iso())
     status = "failed"
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         for spec in manifest.stages:
             ctx = StageContext(rd, manifest, spec, profile, cluster_factory=factory, show_progress=progress)
             _run_stage(ctx)
         status = "completed"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "interrupted"
+        log.warning("run interrupted (%s); finished units are kept", exc or "Ctrl-C")
         raise
     finally:
         for handle in clusters.values():
@@ -76,6 +102,8 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
             except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
                 log.warning("closing cluster: %s", exc)
         rd.update_report(status=status, finished_at=now_iso())
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return rd.report()
 
 

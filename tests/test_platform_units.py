@@ -129,3 +129,63 @@ def test_driver_script_runs_rerun(tmp_path):
     assert f"hpc_popgen.cli rerun --no-progress {tmp_path}" in text
     assert os.path.basename(text.splitlines()[0]) in ("bash", "env bash")
     assert Path(tmp_path).exists()
+
+
+@pytest.mark.parametrize("mem,want", [("2GB", "2G"), ("2GiB", "2G"), ("2000MB", "2000M"), ("0.5GB", "512M"),
+                                      ("1.5GB", "1536M"), ("0.001GB", "1049K"), ("512", "512M")])
+def test_slurm_mem_rounds_up_to_a_whole_unit(mem, want):
+    from hpc_popgen.cluster.sbatch import slurm_mem
+
+    assert slurm_mem(mem) == want
+
+
+@pytest.mark.parametrize("mem", ["0GB", "lots"])
+def test_slurm_mem_refuses_zero_and_nonsense(mem):
+    from hpc_popgen.cluster.sbatch import slurm_mem
+
+    with pytest.raises(ProfileError, match=f"memory '{mem}'"):
+        slurm_mem(mem)
+
+
+def test_workers_retire_before_walltime_staggered():
+    prof = resolve_profile("slurm")
+    kw = cluster_kwargs(prof, {"walltime": "01:00:00"})
+    assert kw["worker_extra_args"] == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
+    short = cluster_kwargs(with_defaults({"kind": "slurm", "cluster": {"walltime": "00:02:00"}}), None)
+    assert short["worker_extra_args"] == ["--lifetime", "60s", "--lifetime-stagger", "30s"], "at least half the walltime"
+    off = cluster_kwargs(with_defaults({"kind": "slurm", "worker_lifetime": None, "cluster": {"walltime": "1:00:00"}}), None)
+    assert "worker_extra_args" not in off
+
+
+def test_dashboard_binds_to_loopback_unless_the_profile_says_otherwise():
+    kw = cluster_kwargs(resolve_profile("slurm"), None)
+    assert kw["scheduler_options"]["dashboard_address"].startswith("127.0.0.1:")
+    kw = cluster_kwargs(with_defaults({"kind": "slurm", "dashboard_address": ":8787"}), None)
+    assert kw["scheduler_options"]["dashboard_address"] == ":8787"
+
+
+@pytest.mark.parametrize("kind,key,needle", [
+    ("slurm", "quue", r"cluster\.quue: unknown key for SLURMCluster \(did you mean 'queue'\?\)"),
+    ("local", "n_worker", r"cluster\.n_worker: unknown key for LocalCluster \(did you mean 'n_workers'\?\)"),
+])
+def test_unknown_cluster_key_is_named_before_anything_runs(tmp_path, kind, key, needle):
+    p = write_yaml(tmp_path / "p.yaml", {"kind": kind, "cluster": {key: 1}})
+    with pytest.raises(ProfileError, match=needle):
+        resolve_profile(str(p))
+    from helpers import run_cli
+    from test_platform_runs import sim_stage
+
+    job = write_yaml(tmp_path / "job.yaml", {"name": "k", "seed": 1, "profile": str(p), "storage": "s",
+                                             "stages": [sim_stage()]})
+
+    proc = run_cli("submit", job, "--run-dir", tmp_path / "run")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "unknown key" in proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s").exists(), "nothing partial is written"
+
+
+def test_known_cluster_keys_of_worker_and_job_classes_pass(tmp_path):
+    write_yaml(tmp_path / "l.yaml", {"kind": "local", "cluster": {"memory_limit": "1GB", "local_directory": "/tmp"}})
+    write_yaml(tmp_path / "s.yaml", {"kind": "slurm", "cluster": {"job_mem": "1GB", "worker_extra_args": [],
+                                                                  "job_script_prologue": []}})
+    assert resolve_profile(str(tmp_path / "l.yaml"))["kind"] == "local"
+    assert resolve_profile(str(tmp_path / "s.yaml"))["kind"] == "slurm"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import click
 
@@ -77,6 +78,7 @@ def status(run_dir: str, as_json: bool) -> None:
     jobs = rd.slurm_jobs()
     if as_json:
         click.echo(json.dumps({"report": rep, "slurm_jobs": jobs}, indent=2))
+        _exit_for(rep)
         return
     click.echo(f"run {rep.get('run')}: {rep.get('status')}  ({rd.path})")
     if rep.get("dashboard"):
@@ -96,6 +98,15 @@ def status(run_dir: str, as_json: bool) -> None:
         for role, ids in jobs.items():
             shown = ", ".join(f"{j}{' (' + states[j] + ')' if j in states else ''}" for j in ids)
             click.echo(f"SLURM {role}: {shown}")
+    _exit_for(rep)
+
+
+def _exit_for(report: dict) -> None:
+    """Exit 1 for a failed run, so scripts and CI can test ``hpcpop status`` (the table is printed first)."""
+    if report.get("status") == "failed":
+        failed = [s["name"] for s in report.get("stages", []) if s.get("status") == "failed"]
+        click.echo(f"run failed (stage {', '.join(failed) or '?'}); see hpcpop.log, then `hpcpop rerun`", err=True)
+        sys.exit(1)
 
 
 def _squeue_states(job_ids: list[str]) -> dict[str, str]:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import click
+
+from ..errors import HpcPopError
 
 log = logging.getLogger(__name__)
 TITLES = {"stored": "stored", "none": "unsorted", "rows": "rows sorted", "columns": "columns sorted",
@@ -22,6 +26,7 @@ TITLES = {"stored": "stored", "none": "unsorted", "rows": "rows sorted", "column
 @click.option("--index", "index", default=0, show_default=True, help="Image index in the store.")
 def show(store: str, png: str, index: int) -> None:
     """Draw image INDEX of STORE side by side: stored, unsorted, rows, columns, both."""
+    _check_writable(png)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,8 +48,25 @@ def show(store: str, png: str, index: int) -> None:
     fig.suptitle(f"{st.url}  image {index}: S={info['s']:g}, seed {info['seed']}, {info['n_sites']} sites",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(png, dpi=120)
+    except OSError as exc:
+        raise HpcPopError(f"--png {png}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     if len(panels) == 1:
         click.echo("note: this store records no simulation settings; only the stored image is drawn", err=True)
     click.echo(json.dumps({"png": png, "index": index, "panels": panels, **info}))
+
+
+def _check_writable(png: str) -> None:
+    """Refuse an output path we cannot write before any work is done (one line, nothing written)."""
+    path = Path(png).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise HpcPopError(f"--png {png}: {folder} {why}")
+    if path.is_dir():
+        raise HpcPopError(f"--png {png}: is a folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise HpcPopError(f"--png {png}: not writable ({path if path.exists() else folder} is not writable by you)")

@@ -10,6 +10,7 @@ import copy
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import ProfileError
@@ -55,7 +56,7 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
     kind = profile["kind"]
     kw = _clean(copy.deepcopy(profile.get("cluster") or {}))
     res = resources or {}
-    dash = profile.get("dashboard_address", "127.0.0.1:8787" if kind == "local" else ":8787")
+    dash = profile.get("dashboard_address", "127.0.0.1:8787")  # loopback unless the profile says otherwise
     if kind == "local":
         n_cpu = os.cpu_count() or 1
         cores = res.get("cores")
@@ -81,6 +82,9 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
             extra.append(f"--nodes={res['nodes']}")
         if extra:
             kw["job_extra_directives"] = extra
+        lifetime = lifetime_args(kw.get("walltime"), profile.get("worker_lifetime"))
+        if lifetime:
+            kw["worker_extra_args"] = [a for a in kw.get("worker_extra_args") or [] if not a.startswith("--lifetime")] + lifetime
         sched = dict(kw.get("scheduler_options") or {})
         if dash is not None:
             sched.setdefault("dashboard_address", dash)
@@ -92,9 +96,104 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
     raise ProfileError(f"profile {profile.get('name')}: unknown kind {kind!r}")
 
 
+def walltime_seconds(walltime: str) -> int:
+    """SLURM's ``[D-]HH:MM:SS``, ``HH:MM`` ... as seconds (``MM`` alone is minutes, as SLURM reads it)."""
+    days, _, rest = str(walltime).rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) == 1:
+        parts = [0, parts[0], 0]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    h, m, sec = parts[-3:]
+    return (int(days) if days else 0) * 86400 + h * 3600 + m * 60 + sec
+
+
+def lifetime_args(walltime: str | None, lifetime: dict | None) -> list[str]:
+    """``--lifetime`` and ``--lifetime-stagger`` for workers, so they retire (tasks move to other workers)
+    before SLURM kills their job at its walltime: dask-jobqueue's documented remedy.
+
+    The lifetime is the walltime less the profile's margin (at least half the walltime); the stagger,
+    at most half the margin, spreads the retirements so that not every worker leaves at once.
+    """
+    if not walltime or not lifetime:
+        return []
+    wall = walltime_seconds(walltime)
+    life = max(wall - int(lifetime["margin_seconds"]), wall // 2)
+    stagger = min(int(lifetime["stagger_seconds"]), (wall - life) // 2)
+    return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"]
+
+
+def cluster_parameters(kind: str) -> tuple[str, set[str]]:
+    """The cluster class's name and every keyword it accepts, its workers' or jobs' included."""
+    import inspect
+
+    if kind == "local":
+        from distributed import LocalCluster, Nanny, Worker
+
+        classes: tuple[Any, ...] = (LocalCluster, Nanny, Worker)
+    else:
+        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.core import Job
+        from dask_jobqueue.slurm import SLURMJob
+
+        classes = (SLURMCluster, SLURMJob, Job)
+    names = {n for c in classes for n, p in inspect.signature(c).parameters.items()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return classes[0].__name__, names - {"scheduler", "loop", "scheduler_ip", "scheduler_port"}
+
+
+def check_cluster_keys(profile: dict, source: str) -> None:
+    """Refuse ``cluster:`` keys the cluster class does not take, naming the key (before anything runs)."""
+    import difflib
+
+    cls_name, allowed = cluster_parameters(profile["kind"])
+    for key in profile.get("cluster") or {}:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ProfileError(f"{source}: cluster.{key}: unknown key for {cls_name}{hint}")
+
+
+def run_security(directory: str | Path) -> Any:
+    """TLS certificates made for this run (``Security.temporary``); workers read theirs from ``directory``,
+    created readable by the user only (mode 0700), so no other user can join or use the scheduler."""
+    from distributed.security import Security
+
+    path = Path(directory)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return Security.temporary()
+
+
+def check_sbatch(cluster: Any, profile: dict, folder: str | Path) -> None:
+    """Ask sbatch (``--test-only``: nothing is queued) whether it takes the worker job script; a refusal
+    (unknown partition, account, QOS, limits) fails now, with sbatch's reason, instead of hanging."""
+    import subprocess
+    import tempfile
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".sbatch", dir=folder, prefix="worker-test-") as fh:
+        fh.write(cluster.job_script())
+        fh.flush()
+        try:
+            out = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise ProfileError(f"profile {profile.get('name')}: `sbatch` not found; run on a SLURM login node") from None
+        except subprocess.TimeoutExpired:
+            log.warning("sbatch --test-only did not answer in 60 s; submitting worker jobs anyway")
+            return
+    if out.returncode != 0:
+        reason = "; ".join(line.strip() for line in out.stderr.splitlines() if line.strip()) or f"exit {out.returncode}"
+        raise ProfileError(f"profile {profile.get('name')}: sbatch refuses the worker jobs: {reason}")
+
+
 def start_cluster(profile: dict, resources: dict | None, *, name: str,
-                  log_directory: str | None = None) -> ClusterHandle:
-    """Start the profile's cluster for one stage (SLURM worker job logs go to ``log_directory``)."""
+                  log_directory: str | None = None, security_directory: str | Path | None = None) -> ClusterHandle:
+    """Start the profile's cluster for one stage (SLURM worker job logs go to ``log_directory``).
+
+    On SLURM, with the profile's ``tls`` (the default) and a ``security_directory``, scheduler, workers and
+    client talk TLS with certificates made for the run.
+    """
     from distributed import Client
 
     kind = profile["kind"]
@@ -110,10 +209,18 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str,
         kw.setdefault("job_name", f"hpcpop-{name}")
         if log_directory:
             kw.setdefault("log_directory", log_directory)
+        if profile.get("tls", True) and security_directory:
+            kw["security"] = run_security(security_directory)
+            kw["shared_temp_directory"] = str(security_directory)
         try:
             cluster = SLURMCluster(**kw)
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"profile {profile.get('name')}: cluster settings rejected by SLURMCluster: {exc}") from None
+        try:
+            check_sbatch(cluster, profile, log_directory or ".")
+        except ProfileError:
+            cluster.close()
+            raise
         adapt = profile["adapt"]
         mx = adapt["maximum_jobs"]
         if resources and resources.get("max_workers"):

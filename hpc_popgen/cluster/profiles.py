@@ -55,7 +55,11 @@ def load_profile_file(path: Path) -> dict:
         validate_against(data, "profile.schema.json", source=str(path))
     except ManifestError as exc:
         raise ProfileError(str(exc)) from None
-    return with_defaults(data)
+    from .clusters import check_cluster_keys
+
+    data = with_defaults(data)
+    check_cluster_keys(data, str(path))
+    return data
 
 
 def with_defaults(data: dict) -> dict:

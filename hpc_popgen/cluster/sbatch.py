@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import math
+import re
+
+from ..errors import ProfileError
+
+_UNITS = {"T": 4, "G": 3, "M": 2, "K": 1}  # powers of 1024 (SLURM's units are binary)
+
 
 def slurm_mem(mem: str) -> str:
-    """'2GB' / '2GiB' / '2000MB' -> SLURM's '2G' / '2000M' (SLURM has no 'B' suffix)."""
-    mem = str(mem).replace(" ", "")
-    for suf, s in (("TiB", "T"), ("GiB", "G"), ("MiB", "M"), ("KiB", "K"),
-                   ("TB", "T"), ("GB", "G"), ("MB", "M"), ("KB", "K")):
-        if mem.endswith(suf):
-            return mem[: -len(suf)].split(".")[0] + s
-    return mem
+    """'2GB' / '2GiB' -> '2G', '0.5GB' -> '512M' (rounded up to a whole unit SLURM accepts, never 0).
+
+    SLURM takes whole numbers with a K/M/G/T suffix (no 'B'); ``--mem=0`` would mean "all the node's memory".
+    """
+    text = str(mem).replace(" ", "")
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([KMGT]?)(?:i?B)?", text, flags=re.IGNORECASE)
+    if not m:
+        raise ProfileError(f"memory {mem!r}: not a size such as 2GB, 512MB or 0.5GB")
+    value, unit = float(m.group(1)), (m.group(2) or "M").upper()
+    if value <= 0:
+        raise ProfileError(f"memory {mem!r}: must be more than 0")
+    power = _UNITS[unit]
+    while value != int(value) and power > 1:  # 0.5G -> 512M, 1.5M -> 1536K
+        value, power = value * 1024, power - 1
+    suffix = next(k for k, v in _UNITS.items() if v == power)
+    return f"{math.ceil(value)}{suffix}"
 
 
 def sbatch_header(*, job_name: str, output: str, cpus_per_task: int, memory: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,20 +25,60 @@ def load_fs(path: str | Path, pop_ids: list[str] | None = None) -> Any:
     import moments
 
     path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"{path}: AFS file not found")
+    check_populations(path, pop_ids)  # sizes first: moments reads only as many values as the header asks for
     try:
         fs = moments.Spectrum.from_file(str(path))
     except Exception as exc:  # noqa: BLE001 - moments raises several types for malformed files
         raise InputDataError(f"{path}: not a dadi/moments spectrum file: {exc}") from None
     _check(fs, str(path))
     if pop_ids:
-        if len(pop_ids) != fs.ndim:
-            raise InputDataError(f"{path}: {len(pop_ids)} population names given for a {fs.ndim}-population spectrum")
         fs.pop_ids = list(pop_ids)
     elif not fs.pop_ids:
         fs.pop_ids = [f"pop{i}" for i in range(fs.ndim)]
     return fs
+
+
+def fs_header(path: str | Path) -> tuple[tuple[int, ...], list[str] | None]:
+    """Dimensions and population names of a ``.fs`` file, after checking that its data line (and mask
+    line, when present) holds exactly as many values as the dimensions multiply to."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: AFS file not found")
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot read AFS file: {exc}") from None
+    lines = [ln for ln in lines if ln.strip()]
+    if len(lines) < 2:
+        raise InputDataError(f"{path}: not a dadi/moments spectrum file (needs a header line and a data line)")
+    head = lines[0].split()
+    n_dims = next((i for i, w in enumerate(head) if w in ("folded", "unfolded")), len(head))
+    try:
+        shape = tuple(int(w) for w in head[:n_dims])
+    except ValueError:
+        raise InputDataError(f"{path}: header {lines[0].strip()!r} must start with the spectrum's dimensions") from None
+    if not shape or min(shape) < 1:
+        raise InputDataError(f"{path}: header {lines[0].strip()!r} gives no valid dimensions")
+    pop_ids = lines[0].split('"')[1::2] or None
+    want = math.prod(shape)
+    for what, line in (("data", lines[1]), ("mask", lines[2] if len(lines) > 2 else None)):
+        if line is not None and len(line.split()) != want:
+            dims = " x ".join(map(str, shape))
+            raise InputDataError(f"{path}: {what} line has {len(line.split())} values but the header's "
+                                 f"dimensions {dims} need {want}")
+    return shape, pop_ids
+
+
+def check_populations(path: str | Path, populations: list[str] | None) -> None:
+    """The ``populations`` given for an AFS file match its dimensions (and its own names, if it has any)."""
+    shape, pop_ids = fs_header(path)
+    if not populations:
+        return
+    if len(populations) != len(shape):
+        raise InputDataError(f"{path}: {len(populations)} population names {list(populations)} given for a "
+                             f"{len(shape)}-population spectrum")
+    if pop_ids and list(pop_ids) != list(populations):
+        raise InputDataError(f"{path}: the file names its populations {pop_ids}, not {list(populations)}")
 
 
 def _check(fs: Any, source: str) -> None:

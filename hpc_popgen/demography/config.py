@@ -41,6 +41,18 @@ class InputConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalTimeoutConfig:
+    """When an evaluation that does not end is given up (the stage's ``eval_timeout``)."""
+
+    multiple: float
+    floor_seconds: float
+
+    def limit(self, median_seconds: float | None) -> float:
+        """Seconds an evaluation may run: the floor, or ``multiple`` times the median so far if that is longer."""
+        return max(self.floor_seconds, self.multiple * (median_seconds or 0.0))
+
+
+@dataclass(frozen=True, kw_only=True)
 class DemographyConfig:
     """Everything a demographic inference needs besides the data (keys as in the stage schema)."""
 
@@ -67,6 +79,7 @@ class DemographyConfig:
     target_loglik: float | None
     stop_at_target: bool
     retries: int
+    eval_timeout: EvalTimeoutConfig
     plots: bool
     ga: GAConfig
     local_search: LocalSearchConfig

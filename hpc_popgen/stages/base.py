@@ -71,6 +71,14 @@ def located(spec: StageSpec, manifest: Manifest, prefix: str = "") -> Iterator[N
         raise ManifestError(f"{key_path(spec, manifest, key)}: {exc.reason}") from None
 
 
+def input_path(manifest: Manifest, value: str) -> str:
+    """A user input file (VCF, AFS, demes YAML) of ``manifest``: URLs as given, paths relative to its folder."""
+    if "://" in value and not value.startswith("file://"):
+        return value
+    p = Path(value.removeprefix("file://")).expanduser()
+    return str(p if p.is_absolute() else Path(manifest.base_dir) / p)
+
+
 def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
     """The stage's typed, frozen config, built once from its schema-filled parameters.
 
@@ -178,10 +186,7 @@ class StageContext:
 
     def input_path(self, value: str) -> str:
         """Resolve a user input file (VCF, AFS, demes YAML): relative to the manifest's folder."""
-        if "://" in value and not value.startswith("file://"):
-            return value
-        p = Path(value.removeprefix("file://")).expanduser()
-        return str(p if p.is_absolute() else Path(self.manifest.base_dir) / p)
+        return input_path(self.manifest, value)
 
     def progress(self, total: int, desc: str | None = None, unit: str = "unit", initial: int = 0):
         """A progress bar for a long loop (tqdm on stderr; silent when progress is off)."""
@@ -217,10 +222,13 @@ class StageContext:
     def run_units(self, units: Iterable[Unit], fn: Callable[..., Any], *,
                   retries: int = 3, item_name: str = "units",
                   on_done: Callable[[Unit, Any], dict | None] | None = None,
-                  resources: dict | None = None) -> StageResult:
+                  resources: dict | None = None,
+                  still_done: Callable[[Unit], bool] | None = None) -> StageResult:
         """Run ``fn(*unit.args, **unit.kwargs)`` as one Dask task per pending unit.
 
-        Units with a completion record are skipped. When a task returns, ``on_done`` may turn its
+        Units with a completion record are skipped, unless ``still_done(unit)`` says their output is gone
+        (e.g. a shard not flagged written in the store): such a record does not count, which is logged,
+        and the unit is redone. When a task returns, ``on_done`` may turn its
         result into extra fields of the completion record. A task whose worker dies is resubmitted by
         Dask (``retries``); a task that raises is recorded as a failure and the stage fails at the end,
         after every other unit had its chance.
@@ -230,6 +238,13 @@ class StageContext:
         units = list(units)
         total_items = sum(u.weight for u in units)
         done_ids = set(self.ledger.done())
+        if still_done is not None:
+            gone = [u.id for u in units if u.id in done_ids and not still_done(u)]
+            if gone:
+                log.warning("stage %s: %d unit(s) have a completion record but their output is missing (%s); "
+                            "redoing them", self.name, len(gone), ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""))
+                self.ledger.forget(gone)
+                done_ids -= set(gone)
         pending = [u for u in units if u.id not in done_ids]
         done_items = total_items - sum(u.weight for u in pending)
         self.run.update_stage(self.name, units_total=len(units), units_done=len(units) - len(pending))

@@ -11,17 +11,20 @@ futures so that a slow evaluation only holds back its own island. Island checkpo
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..demography.afs import load_input, spectrum_file
-from ..demography.config import DemographyConfig
+from ..demography.afs import check_populations, load_input, spectrum_file
+from ..demography.config import DemographyConfig, EvalTimeoutConfig
 from ..demography.engine import EvalConfig, evaluate, failed
 from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
 from ..demography.search import Hooks, Search
+from ..errors import InputDataError, ManifestError
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult, stage_config
+from .base import StageContext, StageResult, input_path, key_path, stage_config
 
 CONFIG = DemographyConfig
 
@@ -29,42 +32,124 @@ log = logging.getLogger(__name__)
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
-    """What the schema cannot express (input choice, structures, engine limits, parameter names)."""
-    stage_config(spec, manifest)  # DemographyConfig checks itself; errors name file and key
+    """What the schema cannot express (input choice, structures, engine limits, parameter names), and
+    that a local AFS file exists and matches ``input.populations``."""
+    cfg: DemographyConfig = stage_config(spec, manifest)  # checks itself; errors name file and key
+    afs = cfg.input.afs
+    if afs and "://" not in afs.removeprefix("file://"):
+        try:
+            check_populations(input_path(manifest, afs), list(cfg.input.populations or []))
+        except InputDataError as exc:
+            raise ManifestError(f"{key_path(spec, manifest, 'input.afs')}: {exc}") from None
+
+
+def _timed(fn: Callable[..., dict[str, Any]], *args: Any) -> tuple[dict[str, Any], float]:
+    """Run one evaluation on a worker and measure it (the timeout follows the median of these)."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0
+
+
+def _running(dask_scheduler: Any, prefix: str) -> dict[str, tuple[float, str]]:
+    """On the scheduler: how long each of our tasks has been running, and on which worker."""
+    return {str(ts.key): (float(secs), ws.address) for ws in dask_scheduler.workers.values()
+            for ts, secs in ws.executing.items() if str(ts.key).startswith(prefix)}
 
 
 class DaskEvaluations:
-    """Evaluations as Dask tasks keyed ``<stage>-<token>``; the cluster starts with the first one."""
+    """Evaluations as Dask tasks keyed ``<name>-<token>``; the cluster starts with the first one.
 
-    def __init__(self, ctx: StageContext, data: Any, ev: EvalConfig, retries: int) -> None:
-        self.ctx, self.data, self.ev, self.retries = ctx, data, ev, retries
+    An evaluation running longer than ``timeout.limit(median)`` is cancelled, its worker restarted (a
+    stuck integration holds its thread) and its token given the worst fitness, so no island waits on it.
+    """
+
+    def __init__(self, client: Callable[[], Any], name: str, data: Any, ev: EvalConfig, retries: int,
+                 timeout: EvalTimeoutConfig, *, on_start: Callable[[], Any] | None = None,
+                 fn: Callable[..., dict[str, Any]] = evaluate) -> None:
+        self._client, self.name, self.data, self.ev, self.retries = client, name, data, ev, retries
+        self.timeout, self.on_start, self.fn = timeout, on_start, fn
         self._tokens: dict[str, str] = {}  # task key -> token
+        self._futures: dict[str, Any] = {}  # task key -> future, while pending
+        self._submitted: dict[str, float] = {}  # task key -> submit time
         self._done: Any = None  # distributed.as_completed over every submitted task
+        self._seconds: list[float] = []  # durations of finished evaluations
+        self._last_check = 0.0
+        self.n_timed_out = 0
 
     def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
         """Submit ``evaluate(space, x)`` as one task (retried by Dask when its worker is lost)."""
         if self._done is None:
             from distributed import as_completed
 
-            self.ctx.run.update_report(dashboard=self.ctx.cluster.dashboard)
+            if self.on_start is not None:
+                self.on_start()
             self._done = as_completed([])
-        fut = self.ctx.client.submit(evaluate, space, x, self.data, self.ev, pure=False, retries=self.retries,
-                                     key=f"{self.ctx.name}-{token}")
+        fut = self._client().submit(_timed, self.fn, space, x, self.data, self.ev, pure=False, retries=self.retries,
+                                    key=f"{self.name}-{token}")
         self._tokens[fut.key] = token
+        self._futures[fut.key] = fut
+        self._submitted[fut.key] = time.monotonic()
         self._done.add(fut)
 
+    def limit(self) -> float:
+        """Seconds an evaluation may run now (see ``eval_timeout`` in the stage schema)."""
+        return self.timeout.limit(statistics.median(self._seconds) if self._seconds else None)
+
     def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(token, result)`` as tasks finish; a task lost beyond its retries gives the worst fitness."""
+        """``(token, result)`` as tasks finish; a task lost beyond its retries, or running past the time
+        limit, gives the worst fitness."""
         if self._done is None:
             return
-        for fut in self._done:
+        while True:
+            batch = self._done.next_batch(block=False)
+            for fut in batch:
+                yield from self._finished(fut)
+            if not batch:
+                if self._done.is_empty():
+                    return
+                yield from self._overdue()
+                with self._done.thread_condition:
+                    self._done.thread_condition.wait(timeout=0.1)
+
+    def _finished(self, fut: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        token = self._tokens.pop(fut.key, None)
+        self._futures.pop(fut.key, None)
+        self._submitted.pop(fut.key, None)
+        if token is None:  # cancelled for running too long: already given the worst fitness
+            return
+        try:
+            result, seconds = fut.result()
+            self._seconds.append(seconds)
+        except Exception as exc:  # noqa: BLE001 - lost beyond retries: worst fitness, logged
+            log.warning("evaluation %s failed: %s", fut.key, exc)
+            result = failed(str(exc))
+        fut.release()
+        yield token, result
+
+    def _overdue(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Cancel evaluations running past the limit (asking the scheduler only when one could be)."""
+        now = time.monotonic()
+        limit = self.limit()
+        if now - self._last_check < 1.0 or not any(now - t > limit for t in self._submitted.values()):
+            return
+        self._last_check = now
+        client = self._client()
+        running = client.run_on_scheduler(_running, prefix=f"{self.name}-")
+        stuck = {key: worker for key, (secs, worker) in running.items() if secs > limit and key in self._tokens}
+        for key in stuck:
+            fut = self._futures.pop(key)
+            token = self._tokens.pop(key)
+            self._submitted.pop(key, None)
+            fut.cancel()
+            self.n_timed_out += 1
+            log.warning("evaluation %s cancelled after %.0f s (limit: %g x median, at least %g s); worst fitness",
+                        key, limit, self.timeout.multiple, self.timeout.floor_seconds)
+            yield token, failed(f"cancelled: ran longer than {limit:.0f} s (eval_timeout)")
+        if stuck:  # the stuck computation still holds its worker's thread
             try:
-                result = fut.result()
-            except Exception as exc:  # noqa: BLE001 - lost beyond retries: worst fitness, logged
-                log.warning("evaluation %s failed: %s", fut.key, exc)
-                result = failed(str(exc))
-            fut.release()
-            yield self._tokens.pop(fut.key), result
+                client.restart_workers(sorted(set(stuck.values())), raise_for_error=False)
+            except Exception as exc:  # noqa: BLE001 - e.g. workers without a nanny: they keep the thread
+                log.warning("could not restart worker(s) %s: %s", sorted(set(stuck.values())), exc)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -73,13 +158,14 @@ def run(ctx: StageContext) -> StageResult:
     data = load_input(cfg, ctx.input_path)
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     hooks = Hooks(record=ctx.ledger.record, report=ctx.report, progress=ctx.progress)
-    search = Search(cfg, ev, data, DaskEvaluations(ctx, data, ev, cfg.retries), ctx.stage_dir() / "checkpoint",
-                    ctx.seed, hooks, label=ctx.name)
+    evals = DaskEvaluations(lambda: ctx.client, ctx.name, data, ev, cfg.retries, cfg.eval_timeout,
+                            on_start=lambda: ctx.run.update_report(dashboard=ctx.cluster.dashboard))
+    search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
     search.run()
     out_dir = ctx.stage_dir()
     summary = write_results(out_dir, search.state, data, ev, spectrum_file(cfg, data, ctx.input_path, out_dir),
                             cfg.plots)
-    metrics = search.metrics(summary)
+    metrics = {**search.metrics(summary), "timed_out_evaluations": evals.n_timed_out}
     ctx.report(**metrics)
     n_units = len(ctx.ledger.done())
     return StageResult(units_total=n_units, units_done=n_units, metrics=metrics,

@@ -71,6 +71,10 @@ def _open_group(url: str, mode: str) -> zarr.Group:
         return zarr.open_group(store=normalise_url(url), mode=mode, zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         raise StoreError(f"{url}: no image store here (not a Zarr v3 group)") from None
+    except zarr.errors.ContainsArrayError:
+        raise StoreError(f"{url}: a Zarr array, not an hpc_popgen image store (a Zarr v3 group)") from None
+    except (zarr.errors.BaseZarrError, ValueError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{url}: not an hpc_popgen image store: {str(exc).splitlines()[0]}") from None
 
 
 def store_exists(url: str) -> bool:
