@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import demes
 import msprime
@@ -11,7 +12,8 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from hpc_popgen.errors import ParamError
-from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, simulate_forward
+from hpc_popgen.simulate.demographies import DemographyModel, Epoch, msms_model
+from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, graph_from_model, simulate_forward
 from hpc_popgen.simulate.trajectory import frequency_after
 from hpc_popgen.simulate.units import selection_coefficient
 
@@ -163,3 +165,16 @@ def test_bad_inputs_name_their_key(changes, S, key):
     with pytest.raises(ParamError) as err:
         simulate_forward(config(**changes), S, 1, end_frequency=1.0)
     assert err.value.key == key
+
+
+def test_project_demography_models_convert_to_demes():
+    """graph_from_model keeps the sizes of the project's epoch models (msprime growth convention)."""
+    growth = DemographyModel("growth", (Epoch(0, 100, 2000, math.log(4) / 100), Epoch(100, math.inf, 500)))
+    times = np.array([0, 30, 99, 150, 1000])
+    for model in (growth, msms_model("marth3", N)):
+        ours = msprime.Demography.from_demes(graph_from_model(model)).debug().population_size_trajectory(times)
+        theirs = model.msprime().debug().population_size_trajectory(times)
+        assert np.allclose(ours, theirs, rtol=1e-2)
+    rep = simulate_forward(config(demography=graph_from_model(msms_model("marth3", N)), onset=100,
+                                  start_frequency=0.01), 200, 1, end_frequency=None)
+    assert rep.matrix.shape[0] == 20 and rep.frequency > 0

@@ -73,6 +73,7 @@ import tskit
 
 from ..errors import ParamError
 from ..seeds import derive_seed
+from .demographies import POPULATION, DemographyModel
 from .replicate import SimulationRefused
 from .units import selection_coefficient
 
@@ -116,6 +117,23 @@ class ForwardReplicate:
     attempts: int
     frequency: float
     start_frequency: float
+
+
+def graph_from_model(model: DemographyModel) -> demes.Graph:
+    """The project's single-population epochs (msprime growth convention) as a one-deme demes graph
+    named like the msprime path's population, for :class:`ForwardConfig`."""
+    b = demes.Builder(description=model.name, time_units="generations")
+    epochs = []
+    for ep in reversed(model.epochs):  # oldest first
+        if math.isinf(ep.end):
+            if ep.growth_rate != 0:
+                raise ParamError("demography", f"{model.name}: the oldest epoch cannot grow")
+            epochs.append(dict(start_size=ep.size, end_time=ep.start))
+        else:
+            older = ep.size * math.exp(-ep.growth_rate * (ep.end - ep.start))
+            epochs.append(dict(start_size=older, end_size=ep.size, end_time=ep.start))
+    b.add_deme(POPULATION, epochs=epochs)
+    return b.resolve()
 
 
 def _round_half_up(x: float) -> int:
