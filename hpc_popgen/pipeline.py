@@ -57,6 +57,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``scancel`` of a driver job, a pre-emption, ``kill``): handled as Ctrl-C, so the run and the
     stage are recorded as interrupted, finished units stay recorded and ``hpcpop rerun`` carries on."""
 
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it
+
 
 def _on_sigterm(signum: int, _frame: Any) -> None:
     raise Terminated(f"signal {signum}")

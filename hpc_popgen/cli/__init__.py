@@ -60,9 +60,9 @@ class ErrorHandlingGroup(LazyGroup):
         except HpcPopError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             click.echo("Interrupted; finished units are kept. Resume with `hpcpop rerun RUN_DIR`.", err=True)
-            sys.exit(130)
+            sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (pipeline.Terminated)
 
 
 @click.group(cls=ErrorHandlingGroup, lazy=COMMANDS)

@@ -155,14 +155,35 @@ def check_cluster_keys(profile: dict, source: str) -> None:
 
 
 def run_security(directory: str | Path) -> Any:
-    """TLS certificates made for this run (``Security.temporary``); workers read theirs from ``directory``,
-    created readable by the user only (mode 0700), so no other user can join or use the scheduler."""
+    """TLS for this run: a key and self-signed certificate made now with ``openssl`` (as
+    ``Security.temporary`` does in memory), in ``directory``, readable by the user only (0700 / 0600).
+
+    Scheduler, workers and client present this certificate and accept only peers that do, so no other
+    user of the cluster can connect to the scheduler and run code. Workers read the files (shared
+    filesystem), so nothing secret goes into job scripts.
+    """
+    import subprocess
+
     from distributed.security import Security
 
     path = Path(directory)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    return Security.temporary()
+    key, cert = path / "run.key", path / "run.pem"
+    if not (key.exists() and cert.exists()):
+        try:
+            out = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+                                  "-days", "60", "-subj", "/CN=hpcpop-run", "-keyout", str(key), "-out", str(cert)],
+                                 capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise ProfileError("TLS for the run needs `openssl` on PATH (or set `tls: false` in the profile)") from None
+        if out.returncode != 0:
+            raise ProfileError(f"openssl could not make the run's certificate: {out.stderr.strip().splitlines()[-1:]}")
+    for f in (key, cert):
+        f.chmod(0o600)
+    kw = {f"tls_{role}_{part}": str(f) for role in ("scheduler", "worker", "client")
+          for part, f in (("key", key), ("cert", cert))}
+    return Security(tls_ca_file=str(cert), require_encryption=True, **kw)
 
 
 def check_sbatch(cluster: Any, profile: dict, folder: str | Path) -> None:
