@@ -12,9 +12,14 @@ A replicate has three parts:
    alive at the onset become root demes of constant size, older events are dropped) runs as a
    :class:`fwdpy11.ForwardDemesGraph`; the selected allele is the only mutation in the forward phase.
 3. **Neutral mutations (msprime).** ``n_haplotypes`` genomes of ``population`` are drawn at random from
-   the present generation, the tree sequence (``dump_tables_to_tskit``) is simplified to them and
-   ``msprime.sim_mutations`` adds neutral mutations (binary, continuous genome, as the msprime path).
-   The selected site itself is not in the matrix (as in the msprime path).
+   the present generation, fwdpy11's nodes and edges (as ``dump_tables_to_tskit`` writes them, without
+   its slow per-individual metadata) are simplified to them and ``msprime.sim_mutations`` adds neutral
+   mutations (binary, continuous genome, as the msprime path). The selected site itself is not in the
+   matrix (as in the msprime path).
+
+API: :func:`simulate_forward` (``ForwardConfig``, S, seed, ``end_frequency``) -> :class:`ForwardReplicate`,
+raising :class:`ForwardRefused` when no attempt is accepted; :func:`graph_from_model` turns the
+project's single-population epoch models (``marth3``...) into a demes graph.
 
 **Selection.** S is in 2Ne units for the reference Ne, as the msprime path: msprime's ``s = S / Ne``
 with fitnesses 1, 1 + h s, 1 + s (h = ``dominance``, 0.5 = additive, i.e. msprime's 1, 1+s/2, 1+s).
@@ -32,10 +37,13 @@ one branch with probability proportional to the branch's length; conditioning on
 (copies in other demes allowed). So, on the msprime genealogy at the selected position, we draw a
 branch among those with k in [f (1 - rtol), f (1 + rtol)] x 2N (``start_frequency_rtol``), weighted by
 branch length, put the mutation on it at an integer time drawn uniformly on the branch, and import it
-with fwdpy11's metadata (``import_mutations=True``). This is exactly "arose once in the past, drifted
-neutrally, is near f at the onset" -- without rejection-sampling a forward neutral phase (a new
-mutation reaches 1% with probability ~1/(2N f)) -- and, unlike msprime's start_frequency (msprime
-issue 1762), the carriers share the neutral genealogy they had before selection started.
+with fwdpy11's metadata (``import_mutations=True``). This samples "arose once in the past, drifted
+neutrally, is near f at the onset" (up to the coalescent approximation of the neutral past and integer
+mutation times) without rejection-sampling a forward neutral phase (a new mutation ever reaches 1%
+with probability ~1/(2N f)); unlike msprime's start_frequency (msprime issue 1762), the carriers share
+the neutral genealogy they had before selection started, so linked variation is that of a real
+standing variant. (fwdpy11's own ``add_mutation`` also weights by branch length but needs an exact
+count and all carriers in one deme.)
 
 **Conditioning.** As :mod:`fwdpy11.conditional_models` does, by rejection: an attempt restarts when
 the allele is lost, or ends with the present-day frequency in ``population`` outside
@@ -45,8 +53,8 @@ once per replicate: given the allele's copies at the onset, its future does not 
 genealogy, so rejecting on the forward phase alone samples the right conditional distribution. The
 standing-variation branch and the de novo carrier are drawn anew in every attempt. Attempt ``a`` uses
 seeds derived from (seed, a) (:func:`hpc_popgen.seeds.derive_seed`), so a replicate is determined by
-its seed. ``S = 0`` runs the same path without the allele (one attempt), so neutral and sweep
-replicates share the engine's discretisation and scaling.
+its seed. ``S = 0`` runs the same path without the allele (one attempt, ``end_frequency`` ignored), so
+neutral and sweep replicates share the engine's discretisation and scaling.
 
 **Scaling factor Q** (as stdpopsim does for SLiM): sizes and times are divided by Q, s, r, mu and
 migration rates multiplied by Q, S = 2 Ne s_het stays fixed; the onset becomes ``round(onset / Q)``
@@ -257,17 +265,13 @@ def _model(cfg: ForwardConfig) -> _Model:
         raise ParamError("scaling", f"Q={Q:g} makes the onset ({cfg.onset:g} generations) shorter than a generation")
     data = _scaled_dict(graph, Q)
     for d in data["demes"]:
-        d["end_time_min"] = d["epochs"][-1]["end_time"]
-        for ep in d["epochs"]:
-            if min(ep["start_size"], ep["end_size"]) < 1:
-                raise ParamError("scaling", f"Q={Q:g} makes deme {d['name']} smaller than one individual")
-    boundaries = [d["start_time"] for d in data["demes"]] + [d["end_time_min"] for d in data["demes"]]
+        if any(min(ep["start_size"], ep["end_size"]) < 1 for ep in d["epochs"]):
+            raise ParamError("scaling", f"Q={Q:g} makes deme {d['name']} smaller than one individual")
+    boundaries = [d["start_time"] for d in data["demes"]] + [d["epochs"][-1]["end_time"] for d in data["demes"]]
     boundaries += [p["time"] for p in data.get("pulses", [])]
     if any(math.isfinite(t) and t > 0 and _round_half_up(t) == T for t in boundaries):
         raise ParamError("onset", f"{cfg.onset:g} generations coincides with a deme's start or end or a pulse "
                          "(in generations / Q); move it by a generation")
-    for d in data["demes"]:
-        d.pop("end_time_min")
     try:
         scaled = demes.Builder.fromdict(copy.deepcopy(data)).resolve()
     except Exception as exc:  # noqa: BLE001 - demes raises several kinds for invalid models
