@@ -21,9 +21,11 @@ from hpc_popgen.manifest import load_manifest
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.store import PER_IMAGE_ARRAYS, open_store
 
+# the platform's behaviour on msprime's paper-compatible sweeps (fast, with msprime's own refusals);
+# the forward engine's stores are tested in test_forward_stage.py
 BASE = {"demography": "marth3", "n_haplotypes": 32, "sequence_length": 20_000, "classes": [0, 200, 400],
-        "n_per_class": 8, "shard_images": 8, "chunk_images": 4,
-        "image": {"size": [32, 32], "sort": "rows"}}
+        "n_per_class": 8, "shard_images": 8, "chunk_images": 4, "engine": "msprime",
+        "sweep": {"standing": "paper"}, "image": {"size": [32, 32], "sort": "rows"}}
 
 
 def write_job(tmp: Path, name: str, params: dict, workers: int = 1, seed: int = 7) -> Path:
@@ -86,16 +88,23 @@ def test_config_errors_name_the_manifest_key(tmp_path, change, where):
 
 
 def test_event_inside_sweep_window_fails_before_any_work(tmp_path):
-    job = write_job(tmp_path, "late", {**BASE, "store": "late.zarr", "sweep": {"onset": 3200}})
+    """msprime cannot simulate a size change during a sweep: asked for explicitly, it is refused at
+    validation; ``engine: auto`` takes the forward engine there instead."""
+    msprime = {"engine": "msprime"}
+    paper = {"standing": "paper"}
+    job = write_job(tmp_path, "late", {**BASE, **msprime, "store": "late.zarr", "sweep": {"onset": 3200, **paper}})
     with pytest.raises(ManifestError, match=r"stages\[0\]\.simulate\.demography: size change to 2000 at 3000 "
                                             r"generations lies inside the sweep window"):
         prepare(job, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "stores").exists()
     # years: 80,000 years / 25 = 3,200 generations: the same refusal; 12,500 years = 500 generations: fine
-    years = {"onset": 80_000, "onset_unit": "years", "generation_time": 25}
+    years = {"onset": 80_000, "onset_unit": "years", "generation_time": 25, **paper}
     with pytest.raises(ManifestError, match=r"at 3000 generations lies inside the sweep window \(1750.14, 3200\]"):
-        load_manifest(write_job(tmp_path, "y", {**BASE, "store": "y.zarr", "sweep": years}))
-    load_manifest(write_job(tmp_path, "ok", {**BASE, "store": "ok.zarr", "sweep": {**years, "onset": 12_500}}))
+        load_manifest(write_job(tmp_path, "y", {**BASE, **msprime, "store": "y.zarr", "sweep": years}))
+    load_manifest(write_job(tmp_path, "ok", {**BASE, **msprime, "store": "ok.zarr",
+                                             "sweep": {**years, "onset": 12_500}}))
+    load_manifest(write_job(tmp_path, "auto", {**BASE, "engine": "auto", "store": "auto.zarr",
+                                               "sweep": {"onset": 3200}}))
 
 
 def test_store_contents_match_the_contract(reference):

@@ -30,6 +30,10 @@ class SweepConfig:
     onset_unit: str
     generation_time: float
     start_frequency: float
+    standing: str
+    dominance: float
+    start_frequency_rtol: float
+    end_frequency_atol: float
     position: float
     dt: float
     max_attempts: int
@@ -63,6 +67,8 @@ class SimulateConfig:
     sequence_length: float
     mutation_rate: float
     recombination_rate: float
+    engine: str
+    scaling: str | float
     classes: tuple[float, ...] | None
     n_per_class: int | None
     prior: PriorConfig | None

@@ -113,21 +113,26 @@ def demes_model(path: str | Path) -> DemographyModel:
         raise ParamError(key, f"{path}: not a valid demes model: missing key {exc}") from None
     except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
         raise ParamError(key, f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
-    graph = graph.in_generations()
     if len(graph.demes) != 1:
         names = ", ".join(d.name for d in graph.demes)
         raise ParamError(key, f"{path}: sweeps need a single-population model; this one has {len(graph.demes)} "
                          f"demes ({names})")
+    return model_from_graph(graph, f"demes:{path.name}", str(path), key)
+
+
+def model_from_graph(graph, name: str, source: str, key: str = "demography") -> DemographyModel:
+    """A one-deme demes graph as epochs in generations (msprime's growth convention)."""
+    graph = graph.in_generations()
     deme = graph.demes[0]
     epochs = []
     for ep in sorted(deme.epochs, key=lambda e: e.end_time):
         if ep.size_function not in ("constant", "exponential"):
-            raise ParamError(key, f"{path}: deme {deme.name}: size function {ep.size_function!r} is not supported")
+            raise ParamError(key, f"{source}: deme {deme.name}: size function {ep.size_function!r} is not supported")
         growth = 0.0
         if ep.size_function == "exponential" and ep.start_size != ep.end_size:
             growth = math.log(ep.end_size / ep.start_size) / (ep.start_time - ep.end_time)
         epochs.append(Epoch(float(ep.end_time), float(ep.start_time), float(ep.end_size), growth))
-    return DemographyModel(f"demes:{path.name}", tuple(epochs), source=str(path))
+    return DemographyModel(name, tuple(epochs), source=source)
 
 
 def load_demography(spec: str | dict, ne: float, base_dir: str | Path = ".") -> DemographyModel:

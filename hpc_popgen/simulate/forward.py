@@ -451,20 +451,29 @@ def _sample(cfg: ForwardConfig, pop: fwdpy11.DiploidPopulation, deme: int, seed:
     return ts.genotype_matrix().T.astype(np.uint8), ts.sites_position.copy()
 
 
+def check_forward(cfg: ForwardConfig, S_max: float) -> _Model:
+    """Everything about ``cfg`` that can be wrong, for sweeps up to ``S_max``, without simulating
+    (``hpcpop validate`` calls it); returns the scaled model."""
+    _check_scalars(cfg)
+    if not (math.isfinite(S_max) and S_max >= 0):
+        raise ParamError("S", f"must be >= 0, got {S_max}")
+    model = _model(cfg)
+    Q = float(cfg.scaling)
+    s = Q * selection_coefficient(S_max, cfg.reference_ne)  # scaled msprime s: homozygote 1 + s
+    if s * max(cfg.dominance, 1.0) > 1:
+        raise ParamError("scaling", f"Q={Q:g} makes the selection coefficient {s:g} (S={S_max:g}) exceed 1")
+    return model
+
+
 def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: float | None = None) -> ForwardReplicate:
     """One replicate: a sweep of strength S (2Ne s_het, reference Ne) in ``cfg.population`` starting
     ``cfg.onset`` generations ago, conditioned on a present-day frequency ``end_frequency`` (within
     ``cfg.end_frequency_atol``; None: not lost). S = 0 gives a neutral replicate."""
-    _check_scalars(cfg)
-    if not (math.isfinite(S) and S >= 0):
-        raise ParamError("S", f"must be >= 0, got {S}")
     if end_frequency is not None and not 0 < end_frequency <= 1:
         raise ParamError("end_frequency", f"must be in (0, 1], got {end_frequency}")
-    model = _model(cfg)
+    model = check_forward(cfg, S)
     Q = float(cfg.scaling)
     s = Q * selection_coefficient(S, cfg.reference_ne)  # scaled msprime s: homozygote 1 + s
-    if s * max(cfg.dominance, 1.0) > 1:
-        raise ParamError("scaling", f"Q={Q:g} makes the selection coefficient {s:g} (S={S:g}) exceed 1")
     fdg = _forward_graph(model)
     params = _params(cfg, fdg)
     tables = _neutral_past(cfg, model, derive_seed(seed, 0))

@@ -38,6 +38,18 @@ class History:
         """The population's size at the present (its most recent epoch's end size)."""
         return float(self.deme().epochs[-1].end_size)
 
+    def size_at(self, t: float) -> float:
+        """The population's size ``t`` generations ago (0 where it did not exist)."""
+        for ep in self.deme().epochs:
+            if ep.end_time <= t <= ep.start_time:
+                return _epoch_size_at(ep, t)
+        return 0.0
+
+    def min_size_within(self, t: float) -> float:
+        """The smallest size of any deme alive in the last ``t`` generations, over that window."""
+        return float(min(min(ep.end_size, _epoch_size_at(ep, min(ep.start_time, t)))
+                         for deme in self.graph.demes for ep in deme.epochs if ep.end_time < t))
+
     def events_in(self, t0: float, t1: float) -> list[str]:
         """What changes inside (t0, t1] generations ago, for the population's lineages: sizes, growth,
         migration, splits and pulses; empty when the window is demographically quiet."""
@@ -64,6 +76,14 @@ class History:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (for store attrs and the report): the source, population and demes graph."""
         return {"source": self.source, "population": self.population, "graph": self.graph.asdict_simplified()}
+
+
+def _epoch_size_at(ep: demes.Epoch, t: float) -> float:
+    """Size of a demes epoch ``t`` generations ago (``t`` inside it; exponential or constant)."""
+    if ep.size_function == "constant" or ep.start_size == ep.end_size or math.isinf(ep.start_time):
+        return float(ep.end_size)
+    frac = (ep.start_time - t) / (ep.start_time - ep.end_time)
+    return float(ep.start_size * (ep.end_size / ep.start_size) ** frac)
 
 
 def _in_generations(graph: demes.Graph) -> demes.Graph:
@@ -158,3 +178,22 @@ def stage_history(stage_dir: str | Path, structure: str, population: str | None,
     path = stage_model_file(stage_dir, structure)
     h = demes_history(path, population)
     return History(graph=h.graph, population=h.population, source=f"stage:{stage}/{path.parent.name}")
+
+
+def resolve_history(spec: str | dict, ne: float, base_dir: str | Path,
+                    stage_dirs: dict[str, Path] | None = None) -> History:
+    """The ``demography`` entry of a simulate config as a History (``stage_dirs``: demography stage -> folder)."""
+    from .demographies import MSMS_MODELS
+
+    if isinstance(spec, str):
+        return History(graph=epochs_graph(spec, MSMS_MODELS.get(spec).value, ne), population="pop0", source=spec)
+    population = spec.get("population")
+    if "demes" in spec:
+        path = Path(spec["demes"]).expanduser()
+        return demes_history(path if path.is_absolute() else Path(base_dir) / path, population)
+    if "stdpopsim" in spec:
+        return stdpopsim_history(spec["stdpopsim"], population)
+    stage = spec["from_stage"]
+    if not stage_dirs or stage not in stage_dirs:
+        raise ParamError("from_stage", f"stage {stage!r} has no output folder here")
+    return stage_history(stage_dirs[stage], spec.get("structure") or "best", population, stage)

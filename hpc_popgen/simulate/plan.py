@@ -6,26 +6,39 @@ thousand make it, and any image can be re-simulated from the store's records.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..errors import ParamError
 from ..images import ImageConfig
 from ..seeds import MAX_SEED, derive_seed, rng
 from .config import SimulateConfig
-from .demographies import load_demography
+from .demographies import load_demography, model_from_graph
+from .engines import choose_engine, choose_scaling
+from .forward import ForwardConfig, check_forward
+from .histories import History, resolve_history
 from .replicate import SimConfig
 from .units import onset_generations
 
+# ForwardConfig keys -> where the value comes from in the simulate config (for error messages)
+FORWARD_KEYS = {"population": "demography.population", "onset": "sweep.onset", "position": "sweep.position",
+                "start_frequency": "sweep.start_frequency", "start_frequency_rtol": "sweep.start_frequency_rtol",
+                "end_frequency_atol": "sweep.end_frequency_atol", "max_attempts": "sweep.max_attempts",
+                "dominance": "sweep.dominance", "S": "classes"}
 SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
 PRIOR_KEY = 4  # rng(replicate seed, PRIOR_KEY) draws S under a continuous prior
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """A whole simulate stage: N replicates, where S comes from, images and split settings.
+    """A whole simulate stage: N replicates, where S comes from, the engine, images and split settings.
 
-    Either ``classes`` with ``n_per_class``, or ``prior`` ({"min", "max", "n", "n_bins"}).
-    ``split`` holds the train, validation and test fractions.
+    Either ``classes`` with ``n_per_class``, or ``prior`` ({"min", "max", "n", "n_bins"}). ``split``
+    holds the train, validation and test fractions. ``engine`` is ``msprime`` (``sim`` alone decides a
+    replicate) or ``fwdpy11`` (``forward`` does; ``sim`` keeps the sweep settings and trajectory).
+    ``history`` records the demographic model (source, population, demes graph).
     """
 
     sim: SimConfig
@@ -35,25 +48,75 @@ class Plan:
     classes: tuple[float, ...] | None = None
     n_per_class: int = 0
     prior: dict | None = None
+    engine: str = "msprime"
+    forward: ForwardConfig | None = None
+    history: dict | None = None
 
     @classmethod
-    def from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".") -> Plan:
-        """The plan of a simulate stage's config (demes files relative to ``base_dir``)."""
-        demography = load_demography(cfg.demography, cfg.reference_ne, base_dir)
+    def from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".",
+                    stage_dirs: dict[str, Path] | None = None) -> Plan:
+        """The plan of a simulate stage's config (demes files relative to ``base_dir``; ``stage_dirs``: the
+        output folders of demography stages a ``from_stage`` history may name)."""
+        try:
+            history = resolve_history(cfg.demography, cfg.reference_ne, base_dir, stage_dirs)
+        except ParamError as exc:
+            raise exc.within("demography") if exc.key != "demography" else exc from None
         sw = cfg.sweep
-        sim = SimConfig(demography=demography, n_haplotypes=cfg.n_haplotypes, sequence_length=cfg.sequence_length,
-                        mutation_rate=cfg.mutation_rate, recombination_rate=cfg.recombination_rate,
-                        reference_ne=cfg.reference_ne,
+        sim = SimConfig(demography=_msprime_model(cfg, history, base_dir), n_haplotypes=cfg.n_haplotypes,
+                        sequence_length=cfg.sequence_length, mutation_rate=cfg.mutation_rate,
+                        recombination_rate=cfg.recombination_rate, reference_ne=cfg.reference_ne,
                         onset=onset_generations(sw.onset, sw.onset_unit, sw.generation_time),
                         start_frequency=sw.start_frequency, position=sw.position, dt=sw.dt,
                         max_attempts=sw.max_attempts)
         if cfg.classes is not None:
-            return cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(), classes=cfg.classes,
+            plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(), classes=cfg.classes,
                        n_per_class=int(cfg.n_per_class or 0))
-        pr = cfg.prior
-        assert pr is not None  # SimulateConfig holds classes or a prior
-        return cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(),
-                   prior={"min": pr.min, "max": pr.max, "n": pr.n, "n_bins": pr.n_bins})
+        else:
+            pr = cfg.prior
+            assert pr is not None  # SimulateConfig holds classes or a prior
+            plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(),
+                       prior={"min": pr.min, "max": pr.max, "n": pr.n, "n_bins": pr.n_bins})
+        strengths = plan.strengths()
+        if history.deme().start_time < sim.onset:
+            raise ParamError("sweep.onset", f"{sim.onset:g} generations ago is older than population "
+                             f"{history.population!r} ({history.deme().start_time:g} generations)")
+        engine = choose_engine(cfg.engine, history, sim, strengths, standing=sw.standing, dominance=sw.dominance)
+        forward = None
+        if engine == "fwdpy11":
+            forward = ForwardConfig(
+                demography=history.graph, population=history.population, n_haplotypes=sim.n_haplotypes,
+                sequence_length=sim.sequence_length, mutation_rate=sim.mutation_rate,
+                recombination_rate=sim.recombination_rate, reference_ne=sim.reference_ne, onset=sim.onset,
+                start_frequency=sim.start_frequency, start_frequency_rtol=sw.start_frequency_rtol,
+                end_frequency_atol=sw.end_frequency_atol, dominance=sw.dominance, position=sim.position,
+                scaling=choose_scaling(cfg.scaling, history, sim, strengths), max_attempts=sim.max_attempts)
+            try:
+                check_forward(forward, max((S for S, _label in strengths), default=0.0))
+            except ParamError as exc:
+                raise ParamError(FORWARD_KEYS.get(exc.key, exc.key), exc.reason) from None
+        return dataclasses.replace(plan, engine=engine, forward=forward, history=history.to_dict())
+
+    def strengths(self) -> list[tuple[float, str]]:
+        """(S, label) of the sweeps this plan can simulate: its classes with S > 0, or the prior's ends
+        (the weakest sweep has the widest window: it never completes before today)."""
+        if self.classes is not None:
+            return [(S, f"S={S:g}") for S in self.classes if S > 0]
+        assert self.prior is not None
+        return [(max(self.prior["min"], 1e-9), f"S={self.prior['min']:g}, the prior's minimum"),
+                (self.prior["max"], f"S={self.prior['max']:g}")]
+
+    def end_frequency(self, S: float) -> float | None:
+        """The present-day frequency the forward engine conditions on (see :func:`end_frequency`)."""
+        return end_frequency(self.sim, S)
+
+    def engine_record(self) -> dict[str, Any]:
+        """The engine and its settings, for the store's attrs and the report."""
+        out: dict[str, Any] = {"name": self.engine}
+        if self.forward is not None:
+            f = self.forward
+            out.update(scaling=f.scaling, dominance=f.dominance, start_frequency_rtol=f.start_frequency_rtol,
+                       end_frequency_atol=f.end_frequency_atol, population=f.population)
+        return out
 
     @property
     def n_images(self) -> int:
@@ -91,11 +154,47 @@ class Plan:
     def to_dict(self) -> dict:
         return {"sim": self.sim.to_dict(), "image": self.image.to_dict(), "seed": self.seed,
                 "classes": list(self.classes) if self.classes is not None else None,
-                "n_per_class": self.n_per_class, "prior": dict(self.prior or {}), "split": dict(self.split)}
+                "n_per_class": self.n_per_class, "prior": dict(self.prior or {}), "split": dict(self.split),
+                "engine": self.engine, "history": self.history,
+                "forward": forward_to_dict(self.forward) if self.forward is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
         return cls(sim=SimConfig.from_dict(d["sim"]), image=ImageConfig.from_dict(d["image"]), seed=int(d["seed"]),
                    classes=tuple(d["classes"]) if d.get("classes") is not None else None,
                    n_per_class=int(d["n_per_class"]), prior=dict(d["prior"]) if d["prior"] else None,
+                   engine=d["engine"], history=d["history"],
+                   forward=forward_from_dict(d["forward"]) if d["forward"] else None,
                    split=dict(d["split"]))
+
+
+def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):
+    """The one-population epochs msprime runs (as recorded before the forward engine), or None."""
+    if history.n_populations > 1:
+        return None
+    if isinstance(cfg.demography, str) or "demes" in cfg.demography:
+        return load_demography(cfg.demography, cfg.reference_ne, base_dir)
+    return model_from_graph(history.graph, history.source, history.source)
+
+
+def end_frequency(sim: SimConfig, S: float) -> float | None:
+    """The present-day frequency a forward replicate is conditioned on: the deterministic trajectory's,
+    1 (fixation) for a sweep complete before today, None for a neutral replicate."""
+    timing = sim.timing(S)
+    if timing is None:
+        return None
+    return 1.0 if timing.complete else timing.end_frequency
+
+
+def forward_to_dict(cfg: ForwardConfig) -> dict[str, Any]:
+    """JSON-ready ForwardConfig (its demes graph as a dict), for tasks and the store's attrs."""
+    d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    d["demography"] = cfg.demography.asdict()
+    return d
+
+
+def forward_from_dict(d: dict[str, Any]) -> ForwardConfig:
+    """Inverse of :func:`forward_to_dict`."""
+    import demes
+
+    return ForwardConfig(**{**d, "demography": demes.Builder.fromdict(d["demography"]).resolve()})

@@ -13,6 +13,8 @@ import numpy as np
 from ..errors import StoreError
 from ..images import ImageConfig, make_image
 from ..store import ImageStore
+from .forward import simulate_forward
+from .plan import end_frequency, forward_from_dict
 from .replicate import SimConfig, simulate_once
 
 VIEWS = ("none", "rows", "columns", "both")
@@ -34,7 +36,12 @@ def replay(store: ImageStore, index: int) -> dict:
         return out  # not made by the simulate stage: nothing to re-simulate
     cfg = SimConfig.from_dict(sim_meta)
     base = ImageConfig.from_dict(store.meta["image"])
-    matrix, positions = simulate_once(cfg, float(rec["s"]), int(rec["seed"]), int(rec["attempts"]) - 1)
+    S, seed = float(rec["s"]), int(rec["seed"])
+    if store.meta.get("forward"):  # the forward engine: a replicate is determined by its seed alone
+        fwd = simulate_forward(forward_from_dict(store.meta["forward"]), S, seed, end_frequency=end_frequency(cfg, S))
+        matrix, positions = fwd.matrix, fwd.positions
+    else:
+        matrix, positions = simulate_once(cfg, S, seed, int(rec["attempts"]) - 1)
     centre = cfg.position * cfg.sequence_length
     for view in VIEWS:
         out[view] = make_image(matrix, positions, dataclasses.replace(base, sort=view), centre=centre)

@@ -31,7 +31,7 @@ class SimulationRefused(RuntimeError):
 class SimConfig:
     """Everything but S and the seed that decides a replicate (defaults: the simulate stage's schema)."""
 
-    demography: DemographyModel
+    demography: DemographyModel | None  # one population's epochs (msprime); None for models msprime cannot run
     n_haplotypes: int
     sequence_length: float
     mutation_rate: float
@@ -45,13 +45,13 @@ class SimConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["demography"] = self.demography.to_dict()
+        d["demography"] = self.demography.to_dict() if self.demography is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SimConfig:
         d = dict(d)
-        d["demography"] = DemographyModel.from_dict(d["demography"])
+        d["demography"] = DemographyModel.from_dict(d["demography"]) if d["demography"] else None
         return cls(**d)
 
     def timing(self, S: float) -> SweepTiming | None:

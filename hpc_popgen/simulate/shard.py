@@ -8,6 +8,7 @@ import numpy as np
 
 from ..images import image_and_sites
 from ..store import empty_shard
+from .forward import simulate_forward
 from .plan import Plan
 from .replicate import simulate_replicate
 
@@ -17,22 +18,30 @@ log = logging.getLogger(__name__)
 def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
     """Replicates [start, stop) -> {images, s, class_index, onset, ..., attempts, split} arrays."""
     out = empty_shard(stop - start, plan.image.size)
-    demography = plan.sim.demography.msprime()
+    demography = plan.sim.demography.msprime() if plan.engine == "msprime" else None
     centre = plan.sim.position * plan.sim.sequence_length
     for k, i in enumerate(range(start, stop)):
         seed = plan.replicate_seed(i)
         S, cls = plan.s_of(i, seed)
-        rep = simulate_replicate(plan.sim, S, seed, demography)
-        img, n_sites = image_and_sites(rep.matrix, rep.positions, plan.image, centre=centre)
+        if plan.forward is not None:
+            fwd = simulate_forward(plan.forward, S, seed, end_frequency=plan.end_frequency(S))
+            matrix, positions, attempts = fwd.matrix, fwd.positions, fwd.attempts
+            start_freq, end_freq = fwd.start_frequency, fwd.frequency
+        else:
+            rep = simulate_replicate(plan.sim, S, seed, demography)
+            matrix, positions, attempts = rep.matrix, rep.positions, rep.attempts
+            start_freq = rep.timing.start_frequency if rep.timing else 0.0
+            end_freq = rep.timing.end_frequency if rep.timing else 0.0
+        img, n_sites = image_and_sites(matrix, positions, plan.image, centre=centre)
         out["images"][k] = img
         out["s"][k] = S
         out["class_index"][k] = cls
         out["onset"][k] = plan.sim.onset
-        out["start_freq"][k] = rep.timing.start_frequency if rep.timing else 0.0
-        out["end_freq"][k] = rep.timing.end_frequency if rep.timing else 0.0
-        out["n_sites_raw"][k] = rep.matrix.shape[1]
+        out["start_freq"][k] = start_freq
+        out["end_freq"][k] = end_freq
+        out["n_sites_raw"][k] = matrix.shape[1]
         out["n_sites"][k] = n_sites
         out["seed"][k] = seed
-        out["attempts"][k] = rep.attempts
+        out["attempts"][k] = attempts
         out["split"][k] = plan.split_of(seed)
     return out

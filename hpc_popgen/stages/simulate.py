@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..errors import ManifestError, StoreError
 from ..manifest import Manifest, StageSpec
 from ..simulate import Plan
 from ..simulate.config import SimulateConfig
+from ..simulate.plan import forward_to_dict
 from ..store import ImageStore, create_store, open_store, store_exists
 from .base import StageContext, StageResult, Unit, key_path, located, stage_config
 
@@ -31,33 +33,51 @@ CONFIG = SimulateConfig
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
-    """What the schema cannot say: classes xor prior, split sums, demes file, no event inside a sweep."""
-    cfg = stage_config(spec, manifest)
+    """What the schema cannot say: classes xor prior, split sums, the history, the engine it allows.
+
+    A history inferred by an earlier demography stage does not exist yet: its reference is checked.
+    """
+    cfg: SimulateConfig = stage_config(spec, manifest)
+    if isinstance(cfg.demography, dict) and "from_stage" in cfg.demography:
+        _check_stage_reference(spec, manifest, cfg.demography)
+        return
     with located(spec, manifest):
-        plan = Plan.from_config(cfg, 1, manifest.base_dir)
-    if plan.classes is not None:
-        strengths = [(S, f"S={S:g}") for S in plan.classes if S > 0]
-    else:  # the weakest sweep of the prior has the widest window (it never completes before today)
-        assert plan.prior is not None
-        lo = max(plan.prior["min"], 1e-9)
-        strengths = [(lo, f"S={plan.prior['min']:g}, the prior's minimum"), (plan.prior["max"], f"S={plan.prior['max']:g}")]
-    for S, label in strengths:
-        timing = plan.sim.timing(S)
-        events = plan.sim.demography.events_in(timing.end_time, plan.sim.onset)
-        if events:
-            raise ManifestError(
-                f"{key_path(spec, manifest, 'demography')}: {events[0]} lies inside the sweep window "
-                f"({timing.end_time:g}, {plan.sim.onset:g}] generations ago ({label}); msprime cannot simulate "
-                "demographic events during a sweep: move the onset or use another demography")
+        Plan.from_config(cfg, 1, manifest.base_dir)
+
+
+def _check_stage_reference(spec: StageSpec, manifest: Manifest, ref: dict) -> None:
+    """``{from_stage, population}``: an earlier demography stage that infers that population."""
+    name, where = ref["from_stage"], key_path(spec, manifest, "demography")
+    stages = {s.name: s for s in manifest.stages}
+    if name not in stages:
+        raise ManifestError(f"{where}.from_stage: no stage named {name!r} (stages: {', '.join(stages)})")
+    target = stages[name]
+    if target.kind != "demography":
+        raise ManifestError(f"{where}.from_stage: stage {name!r} is a {target.kind} stage, not a demography stage")
+    if target.index > spec.index:
+        raise ManifestError(f"{where}.from_stage: demography stage {name!r} runs after this stage")
+    populations = (target.params.get("input") or {}).get("populations")
+    if populations and ref["population"] not in populations:
+        raise ManifestError(f"{where}.population: {ref['population']!r} is not a population of stage {name!r} "
+                            f"({', '.join(populations)})")
+
+
+def stage_dirs(ctx: StageContext) -> dict[str, Path]:
+    """Output folders of this run's demography stages (where a ``from_stage`` history is read)."""
+    return {s.name: ctx.run_dir / s.name for s in ctx.manifest.stages if s.kind == "demography"}
 
 
 def _store_meta(plan: Plan, params: dict) -> dict:
     from ..runs import package_versions
 
     versions = {k: v for k, v in package_versions().items()
-                if k in ("python", "hpc_popgen", "numpy", "scipy", "msprime", "tskit", "demes", "zarr", "numcodecs")}
+                if k in ("python", "hpc_popgen", "numpy", "scipy", "msprime", "fwdpy11", "tskit", "demes", "zarr",
+                         "numcodecs")}
     return {"classes": list(plan.classes) if plan.classes is not None else None, "prior": plan.prior_dict(),
-            "demography": {**plan.sim.demography.to_dict(), "reference_ne": plan.sim.reference_ne},
+            "demography": ({**plan.sim.demography.to_dict(), "reference_ne": plan.sim.reference_ne}
+                           if plan.engine == "msprime" and plan.sim.demography is not None else plan.history),
+            "engine": plan.engine_record(),
+            "forward": forward_to_dict(plan.forward) if plan.forward is not None else None,
             "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
             "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
 
@@ -101,7 +121,8 @@ def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> StageResult:
     cfg: SimulateConfig = ctx.config
-    plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir)
+    with located(ctx.spec, ctx.manifest):
+        plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir, stage_dirs(ctx))
     url = ctx.path(cfg.store)
     store = open_or_create(url, plan, cfg, ctx.params)
     units = []
@@ -112,7 +133,8 @@ def run(ctx: StageContext) -> StageResult:
                            on_done=lambda u, r: {k: r[k] for k in ("attempts", "retried", "seconds", "skipped") if k in r})
     written = store.written_shards()
     metrics = dict(result.metrics)
-    metrics.update(store=url, n_images=store.n_images, n_shards=store.n_shards, shards_written=int(len(written)))
+    metrics.update(store=url, n_images=store.n_images, n_shards=store.n_shards, shards_written=int(len(written)),
+                   engine=plan.engine_record(), history=(plan.history or {}).get("source"))
     if len(written) == store.n_shards:
         attempts = store.read("attempts").astype(np.int64)
         split = store.read("split")

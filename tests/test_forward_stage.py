@@ -1,0 +1,135 @@
+"""The simulate stage on the forward engine: engine choice, a store bit-identical whatever the worker
+count, replicates conditioned on the trajectory, a two-population model, histories from other stages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_simulate_stage import arrays, assert_same_store, run_job, write_job
+
+from hpc_popgen.errors import ManifestError
+from hpc_popgen.manifest import load_manifest
+from hpc_popgen.paths import YRI_CEU_FS
+from hpc_popgen.store import open_store
+
+# tiny regions; the defaults (engine auto, sweep from standing variation at 1%) take the forward engine
+FWD = {"demography": "marth3", "n_haplotypes": 16, "sequence_length": 10_000, "classes": [0, 200],
+       "n_per_class": 4, "shard_images": 4, "chunk_images": 4, "image": {"size": [16, 16]}}
+
+TWO_POPS = """time_units: generations
+demes:
+  - name: A
+    epochs: [{start_size: 4000, end_time: 2000}]
+  - name: B
+    ancestors: [A]
+    epochs: [{start_size: 1000, end_size: 6000}]
+  - name: C
+    ancestors: [A]
+    epochs: [{start_size: 3000}]
+migrations:
+  - {demes: [B, C], rate: 2e-4}
+"""
+
+
+@pytest.fixture(scope="module")
+def forward_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fwd")
+    run_dir, report = run_job(tmp, "fwd", {**FWD, "store": "fwd.zarr"}, workers=1)
+    return tmp / "stores" / "fwd.zarr", report
+
+
+def test_auto_takes_the_forward_engine_for_true_standing_variation(forward_store):
+    url, report = forward_store
+    st = open_store(url)
+    engine = st.meta["engine"]
+    assert engine["name"] == "fwdpy11" and engine["scaling"] == 10.0 and engine["population"] == "pop0"
+    assert report["stages"][0]["metrics"]["engine"] == engine
+    x = arrays(url)
+    sel = x["s"] == 200
+    # conditioned on the deterministic trajectory's present-day frequency (0.803 for S=200) within 0.05
+    assert np.all(np.abs(x["end_freq"][sel] - 0.803) <= 0.05 + 1e-6) and (x["end_freq"][~sel] == 0).all()
+    assert np.all(np.abs(x["start_freq"][sel] - 0.01) <= 0.0011)  # the allele's frequency at the onset
+
+
+def test_forward_store_is_the_same_with_two_workers_and_show_redraws_it(tmp_path, forward_store):
+    from hpc_popgen.cli import main
+
+    run_job(tmp_path, "two", {**FWD, "store": "two.zarr"}, workers=2)
+    assert_same_store(forward_store[0], tmp_path / "stores" / "two.zarr")
+    res = CliRunner().invoke(main, ["show", str(forward_store[0]), "--png", str(tmp_path / "f.png"), "--index", "3"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["remade_equals_stored"] is True
+
+
+def test_two_population_model_with_migration_and_growth_during_the_sweep(tmp_path):
+    (tmp_path / "two.yaml").write_text(TWO_POPS)
+    params = {**FWD, "store": "pops.zarr", "demography": {"demes": str(tmp_path / "two.yaml"), "population": "B"},
+              "reference_ne": 1000, "classes": [0, 100], "scaling": 2}
+    _, report = run_job(tmp_path, "pops", params)
+    st = open_store(tmp_path / "stores" / "pops.zarr")
+    assert st.meta["engine"]["name"] == "fwdpy11" and st.meta["engine"]["population"] == "B"
+    assert st.meta["demography"]["source"] == "demes:two.yaml" and report["stages"][0]["status"] == "completed"
+    assert arrays(tmp_path / "stores" / "pops.zarr")["images"].any()
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"engine": "msprime", "sweep": {"standing": "true_history"}}, r"sweep\.standing: msprime cannot simulate true "
+                                                                   r"standing variation"),
+    ({"engine": "fwdpy11", "sweep": {"standing": "paper"}}, r"sweep\.standing: 'paper' is msprime's release"),
+    ({"engine": "msprime", "sweep": {"standing": "paper", "dominance": 0.2}}, r"sweep\.dominance: msprime's sweeps "
+                                                                             r"are additive"),
+    ({"demography": {"stdpopsim": "HomSap/OutOfAfrica_3G09", "population": "XYZ"}},
+     r"demography\.population: 'XYZ' is not a population of HomSap/OutOfAfrica_3G09"),
+    ({"demography": {"stdpopsim": "HomSap/OutOfAfrica_3G09", "population": "CEU"}, "sweep": {"onset": 6000}},
+     r"sweep\.onset: 6000 generations ago is older than population 'CEU'"),
+    ({"scaling": 500}, r"scaling: "),
+])
+def test_engine_and_history_errors_name_the_key(tmp_path, change, error):
+    job = write_job(tmp_path, "bad", {**FWD, "store": "x.zarr", **change})
+    with pytest.raises(ManifestError, match=rf"stages\[0\]\.simulate\.{error}"):
+        load_manifest(job)
+
+
+def test_msprime_model_with_several_populations_is_refused(tmp_path):
+    (tmp_path / "two.yaml").write_text(TWO_POPS)
+    job = write_job(tmp_path, "m", {**FWD, "store": "x.zarr", "engine": "msprime", "sweep": {"standing": "paper"},
+                                    "demography": {"demes": str(tmp_path / "two.yaml"), "population": "B"}})
+    with pytest.raises(ManifestError, match=r"simulate\.demography: msprime cannot simulate a sweep in a model with "
+                                            r"several populations \(A, B, C\)"):
+        load_manifest(job)
+
+
+def _chain(tmp_path, ref: dict, order=("demography", "simulate"), kind="demography"):
+    import yaml
+
+    stages = {"demography": {"name": "demography", kind: ({"input": {"afs": str(YRI_CEU_FS), "populations": ["YRI", "CEU"]}}
+                                                          if kind == "demography" else {"store": "y.zarr",
+                                                                                         "classes": [0],
+                                                                                         "n_per_class": 1})},
+              "simulate": {"name": "simulate", "simulate": {**FWD, "store": "x.zarr", "demography": ref}}}
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump({"name": "chain", "seed": 1, "stages": [stages[k] for k in order]}))
+    return path
+
+
+@pytest.mark.parametrize("ref, order, kind, error", [
+    ({"from_stage": "nope", "population": "CEU"}, ("demography", "simulate"), "demography",
+     r"demography\.from_stage: no stage named 'nope'"),
+    ({"from_stage": "demography", "population": "CEU"}, ("simulate", "demography"), "demography",
+     r"demography\.from_stage: demography stage 'demography' runs after this stage"),
+    ({"from_stage": "demography", "population": "CEU"}, ("demography", "simulate"), "simulate",
+     r"demography\.from_stage: stage 'demography' is a simulate stage"),
+    ({"from_stage": "demography", "population": "CHB"}, ("demography", "simulate"), "demography",
+     r"demography\.population: 'CHB' is not a population of stage 'demography' \(YRI, CEU\)"),
+])
+def test_from_stage_references_are_checked_at_validate(tmp_path, ref, order, kind, error):
+    with pytest.raises(ManifestError, match=rf"stages\[\d\]\.simulate\.{error}"):
+        load_manifest(_chain(tmp_path, ref, order, kind))
+
+
+def test_a_valid_from_stage_reference_validates(tmp_path):
+    m = load_manifest(_chain(tmp_path, {"from_stage": "demography", "structure": "best", "population": "CEU"}))
+    assert [s.kind for s in m.stages] == ["demography", "simulate"]
