@@ -178,3 +178,15 @@ def test_project_demography_models_convert_to_demes():
     rep = simulate_forward(config(demography=graph_from_model(msms_model("marth3", N)), onset=100,
                                   start_frequency=0.01), 200, 1, end_frequency=None)
     assert rep.matrix.shape[0] == 20 and rep.frequency > 0
+
+
+def test_region_stats_on_a_known_matrix():
+    from hpc_popgen.simulate.stats import region_stats
+
+    m = np.array([[1, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=np.uint8)
+    st = region_stats(m, np.array([10.0, 45.0, 50.0, 90.0]), 100.0, centre_bp=20.0)
+    assert st["segregating_sites"] == 4
+    # per-site 2p(1-p) n/(n-1): p = 1/2, 1/4, 3/4, 1/4 -> (0.5 + 3 * 0.375) * 4/3 / 100
+    assert st["pi"] == pytest.approx((0.5 + 3 * 0.375) * 4 / 3 / 100)
+    # centre (40..60): columns at 45 and 50 -> haplotypes 01,01,11,00... counts [2,1,1]: H12 = (3/4)^2 + (1/4)^2
+    assert st["distinct_haplotypes_centre"] == 3 and st["h12_centre"] == pytest.approx(0.625)

@@ -13,6 +13,7 @@ BENCHES = {
     "simulate": "bench.simulate:command",
     "loader": "bench.loader:command",
     "ga": "bench.ga:command",
+    "engines": "bench.engines:command",
 }
 
 

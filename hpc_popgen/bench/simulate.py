@@ -23,16 +23,29 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def fig3_plan(seed: int = 12345):
-    """The Fig. 3 plan used by every measurement."""
+def fig3_plan(seed: int = 12345, **params):
+    """The Fig. 3 plan used by every measurement: msprime with the paper's sweeps (``params`` override)."""
     from ..config import config_with_defaults
     from ..simulate import Plan
     from ..simulate.config import SimulateConfig
 
-    cfg = config_with_defaults(SimulateConfig, "stages/simulate.schema.json",
-                               {"store": "bench.zarr", "demography": "marth3", "classes": [0, 200, 300, 400],
-                                "n_per_class": 1_000_000})
+    base = {"store": "bench.zarr", "demography": "marth3", "classes": [0, 200, 300, 400], "n_per_class": 1_000_000,
+            "engine": "msprime", "sweep": {"standing": "paper"}}
+    cfg = config_with_defaults(SimulateConfig, "stages/simulate.schema.json", {**base, **params})
     return Plan.from_config(cfg, seed)
+
+
+def time_engine(engine: str, n: int, S: float = 300.0, offset: int = 0) -> Clock:
+    """CPU and wall time of ``n`` replicates of the paper's setting (marth3, 128 haplotypes, 80 kb, one S,
+    f = 0.01 at 600 generations) on ``engine``: msprime's paper model or the forward engine's true history."""
+    from ..simulate import simulate_range
+
+    extra = {} if engine == "msprime" else {"engine": "fwdpy11", "sweep": {"standing": "true_history"}}
+    plan = fig3_plan(classes=[S], **extra)
+    clock = Clock()
+    with clock:
+        simulate_range(plan, offset, offset + n)
+    return clock
 
 
 def _tree_sequences(plan, start: int, stop: int):
@@ -151,7 +164,10 @@ def _one_worker(args: tuple) -> dict:
 @click.option("--repeats", default=10, show_default=True, help="Passes over the ms regions for the image step.")
 @click.option("--shard-images", default=256, show_default=True, help="Images per shard in the pipeline store.")
 @click.option("--workers", default=1, show_default=True, help="Processes measuring at once (rates are per core).")
-def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int) -> None:
+@click.option("--engine", type=click.Choice(["msprime", "fwdpy11"]), default="msprime", show_default=True,
+              help="fwdpy11: also time the forward engine on the paper's S=300 setting against msprime's.")
+@click.option("--n-engine", default=40, show_default=True, help="Replicates per engine for --engine fwdpy11.")
+def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, engine: str, n_engine: int) -> None:
     """Per-core throughput of msprime, the simulate pipeline and the image step; bytes per image."""
     with tempfile.TemporaryDirectory() as tmp:
         ms_path = os.path.join(tmp, "fig3.ms")
@@ -187,4 +203,19 @@ def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int) ->
         "timing": "rates per CPU-second of the measuring process; *_wall: per wall-clock second",
         "cpu_count": os.cpu_count(),
     }
+    if engine == "fwdpy11":
+        from ..simulate.plan import Plan
+
+        fwd_plan: Plan = fig3_plan(classes=[300.0], engine="fwdpy11", sweep={"standing": "true_history"})
+        msp_clock = time_engine("msprime", 5 * n_engine, offset=20_000_000)
+        fwd_clock = time_engine("fwdpy11", n_engine, offset=20_000_000)
+        msp_rate, fwd_rate = 5 * n_engine / msp_clock.cpu, n_engine / fwd_clock.cpu
+        out.update(engine={"setting": "marth3, S=300, f=0.01 at 600 generations, 128 haplotypes, 80 kb, "
+                                      "simulate + image",
+                           "scaling": fwd_plan.forward.scaling if fwd_plan.forward else None,
+                           "msprime_paper_reps_per_s": round(msp_rate, 2),
+                           "fwdpy11_reps_per_s": round(fwd_rate, 3),
+                           "fwdpy11_reps_per_s_wall": round(n_engine / fwd_clock.wall, 3),
+                           "engine_to_msprime_ratio": round(fwd_rate / msp_rate, 4),
+                           "replicates": n_engine})
     click.echo(json.dumps(out))
