@@ -155,3 +155,47 @@ def test_detached_driver_cancelled_then_rerun_resumes(tmp_path, slurm_cleanup):
     after = done_units(run)
     assert len(after) == 16 and all(after[u]["finished_at"] == r["finished_at"] for u, r in before.items())
     assert yaml.safe_load((run / "manifest.resolved.yaml").read_text())["storage"] == str(tmp_path / "s")
+
+
+def _evaluations_with_one_that_never_ends(profile: dict, tmp_path: Path) -> None:
+    """Seven GA evaluations on a real cluster, one of which never ends: it is cancelled after the limit and
+    gets the worst fitness, the others finish, and the worker it held is given back."""
+    from hpc_popgen.demography.config import EvalTimeoutConfig
+    from hpc_popgen.demography.engine import WORST
+    from hpc_popgen.stages.demography import DaskEvaluations
+
+    def fitness(space, x, data, ev):  # nested: pickled by value for the workers
+        import time
+
+        time.sleep(3600 if x[0] < 0 else 0.05)
+        return {"loglik": -float(x[0]), "theta": 1.0, "error": None, "job": None}
+
+    handle = start_cluster(with_defaults(profile), None, name="timeout", log_directory=str(tmp_path / "logs"),
+                           security_directory=tmp_path / "security")
+    try:
+        evals = DaskEvaluations(lambda: handle.client, "demography", None, None, 0,
+                                EvalTimeoutConfig(multiple=5, floor_seconds=3), fn=fitness)
+        t0 = time.time()
+        for i in range(6):
+            evals.submit(f"island-00-eval-00000-{i:03d}", None, [float(i)])
+        evals.submit("island-01-eval-00000-000", None, [-1.0])
+        got = dict(evals.completed())
+        assert time.time() - t0 < 60
+        assert len(got) == 7 and evals.n_timed_out == 1
+        stuck = got.pop("island-01-eval-00000-000")
+        assert stuck["loglik"] == WORST and "cancelled" in stuck["error"]
+        assert all(r["error"] is None for r in got.values())
+        evals.submit("island-01-eval-00001-000", None, [1.0])  # the worker is free again
+        assert [t for t, _r in evals.completed()] == ["island-01-eval-00001-000"]
+    finally:
+        handle.close()
+
+
+def test_ga_evaluation_that_never_ends_is_cancelled(tmp_path):
+    _evaluations_with_one_that_never_ends({"kind": "local", "name": "local", "dashboard_address": "127.0.0.1:0",
+                                           "cluster": {"n_workers": 1, "threads_per_worker": 1}}, tmp_path)
+
+
+@pytest.mark.slurm
+def test_ga_evaluation_that_never_ends_is_cancelled_on_slurm(tmp_path, slurm_cleanup):
+    _evaluations_with_one_that_never_ends({**slurm_profile_data(), "name": "test-slurm"}, tmp_path)
