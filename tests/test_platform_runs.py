@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import signal
 import subprocess
 import time
@@ -168,3 +170,67 @@ def test_bad_stage_value_fails_before_anything_is_written(tmp_path, local_profil
     assert proc.returncode == 2
     assert needle in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not (tmp_path / "run").exists(), "nothing partial is written"
+
+
+def test_rerun_from_another_folder_finds_the_same_store(tmp_path, local_profile):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stage = sim_stage(n_per_class=2, shard_images=2)
+    stage["simulate"]["store"] = "images.zarr"  # relative to storage, itself relative to the manifest
+    write_yaml(project / "job.yaml", {"name": "moved", "seed": 3, "profile": str(local_profile), "storage": "store",
+                                      "stages": [stage]})
+    run_cli("submit", "job.yaml", "--run-dir", "run", "--no-progress", cwd=project, check=True)
+    run = project / "run"
+    resolved = yaml.safe_load((run / "manifest.resolved.yaml").read_text())
+    assert resolved["storage"] == str(project / "store")
+    assert read_json(run / "provenance.json")["source_manifest"] == str(project / "job.yaml")
+
+    shutil.rmtree(run / "ledger" / "simulate" / "done")  # the rerun has work to do
+    run_cli("rerun", run, "--no-progress", cwd=elsewhere, check=True)
+    st = read_json(run / "report.json")["stages"][0]
+    assert st["metrics"]["store"] == str(project / "store" / "images.zarr") and st["units_done"] == 2
+    assert list(elsewhere.iterdir()) == [], "nothing is made in the folder the rerun was started from"
+
+
+def test_a_ledger_record_whose_output_is_gone_is_redone(tmp_path, local_profile, caplog):
+    from hpc_popgen.cluster.clusters import start_cluster
+    from hpc_popgen.cluster.profiles import resolve_profile
+    from hpc_popgen.pipeline import prepare
+    from hpc_popgen.stages.base import StageContext, Unit
+
+    rd = prepare(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
+    profile = resolve_profile(str(local_profile))
+    spec = rd.manifest().stages[0]
+    handles = []
+
+    def factory(spec):
+        handles.append(start_cluster(profile, None, name="redo"))
+        return handles[0]
+
+    ctx = StageContext(rd, rd.manifest(), spec, profile, cluster_factory=factory, show_progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def write(path: str) -> str:  # nested: pickled by value for the workers
+        from pathlib import Path
+
+        Path(path).write_text("done")
+        return path
+
+    units = [Unit(id=f"part-{i}", args=(str(out / f"part-{i}"),)) for i in range(3)]
+    (out / "part-0").write_text("done")
+    ctx.ledger.record("part-0")
+    ctx.ledger.record("part-1")  # recorded, but its output is missing (another store, a wiped folder)
+    kept = ctx.ledger.done()["part-0"]["finished_at"]
+    logger = logging.getLogger("hpc_popgen")  # the CLI stops it propagating; caplog listens here directly
+    logger.addHandler(caplog.handler)
+    try:
+        result = ctx.run_units(units, write, still_done=lambda u: Path(u.args[0]).exists())
+    finally:
+        logger.removeHandler(caplog.handler)
+        for h in handles:
+            h.close()
+    assert (result.units_done, result.units_total, result.failures) == (3, 3, 0)
+    assert all((out / f"part-{i}").exists() for i in range(3))
+    assert ctx.ledger.done()["part-0"]["finished_at"] == kept, "a unit whose output is there is not redone"
+    assert "1 unit(s) have a completion record but their output is missing (part-1)" in caplog.text
