@@ -66,7 +66,5 @@ def _check_writable(png: str) -> None:
     if not folder.is_dir():
         why = "is not a folder" if folder.exists() else "does not exist"
         raise HpcPopError(f"--png {png}: {folder} {why}")
-    if path.is_dir():
-        raise HpcPopError(f"--png {png}: is a folder")
     if not os.access(path if path.exists() else folder, os.W_OK):
         raise HpcPopError(f"--png {png}: not writable ({path if path.exists() else folder} is not writable by you)")
