@@ -3,6 +3,8 @@ apart are the paper's msprime sweeps from the true standing-variation history? P
 
 Cases (marth3, 128 haplotypes, 80 kb; statistics: segregating sites, pi, distinct haplotypes and H12 in
 the central 10 kb; two-sample Mann-Whitney U test per statistic):
+- ``neutral``: neutral regions, msprime against fwdpy11 at the default Q (``neutral_min_p``): the forward
+  machinery (msprime's past, scaling, forward generations, mutations) against the coalescent.
 - ``hard_sweep``: a de novo sweep (start frequency 1/(2N)) that completes before today (S=300, onset
   2,000 generations, conditioned on fixation), msprime against fwdpy11 at the default Q. Agreement
   leaves ``hard_sweep_min_p`` where chance puts it (>= 0.01).
@@ -91,6 +93,11 @@ def command(replicates: int, workers: int, paper_s: str, skip_q1: bool) -> None:
     result: dict = {"replicates": replicates, "setting": "marth3, 128 haplotypes, 80 kb",
                     "test": "two-sided Mann-Whitney U per statistic; a = msprime (or Q = 1), b = fwdpy11"}
     with ProcessPoolExecutor(workers) as pool:
+        neutral = {"classes": [0]}
+        neutral_cmp = compare(_sample({**neutral, "engine": "msprime"}, replicates, pool),
+                              _sample({**neutral, "engine": "fwdpy11"}, replicates, pool))
+        result["neutral"] = {"scaling": _plan(**neutral, engine="fwdpy11").forward.scaling, "stats": neutral_cmp}
+        result["neutral_min_p"] = _min_p(neutral_cmp)
         fwd_plan = _plan(**hard, engine="fwdpy11")
         hard_cmp = compare(_sample({**hard, "engine": "msprime"}, replicates, pool),
                            _sample({**hard, "engine": "fwdpy11"}, replicates, pool))
