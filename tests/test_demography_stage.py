@@ -90,6 +90,7 @@ def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     assert set(ref) >= {"best_by_aic", "best_by_loglik"}
     stage = report["stages"][0]
     assert len(stage["metrics"]["best_loglik_per_island"]) == 2
+    assert stage["metrics"]["timed_out_evaluations"] == 0, "the report counts evaluations cut by eval_timeout"
     # outputs: demes YAML valid, plots, code that reproduces the LL
     import demes
 

@@ -4,7 +4,6 @@ refusing the worker jobs, a GA evaluation that never ends. Every job a test star
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import HPCPOP, run_cli, slurm_profile_data, write_yaml
-from test_platform_runs import done_units, read_json, sim_stage, start_long_run, wait_for
+from test_platform_runs import done_units, read_json, sim_stage, wait_for
 
 from hpc_popgen.cluster.clusters import start_cluster
 from hpc_popgen.cluster.profiles import with_defaults
@@ -121,21 +120,6 @@ def test_sbatch_refusing_worker_jobs_fails_fast_with_its_reason(tmp_path, slurm_
     status = run_cli("status", run)
     assert status.returncode == 1 and "failed" in status.stdout
     assert not squeue_ids("hpcpop-refused-simulate")
-
-
-def test_driver_sigterm_records_interrupted_and_rerun_resumes(tmp_path, local_profile):
-    run = tmp_path / "run"
-    proc = start_long_run(tmp_path, local_profile, run)
-    wait_for(lambda: len(done_units(run)) >= 3, 180, "three finished shards", proc)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    rep = read_json(run / "report.json")
-    assert rep["status"] == "interrupted" and rep["stages"][0]["status"] == "interrupted"
-    before = done_units(run)
-    run_cli("rerun", run, "--no-progress", check=True)
-    after = done_units(run)
-    assert len(after) == 60 and all(after[u]["finished_at"] == r["finished_at"] for u, r in before.items())
 
 
 @pytest.mark.slurm

@@ -112,13 +112,14 @@ def test_dashboard_and_readable_task_keys_during_a_run(tmp_path, local_profile):
         proc.communicate(timeout=120)
 
 
-def test_sigint_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; kill, scancel
+def test_interrupt_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile, sig, code):
     run = tmp_path / "run"
     proc = start_long_run(tmp_path, local_profile, run)
     wait_for(lambda: len(done_units(run)) >= 3, 180, "three finished shards", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "hpcpop rerun" in err
 
     rep = read_json(run / "report.json")
