@@ -18,7 +18,7 @@ from .histories import History
 from .replicate import SimConfig
 
 AUTO_Q_MAX = 10  # stdpopsim's advice: scaling beyond ~10 distorts linked selection
-AUTO_Q_MIN_SIZE = 1000  # diploids each deme keeps in the sweep window after scaling
+AUTO_Q_MIN_SIZE = 500  # diploids each deme keeps in the sweep window after scaling
 AUTO_Q_MAX_S = 0.25  # the scaled selection coefficient of the strongest sweep stays below this
 
 
