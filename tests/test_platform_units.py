@@ -189,3 +189,11 @@ def test_known_cluster_keys_of_worker_and_job_classes_pass(tmp_path):
                                                                   "job_script_prologue": []}})
     assert resolve_profile(str(tmp_path / "l.yaml"))["kind"] == "local"
     assert resolve_profile(str(tmp_path / "s.yaml"))["kind"] == "slurm"
+
+
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("30:10", 1810), ("01:00:00", 3600), ("1-12", 129600),
+                                          ("1-12:30", 131400), ("1-00:00:10", 86410)])
+def test_walltime_in_every_slurm_format(text, seconds):
+    from hpc_popgen.cluster.clusters import walltime_seconds
+
+    assert walltime_seconds(text) == seconds

@@ -97,15 +97,22 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
 
 
 def walltime_seconds(walltime: str) -> int:
-    """SLURM's ``[D-]HH:MM:SS``, ``HH:MM`` ... as seconds (``MM`` alone is minutes, as SLURM reads it)."""
-    days, _, rest = str(walltime).rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 1:
-        parts = [0, parts[0], 0]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    h, m, sec = parts[-3:]
-    return (int(days) if days else 0) * 86400 + h * 3600 + m * 60 + sec
+    """SLURM's time formats as seconds: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
+    text = str(walltime).strip()
+    days, dash, rest = text.rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        d = int(days) if dash else 0
+    except ValueError:
+        raise ProfileError(f"walltime {walltime!r}: not a SLURM time such as 01:00:00 or 1-12:00:00") from None
+    if dash:  # after days: hours[:minutes[:seconds]]
+        parts += [0] * (3 - len(parts))
+    else:  # minutes, minutes:seconds, or hours:minutes:seconds
+        parts = [0, *parts] if len(parts) == 2 else ([0, parts[0], 0] if len(parts) == 1 else parts)
+    if len(parts) != 3:
+        raise ProfileError(f"walltime {walltime!r}: not a SLURM time such as 01:00:00 or 1-12:00:00")
+    h, m, sec = parts
+    return d * 86400 + h * 3600 + m * 60 + sec
 
 
 def lifetime_args(walltime: str | None, lifetime: dict | None) -> list[str]:
@@ -173,7 +180,7 @@ def run_security(directory: str | Path) -> Any:
     if not (key.exists() and cert.exists()):
         try:
             out = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
-                                  "-days", "60", "-subj", "/CN=hpcpop-run", "-keyout", str(key), "-out", str(cert)],
+                                  "-days", "365", "-subj", "/CN=hpcpop-run", "-keyout", str(key), "-out", str(cert)],
                                  capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
             raise ProfileError("TLS for the run needs `openssl` on PATH (or set `tls: false` in the profile)") from None
