@@ -133,3 +133,32 @@ def test_from_stage_references_are_checked_at_validate(tmp_path, ref, order, kin
 def test_a_valid_from_stage_reference_validates(tmp_path):
     m = load_manifest(_chain(tmp_path, {"from_stage": "demography", "structure": "best", "population": "CEU"}))
     assert [s.kind for s in m.stages] == ["demography", "simulate"]
+
+
+def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
+    """A short GA on the YRI-CEU spectrum, then CEU regions simulated under the model it inferred."""
+    import yaml
+
+    from hpc_popgen.pipeline import execute, prepare
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 2, "threads_per_worker": 1},
+                                    "dashboard_address": "127.0.0.1:0"}))
+    demo = {"input": {"afs": str(YRI_CEU_FS), "populations": ["YRI", "CEU"]}, "engine": "moments",
+            "mu": 2.35e-8, "sequence_length": 4.04e6, "generation_time": 25, "initial_structure": [1, 1],
+            "final_structure": [1, 1], "sym_migration": True, "fixed": {"g1_1": 0, "g2_1": 0}, "islands": 2,
+            "ga": {"size": 6, "stall_generations": 2, "max_evals": 24}, "plots": False,
+            "local_search": {"method": "none"}}
+    sim = {**FWD, "store": "@run/chain.zarr", "classes": [0, 300], "n_per_class": 2, "shard_images": 2,
+           "chunk_images": 2, "demography": {"from_stage": "demography", "population": "CEU"}}
+    job = tmp_path / "chain.yaml"
+    job.write_text(yaml.safe_dump({"name": "chain", "seed": 3, "profile": str(prof), "storage": str(tmp_path),
+                                   "stages": [{"demography": demo}, {"simulate": sim}]}, sort_keys=False))
+    rd = prepare(job, run_dir=tmp_path / "run")
+    report = execute(rd, progress=False)
+    assert [s["status"] for s in report["stages"]] == ["completed", "completed"]
+    st = open_store(tmp_path / "run" / "chain.zarr")
+    assert st.meta["engine"]["name"] == "fwdpy11" and st.meta["engine"]["population"] == "CEU"
+    assert st.meta["demography"]["source"] == "stage:demography/structure-1-1"
+    assert {d["name"] for d in st.meta["demography"]["graph"]["demes"]} == {"YRI", "CEU"}
+    assert report["stages"][1]["metrics"]["history"] == "stage:demography/structure-1-1"
