@@ -121,7 +121,13 @@ def test_read_ms_errors_name_file_and_line(tmp_path):
         read_ms(tmp_path / "empty.ms")
 
 
-def test_read_vcf_hand_made_two_rows_per_sample_in_order():
+@pytest.fixture
+def vcf_cache(tmp_path, monkeypatch):
+    """Plain-text VCFs get their bgzipped, indexed copy in this test's folder, not in ~/.cache."""
+    monkeypatch.setenv("HPCPOP_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_read_vcf_hand_made_two_rows_per_sample_in_order(vcf_cache):
     hv = read_vcf(DATA / "phased.vcf", region="chr1:1-1000", samples=["C", "A"])
     # records at 100, 200, 300 (150 is multi-allelic: skipped; chr2 outside the region)
     assert hv.positions.tolist() == [99.0, 199.0, 299.0]
@@ -131,7 +137,7 @@ def test_read_vcf_hand_made_two_rows_per_sample_in_order():
     assert gz.matrix.shape == (6, 4)  # all samples, all biallelic records incl. chr2
 
 
-def test_read_vcf_sample_list_file(tmp_path):
+def test_read_vcf_sample_list_file(tmp_path, vcf_cache):
     f = tmp_path / "samples.txt"
     f.write_text("# my samples\nB\n")
     hv = read_vcf(DATA / "phased.vcf", region="chr1:100-200", samples=f)
@@ -139,9 +145,9 @@ def test_read_vcf_sample_list_file(tmp_path):
 
 
 def test_read_vcf_unphased_missing_and_unknown_sample_fail_clearly():
-    with pytest.raises(InputDataError, match=r"unphased.vcf:7: unphased genotype '1/0' for sample A"):
+    with pytest.raises(InputDataError, match=r"unphased.vcf: record chr1:200: unphased genotype '1/0' for sample A"):
         read_vcf(DATA / "unphased.vcf")
-    with pytest.raises(InputDataError, match=r"missing.vcf:8: missing genotype '\.\|1' for sample B"):
+    with pytest.raises(InputDataError, match=r"missing.vcf: record chr1:300: missing genotype '\.\|1' for sample B"):
         read_vcf(DATA / "missing.vcf")
     with pytest.raises(InputDataError, match="not in the VCF: Z"):
         read_vcf(DATA / "phased.vcf", samples=["A", "Z"])
@@ -149,7 +155,7 @@ def test_read_vcf_unphased_missing_and_unknown_sample_fail_clearly():
         read_vcf(DATA / "nope.vcf")
 
 
-def test_images_from_user_data_ms_and_vcf():
+def test_images_from_user_data_ms_and_vcf(vcf_cache):
     from hpc_popgen.images import images_from
 
     cfg = image_config(maf=0.0, polarisation="derived", sort="rows", size=(4, 3), resize="crop_pad")

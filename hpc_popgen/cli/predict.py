@@ -15,9 +15,16 @@ from ..manifest import schema_default
 @click.command()
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--ms", "ms_file", type=click.Path(dir_okay=False), help="ms/msms output; every replicate is a region.")
-@click.option("--vcf", "vcf_file", type=click.Path(dir_okay=False), help="Phased VCF (plain or gzip).")
+@click.option("--vcf", "vcf_file", type=click.Path(dir_okay=False),
+              help="Phased VCF/BCF, bgzipped with a tabix/CSI index (others get an indexed copy in "
+                   "$HPCPOP_CACHE_DIR/vcf or ~/.cache/hpcpop/vcf). A model trained with derived "
+                   "polarisation needs INFO/AA.")
 @click.option("--region", help="With --vcf: CHROM:START-END (1-based, inclusive).")
 @click.option("--samples", help="With --vcf: comma-separated sample names, or a file with one per line.")
+@click.option("--mask", "mask_file", type=click.Path(dir_okay=False),
+              help="With --vcf: BED of accessible sequence; sites outside it are dropped.")
+@click.option("--min-accessible", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="With --mask: refuse a region with a smaller accessible share.")
 @click.option("--image", "image_file", type=click.Path(dir_okay=False), help="A .npy image (H, W) or stack (n, H, W).")
 @click.option("--level", default=schema_default("stages/scan.schema.json", "hpdi_level"), show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="HPDI level.")
@@ -25,7 +32,8 @@ from ..manifest import schema_default
 @click.option("--seed", default=1, show_default=True, help="Seed of the Monte Carlo sampling.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a PNG of the (first) posterior.")
 def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str | None, samples: str | None,
-            image_file: str | None, level: float, mc_samples: int, seed: int, plot_file: str | None) -> None:
+            mask_file: str | None, min_accessible: float, image_file: str | None, level: float, mc_samples: int,
+            seed: int, plot_file: str | None) -> None:
     """Print the posterior (MAP, mean, HPDI, Bayes factor) of S for each region as JSON."""
     given = [x for x in (ms_file, vcf_file, image_file) if x]
     if len(given) != 1:
@@ -57,7 +65,9 @@ def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str |
         sample_arg: str | list[str] | None = samples
         if samples and not Path(samples).exists():
             sample_arg = [s.strip() for s in samples.split(",") if s.strip()]
-        haps = read_vcf(vcf_file, region=region, samples=sample_arg)
+        derived = bundle.image_config().polarisation == "derived"  # 1 must mean what it meant in training
+        haps = read_vcf(vcf_file, region=region, samples=sample_arg, derived=derived, mask=mask_file,
+                        min_accessible=min_accessible)
         images = images_from_haplotypes(bundle, [haps])
         names = [f"{vcf_file}:{region}"]
     results = summarize_images(bundle, images, level=level, mc_samples=mc_samples, seed=seed)

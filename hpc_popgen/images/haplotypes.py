@@ -14,6 +14,8 @@ class Haplotypes:
     matrix: (n_haps, n_sites) uint8, 1 = derived (or ALT) allele; positions: (n_sites,) float64, in bp or
     as fractions of the region (ms); length: region length in the same unit (None if unknown);
     names: one label per haplotype row (e.g. ``NA12878_0``), if the source has them; source: file:line.
+    counts: for a VCF region, records read, kept, and dropped by reason (``multiallelic``, ``no_alt``,
+    ``inaccessible``, ``no_ancestral``), and ``accessible_bp`` under a mask.
     """
 
     matrix: np.ndarray
@@ -21,6 +23,7 @@ class Haplotypes:
     length: float | None = None
     names: list[str] = field(default_factory=list)
     source: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.matrix = np.ascontiguousarray(self.matrix, dtype=np.uint8)

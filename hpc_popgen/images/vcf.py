@@ -1,24 +1,49 @@
-"""A small phased-VCF reader (plain or gzip): one region, chosen samples -> Haplotypes.
+"""Phased VCF/BCF regions through htslib (cyvcf2): a region and chosen samples -> Haplotypes.
 
-Each diploid sample gives two rows (first then second haplotype of ``a|b``), in sample order.
-Unphased (``/``) or missing (``.``) genotypes are errors naming the file and line; records with
-more than one ALT allele are skipped (counted in the log) since images are biallelic.
+A region query needs a bgzipped VCF or a BCF with a tabix/CSI index: htslib then reads only that
+region's blocks and decodes only the chosen samples. Each diploid sample gives two rows (first, then
+second haplotype of ``a|b``), in the order the samples were asked for.
+
+Policies (each dropped record is counted in ``Haplotypes.counts`` and logged):
+
+- **No index, plain text or plain gzip:** the file is bgzipped and/or indexed once into a cache folder
+  (``cache_dir``, else ``$HPCPOP_CACHE_DIR/vcf``, else ``~/.cache/hpcpop/vcf``), keyed by its path,
+  size and mtime, and reused; the user's file is never touched. Reading a whole file (``region=None``)
+  needs no index.
+- **Multi-allelic records are dropped** (``multiallelic``): images are biallelic, and a split record
+  would put two columns of related patterns at one position. Records without a concrete ALT
+  (``.``, ``*``, ``<DEL>``) are dropped too (``no_alt``).
+- **``derived=True``:** 1 = the derived allele, by INFO/AA (its first ``|`` field, either case: 1000
+  Genomes writes low-confidence calls in lower case). A site whose AA is missing or is neither REF nor
+  ALT is dropped (``no_ancestral``); a file whose header has no INFO/AA is refused.
+- **``mask``:** a BED of accessible sequence. Sites outside it are dropped (``inaccessible``), and a
+  region whose accessible share is below ``min_accessible`` is refused: its image would be sparser
+  than the simulated ones the model learnt from.
+- Unphased, missing or non-diploid genotypes are errors naming the file, record and sample.
 """
 
 from __future__ import annotations
 
+import bisect
+import gzip
+import hashlib
 import logging
+import os
 import re
+import shutil
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputDataError
 from .haplotypes import Haplotypes
-from .ms import open_text
 
 log = logging.getLogger(__name__)
 _REGION = re.compile(r"^([^:]+)(?::([\d,]+)-([\d,]+))?$")
+_WHOLE = 2**62  # the end of a region given as a chromosome only
+_BLOCK = 4096  # records whose genotypes are checked and packed in one numpy step
 
 
 def parse_region(region: str | tuple | None) -> tuple[str, int, int] | None:
@@ -32,7 +57,7 @@ def parse_region(region: str | tuple | None) -> tuple[str, int, int] | None:
     if not m:
         raise InputDataError(f"region {region!r}: expected CHROM or CHROM:START-END")
     if m.group(2) is None:
-        return m.group(1), 1, 2**62
+        return m.group(1), 1, _WHOLE
     start, end = int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))
     if end < start:
         raise InputDataError(f"region {region!r}: end before start")
@@ -54,92 +79,309 @@ def read_sample_list(samples: str | Path | list[str] | None) -> list[str] | None
     return names
 
 
-def _allele(ch: str, gt: str, path: Path, lineno: int, sample: str) -> int:
-    if ch == "0":
-        return 0
-    if ch == "1":
-        return 1
-    if ch == ".":
-        raise InputDataError(f"{path}:{lineno}: missing genotype {gt!r} for sample {sample}")
-    raise InputDataError(f"{path}:{lineno}: allele {ch!r} in genotype {gt!r} of sample {sample} is not 0 or 1")
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where unindexed inputs get their indexed copy: ``cache_dir``, $HPCPOP_CACHE_DIR/vcf or ~/.cache/hpcpop/vcf."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get("HPCPOP_CACHE_DIR"):
+        return Path(os.environ["HPCPOP_CACHE_DIR"]) / "vcf"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpcpop" / "vcf"
+
+
+def _probe(path: Path) -> tuple[str, str, list[str] | None]:
+    """(``VCF``/``BCF``, ``BGZF``/``GZIP``/``NONE``, chromosomes in its index or None) as htslib sees the file."""
+    import pysam
+
+    if not path.is_file():
+        raise InputDataError(f"{path}: file not found")
+    verbosity = pysam.set_verbosity(0)  # a missing index is an answer here, not an htslib error line
+    try:
+        with pysam.VariantFile(str(path)) as vf:
+            return vf.format, vf.compression, None if vf.index is None else list(vf.index)
+    except NotImplementedError:  # pysam cannot seek in plain gzip: a gzipped (not bgzipped) VCF
+        return "VCF", "GZIP", None
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: not a readable VCF or BCF ({exc})") from None
+    finally:
+        pysam.set_verbosity(verbosity)
+
+
+def _build_cached(path: Path, compression: str, target: Path) -> None:
+    """Write ``target`` (a bgzipped copy of ``path``, or a link to it if already bgzipped) and its CSI
+    index, through temporary names, so that a reader sees both or neither."""
+    import pysam
+
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    tmp_index = Path(f"{tmp}.csi")
+    verbosity = pysam.set_verbosity(0)  # htslib's own error lines would follow ours
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if compression == "BGZF":
+                os.symlink(path.resolve(), tmp)
+            else:
+                opener = gzip.open if compression == "GZIP" else open
+                with opener(path, "rb") as src, pysam.BGZFile(str(tmp), "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError) as exc:
+            raise InputDataError(f"{path}: cannot copy it into the cache {target.parent}: {exc}") from None
+        try:
+            pysam.tabix_index(str(tmp), preset="vcf", csi=True, index=str(tmp_index), force=True)
+        except OSError:
+            raise InputDataError(f"{path}: cannot index it; its records must be sorted by chromosome and "
+                                 "position (`bcftools sort`)") from None
+        os.replace(tmp, target)
+        os.replace(tmp_index, f"{target}.csi")
+    finally:
+        pysam.set_verbosity(verbosity)
+        tmp.unlink(missing_ok=True)
+        tmp_index.unlink(missing_ok=True)
+
+
+def indexed_path(path: str | Path, cache_dir: str | Path | None = None) -> tuple[Path, list[str]]:
+    """A path htslib can query by region, and the chromosomes its index lists: ``path`` itself when
+    bgzipped and indexed, else its cached copy (built on first use; see the module doc)."""
+    path = Path(path)
+    fmt, compression, contigs = _probe(path)
+    if compression == "BGZF" and contigs is not None:
+        return path, contigs
+    if fmt == "BCF" and compression != "BGZF":
+        raise InputDataError(f"{path}: an uncompressed BCF cannot be indexed; rewrite it with `bcftools view -Ob`")
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stem = path.name.split(".")[0] or "input"
+    target = cache_root(cache_dir) / f"{stem}-{key}{'.bcf' if fmt == 'BCF' else '.vcf.gz'}"
+    if not Path(f"{target}.csi").is_file():
+        log.warning("%s: not a bgzipped, indexed VCF/BCF; indexing a copy into %s (once). `bgzip` it and run "
+                    "`tabix -p vcf` (or `bcftools index`) to read it in place", path, target)
+        _build_cached(path, compression, target)
+    cached = _probe(target)[2]
+    return target, cached or []
+
+
+def vcf_chromosomes(path: str | Path, cache_dir: str | Path | None = None) -> list[str]:
+    """The chromosomes that have records in a VCF/BCF, in file order, from its (possibly cached) index."""
+    return indexed_path(path, cache_dir)[1]
+
+
+def _no_mask(mask: str | Path, chrom: str, covered: list[str]) -> InputDataError:
+    """A mask without intervals on the chromosome read: most likely the mask of another chromosome or assembly."""
+    return InputDataError(f"{mask}: the mask has no intervals on chromosome {chrom} "
+                          f"(it covers {', '.join(covered[:10]) or 'nothing'})")
+
+
+def read_mask(path: str | Path, chroms: set[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Accessible intervals of a BED file (plain or gzip) per chromosome: sorted, merged, 0-based half-open
+    (starts, ends). With ``chroms``, only those are kept, and each must have intervals."""
+    path = Path(path)
+    raw: dict[str, list[tuple[int, int]]] = {}
+    seen: dict[str, None] = {}
+    try:
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                fields = line.split()
+                if not fields or fields[0].startswith(("#", "track", "browser")):
+                    continue
+                seen[fields[0]] = None
+                if chroms is not None and fields[0] not in chroms:
+                    continue
+                try:
+                    start, end = int(fields[1]), int(fields[2])
+                except (IndexError, ValueError):
+                    raise InputDataError(f"{path}:{lineno}: expected CHROM START END (BED), got {line.strip()[:60]!r}") from None
+                raw.setdefault(fields[0], []).append((start, end))
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: mask file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot read mask: {exc}") from None
+    for chrom in sorted((chroms or set()) - set(raw)):
+        raise _no_mask(path, chrom, list(seen))
+    out = {}
+    for chrom, ivs in raw.items():
+        a = np.array(sorted(ivs), dtype=np.int64)
+        reach = np.maximum.accumulate(a[:, 1])
+        first = np.concatenate([[True], a[1:, 0] > reach[:-1]])  # not touching any interval before it
+        last = np.concatenate([np.flatnonzero(first)[1:] - 1, [len(a) - 1]])
+        out[chrom] = (a[first, 0], reach[last])
+    return out
+
+
+def _accessible_bp(ivs: tuple[np.ndarray, np.ndarray], start0: int, end0: int) -> int:
+    """Accessible base pairs of [start0, end0) (0-based, half-open)."""
+    lo, hi = np.clip(ivs[0], start0, end0), np.clip(ivs[1], start0, end0)
+    return int(np.sum(hi - lo))
+
+
+def _genotype_error(path: Path, where: tuple[str, int], sample: str, g: np.ndarray) -> InputDataError:
+    """One line naming file, record and sample for a genotype that is not a phased diploid 0/1 call."""
+    a, b, phased = (int(x) for x in g)
+    gt = f"{'.' if a < 0 else a}{'|' if phased else '/'}{'.' if b < 0 else b}"
+    head = f"{path}: record {where[0]}:{where[1]}:"
+    if -2 in (a, b):
+        return InputDataError(f"{head} genotype of sample {sample} is not diploid")
+    if -1 in (a, b):
+        return InputDataError(f"{head} missing genotype {gt!r} for sample {sample}")
+    if max(a, b) > 1:
+        return InputDataError(f"{head} allele {max(a, b)} in genotype {gt!r} of sample {sample}, but one ALT")
+    return InputDataError(f"{head} unphased genotype {gt!r} for sample {sample}; "
+                          "phase the VCF first (e.g. with SHAPEIT or Beagle)")
+
+
+def _pack(block: list[np.ndarray], where: list[tuple[str, int]], names: list[str], path: Path) -> np.ndarray:
+    """cyvcf2 genotype arrays (n_samples, 3: allele, allele, phased) of records -> (records, 2 n) uint8."""
+    g = np.stack(block)
+    if (g.view(np.uint16) > 1).any() or not g[:, :, 2].all():  # missing (-1, -2), allele > 1, unphased (0)
+        bad = (g.view(np.uint16) > 1).any(axis=2) | (g[:, :, 2] == 0)
+        r, s = np.argwhere(bad)[0]
+        raise _genotype_error(path, where[r], names[s], g[r, s])
+    return g[:, :, :2].astype(np.uint8).reshape(len(block), -1)
+
+
+def _ancestral_flip(variant, alt: str) -> bool | None:
+    """False if INFO/AA is REF, True if it is ALT (flip so 1 = derived), None if unknown or another allele."""
+    aa = variant.INFO.get("AA")
+    if aa is None:
+        return None
+    aa = str(aa).split("|", 1)[0].strip().upper()
+    if aa == variant.REF.upper():
+        return False
+    if aa == alt.upper():
+        return True
+    return None
+
+
+def _open_vcf(source: Path, path: Path):
+    """A cyvcf2 reader, or one line naming the user's file when htslib cannot read it."""
+    import cyvcf2
+
+    if not source.is_file():
+        raise InputDataError(f"{path}: file not found")
+    try:
+        return cyvcf2.VCF(str(source), lazy=True)
+    except Exception as exc:  # cyvcf2 raises a bare Exception for an unparsable header
+        raise InputDataError(f"{path}: not a readable VCF or BCF ({exc})") from None
 
 
 def read_vcf(path: str | Path, region: str | tuple | None = None,
-             samples: str | Path | list[str] | None = None) -> Haplotypes:
-    """Phased biallelic genotypes of ``samples`` (all if None) in ``region`` (all records if None)."""
+             samples: str | Path | list[str] | None = None, *, derived: bool = False,
+             mask: str | Path | None = None, min_accessible: float = 0.5,
+             cache_dir: str | Path | None = None) -> Haplotypes:
+    """Phased biallelic genotypes of ``samples`` (all if None) in ``region`` (the whole file if None).
+
+    Positions are region-relative (POS - START) when the region has bounds, else POS. ``derived``,
+    ``mask``/``min_accessible`` and ``cache_dir`` follow the module doc's policies.
+    """
     path = Path(path)
     reg = parse_region(region)
     wanted = read_sample_list(samples)
-    names: list[str] = []
-    cols: list[int] = []
-    positions: list[int] = []
-    rows: list[list[int]] = []
-    skipped = 0
-    header_seen = False
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.startswith("##"):
+    source = path
+    if reg is not None:
+        source, contigs = indexed_path(path, cache_dir)
+        if reg[0] not in contigs:
+            raise InputDataError(f"{path}: chromosome {reg[0]!r} is not in the file "
+                                 f"(it has records on {', '.join(contigs[:10]) or 'nothing'})")
+    vcf = _open_vcf(source, path)
+    try:
+        return _read(vcf, path, reg, wanted, derived, mask, min_accessible)
+    finally:
+        vcf.close()
+
+
+def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] | None, derived: bool,
+          mask: str | Path | None, min_accessible: float) -> Haplotypes:
+    """The record loop of :func:`read_vcf` on an open cyvcf2 reader."""
+    all_samples = list(vcf.samples)
+    if not all_samples:
+        raise InputDataError(f"{path}: no sample columns")
+    chosen = wanted if wanted is not None else all_samples
+    known = set(all_samples)
+    missing = [s for s in chosen if s not in known]
+    if missing:
+        raise InputDataError(f"{path}: sample(s) not in the VCF: {', '.join(missing[:10])}")
+    if wanted is not None:
+        vcf.set_samples(list(dict.fromkeys(chosen)))
+    read_order = list(vcf.samples)  # htslib keeps the file's order
+    column = {s: i for i, s in enumerate(read_order)}
+    rows = np.array([2 * column[s] + k for s in chosen for k in (0, 1)], dtype=np.int64)
+    if derived:
+        try:
+            vcf.get_header_type("AA")
+        except KeyError:
+            raise InputDataError(f"{path}: no INFO/AA (ancestral allele) in the header, so no derived "
+                                 "polarisation; use a model trained with polarisation major_minor") from None
+    where_txt = f"{reg[0]}:{reg[1]}-{reg[2]}" if reg and reg[2] < _WHOLE else (reg[0] if reg else "the file")
+    masks = read_mask(mask, {reg[0]} if reg else None) if mask is not None else None
+    counts: Counter[str] = Counter()
+    if masks is not None and reg is not None and reg[2] < _WHOLE:
+        acc = _accessible_bp(masks[reg[0]], reg[1] - 1, reg[2])
+        counts["accessible_bp"] = acc
+        share = acc / (reg[2] - reg[1] + 1)
+        if share < min_accessible:
+            raise InputDataError(f"{path}: region {where_txt} is {share:.0%} accessible in mask {mask}, "
+                                 f"below min_accessible {min_accessible:.0%}")
+    mask_lists = {c: (ivs[0].tolist(), ivs[1].tolist()) for c, ivs in masks.items()} if masks else {}
+
+    blocks: list[np.ndarray] = []
+    block: list[np.ndarray] = []
+    where: list[tuple[str, int]] = []
+    flips: list[bool] = []
+    records = vcf(reg[0] if reg[2] >= _WHOLE else f"{reg[0]}:{reg[1]}-{reg[2]}") if reg else vcf
+    for v in records:
+        pos = v.POS
+        if reg is not None and not reg[1] <= pos <= reg[2]:
+            continue  # a long record that starts before the region and overlaps it
+        counts["records"] += 1
+        alts = v.ALT
+        if len(alts) > 1:
+            counts["multiallelic"] += 1
+            continue
+        if not alts or alts[0] == "*" or alts[0].startswith("<"):
+            counts["no_alt"] += 1
+            continue
+        chrom = v.CHROM
+        if masks is not None:
+            if chrom not in mask_lists:
+                raise _no_mask(mask, chrom, list(mask_lists))
+            starts, ends = mask_lists[chrom]
+            i = bisect.bisect_right(starts, pos - 1) - 1
+            if i < 0 or pos - 1 >= ends[i]:
+                counts["inaccessible"] += 1
                 continue
-            if line.startswith("#CHROM"):
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 10:
-                    raise InputDataError(f"{path}:{lineno}: header has no sample columns")
-                all_samples = fields[9:]
-                chosen = wanted if wanted is not None else all_samples
-                missing = [s for s in chosen if s not in all_samples]
-                if missing:
-                    raise InputDataError(f"{path}: sample(s) not in the VCF: {', '.join(missing[:10])}")
-                index = {s: 9 + k for k, s in enumerate(all_samples)}
-                cols = [index[s] for s in chosen]
-                names = list(chosen)
-                header_seen = True
+        flip = False
+        if derived:
+            flip = _ancestral_flip(v, alts[0])
+            if flip is None:
+                counts["no_ancestral"] += 1
                 continue
-            if not line.strip():
-                continue
-            if not header_seen:
-                raise InputDataError(f"{path}:{lineno}: data line before the #CHROM header")
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 10:
-                raise InputDataError(f"{path}:{lineno}: {len(fields)} tab-separated fields, expected at least 10")
-            chrom, pos_s, _id, _ref, alt, _q, _f, _info, fmt = fields[:9]
-            try:
-                pos = int(pos_s)
-            except ValueError:
-                raise InputDataError(f"{path}:{lineno}: POS {pos_s!r} is not an integer") from None
-            if reg is not None and (chrom != reg[0] or not reg[1] <= pos <= reg[2]):
-                continue
-            if "," in alt or alt in (".", "*"):
-                skipped += 1
-                continue
-            keys = fmt.split(":")
-            if "GT" not in keys:
-                raise InputDataError(f"{path}:{lineno}: no GT in FORMAT {fmt!r}")
-            gi = keys.index("GT")
-            row: list[int] = []
-            for c, sample in zip(cols, names, strict=True):
-                gt = fields[c].split(":")[gi] if c < len(fields) else "."
-                if len(gt) != 3 or gt[1] not in "|/":
-                    if "." in gt:
-                        raise InputDataError(f"{path}:{lineno}: missing genotype {gt!r} for sample {sample}")
-                    raise InputDataError(f"{path}:{lineno}: genotype {gt!r} of sample {sample} is not diploid a|b")
-                if gt[1] == "/":
-                    raise InputDataError(f"{path}:{lineno}: unphased genotype {gt!r} for sample {sample}; "
-                                         "phase the VCF first (e.g. with SHAPEIT or Beagle)")
-                row.append(_allele(gt[0], gt, path, lineno, sample))
-                row.append(_allele(gt[2], gt, path, lineno, sample))
-            positions.append(pos)
-            rows.append(row)
-    if not header_seen:
-        raise InputDataError(f"{path}: no #CHROM header line; is this a VCF?")
-    if skipped:
-        log.info("%s: skipped %d multi-allelic or symbolic records", path, skipped)
-    if not rows:
-        where = f" in region {reg[0]}:{reg[1]}-{reg[2]}" if reg else ""
-        raise InputDataError(f"{path}: no biallelic records{where}")
-    matrix = np.array(rows, dtype=np.uint8).T
-    hap_names = [f"{s}_{k}" for s in names for k in (0, 1)]
-    length = float(reg[2] - reg[1] + 1) if reg and reg[2] < 2**62 else None
-    pos_arr = np.array(positions, dtype=np.float64)
-    if length is not None:
-        pos_arr = pos_arr - reg[1]  # region-relative, so centre() = length / 2 is the region's centre
-    return Haplotypes(matrix, pos_arr, length=length, names=hap_names, source=str(path))
+        try:
+            g = v.genotype.array()
+        except Exception:  # cyvcf2: "couldn't get genotypes" when the record has no GT
+            raise InputDataError(f"{path}: record {chrom}:{pos}: no GT (genotype) field") from None
+        if g.shape[1] != 3:
+            raise InputDataError(f"{path}: record {chrom}:{pos}: genotype of sample {read_order[0]} is not diploid")
+        block.append(g)
+        where.append((chrom, pos))
+        flips.append(flip)
+        if len(block) == _BLOCK:
+            blocks.append(_pack(block, where[-len(block):], read_order, path))
+            block = []
+    if block:
+        blocks.append(_pack(block, where[-len(block):], read_order, path))
+    counts["kept"] = len(where)
+    dropped = {k: n for k, n in counts.items() if k not in ("records", "kept", "accessible_bp") and n}
+    log.info("%s %s: %d records, %d kept, dropped %s", path, where_txt, counts["records"], counts["kept"],
+             dropped or "none")
+    if not where:
+        raise InputDataError(f"{path}: no usable biallelic records in {where_txt} "
+                             f"({counts['records']} read; dropped {dropped or 'none'})")
+    matrix = np.concatenate(blocks)[:, rows].T
+    flip_arr = np.array(flips)
+    if flip_arr.any():
+        matrix[:, flip_arr] ^= 1
+    pos_arr = np.array([p for _, p in where], dtype=np.float64)
+    length = None
+    if reg is not None and reg[2] < _WHOLE:
+        length = float(reg[2] - reg[1] + 1)
+        pos_arr -= reg[1]  # region-relative, so centre() = length / 2 is the region's centre
+    return Haplotypes(matrix, pos_arr, length=length, names=[f"{s}_{k}" for s in chosen for k in (0, 1)],
+                      source=str(path), counts=dict(counts))
