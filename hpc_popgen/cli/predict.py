@@ -40,6 +40,8 @@ def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str |
         raise click.UsageError("give exactly one of --ms, --vcf (with --region) or --image")
     if vcf_file and not region:
         raise click.UsageError("--vcf needs --region CHROM:START-END")
+    if mask_file and not vcf_file:
+        raise click.UsageError("--mask applies to --vcf input only")
     from ..infer.posterior import plot_posterior
     from ..infer.regions import images_from_haplotypes, summarize_images
     from ..train.saved import load_bundle
