@@ -12,6 +12,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def vcf_cache(tmp_path_factory):
+    """Indexed copies of the tests' plain VCFs go to a temporary cache, not the home folder."""
+    os.environ["HPCPOP_CACHE_DIR"] = str(tmp_path_factory.mktemp("hpcpop-cache"))
+
+
 @pytest.fixture
 def local_profile(tmp_path):
     """A LocalCluster profile with two workers whose scheduler and dashboard listen on loopback only."""

@@ -68,7 +68,8 @@ def test_scan_puts_the_highest_bayes_factor_at_the_sweep(tmp_path):
             {"name": "simulate", "resources": {"cores": 2},
              "simulate": {"store": "sweeps.zarr", "demography": "constant", "n_haplotypes": 32,
                           "recombination_rate": RECOMB, "classes": [0, S_SWEEP], "n_per_class": 200,
-                          "sweep": {"onset": ONSET, "start_frequency": START_FREQ},
+                          "engine": "msprime",  # as the chromosome above: msprime's sweep from 1e-4
+                          "sweep": {"onset": ONSET, "start_frequency": START_FREQ, "standing": "paper"},
                           "image": {"size": [32, 128]}, "shard_images": 48}},
             {"name": "train", "train": {"store": "sweeps.zarr", "epochs": 6, "batch_size": 32,
                                         "tensorboard": False}},

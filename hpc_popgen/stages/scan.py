@@ -29,17 +29,17 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
 
 
 def _first_chrom(path: str) -> str:
-    from ..images.ms import open_text
+    """The first chromosome with records (VCF or BCF, through htslib)."""
+    from ..images.vcf import vcf_chromosomes
 
-    with open_text(path) as fh:
-        for line in fh:
-            if line and not line.startswith("#"):
-                return line.split("\t", 1)[0]
-    raise InputDataError(f"{path}: no data lines")
+    chroms = vcf_chromosomes(path)
+    if not chroms:
+        raise InputDataError(f"{path}: no records")
+    return chroms[0]
 
 
-def _check_model(mdir: str) -> None:
-    """The model must exist and give a class posterior (a regression head has no Bayes factor)."""
+def _model_meta(mdir: str) -> dict:
+    """The saved model's metadata (labels, image settings)."""
     import json
     from pathlib import Path
 
@@ -48,7 +48,12 @@ def _check_model(mdir: str) -> None:
     meta = Path(mdir) / META_FILE
     if not meta.exists():
         raise InputDataError(f"{mdir}: no trained model here (no {META_FILE})")
-    mode = json.loads(meta.read_text())["labels"]["mode"]
+    return json.loads(meta.read_text())
+
+
+def _check_model(mdir: str) -> None:
+    """The model must exist and give a class posterior (a regression head has no Bayes factor)."""
+    mode = _model_meta(mdir)["labels"]["mode"]
     if mode == "continuous":
         raise InputDataError(f"{mdir}: a regression model (labels.mode continuous) has no posterior to scan with; "
                              "train with labels.mode binary or classes")
@@ -66,7 +71,10 @@ def run(ctx: StageContext) -> StageResult:
     vcf = ctx.input_path(cfg.vcf)
     region = cfg.chrom or _first_chrom(vcf)
     samples = ctx.input_path(cfg.samples) if isinstance(cfg.samples, str) else cfg.samples
-    haps = read_vcf(vcf, region=region, samples=samples)
+    mdir = str(model_dir(ctx))
+    _check_model(mdir)
+    derived = _model_meta(mdir)["image"]["polarisation"] == "derived"  # polarise as the training images were
+    haps = read_vcf(vcf, region=region, samples=samples, derived=derived)
     chrom = region.split(":")[0]
     positions = haps.positions.astype(np.int64)
     if haps.length is not None and ":" in region:  # region-relative positions -> absolute bp
@@ -77,8 +85,6 @@ def run(ctx: StageContext) -> StageResult:
     if not windows:
         raise InputDataError(f"{vcf}: no window of {w.size} {w.unit} with at least {w.min_sites} sites in {region}")
     k = cfg.chunk_windows
-    mdir = str(model_dir(ctx))
-    _check_model(mdir)
     units = []
     for c, i0 in enumerate(range(0, len(windows), k)):
         chunk = windows[i0:i0 + k]
