@@ -377,6 +377,9 @@ def _deme_frequency(pop: fwdpy11.DiploidPopulation, index: int, key: tuple, deme
     """Frequency of mutation ``index`` among the genomes of ``deme`` alive now."""
     if pop.mutations[index].key != key:
         return 1.0 if any(f.key == key for f in pop.fixations) else 0.0
+    ids, sizes = pop.deme_sizes()
+    if len(ids) == 1:  # one deme alive: the population-wide count is the deme's (no loop over genomes)
+        return float(pop.mcounts[index]) / (2.0 * float(sizes[0])) if int(ids[0]) == deme else 0.0
     genomes = pop.haploid_genomes
     carriers = total = 0
     for md, dip in zip(pop.diploid_metadata, pop.diploids, strict=True):
