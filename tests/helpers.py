@@ -95,3 +95,19 @@ def default_split() -> dict:
     """The simulate schema's train/validation/test fractions."""
     sp = stage_params("simulate", store="x")["split"]
     return {"train": round(1.0 - sp["validation"] - sp["test"], 12), **sp}
+
+
+# three demes: A splits 2,000 generations ago into B (growing 1,000 -> 6,000) and C (3,000), with migration
+THREE_DEMES = """time_units: generations
+demes:
+  - name: A
+    epochs: [{start_size: 4000, end_time: 2000}]
+  - name: B
+    ancestors: [A]
+    epochs: [{start_size: 1000, end_size: 6000}]
+  - name: C
+    ancestors: [A]
+    epochs: [{start_size: 3000}]
+migrations:
+  - {demes: [B, C], rate: 2e-4}
+"""

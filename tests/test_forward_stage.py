@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import THREE_DEMES
 from test_simulate_stage import arrays, assert_same_store, run_job, write_job
 
 from hpc_popgen.errors import ManifestError
@@ -19,19 +20,6 @@ from hpc_popgen.store import open_store
 FWD = {"demography": "marth3", "n_haplotypes": 16, "sequence_length": 10_000, "classes": [0, 200],
        "n_per_class": 4, "shard_images": 4, "chunk_images": 4, "image": {"size": [16, 16]}}
 
-TWO_POPS = """time_units: generations
-demes:
-  - name: A
-    epochs: [{start_size: 4000, end_time: 2000}]
-  - name: B
-    ancestors: [A]
-    epochs: [{start_size: 1000, end_size: 6000}]
-  - name: C
-    ancestors: [A]
-    epochs: [{start_size: 3000}]
-migrations:
-  - {demes: [B, C], rate: 2e-4}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +53,7 @@ def test_forward_store_is_the_same_with_two_workers_and_show_redraws_it(tmp_path
 
 
 def test_two_population_model_with_migration_and_growth_during_the_sweep(tmp_path):
-    (tmp_path / "two.yaml").write_text(TWO_POPS)
+    (tmp_path / "two.yaml").write_text(THREE_DEMES)
     params = {**FWD, "store": "pops.zarr", "demography": {"demes": str(tmp_path / "two.yaml"), "population": "B"},
               "reference_ne": 1000, "classes": [0, 100], "scaling": 2}
     _, report = run_job(tmp_path, "pops", params)
@@ -94,7 +82,7 @@ def test_engine_and_history_errors_name_the_key(tmp_path, change, error):
 
 
 def test_msprime_model_with_several_populations_is_refused(tmp_path):
-    (tmp_path / "two.yaml").write_text(TWO_POPS)
+    (tmp_path / "two.yaml").write_text(THREE_DEMES)
     job = write_job(tmp_path, "m", {**FWD, "store": "x.zarr", "engine": "msprime", "sweep": {"standing": "paper"},
                                     "demography": {"demes": str(tmp_path / "two.yaml"), "population": "B"}})
     with pytest.raises(ManifestError, match=r"simulate\.demography: msprime cannot simulate a sweep in a model with "

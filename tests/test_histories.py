@@ -6,6 +6,7 @@ import json
 
 import demes
 import pytest
+from helpers import THREE_DEMES
 
 from hpc_popgen.errors import ParamError
 from hpc_popgen.simulate.demographies import MSMS_MODELS
@@ -16,20 +17,6 @@ from hpc_popgen.simulate.histories import (
     stdpopsim_history,
 )
 
-TWO_POPS = """time_units: generations
-demes:
-  - name: A
-    epochs: [{start_size: 10000, end_time: 1000}]
-  - name: B
-    ancestors: [A]
-    epochs: [{start_size: 10000}]
-  - name: C
-    ancestors: [A]
-    epochs: [{start_size: 2000, end_size: 20000}]
-migrations:
-  - {demes: [B, C], rate: 1e-4}
-"""
-
 
 def test_catalogue_models_as_graphs_keep_their_epochs():
     g = epochs_graph("marth3", MSMS_MODELS.get("marth3").value, 10_000)
@@ -39,24 +26,25 @@ def test_catalogue_models_as_graphs_keep_their_epochs():
 
 def test_demes_file_with_several_populations_needs_one_named(tmp_path):
     path = tmp_path / "two.yaml"
-    path.write_text(TWO_POPS)
-    h = demes_history(path, "C")
-    assert h.population == "C" and h.n_populations == 3 and h.present_size() == 20_000
+    path.write_text(THREE_DEMES)
+    h = demes_history(path, "B")
+    assert h.population == "B" and h.n_populations == 3 and h.present_size() == 6000
+    assert h.size_at(2000) == pytest.approx(1000) and h.min_size_within(600) == pytest.approx(3000)
     events = h.events_in(0, 600)
     assert any("exponential" in e for e in events) and any("migration B -> C" in e or "migration C -> B" in e
                                                            for e in events)
-    assert "B: founded at 1000 generations" in demes_history(path, "B").events_in(900, 2000)
-    assert demes_history(path, "B").events_in(1000, 2000) == []  # (t0, t1]: the founding is at t0
+    assert "C: founded at 2000 generations" in demes_history(path, "C").events_in(1900, 3000)
+    assert demes_history(path, "C").events_in(2000, 3000) == []  # (t0, t1]: the founding is at t0
 
 
 @pytest.mark.parametrize("population, key, reason", [
     (None, "population", r"3 populations \(A, B, C\): name the one"),
     ("Z", "population", r"'Z' is not a population of .* \(populations: A, B, C\)"),
-    ("A", "population", r"'A' in .* ends 1000 generations ago"),
+    ("A", "population", r"'A' in .* ends 2000 generations ago"),
 ])
 def test_bad_population_names_the_key(tmp_path, population, key, reason):
     path = tmp_path / "two.yaml"
-    path.write_text(TWO_POPS)
+    path.write_text(THREE_DEMES)
     with pytest.raises(ParamError, match=reason) as err:
         demes_history(path, population)
     assert err.value.key == key
@@ -74,7 +62,7 @@ def test_history_from_a_demography_stage(tmp_path):
     stage = tmp_path / "demography"
     for name in ("structure-1-1", "structure-2-1"):
         (stage / name).mkdir(parents=True)
-        g = demes.loads(TWO_POPS.replace("B", "YRI").replace("C", "CEU"))
+        g = demes.loads(THREE_DEMES.replace("B", "YRI").replace("C", "CEU"))
         demes.dump(g, stage / name / "model.demes.yaml")
     (stage / "results.json").write_text(json.dumps({"structures": [
         {"structure": [1, 1], "loglik": -1100.0, "aic": 2210.0, "dir": "structure-1-1"},
