@@ -112,18 +112,27 @@ def test_dashboard_and_readable_task_keys_during_a_run(tmp_path, local_profile):
         proc.communicate(timeout=120)
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])  # Ctrl-C; kill, scancel
-def test_interrupt_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile, sig, code):
+def interrupt_mid_stage(tmp_path: Path, profile: Path, sig: int, code: int) -> Path:
+    """Start a long run, send ``sig`` after three shards; the run exits with ``code``, recorded as interrupted."""
     run = tmp_path / "run"
-    proc = start_long_run(tmp_path, local_profile, run)
+    proc = start_long_run(tmp_path, profile, run)
     wait_for(lambda: len(done_units(run)) >= 3, 180, "three finished shards", proc)
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "hpcpop rerun" in err
-
     rep = read_json(run / "report.json")
     assert rep["status"] == "interrupted" and rep["stages"][0]["status"] == "interrupted"
+    return run
+
+
+def test_sigterm_is_an_interruption(tmp_path, local_profile):
+    """kill, a pre-emption, or scancel of a detached driver: as Ctrl-C (the rerun below is the same path)."""
+    interrupt_mid_stage(tmp_path, local_profile, signal.SIGTERM, 143)
+
+
+def test_sigint_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, local_profile):
+    run = interrupt_mid_stage(tmp_path, local_profile, signal.SIGINT, 130)
     before = done_units(run)
     assert 3 <= len(before) < 60, "interrupted mid-stage"
     status = run_cli("status", run, check=True).stdout
