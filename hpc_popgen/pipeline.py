@@ -96,6 +96,9 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
         log.warning("run interrupted (%s); finished units are kept", exc or "Ctrl-C")
         raise
     finally:
+        if in_main:  # SLURM may signal again before its SIGKILL: let the cleanup finish
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        rd.update_report(status=status, finished_at=now_iso())  # first: closing clusters takes seconds
         for handle in clusters.values():
             try:
                 if handle.kind == "slurm":
@@ -103,7 +106,6 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
                 handle.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
                 log.warning("closing cluster: %s", exc)
-        rd.update_report(status=status, finished_at=now_iso())
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return rd.report()
