@@ -158,6 +158,23 @@ def test_rerun_fills_only_missing_shards_and_refuses_other_params(tmp_path, refe
     assert open_store(url).n_images == 24
 
 
+def test_a_lost_store_is_remade_on_rerun(tmp_path, reference, caplog):
+    """Ledger records whose shards the store no longer flags as written are redone, and this is logged."""
+    import shutil
+
+    from hpc_popgen.runs import RunDir
+
+    run_dir, _ = run_job(tmp_path, "lost", {**BASE, "store": "lost.zarr"})
+    url = tmp_path / "stores" / "lost.zarr"
+    shutil.rmtree(url)
+    with caplog.at_level("WARNING"):
+        report = execute(RunDir.open(run_dir), progress=False)
+    assert open_store(url).written_shards().tolist() == [0, 1, 2]
+    assert_same_store(reference[0], url)
+    assert report["stages"][0]["status"] == "completed"
+    assert any("shard-0000" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_killed_worker_shards_are_redone(tmp_path, reference):
     params = {**BASE, "store": "kill.zarr", "sequence_length": 20_000}
     rd = prepare(write_job(tmp_path, "kill", params, workers=2), run_dir=tmp_path / "run-kill")
