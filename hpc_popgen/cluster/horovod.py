@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .sbatch import sbatch_header
@@ -35,10 +36,11 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_local_gloo(job_file: str | Path, ranks: int, log_path: str | Path, *, threads: int | None = None,
-                   poll_s: float = 0.5) -> int:
+                   poll_s: float = 0.5, on_poll: Callable[[], None] | None = None) -> int:
     """Run ``ranks`` Gloo ranks of the worker on this machine; returns 0, or the first failing exit code.
 
     If one rank fails, the others are terminated (an allreduce would otherwise wait forever).
+    ``on_poll`` is called while waiting (the driver's progress bars).
     """
     from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
     from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
@@ -75,6 +77,8 @@ def run_local_gloo(job_file: str | Path, ranks: int, log_path: str | Path, *, th
                     break
                 if all(c == 0 for c in codes):
                     break
+                if on_poll is not None:
+                    on_poll()
                 time.sleep(poll_s)
         finally:
             for p in procs:

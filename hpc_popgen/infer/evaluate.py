@@ -15,6 +15,7 @@ import numpy as np
 from .. import atomic
 from ..errors import StoreError
 from ..store import SPLIT_CODES, ImageStore
+from ..train.progress import ProgressFile
 from ..train.saved import TrainedModel
 from .metrics import bias, confusion_matrix, plot_confusion, rmse
 from .posterior import hpdi_discrete
@@ -49,8 +50,11 @@ def check_compatible(model: TrainedModel, store: ImageStore) -> None:
 
 
 def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size: int,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(network outputs, true S) for every image of ``split`` (``all``: every image), shard by shard."""
+                  progress: ProgressFile | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(network outputs, true S) for every image of ``split`` (``all``: every image), shard by shard.
+
+    ``progress`` is told the batch being predicted (``batch``/``batches``).
+    """
     check_compatible(model, store)
     written = set(store.written_shards().tolist())
     if len(written) < store.n_shards:
@@ -58,27 +62,37 @@ def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size
     code = None if split == "all" else SPLIT_CODES.get(split)
     if split != "all" and code is None:
         raise StoreError(f"split {split!r}: not one of all, {', '.join(SPLIT_CODES)}")
-    outs, truth = [], []
+    keeps = []
     for i in range(store.n_shards):
         a, b = store.shard_range(i)
-        s = store.array("s")[a:b]
-        keep = np.ones(b - a, dtype=bool) if code is None else store.array("split")[a:b] == code
+        keeps.append(np.ones(b - a, dtype=bool) if code is None else store.array("split")[a:b] == code)
+    batches = sum(-(-int(k.sum()) // batch_size) for k in keeps)
+    progress = progress or ProgressFile(None)
+    progress.update(force=True, phase="predict", batch=0, batches=batches)
+    outs, truth = [], []
+    done = 0
+    for i, keep in enumerate(keeps):
         if not keep.any():
             continue
+        a, b = store.shard_range(i)
         images = store.array("images")[a:b][keep]
-        outs.append(model.raw_predict(images, batch_size=batch_size))
-        truth.append(s[keep])
+        for j in range(0, len(images), batch_size):
+            outs.append(model.raw_predict(images[j:j + batch_size], batch_size=batch_size))
+            done += 1
+            progress.update(batch=done)
+        truth.append(store.array("s")[a:b][keep])
+    progress.update(force=True, batch=done)
     if not outs:
         raise StoreError(f"{store.url}: no images in split {split!r}")
     return np.concatenate(outs), np.concatenate(truth)
 
 
 def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, split: str, level: float,
-             batch_size: int, title: str) -> dict:
+             batch_size: int, title: str, progress: ProgressFile | None = None) -> dict:
     """Metrics of ``model`` on ``split`` of ``store``; writes confusion.{json,png} and predictions.npz."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    y, s_true = predict_store(model, store, split, batch_size)
+    y, s_true = predict_store(model, store, split, batch_size, progress)
     labels = model.labels
     metrics: dict = {"n_images": int(len(s_true)), "split": split, "store": store.url}
     if labels.mode == "continuous":

@@ -102,16 +102,73 @@ def stage_seed(manifest: Manifest, spec: StageSpec) -> int:
     return derive_seed(manifest.seed, zlib.crc32(spec.name.encode()))
 
 
-def _call_on_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-    """Run a unit's task and say where it ran (host, SLURM job), for the completion record."""
+def worker_location() -> dict:
+    """Where this process runs (host, SLURM job id when inside one), for completion records."""
     import os
     import socket
 
-    result = fn(*args, **kwargs)
     where = {"worker_host": socket.gethostname()}
     if os.environ.get("SLURM_JOB_ID"):
         where["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
-    return result, where
+    return where
+
+
+def _call_on_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    """Run a unit's task and say where it ran (host, SLURM job), for the completion record."""
+    result = fn(*args, **kwargs)
+    return result, worker_location()
+
+
+class ProgressWatch:
+    """The driver's bars for work that runs elsewhere and writes a progress file (see train/progress.py).
+
+    With ``epochs`` an epoch bar sits above a batch bar (training); without, one batch bar (evaluation).
+    ``on_change`` gets each new state, e.g. to put the epoch into report.json.
+    """
+
+    def __init__(self, ctx: StageContext, path: str | Path, *, desc: str, epochs: int | None = None,
+                 on_change: Callable[[dict], None] | None = None):
+        self.path = Path(path)
+        self.on_change = on_change
+        self.seen: float | None = None
+        self.epoch_bar = (ctx.progress(epochs, desc=f"{desc} epochs", unit="epoch", position=0)
+                          if epochs else None)
+        self.batch_bar = ctx.progress(0, desc=desc, unit="batch", position=1 if epochs else 0,
+                                      leave=not epochs)
+
+    def poll(self) -> None:
+        """Bring the bars up to the last state written."""
+        from ..train.progress import read_progress
+
+        data = read_progress(self.path)
+        if not data or data.get("updated_at") == self.seen:
+            return
+        self.seen = data.get("updated_at")
+        if self.epoch_bar is not None and data.get("epochs_done") is not None:
+            self.epoch_bar.n = int(data["epochs_done"])
+            if data.get("last_val_loss") is not None:
+                self.epoch_bar.set_postfix(val_loss=f"{data['last_val_loss']:.4g}", refresh=False)
+            self.epoch_bar.refresh()
+        validating = data.get("phase") == "validation"
+        total = data.get("val_batches" if validating else "batches")
+        if total is not None:
+            self.batch_bar.total = int(total)
+            self.batch_bar.n = int(data.get("val_batch" if validating else "batch") or 0)
+            if data.get("epoch") is not None:
+                self.batch_bar.set_description(f"{'validation' if validating else 'epoch'} {data['epoch']}",
+                                               refresh=False)
+            if data.get("loss") is not None and not validating:
+                self.batch_bar.set_postfix(loss=f"{data['loss']:.4g}", refresh=False)
+            self.batch_bar.refresh()
+        if self.on_change is not None:
+            self.on_change(data)
+
+    def close(self) -> None:
+        """A last poll, then close the bars."""
+        self.poll()
+        self.batch_bar.close()
+        if self.epoch_bar is not None:
+            self.epoch_bar.close()
 
 
 class StageContext:
@@ -188,12 +245,16 @@ class StageContext:
         """Resolve a user input file (VCF, AFS, demes YAML): relative to the manifest's folder."""
         return input_path(self.manifest, value)
 
-    def progress(self, total: int, desc: str | None = None, unit: str = "unit", initial: int = 0):
-        """A progress bar for a long loop (tqdm on stderr; silent when progress is off)."""
+    def progress(self, total: int, desc: str | None = None, unit: str = "unit", initial: int = 0, **kwargs: Any):
+        """A progress bar for a long loop (tqdm on stderr; silent when progress is off or stderr is no terminal).
+
+        ``kwargs`` go to tqdm (``position``, ``leave``).
+        """
         from tqdm.auto import tqdm
 
+        kwargs.setdefault("leave", True)
         return tqdm(total=total, initial=initial, desc=desc or self.name, unit=unit,
-                    disable=not self.show_progress, dynamic_ncols=True, leave=True)
+                    disable=True if not self.show_progress else None, dynamic_ncols=True, **kwargs)
 
     def report(self, **metrics: Any) -> None:
         """Merge stage metrics into report.json now (e.g. best log-likelihood per island, live)."""
@@ -217,6 +278,37 @@ class StageContext:
         """Record SLURM worker job ids seen so far in the run directory."""
         if self._handle is not None and self._handle.kind == "slurm":
             self.run.add_slurm_jobs(f"workers:{self.name}", self._handle.poll_job_ids())
+
+    def run_task(self, fn: Callable[..., Any], *args: Any, key: str, watch: ProgressWatch | None = None,
+                 poll_s: float = 0.5, **kwargs: Any) -> tuple[Any, dict]:
+        """Run ``fn(*args, **kwargs)`` as one Dask task on this stage's cluster, i.e. on a worker with the
+        stage's resources (a SLURM worker job under SLURM profiles), never in the driver.
+
+        The driver waits, polling ``watch`` for its bars and noting worker job ids. The task's key (e.g.
+        ``train-epochs``) names it on the dashboard. Returns the task's result and where it ran (host,
+        SLURM job). A lost worker's task is rescheduled by Dask (its ``allowed-failures``); an exception
+        in the task is raised here.
+        """
+        client = self.client
+        self.run.update_report(dashboard=self.cluster.dashboard)
+        fut = client.submit(_call_on_worker, fn, *args, key=key, pure=False, **kwargs)
+        last_note = 0.0
+        try:
+            while not fut.done():
+                time.sleep(poll_s)
+                if watch is not None:
+                    watch.poll()
+                if time.time() - last_note > 5.0:
+                    last_note = time.time()
+                    self.note_jobs()
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+        finally:
+            self.note_jobs()
+            if watch is not None:
+                watch.close()
 
     # --- the shared unit runner ----------------------------------------------------------------
     def run_units(self, units: Iterable[Unit], fn: Callable[..., Any], *,

@@ -1,6 +1,8 @@
 """The ``evaluate`` stage: a trained model on a store's test split -> metrics, confusion matrix PNG/JSON.
 
-One unit (``evaluate``): its ledger record is written after metrics.json, so a rerun reuses it.
+One unit (``evaluate``), run as one Dask task (``<stage>-evaluate``) on the stage's cluster, not in
+the driver; its ledger record (with where it ran) is written after metrics.json, so a rerun reuses it.
+The task writes RUN_DIR/<stage>/progress.json, the driver's batch bar.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from .. import atomic
 from ..errors import ManifestError
 from ..infer.evaluate import EvaluateConfig
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult, key_path, stage_config
+from ..train.progress import PROGRESS_FILE
+from .base import ProgressWatch, StageContext, StageResult, key_path, stage_config
 
 log = logging.getLogger(__name__)
 CONFIG = EvaluateConfig
@@ -59,22 +62,36 @@ def model_dir(ctx: StageContext) -> Path:
 
 
 def run(ctx: StageContext) -> StageResult:
-    """Evaluate (or, on a rerun, report the finished evaluation)."""
+    """Evaluate as a task on a worker (or, on a rerun, report the finished evaluation)."""
     out = ctx.stage_dir()
     metrics_file = out / "metrics.json"
     if ctx.ledger.is_done(UNIT) and metrics_file.exists():
         return StageResult(1, 1, metrics=json.loads(metrics_file.read_text()))
-    from ..infer.evaluate import evaluate
-    from ..store import open_store
-    from ..train.saved import load_bundle
-
     cfg: EvaluateConfig = ctx.config
-    model = load_bundle(model_dir(ctx))
-    store = open_store(ctx.path(cfg.store) if cfg.store else model.info.get("store"))
-    metrics = evaluate(model, store, out, split=cfg.split, level=cfg.hpdi_level, batch_size=cfg.batch_size,
-                       title=cfg.title)
-    metrics["model"] = model.path
-    atomic.write_json(out / "metrics.json", metrics)
-    ctx.ledger.record(UNIT, n_images=metrics["n_images"])
+    ctx.run.update_stage(ctx.name, units_total=1)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    watch = ProgressWatch(ctx, out / PROGRESS_FILE, desc=ctx.name)
+    metrics, where = ctx.run_task(evaluate_on_worker, str(model_dir(ctx)), ctx.path(cfg.store) if cfg.store else None,
+                                  str(out), split=cfg.split, level=cfg.hpdi_level, batch_size=cfg.batch_size,
+                                  title=cfg.title, key=f"{ctx.name}-evaluate", watch=watch)
+    ctx.ledger.record(UNIT, n_images=metrics["n_images"], **where)
     log.info("stage %s: %s", ctx.name, {k: v for k, v in metrics.items() if isinstance(v, float)})
     return StageResult(1, 1, metrics=metrics, items=metrics["n_images"], item_name="images")
+
+
+def evaluate_on_worker(model: str, store: str | None, out_dir: str, *, split: str, level: float, batch_size: int,
+                       title: str) -> dict:
+    """The Dask task: load the model, evaluate it on ``store`` (None: its training store), write metrics.json."""
+    from ..infer.evaluate import evaluate
+    from ..store import open_store
+    from ..train.progress import ProgressFile
+    from ..train.saved import load_bundle
+
+    bundle = load_bundle(model)
+    st = open_store(store or bundle.info.get("store"))
+    out = Path(out_dir)
+    metrics = evaluate(bundle, st, out, split=split, level=level, batch_size=batch_size, title=title,
+                       progress=ProgressFile(out / PROGRESS_FILE))
+    metrics["model"] = bundle.path
+    atomic.write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,10 +1,13 @@
-"""The ``train`` stage: labels from the store, then training in-process or as Horovod ranks.
+"""The ``train`` stage: labels from the store, then training as one Dask task or as Horovod ranks.
 
 Units are epochs (``epoch-0003``), recorded by rank 0 after each epoch's checkpoint is durable, so
-``hpcpop rerun`` continues a killed training from its last checkpoint. How ranks start depends on the
-profile: one process in the driver (ranks = 1 or Horovod missing), Gloo ranks on this machine
-(``kind: local``), or an sbatch job over nodes x GPUs (``kind: slurm``, rendered to
-RUN_DIR/<stage>/train.sbatch).
+``hpcpop rerun`` continues a killed training from its last checkpoint. The driver only plans, waits
+and records; how the training runs depends on the ranks and the profile: one rank (or Horovod
+missing) is one Dask task (``<stage>-epochs``) on the stage's cluster, i.e. a LocalCluster worker
+process or a SLURM worker job with the stage's resources (GPUs as ``--gres``); more ranks are Gloo
+ranks on this machine (``kind: local``) or an sbatch job over nodes x GPUs (``kind: slurm``, rendered to
+RUN_DIR/<stage>/train.sbatch). Wherever it runs, rank 0 writes RUN_DIR/<stage>/progress.json, which
+the driver turns into epoch and batch bars and into report.json (``hpcpop status``: epoch i/n).
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from ..errors import HpcPopError, StoreError
 from ..manifest import Manifest, StageSpec
 from ..store import ImageStore, open_store
 from ..train.config import StreamConfig, TrainConfig
-from .base import StageContext, StageResult, located, stage_config
+from ..train.progress import PROGRESS_FILE
+from .base import ProgressWatch, StageContext, StageResult, located, stage_config, worker_location
 
 log = logging.getLogger(__name__)
 CONFIG = TrainConfig
@@ -88,17 +93,21 @@ def run(ctx: StageContext) -> StageResult:
     job_file = out / "train_job.json"
     atomic.write_text(job_file, job.to_json())
     ctx.run.update_stage(ctx.name, units_total=cfg.epochs, ranks=ranks)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)  # an earlier attempt's state is not this one's
+    watch = _watch(ctx, cfg.epochs)
     if not multi:
-        from ..train.loop import run_training
-
-        result = run_training(job)
+        result, where = ctx.run_task(train_on_worker, job.to_json(), key=f"{ctx.name}-epochs", watch=watch)
+        ctx.report(**where)
     elif ctx.profile["kind"] == "slurm":
-        result = _run_slurm(ctx, job_file, ranks, launcher)
+        result = _run_slurm(ctx, job_file, ranks, launcher, watch)
     else:
         from ..cluster.horovod import run_local_gloo
 
         log_path = out / "train.log"
-        code = run_local_gloo(job_file, ranks, log_path, threads=job.threads)
+        try:
+            code = run_local_gloo(job_file, ranks, log_path, threads=job.threads, on_poll=watch.poll)
+        finally:
+            watch.close()
         if code != 0:
             raise HpcPopError(f"stage {ctx.name}: a Horovod rank exited with status {code}; last lines of "
                               f"{log_path}:\n{_tail(log_path)}\nresume with `hpcpop rerun {ctx.run_dir}`")
@@ -106,10 +115,39 @@ def run(ctx: StageContext) -> StageResult:
     return _result(ctx, result)
 
 
+def train_on_worker(job_json: str) -> dict:
+    """The Dask task of a one-rank training: run (or resume) it here, on a worker; epoch records say where."""
+    from ..train.config import TrainJob
+    from ..train.loop import run_training
+
+    return run_training(TrainJob.from_json(job_json), where=worker_location())
+
+
+def _watch(ctx: StageContext, epochs: int) -> ProgressWatch:
+    """Epoch and batch bars from rank 0's progress file; each finished epoch is logged and goes into
+    report.json (``progress``: epoch i/n and the last validation loss, for ``hpcpop status``)."""
+    seen = {"epochs_done": None, "epoch": None}
+
+    def on_change(data: dict) -> None:
+        if (data.get("epochs_done"), data.get("epoch")) == (seen["epochs_done"], seen["epoch"]):
+            return
+        if data.get("epochs_done") != seen["epochs_done"] and data.get("phase") == "epoch done":
+            log.info("stage %s: epoch %s/%s: loss %s, val_loss %s", ctx.name, data["epochs_done"], epochs,
+                     _fmt(data.get("last_loss")), _fmt(data.get("last_val_loss")))
+        seen.update(epochs_done=data.get("epochs_done"), epoch=data.get("epoch"))
+        ctx.run.update_stage(ctx.name, units_done=len(ctx.ledger.done()), progress={
+            "epoch": data.get("epoch"), "epochs": data.get("epochs") or epochs,
+            "epochs_done": data.get("epochs_done"), "val_loss": data.get("last_val_loss")})
+
+    return ProgressWatch(ctx, ctx.stage_dir() / PROGRESS_FILE, desc=ctx.name, epochs=epochs, on_change=on_change)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _wait_for_store(url: str, stream: StreamConfig) -> ImageStore:
     """Stream mode: the simulate job may not have created the store yet; wait for it (bounded)."""
-    import time
-
     from ..store import store_exists
 
     t0 = time.monotonic()
@@ -153,8 +191,8 @@ def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) 
                          extra=list(cl.get("job_extra_directives") or []))
 
 
-def _run_slurm(ctx: StageContext, job_file: Path, ranks: int, launcher: str) -> dict:
-    """Submit the rendered sbatch script, wait for it (``sbatch --wait``), read rank 0's result."""
+def _run_slurm(ctx: StageContext, job_file: Path, ranks: int, launcher: str, watch: ProgressWatch) -> dict:
+    """Submit the rendered sbatch script, wait for it (``sbatch --wait``, polling ``watch``), read rank 0's result."""
     script = ctx.stage_dir() / "train.sbatch"
     script.write_text(render_sbatch(ctx, job_file, ranks, launcher))
     if shutil.which("sbatch") is None:
@@ -164,6 +202,12 @@ def _run_slurm(ctx: StageContext, job_file: Path, ranks: int, launcher: str) -> 
     first = proc.stdout.readline().strip() if proc.stdout else ""
     if first:
         ctx.run.add_slurm_jobs(f"train:{ctx.name}", [first.split(";")[0]])
+    try:
+        while proc.poll() is None:
+            watch.poll()
+            time.sleep(0.5)
+    finally:
+        watch.close()
     _out, err = proc.communicate()
     if proc.returncode != 0:
         raise HpcPopError(f"stage {ctx.name}: SLURM training job {first or '?'} failed ({proc.returncode}): "

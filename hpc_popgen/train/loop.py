@@ -29,6 +29,7 @@ from .config import TrainJob
 from .data import ShardReader, blocks, rank_shards, split_code, split_counts, to_dataset
 from .handlers import EarlyStopping, ReduceLROnPlateau
 from .models import build_model, make_optimizer
+from .progress import PROGRESS_FILE, ProgressFile
 from .saved import save_bundle
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,29 @@ def _plan_stream(store: Any, rank: int, size: int, batch_size: int, epochs: int,
     return {"train_shards": mine, "steps": steps, "val_shards": mine if vsteps else [], "val_steps": vsteps}
 
 
-def run_training(job: TrainJob) -> dict:
-    """Train (or resume) as this process's rank; rank 0 writes the model and result.json; all return the result."""
-    trainer = Trainer(job)
+def _progress_callback(tf: Any, progress: ProgressFile) -> Any:
+    """A Keras callback that puts the batch being trained or validated into the progress file."""
+
+    class BatchProgress(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            progress.update(phase="train", batch=batch + 1, **({"loss": float(loss)} if loss is not None else {}))
+
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            progress.update(force=True, phase="validation", val_batch=0)
+
+        def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            progress.update(val_batch=batch + 1)
+
+    return BatchProgress()
+
+
+def run_training(job: TrainJob, where: dict | None = None) -> dict:
+    """Train (or resume) as this process's rank; rank 0 writes the model and result.json; all return the result.
+
+    ``where`` (host, SLURM job) goes into every epoch's completion record.
+    """
+    trainer = Trainer(job, where)
     trainer.resume()
     while not trainer.done:
         trainer.train_epoch()
@@ -174,8 +195,9 @@ def _set_threads(tf: Any, threads: int) -> None:
 class Trainer:
     """One rank's training: the compiled model and its inputs, then :meth:`resume`, epochs, :meth:`finish`."""
 
-    def __init__(self, job: TrainJob):
+    def __init__(self, job: TrainJob, where: dict | None = None):
         self.job = job
+        self.where = dict(where or {})
         cfg = job.config
         tf = tfenv.tf()
         self.comm = _Comm(job.use_horovod)
@@ -201,7 +223,11 @@ class Trainer:
         self.history: list[dict] = []
         self.resumed_from = 0
 
+        # rank 0 tells the driver which epoch and batch it is at (RUN_DIR/<stage>/progress.json)
+        self.progress = ProgressFile(self.out / PROGRESS_FILE if self.rank == 0 else None)
         self.callbacks: list[Any] = []
+        if self.rank == 0:
+            self.callbacks.append(_progress_callback(tf, self.progress))
         if self.comm.hvd is not None:
             self.callbacks += [self.comm.hvd.callbacks.BroadcastGlobalVariablesCallback(0),
                                _metric_average_callback(tf)]
@@ -237,6 +263,10 @@ class Trainer:
         self.history = state["history"]
         self.stopper.load_state_dict(state["early_stopping"])
         self.schedule.load_state_dict(state["reduce_lr"])
+        last = self.history[-1] if self.history else {}
+        self.progress.update(force=True, phase="resumed", epochs_done=self.epoch, epoch=self.epoch,
+                             epochs=self.job.config.epochs, last_loss=last.get("loss"),
+                             last_val_loss=last.get("val_loss"))
         if self.rank == 0:
             log.info("resuming from checkpoint %s (epoch %d)", found[1], self.resumed_from)
 
@@ -265,6 +295,8 @@ class Trainer:
         p = self.plan or _plan_stream(self.store, self.rank, self.size, cfg.batch_size, cfg.epochs, self.epoch)
         self.seen_shards.update(p["train_shards"])
         ds, vds = self._datasets(p, self.epoch)
+        self.progress.update(force=True, phase="train", epoch=self.epoch + 1, epochs=cfg.epochs, batch=0,
+                             batches=p["steps"], val_batch=0, val_batches=p["val_steps"])
         t0 = time.perf_counter()
         hist = self.model.fit(ds, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=p["steps"],
                               validation_data=vds, validation_steps=p["val_steps"] or None,
@@ -293,7 +325,10 @@ class Trainer:
         checkpoint.save(self.ckpt_dir / f"{checkpoint.unit_id(epoch)}.npz", self.model.get_weights(),
                         [v.numpy() for v in self.opt.variables], state)
         if self.ledger is not None:
-            self.ledger.record(checkpoint.unit_id(epoch), **{k: v for k, v in logs.items() if k != "epoch"})
+            self.ledger.record(checkpoint.unit_id(epoch), **{k: v for k, v in logs.items() if k != "epoch"},
+                               **self.where)
+        self.progress.update(force=True, phase="epoch done", epochs_done=epoch, epoch=epoch,
+                             last_loss=logs.get("loss"), last_val_loss=logs.get("val_loss"))
         checkpoint.prune(self.ckpt_dir, {epoch, best})
         log.info("epoch %d/%d: %s", epoch, self.job.config.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if k != "epoch"))
@@ -328,4 +363,5 @@ class Trainer:
             clean.set_weights(final_weights)
             save_bundle(self.out / "model", clean, job.labels, store.meta["image"], self.shape, job.model, info)
             atomic.write_json(self.out / "result.json", result)
+        self.progress.update(force=True, phase="done")
         return result
