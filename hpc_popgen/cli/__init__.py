@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -71,6 +74,11 @@ class ErrorHandlingGroup(LazyGroup):
 def main(verbose: int) -> None:
     """hpcpop: simulation-based inference for population genomics on Dask, Zarr, Horovod and SLURM."""
     level = logging.WARNING - 10 * min(verbose + 1, 2)
+    # for processes started from here too (Dask workers, training jobs): TensorFlow's start-up lines
+    # (train/tfenv.py) and distributed's INFO lines, which distributed sets when imported, unless -v
+    os.environ["HPCPOP_VERBOSE"] = str(verbose)
+    if verbose < 1:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     root = logging.getLogger("hpc_popgen")
     handler = next((h for h in root.handlers if getattr(h, "_hpcpop_cli", False)), None)
     if handler is None:  # one console handler, however often main() runs in a process
@@ -81,6 +89,44 @@ def main(verbose: int) -> None:
     root.setLevel(min(level, logging.INFO))
     root.propagate = False  # dadi calls logging.basicConfig(): without this every line prints twice
     handler.setLevel(level)
-    if verbose < 2:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
+    if verbose < 1:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
         for name in ("distributed", "dask_jobqueue"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """Writes each record through ``tqdm.write``, above the progress bars instead of across them (as
+    tqdm's ``logging_redirect_tqdm`` does, but keeping the replaced handler's level)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+@contextmanager
+def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", "distributed", "dask_jobqueue")) -> Iterator[None]:
+    """Meanwhile, the console handlers of these loggers write through tqdm (file handlers are kept)."""
+    import distributed  # noqa: F401 - its console handler is attached on import; swap that one too
+
+    swapped = []
+    for name in names:
+        logger = logging.getLogger(name)
+        for i, h in enumerate(logger.handlers):
+            if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout):
+                new = BarSafeHandler(h.stream)
+                new.setLevel(h.level)
+                new.setFormatter(h.formatter)
+                for f in h.filters:
+                    new.addFilter(f)
+                logger.handlers[i] = new
+                swapped.append((logger, h, new))
+    try:
+        yield
+    finally:
+        for logger, old, new in swapped:
+            if new in logger.handlers:
+                logger.handlers[logger.handlers.index(new)] = old

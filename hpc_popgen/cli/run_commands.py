@@ -61,8 +61,10 @@ def rerun(run_dir: str, detach: bool, no_progress: bool) -> None:
 
 def _run(rd: RunDir, no_progress: bool) -> None:
     from ..pipeline import execute
+    from . import logs_through_bars
 
-    report = execute(rd, progress=not no_progress)
+    with logs_through_bars():
+        report = execute(rd, progress=not no_progress)
     click.echo(f"run {report.get('status')}: {rd.path}/report.json")
     if report.get("dashboard"):
         click.echo(f"dashboard was: {report['dashboard']}")
@@ -92,13 +94,23 @@ def status(run_dir: str, as_json: bool) -> None:
         failed = len(rd.ledger(spec.name).failures())
         total = st.get("units_total")
         units = f"{done}/{total if total is not None else '?'}"
-        click.echo(f"{spec.name:<20} {spec.kind:<11} {st.get('status', 'pending'):<12} {units:>13} {failed:>7}")
+        click.echo(f"{spec.name:<20} {spec.kind:<11} {st.get('status', 'pending'):<12} {units:>13} {failed:>7}"
+                   f"{_live(st)}")
     if jobs:
         states = _squeue_states([j for ids in jobs.values() for j in ids])
         for role, ids in jobs.items():
             shown = ", ".join(f"{j}{' (' + states[j] + ')' if j in states else ''}" for j in ids)
             click.echo(f"SLURM {role}: {shown}")
     _exit_for(rep)
+
+
+def _live(stage: dict) -> str:
+    """A training stage not completed: ``  epoch i/n, val_loss x`` (what its driver last saw), else ''."""
+    p = stage.get("progress") or {}
+    if stage.get("status") == "completed" or not p.get("epoch"):
+        return ""
+    text = f"  epoch {p['epoch']}/{p.get('epochs') or '?'}"
+    return text + (f", val_loss {p['val_loss']:.4g}" if p.get("val_loss") is not None else "")
 
 
 def _exit_for(report: dict) -> None:

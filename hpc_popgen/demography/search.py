@@ -91,6 +91,21 @@ def ranked(islands: list[Island]) -> list[tuple[tuple[float, ...], float]]:
     return heads + [kv for kv in pool if kv not in heads]
 
 
+def ga_progress(arch: Archipelago, max_evals: int) -> tuple[int, int]:
+    """(evaluations done, evaluations in all) of a structure's islands, for its progress bar.
+
+    A stopped island (stalled, target, cap) counts what it spent; a running one at least its cap and
+    at least its open generation (the generation that crosses ``max_evals`` finishes whole), so the
+    bar ends exactly full whenever the islands stop.
+    """
+    n = total = 0
+    for isl in arch.islands:
+        batch = None if isl.done else arch.open.get(isl.index)
+        n += isl.n_evals + (sum(f is not None for f in batch.fitness) if batch else 0)
+        total += isl.n_evals if isl.done else max(max_evals, isl.n_evals + (len(batch.xs) if batch else 0))
+    return n, total
+
+
 def read_json(path: Path) -> Any:
     """A checkpoint file's content, or None when it does not exist yet."""
     try:
@@ -215,9 +230,13 @@ class Search:
 
     def _islands(self, si: int, space: ModelSpace, arch: Archipelago) -> None:
         """Run the islands' generations until all are done, each island as soon as its own batch is."""
-        total = self.cfg.islands * self.cfg.ga.max_evals
-        bar = self.hooks.progress(total, desc=f"{self.label} {space.structure}", unit="eval",
-                                  initial=min(sum(i.n_evals for i in arch.islands), total))
+        n, total = ga_progress(arch, self.cfg.ga.max_evals)
+        bar = self.hooks.progress(total, desc=f"{self.label} {space.structure}", unit="eval", initial=n)
+
+        def sync_bar() -> None:
+            bar.n, bar.total = ga_progress(arch, self.cfg.ga.max_evals)
+            bar.refresh()
+
         pending: dict[str, tuple[Batch, int]] = {}
 
         def launch() -> None:
@@ -240,6 +259,7 @@ class Search:
                         progressed = True
 
         launch()
+        sync_bar()
         for token, r in self.evals.completed():
             batch, i = pending.pop(token)
             if arch.open.get(batch.island) is not batch:
@@ -247,11 +267,11 @@ class Search:
             self._count(r)
             self.cache[(si, tuple(batch.xs[i]))] = r
             batch.fitness[i] = r["loglik"]
-            bar.update(1)
             self._note_target(r["loglik"])
             if batch.complete:
                 self._finish(si, arch, batch)
                 launch()
+            sync_bar()
         bar.close()
         if not arch.done:
             raise RuntimeError(f"structure {space.structure}: islands stalled waiting for each other "

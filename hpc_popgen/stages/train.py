@@ -124,18 +124,25 @@ def train_on_worker(job_json: str) -> dict:
 
 
 def _watch(ctx: StageContext, epochs: int) -> ProgressWatch:
-    """Epoch and batch bars from rank 0's progress file; each finished epoch is logged and goes into
-    report.json (``progress``: epoch i/n and the last validation loss, for ``hpcpop status``)."""
-    seen = {"epochs_done": None, "epoch": None}
+    """Epoch and batch bars from rank 0's progress file; each finished epoch is logged (from its ledger
+    record) and the epoch goes into report.json (``progress``: epoch i/n and the last validation loss,
+    for ``hpcpop status``)."""
+    from ..train.checkpoint import unit_id
+
+    seen: dict = {"key": None, "logged": len(ctx.ledger.done())}
 
     def on_change(data: dict) -> None:
-        if (data.get("epochs_done"), data.get("epoch")) == (seen["epochs_done"], seen["epoch"]):
+        key = (data.get("epochs_done"), data.get("epoch"))
+        if key == seen["key"]:
             return
-        if data.get("epochs_done") != seen["epochs_done"] and data.get("phase") == "epoch done":
-            log.info("stage %s: epoch %s/%s: loss %s, val_loss %s", ctx.name, data["epochs_done"], epochs,
-                     _fmt(data.get("last_loss")), _fmt(data.get("last_val_loss")))
-        seen.update(epochs_done=data.get("epochs_done"), epoch=data.get("epoch"))
-        ctx.run.update_stage(ctx.name, units_done=len(ctx.ledger.done()), progress={
+        seen["key"] = key
+        done = ctx.ledger.done()
+        for e in range(seen["logged"] + 1, int(data.get("epochs_done") or 0) + 1):
+            rec = done.get(unit_id(e), {})
+            log.info("stage %s: epoch %d/%d: loss %s, val_loss %s", ctx.name, e, epochs, _fmt(rec.get("loss")),
+                     _fmt(rec.get("val_loss")))
+            seen["logged"] = e
+        ctx.run.update_stage(ctx.name, units_done=len(done), progress={
             "epoch": data.get("epoch"), "epochs": data.get("epochs") or epochs,
             "epochs_done": data.get("epochs_done"), "val_loss": data.get("last_val_loss")})
 
