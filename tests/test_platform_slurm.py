@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, write_yaml
+from helpers import run_cli, slurm_profile_data, write_yaml
 from test_platform_runs import done_units, read_json, sim_stage, wait_for
+from test_train_helpers import make_store, write_manifest
 
 pytestmark = pytest.mark.slurm
 
@@ -78,3 +79,31 @@ def test_detach_runs_driver_as_sbatch_job(tmp_path, slurm_profile, slurm_cleanup
     wait_for(lambda: driver in slurm_records(), 60, "the driver job in SLURM's completion log")
     rec = slurm_records()[driver]
     assert rec["JobState"] == "COMPLETED" and rec["Name"] == "hpcpop-driver-detached"
+
+
+def test_one_rank_training_runs_in_a_slurm_worker_job_not_the_drivers(tmp_path, slurm_cleanup):
+    """The driver (detached: itself a SLURM job) only plans and waits: the 1-rank training and the
+    evaluation run as Dask tasks in a worker job, whose id their ledger records carry."""
+    prof = slurm_profile_data()
+    prof["horovod"] = {"launcher": "horovodrun", "ranks": 1}
+    profile = write_yaml(tmp_path / "profiles" / "slurm-one.yaml", prof)
+    make_store(tmp_path / "storage" / "t.zarr", n_per_class=60, size=32, shard_images=40)
+    resources = {"cores": 1, "memory": "3GB"}
+    job = write_manifest(tmp_path, [
+        {"name": "train", "resources": resources,
+         "train": {"store": "t.zarr", "epochs": 2, "batch_size": 16, "tensorboard": False}},
+        {"name": "evaluate", "resources": resources, "evaluate": {}}], name="slurmtrain", profile=profile)
+    run = tmp_path / "run"
+    proc = run_cli("submit", job, "--run-dir", run, "--detach", timeout=120, check=True)
+    driver = re.search(r"driver submitted as SLURM job (\d+)", proc.stdout).group(1)
+    rep = wait_for(lambda: (r := read_json(run / "report.json")).get("status") in ("completed", "failed") and r,
+                   480, "the detached driver to finish")
+    assert rep["status"] == "completed", (run / f"driver-{driver}.log").read_text()[-3000:]
+    epochs = done_units(run, "train")
+    assert sorted(epochs) == ["epoch-0001", "epoch-0002"]
+    workers = set(read_json(run / "slurm_jobs.json").get("workers:train", []))
+    trained_in = {r.get("slurm_job_id") for r in epochs.values()}
+    assert len(trained_in) == 1 and trained_in <= workers and driver not in trained_in, (trained_in, workers, driver)
+    assert rep["stages"][0]["metrics"]["slurm_job_id"] in trained_in
+    assert done_units(run, "evaluate")["evaluate"]["slurm_job_id"] not in (None, driver)
+    assert "epoch 2/2" in (run / "hpcpop.log").read_text()
