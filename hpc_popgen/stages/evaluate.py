@@ -1,6 +1,6 @@
 """The ``evaluate`` stage: a trained model on a store's test split -> metrics, confusion matrix PNG/JSON.
 
-One unit (``evaluate``), run as one Dask task (``<stage>-evaluate``) on the stage's cluster, not in
+One unit (``evaluate``), run as one Dask task (``<stage>-predict``) on the stage's cluster, not in
 the driver; its ledger record (with where it ran) is written after metrics.json, so a rerun reuses it.
 The task writes RUN_DIR/<stage>/progress.json, the driver's batch bar.
 """
@@ -73,7 +73,7 @@ def run(ctx: StageContext) -> StageResult:
     watch = ProgressWatch(ctx, out / PROGRESS_FILE, desc=ctx.name)
     metrics, where = ctx.run_task(evaluate_on_worker, str(model_dir(ctx)), ctx.path(cfg.store) if cfg.store else None,
                                   str(out), split=cfg.split, level=cfg.hpdi_level, batch_size=cfg.batch_size,
-                                  title=cfg.title, key=f"{ctx.name}-evaluate", watch=watch)
+                                  title=cfg.title, key=f"{ctx.name}-predict", watch=watch)
     ctx.ledger.record(UNIT, n_images=metrics["n_images"], **where)
     log.info("stage %s: %s", ctx.name, {k: v for k, v in metrics.items() if isinstance(v, float)})
     return StageResult(1, 1, metrics=metrics, items=metrics["n_images"], item_name="images")
