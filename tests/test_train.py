@@ -29,7 +29,7 @@ from hpc_popgen.train.models import PRESETS, ModelConfig, build_model, min_input
 
 @pytest.fixture
 def single_profile(tmp_path) -> str:
-    """A loopback LocalCluster profile with one Horovod rank (training in the driver process)."""
+    """A loopback LocalCluster profile with one Horovod rank (training as one task on its one worker)."""
     return str(write_yaml(tmp_path / "profiles" / "one.yaml", {
         "kind": "local", "cluster": {"n_workers": 1}, "dashboard_address": "127.0.0.1:0",
         "horovod": {"launcher": "horovodrun", "ranks": 1}}))

@@ -188,7 +188,7 @@ def _set_threads(tf: Any, threads: int) -> None:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    except RuntimeError:  # TensorFlow already running in this process (training in the driver)
+    except RuntimeError:  # TensorFlow already running in this process (a worker that trained before)
         log.debug("TensorFlow threads already set; keeping them")
 
 
