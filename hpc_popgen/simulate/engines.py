@@ -54,7 +54,7 @@ def choose_engine(requested: str, history: History, sim: SimConfig, strengths: S
     why_not = msprime_exact(history, sim, strengths, standing=standing, dominance=dominance)
     if requested == "msprime" and why_not is not None:
         key, reason = why_not
-        raise ParamError(key, f"{reason}: use engine fwdpy11 (or auto), move the onset or use another demography")
+        raise ParamError(key, f"{reason}: use engine fwdpy11 (or auto)")
     if requested == "fwdpy11" and strengths and standing == "paper" \
             and sim.start_frequency > 1.0 / (2.0 * history.size_at(sim.onset)):
         raise ParamError("sweep.standing", "'paper' is msprime's release of the beneficial lineages; the forward "
