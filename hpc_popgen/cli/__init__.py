@@ -92,6 +92,26 @@ def main(verbose: int) -> None:
     if verbose < 1:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
         for name in ("distributed", "dask_jobqueue"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    _warnings_as_logs(handler, verbose)
+
+
+QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ResourceWarning)
+
+
+def _warnings_as_logs(handler: logging.Handler, verbose: int) -> None:
+    """Python warnings become log lines (``py.warnings``, through the bars like ours); libraries'
+    deprecation and resource warnings, meant for their developers, only with -v (workers too)."""
+    import warnings
+
+    if verbose < 1:
+        for category in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", category=category)
+        os.environ.setdefault("PYTHONWARNINGS", ",".join(f"ignore::{c.__name__}" for c in QUIET_WARNINGS))
+    logging.captureWarnings(True)
+    wlog = logging.getLogger("py.warnings")
+    if handler not in wlog.handlers:
+        wlog.addHandler(handler)
+    wlog.propagate = False
 
 
 class BarSafeHandler(logging.StreamHandler):
@@ -108,7 +128,8 @@ class BarSafeHandler(logging.StreamHandler):
 
 
 @contextmanager
-def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", "distributed", "dask_jobqueue")) -> Iterator[None]:
+def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", "distributed", "dask_jobqueue", "py.warnings"),
+                      ) -> Iterator[None]:
     """Meanwhile, the console handlers of these loggers write through tqdm (file handlers are kept)."""
     import distributed  # noqa: F401 - its console handler is attached on import; swap that one too
 
