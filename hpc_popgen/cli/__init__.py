@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import click
 
 from ..errors import HpcPopError
+from ..train.tfenv import verbose as tf_verbose
 
 # command name -> "module:attribute" (module relative to hpc_popgen)
 COMMANDS = {
@@ -75,10 +76,8 @@ def main(verbose: int) -> None:
     """hpcpop: simulation-based inference for population genomics on Dask, Zarr, Horovod and SLURM."""
     level = logging.WARNING - 10 * min(verbose + 1, 2)
     # for processes started from here too (Dask workers, training jobs): TensorFlow's start-up lines
-    # (train/tfenv.py) and distributed's INFO lines, which distributed sets when imported, unless -v
+    # (train/tfenv.py) only with -v
     os.environ["HPCPOP_VERBOSE"] = str(verbose)
-    if verbose < 1:
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     root = logging.getLogger("hpc_popgen")
     handler = next((h for h in root.handlers if getattr(h, "_hpcpop_cli", False)), None)
     if handler is None:  # one console handler, however often main() runs in a process
@@ -106,12 +105,27 @@ def _warnings_as_logs(handler: logging.Handler, verbose: int) -> None:
     if verbose < 1:
         for category in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", category=category)
-        os.environ.setdefault("PYTHONWARNINGS", ",".join(f"ignore::{c.__name__}" for c in QUIET_WARNINGS))
     logging.captureWarnings(True)
     wlog = logging.getLogger("py.warnings")
     if handler not in wlog.handlers:
         wlog.addHandler(handler)
     wlog.propagate = False
+
+
+def _quiet_dask() -> None:
+    """Unless -v: distributed's INFO lines (nanny and scheduler start and stop) off in the driver, where
+    importing distributed set them, and in LocalCluster workers (through the nanny's pre-spawn
+    environment, with the warnings filter); SLURM worker jobs keep theirs in their log files."""
+    import dask
+
+    if tf_verbose():
+        return
+    for name in ("distributed", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.update(DASK_LOGGING__DISTRIBUTED="warning",
+               PYTHONWARNINGS=",".join(f"ignore::{c.__name__}" for c in QUIET_WARNINGS))
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
 
 
 class BarSafeHandler(logging.StreamHandler):
@@ -132,6 +146,8 @@ def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", "distributed", "da
                       ) -> Iterator[None]:
     """Meanwhile, the console handlers of these loggers write through tqdm (file handlers are kept)."""
     import distributed  # noqa: F401 - its console handler is attached on import; swap that one too
+
+    _quiet_dask()
 
     swapped = []
     for name in names:
