@@ -129,3 +129,37 @@ def test_training_runs_as_a_dask_task_with_bars_status_and_quiet_start_up(tmp_pa
     assert read_json(run / "ledger" / "evaluate" / "done" / "evaluate.json")["worker_host"]
     log = (run / "hpcpop.log").read_text()
     assert "stage train: epoch 4/4: loss" in log, "the driver logs each finished epoch"
+
+
+def test_a_lost_worker_resumes_the_training_from_its_last_checkpoint(tmp_path):
+    """Training is a task: when its worker process dies, Dask reschedules it on the restarted worker and
+    it resumes from the last recorded epoch; the run completes without a rerun."""
+    import signal
+
+    from distributed import Client
+
+    make_store(tmp_path / "storage" / "w.zarr", n_per_class=600, size=32, shard_images=100)
+    path = write_manifest(tmp_path, [{"name": "train", "resources": {"cores": 1}, "train": {
+        "store": "w.zarr", "epochs": 6, "batch_size": 16, "tensorboard": False, "early_stopping": {"patience": 0}}}],
+        profile=one_rank_profile(tmp_path))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*HPCPOP, "submit", str(path), "--run-dir", str(run), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rep = wait_for(lambda: (r := read_json(run / "report.json")).get("scheduler") and r, 120,
+                       "the cluster to start", proc)
+        wait_for(lambda: (run / "ledger" / "train" / "done" / "epoch-0001.json").exists(), 120, "epoch 1", proc)
+        with Client(rep["scheduler"], timeout=30) as c:
+            (pid,) = c.run(os.getpid).values()
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    st = read_json(run / "report.json")["stages"][0]
+    assert st["status"] == "completed" and st["metrics"]["epochs_run"] == 6
+    assert 1 <= st["metrics"]["resumed_from_epoch"] < 6
+    hist = read_json(run / "train" / "result.json")["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
