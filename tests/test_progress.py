@@ -163,3 +163,21 @@ def test_a_lost_worker_resumes_the_training_from_its_last_checkpoint(tmp_path):
     assert 1 <= st["metrics"]["resumed_from_epoch"] < 6
     hist = read_json(run / "train" / "result.json")["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+
+
+def test_closing_two_local_clusters_is_quiet_unless_v(tmp_path):
+    """Two stages with other resources (memory) make two LocalClusters; closing the first gave distributed its INFO
+    level back while the second closed (nanny and scheduler lines at the end of every run). Quiet now,
+    and one -v away."""
+    from test_platform_runs import sim_stage
+
+    stages = [{**sim_stage(n_per_class=4, name=name), "resources": {"cores": 1, "memory": memory}}
+              for name, memory in (("a", "1GB"), ("b", "2GB"))]
+    stages[1]["simulate"] = {**stages[1]["simulate"], "store": "@run/b.zarr"}
+    profile = write_yaml(tmp_path / "profiles" / "cores.yaml", {"kind": "local", "dashboard_address": "127.0.0.1:0"})
+    job = write_yaml(tmp_path / "two.yaml", {"name": "two", "seed": 3, "profile": str(profile),
+                                            "storage": str(tmp_path / "s"), "stages": stages})
+    quiet = run_cli("submit", job, "--run-dir", tmp_path / "q", check=True)
+    loud = run_cli("-v", "submit", job, "--run-dir", tmp_path / "v", check=True)
+    assert " - INFO - " not in quiet.stderr, quiet.stderr[-2000:]
+    assert "distributed.nanny - INFO" in loud.stderr or "distributed.scheduler - INFO" in loud.stderr
