@@ -81,11 +81,15 @@ def validate_against(instance: Any, schema_name: str, *, source: str) -> None:
 def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
     """Return a copy of ``instance`` with every ``default`` of ``schema`` filled in, recursively.
 
-    Only plain ``properties`` (after resolving local and registry ``$ref``) carry defaults, which is
-    all our schemas use; the resolved manifest written to the run directory therefore shows every value.
+    Defaults sit on plain ``properties`` (after resolving local and registry ``$ref``); inside a
+    ``oneOf`` of objects, the branch whose ``required`` keys the mapping has (and whose other keys it
+    allows) fills it. The resolved manifest written to the run directory therefore shows every value.
     """
     root = root if root is not None else schema
     schema = _deref(schema, root)
+    if isinstance(instance, dict) and "oneOf" in schema and "properties" not in schema:
+        branch = _object_branch(instance, [_deref(b, root) for b in schema["oneOf"]])
+        return fill_defaults(instance, branch, root) if branch is not None else instance
     if isinstance(instance, dict) and "properties" in schema:
         out = dict(instance)
         for key, sub in schema["properties"].items():
@@ -101,6 +105,13 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
         items_r = _deref(items, None if ext else root)
         return [fill_defaults(v, items_r, items_r if ext else root) for v in instance]
     return instance
+
+
+def _object_branch(instance: dict, branches: list[Any]) -> dict | None:
+    """The one object branch of a ``oneOf`` that ``instance`` fits by its keys (None if not exactly one)."""
+    fits = [b for b in branches if isinstance(b, dict) and "properties" in b
+            and set(b.get("required", ())) <= set(instance) and set(instance) <= set(b["properties"])]
+    return fits[0] if len(fits) == 1 else None
 
 
 def schema_default(schema_name: str, *path: str) -> Any:

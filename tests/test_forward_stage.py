@@ -150,3 +150,82 @@ def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
     assert st.meta["demography"]["source"] == "stage:demography/structure-1-1"
     assert {d["name"] for d in st.meta["demography"]["graph"]["demes"]} == {"YRI", "CEU"}
     assert report["stages"][1]["metrics"]["history"] == "stage:demography/structure-1-1"
+
+
+def _two_models(tmp_path):
+    """Two demes files with a deme B: the three-deme model and a one-deme B of constant size."""
+    (tmp_path / "three.yaml").write_text(THREE_DEMES)
+    (tmp_path / "one.yaml").write_text("time_units: generations\ndemes:\n  - name: B\n    epochs: [{start_size: 5000}]\n")
+    return [str(tmp_path / "three.yaml"), str(tmp_path / "one.yaml")]
+
+
+def test_ensemble_of_demes_files_records_each_images_model(tmp_path):
+    from hpc_popgen.cli import main
+
+    params = {**FWD, "store": "ens.zarr", "reference_ne": 1000, "classes": [0, 100], "n_per_class": 8,
+              "demography": {"ensemble": {"demes": _two_models(tmp_path)}, "population": "B"}}
+    _, report = run_job(tmp_path, "ens", params)
+    st = open_store(tmp_path / "stores" / "ens.zarr")
+    models = st.read("model_index")
+    assert set(models.tolist()) == {0, 1}  # 16 draws with weights 1/2, 1/2
+    assert st.meta["demography"]["source"] == "ensemble" and st.meta["demography"]["weights"] == [0.5, 0.5]
+    assert [m["source"] for m in st.meta["demography"]["models"]] == ["demes:three.yaml", "demes:one.yaml"]
+    assert st.meta["engine"]["models"] == 2 and report["stages"][0]["metrics"]["engine"]["models"] == 2
+    index = int(np.flatnonzero(models == 1)[0])
+    res = CliRunner().invoke(main, ["show", str(tmp_path / "stores" / "ens.zarr"), "--png", str(tmp_path / "e.png"),
+                                    "--index", str(index)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["remade_equals_stored"] is True
+
+
+def test_ensemble_from_a_demography_stage_takes_the_top_models_by_aic(tmp_path):
+    import demes
+
+    from hpc_popgen.config import config_with_defaults
+    from hpc_popgen.simulate import Plan
+    from hpc_popgen.simulate.config import SimulateConfig
+
+    stage = tmp_path / "demography"
+    fits = [("structure-1-1", 2210.0), ("structure-2-1", 2150.0), ("structure-2-2", 2151.0)]
+    for name, _aic in fits:
+        (stage / name).mkdir(parents=True)
+        demes.dump(demes.loads(THREE_DEMES), stage / name / "model.demes.yaml")
+    (stage / "results.json").write_text(json.dumps({"structures": [
+        {"structure": [int(c) for c in name.split("-")[1:]], "loglik": -aic / 2, "aic": aic, "dir": name}
+        for name, aic in fits]}))
+
+    def plan(weights):
+        cfg = config_with_defaults(SimulateConfig, "stages/simulate.schema.json", {
+            **FWD, "store": "x", "reference_ne": 1000, "classes": [0, 100],
+            "demography": {"ensemble": {"from_stage": "demography", "top": 2, "weights": weights},
+                           "population": "B"}})
+        return Plan.from_config(cfg, 11, tmp_path, {"demography": stage})
+
+    equal, akaike = plan("equal"), plan("akaike")
+    assert [m["source"] for m in equal.history["models"]] == ["stage:demography/structure-2-1",
+                                                               "stage:demography/structure-2-2"]
+    assert equal.weights == (0.5, 0.5)
+    w = 1 / (1 + np.exp(-0.5))  # dAIC = 1
+    assert akaike.weights == pytest.approx((w, 1 - w))
+    draws = np.array([akaike.model_of(akaike.replicate_seed(i)) for i in range(4000)])
+    assert abs((draws == 0).mean() - w) < 0.03  # drawn with the Akaike weights
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"ensemble": {"demes": ["a.yaml"], "weights": "akaike"}, "population": "B"},
+     r"demography\.ensemble\.weights: akaike weights need each model's AIC"),
+    ({"ensemble": {"demes": ["a.yaml"], "from_stage": "demography"}, "population": "B"},
+     r"demography\.ensemble: give either from_stage or demes"),
+    ({"ensemble": {"from_stage": "nope"}, "population": "B"}, r"demography\.ensemble\.from_stage: no stage named"),
+])
+def test_ensemble_errors_name_the_key(tmp_path, change, error):
+    job = write_job(tmp_path, "bad", {**FWD, "store": "x.zarr", "demography": change})
+    with pytest.raises(ManifestError, match=rf"stages\[0\]\.simulate\.{error}"):
+        load_manifest(job)
+
+
+def test_ensemble_on_msprime_is_refused(tmp_path):
+    params = {**FWD, "store": "x.zarr", "engine": "msprime", "sweep": {"standing": "paper"},
+              "demography": {"ensemble": {"demes": _two_models(tmp_path)}, "population": "B"}}
+    with pytest.raises(ManifestError, match=r"simulate\.engine: an ensemble of histories runs on the forward engine"):
+        load_manifest(write_job(tmp_path, "m", params))

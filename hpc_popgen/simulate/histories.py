@@ -152,25 +152,30 @@ def stdpopsim_history(model_id: str, population: str | None) -> History:
                    source=f"stdpopsim:{model_id}")
 
 
-def stage_model_file(stage_dir: str | Path, structure: str) -> Path:
-    """The demes YAML a demography stage wrote for ``structure`` (``best``, ``best_aic`` or e.g. ``2-1``)."""
-    stage_dir = Path(stage_dir)
-    results = stage_dir / "results.json"
+def stage_models(stage_dir: str | Path) -> list[dict[str, Any]]:
+    """The models a demography stage wrote (one per structure: structure, loglik, aic, dir), from results.json."""
+    results = Path(stage_dir) / "results.json"
     try:
         summary = json.loads(results.read_text())
     except FileNotFoundError:
         raise ParamError("from_stage", f"{results}: the demography stage has no results yet") from None
     entries = summary.get("structures") or []
+    if not entries:
+        raise ParamError("from_stage", f"{results}: no structure was inferred")
+    return entries
+
+
+def stage_model_file(stage_dir: str | Path, structure: str) -> Path:
+    """The demes YAML a demography stage wrote for ``structure`` (``best``, ``best_aic`` or e.g. ``2-1``)."""
+    entries = stage_models(stage_dir)
     if structure in ("best", "best_aic"):
-        if not entries:
-            raise ParamError("from_stage", f"{results}: no structure was inferred")
         pick = max(entries, key=lambda e: e["loglik"]) if structure == "best" else min(entries, key=lambda e: e["aic"])
     else:
         pick = next((e for e in entries if "-".join(map(str, e["structure"])) == structure), None)
         if pick is None:
             have = ", ".join("-".join(map(str, e["structure"])) for e in entries)
             raise ParamError("structure", f"{structure!r} was not inferred by that stage (structures: {have})")
-    return stage_dir / pick["dir"] / "model.demes.yaml"
+    return Path(stage_dir) / pick["dir"] / "model.demes.yaml"
 
 
 def stage_history(stage_dir: str | Path, structure: str, population: str | None, stage: str) -> History:
@@ -196,4 +201,41 @@ def resolve_history(spec: str | dict, ne: float, base_dir: str | Path,
     stage = spec["from_stage"]
     if not stage_dirs or stage not in stage_dirs:
         raise ParamError("from_stage", f"stage {stage!r} has no output folder here")
-    return stage_history(stage_dirs[stage], spec.get("structure") or "best", population, stage)
+    return stage_history(stage_dirs[stage], spec["structure"], population, stage)
+
+
+def ensemble_histories(spec: dict, base_dir: str | Path,
+                       stage_dirs: dict[str, Path] | None = None) -> tuple[list[History], list[float]]:
+    """``{ensemble: {from_stage, top, weights} | {demes: [...], weights}, population}`` -> (histories, weights).
+
+    From a demography stage: its best model of each structure, the ``top`` best by AIC first, weighted
+    equally or by Akaike weights (exp(-dAIC/2), normalised). From demes files: equal weights.
+    """
+    ens, population = spec["ensemble"], spec["population"]
+    if ("from_stage" in ens) == ("demes" in ens):
+        raise ParamError("ensemble", "give either from_stage (a demography stage's models) or demes (files)")
+    if "demes" in ens:
+        if ens["weights"] == "akaike":
+            raise ParamError("ensemble.weights", "akaike weights need each model's AIC: use from_stage, or "
+                             "weights: equal")
+        histories = []
+        for i, name in enumerate(ens["demes"]):
+            path = Path(name).expanduser()
+            try:
+                histories.append(demes_history(path if path.is_absolute() else Path(base_dir) / path, population))
+            except ParamError as exc:
+                raise ParamError(f"ensemble.demes[{i}]" if exc.key == "demes" else exc.key, exc.reason) from None
+        return histories, [1.0 / len(histories)] * len(histories)
+    stage = ens["from_stage"]
+    if not stage_dirs or stage not in stage_dirs:
+        raise ParamError("ensemble.from_stage", f"stage {stage!r} has no output folder here")
+    entries = sorted(stage_models(stage_dirs[stage]), key=lambda e: e["aic"])[: ens["top"]]
+    histories = []
+    for e in entries:
+        h = demes_history(Path(stage_dirs[stage]) / e["dir"] / "model.demes.yaml", population)
+        histories.append(History(graph=h.graph, population=h.population, source=f"stage:{stage}/{e['dir']}"))
+    if ens["weights"] == "akaike":
+        raw = [math.exp(-(e["aic"] - entries[0]["aic"]) / 2.0) for e in entries]
+    else:
+        raw = [1.0] * len(entries)
+    return histories, [w / sum(raw) for w in raw]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ParamError
 from ..images import ImageConfig
 from ..seeds import MAX_SEED, derive_seed, rng
@@ -18,7 +20,7 @@ from .config import SimulateConfig
 from .demographies import load_demography, model_from_graph
 from .engines import choose_engine, choose_scaling
 from .forward import ForwardConfig, check_forward
-from .histories import History, resolve_history
+from .histories import History, ensemble_histories, resolve_history
 from .replicate import SimConfig
 from .units import onset_generations
 
@@ -29,6 +31,7 @@ FORWARD_KEYS = {"population": "demography.population", "onset": "sweep.onset", "
                 "dominance": "sweep.dominance", "S": "classes"}
 SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
 PRIOR_KEY = 4  # rng(replicate seed, PRIOR_KEY) draws S under a continuous prior
+MODEL_KEY = 5  # derive_seed(replicate seed, MODEL_KEY) draws the history of an ensemble
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,21 +54,27 @@ class Plan:
     engine: str = "msprime"
     forward: ForwardConfig | None = None
     history: dict | None = None
+    ensemble: tuple[ForwardConfig, ...] | None = None  # one forward config per history of an ensemble
+    weights: tuple[float, ...] | None = None  # the ensemble's model weights
 
     @classmethod
     def from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".",
                     stage_dirs: dict[str, Path] | None = None) -> Plan:
         """The plan of a simulate stage's config (demes files relative to ``base_dir``; ``stage_dirs``: the
         output folders of demography stages a ``from_stage`` history may name)."""
+        ensemble = isinstance(cfg.demography, dict) and "ensemble" in cfg.demography
         try:
-            history = resolve_history(cfg.demography, cfg.reference_ne, base_dir, stage_dirs)
+            if ensemble:
+                histories, weights = ensemble_histories(cfg.demography, base_dir, stage_dirs)
+            else:
+                histories, weights = [resolve_history(cfg.demography, cfg.reference_ne, base_dir, stage_dirs)], [1.0]
         except ParamError as exc:
             raise exc.within("demography") if exc.key != "demography" else exc from None
         sw = cfg.sweep
-        sim = SimConfig(demography=_msprime_model(cfg, history, base_dir), n_haplotypes=cfg.n_haplotypes,
-                        sequence_length=cfg.sequence_length, mutation_rate=cfg.mutation_rate,
-                        recombination_rate=cfg.recombination_rate, reference_ne=cfg.reference_ne,
-                        onset=onset_generations(sw.onset, sw.onset_unit, sw.generation_time),
+        sim = SimConfig(demography=None if ensemble else _msprime_model(cfg, histories[0], base_dir),
+                        n_haplotypes=cfg.n_haplotypes, sequence_length=cfg.sequence_length,
+                        mutation_rate=cfg.mutation_rate, recombination_rate=cfg.recombination_rate,
+                        reference_ne=cfg.reference_ne, onset=onset_generations(sw.onset, sw.onset_unit, sw.generation_time),
                         start_frequency=sw.start_frequency, position=sw.position, dt=sw.dt,
                         max_attempts=sw.max_attempts)
         if cfg.classes is not None:
@@ -77,24 +86,40 @@ class Plan:
             plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(),
                        prior={"min": pr.min, "max": pr.max, "n": pr.n, "n_bins": pr.n_bins})
         strengths = plan.strengths()
-        if history.deme().start_time < sim.onset:
-            raise ParamError("sweep.onset", f"{sim.onset:g} generations ago is older than population "
-                             f"{history.population!r} ({history.deme().start_time:g} generations)")
-        engine = choose_engine(cfg.engine, history, sim, strengths, standing=sw.standing, dominance=sw.dominance)
-        forward = None
-        if engine == "fwdpy11":
-            forward = ForwardConfig(
-                demography=history.graph, population=history.population, n_haplotypes=sim.n_haplotypes,
-                sequence_length=sim.sequence_length, mutation_rate=sim.mutation_rate,
-                recombination_rate=sim.recombination_rate, reference_ne=sim.reference_ne, onset=sim.onset,
-                start_frequency=sim.start_frequency, start_frequency_rtol=sw.start_frequency_rtol,
-                end_frequency_atol=sw.end_frequency_atol, dominance=sw.dominance, position=sim.position,
-                scaling=choose_scaling(cfg.scaling, history, sim, strengths), max_attempts=sim.max_attempts)
-            try:
-                check_forward(forward, max((S for S, _label in strengths), default=0.0))
-            except ParamError as exc:
-                raise ParamError(FORWARD_KEYS.get(exc.key, exc.key), exc.reason) from None
-        return dataclasses.replace(plan, engine=engine, forward=forward, history=history.to_dict())
+        for history in histories:
+            if history.deme().start_time < sim.onset:
+                raise ParamError("sweep.onset", f"{sim.onset:g} generations ago is older than population "
+                                 f"{history.population!r} ({history.deme().start_time:g} generations) in "
+                                 f"{history.source}")
+        if ensemble:
+            if cfg.engine == "msprime":
+                raise ParamError("engine", "an ensemble of histories runs on the forward engine (fwdpy11 or auto)")
+            engine = "fwdpy11"
+        else:
+            engine = choose_engine(cfg.engine, histories[0], sim, strengths, standing=sw.standing,
+                                   dominance=sw.dominance)
+        if engine == "msprime":
+            return dataclasses.replace(plan, engine=engine, history=histories[0].to_dict())
+        scaling = min(choose_scaling(cfg.scaling, h, sim, strengths) for h in histories)  # one Q for every model
+        forwards = tuple(_forward_config(cfg, sim, h, scaling, strengths) for h in histories)
+        if not ensemble:
+            return dataclasses.replace(plan, engine=engine, forward=forwards[0], history=histories[0].to_dict())
+        record = {"source": "ensemble", "weights_rule": cfg.demography["ensemble"]["weights"],
+                  "weights": list(weights), "models": [h.to_dict() for h in histories]}
+        return dataclasses.replace(plan, engine=engine, forward=forwards[0], ensemble=forwards,
+                                   weights=tuple(weights), history=record)
+
+    def model_of(self, seed: int) -> int:
+        """The history replicate ``seed`` is simulated under: its index in the ensemble (0 without one)."""
+        if not self.ensemble:
+            return 0
+        assert self.weights is not None
+        u = derive_seed(seed, MODEL_KEY) / MAX_SEED  # uniform in (0, 1]
+        return min(int(np.searchsorted(np.cumsum(self.weights), u * sum(self.weights))), len(self.weights) - 1)
+
+    def forward_of(self, seed: int) -> ForwardConfig | None:
+        """The forward engine's config for replicate ``seed`` (its ensemble member, or the one model)."""
+        return self.ensemble[self.model_of(seed)] if self.ensemble else self.forward
 
     def strengths(self) -> list[tuple[float, str]]:
         """(S, label) of the sweeps this plan can simulate: its classes with S > 0, or the prior's ends
@@ -116,6 +141,8 @@ class Plan:
             f = self.forward
             out.update(scaling=f.scaling, dominance=f.dominance, start_frequency_rtol=f.start_frequency_rtol,
                        end_frequency_atol=f.end_frequency_atol, population=f.population)
+        if self.ensemble:
+            out.update(models=len(self.ensemble), weights=list(self.weights or ()))
         return out
 
     @property
@@ -156,7 +183,9 @@ class Plan:
                 "classes": list(self.classes) if self.classes is not None else None,
                 "n_per_class": self.n_per_class, "prior": dict(self.prior or {}), "split": dict(self.split),
                 "engine": self.engine, "history": self.history,
-                "forward": forward_to_dict(self.forward) if self.forward is not None else None}
+                "forward": forward_to_dict(self.forward) if self.forward is not None else None,
+                "ensemble": [forward_to_dict(f) for f in self.ensemble] if self.ensemble else None,
+                "weights": list(self.weights) if self.weights else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
@@ -165,7 +194,27 @@ class Plan:
                    n_per_class=int(d["n_per_class"]), prior=dict(d["prior"]) if d["prior"] else None,
                    engine=d["engine"], history=d["history"],
                    forward=forward_from_dict(d["forward"]) if d["forward"] else None,
+                   ensemble=tuple(forward_from_dict(f) for f in d["ensemble"]) if d["ensemble"] else None,
+                   weights=tuple(d["weights"]) if d["weights"] else None,
                    split=dict(d["split"]))
+
+
+def _forward_config(cfg: SimulateConfig, sim: SimConfig, history: History, scaling: float,
+                    strengths: list[tuple[float, str]]) -> ForwardConfig:
+    """The forward engine's config for one history, checked without simulating (errors name simulate keys)."""
+    sw = cfg.sweep
+    forward = ForwardConfig(
+        demography=history.graph, population=history.population, n_haplotypes=sim.n_haplotypes,
+        sequence_length=sim.sequence_length, mutation_rate=sim.mutation_rate,
+        recombination_rate=sim.recombination_rate, reference_ne=sim.reference_ne, onset=sim.onset,
+        start_frequency=sim.start_frequency, start_frequency_rtol=sw.start_frequency_rtol,
+        end_frequency_atol=sw.end_frequency_atol, dominance=sw.dominance, position=sim.position,
+        scaling=scaling, max_attempts=sim.max_attempts)
+    try:
+        check_forward(forward, max((S for S, _label in strengths), default=0.0))
+    except ParamError as exc:
+        raise ParamError(FORWARD_KEYS.get(exc.key, exc.key), exc.reason) from None
+    return forward
 
 
 def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):

@@ -28,7 +28,8 @@ def replay(store: ImageStore, index: int) -> dict:
     if shard not in set(store.written_shards().tolist()):
         raise StoreError(f"{store.url}: image {index} is in shard {shard}, which is not written yet")
     rec = {name: store.read(name, index, index + 1)[0] for name in
-           ("images", "s", "class_index", "seed", "attempts", "split", "n_sites_raw", "n_sites", "end_freq")}
+           ("images", "s", "class_index", "seed", "attempts", "split", "n_sites_raw", "n_sites", "end_freq",
+            "model_index")}
     info = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if k != "images"}
     out: dict = {"stored": np.asarray(rec["images"]), "info": info}
     sim_meta = store.meta.get("simulation")
@@ -37,8 +38,9 @@ def replay(store: ImageStore, index: int) -> dict:
     cfg = SimConfig.from_dict(sim_meta)
     base = ImageConfig.from_dict(store.meta["image"])
     S, seed = float(rec["s"]), int(rec["seed"])
-    if store.meta.get("forward"):  # the forward engine: a replicate is determined by its seed alone
-        fwd = simulate_forward(forward_from_dict(store.meta["forward"]), S, seed, end_frequency=end_frequency(cfg, S))
+    forward = store.meta["ensemble"][int(rec["model_index"])] if store.meta.get("ensemble") else store.meta.get("forward")
+    if forward:  # the forward engine: a replicate is determined by its seed (and its history) alone
+        fwd = simulate_forward(forward_from_dict(forward), S, seed, end_frequency=end_frequency(cfg, S))
         matrix, positions = fwd.matrix, fwd.positions
     else:
         matrix, positions = simulate_once(cfg, S, seed, int(rec["attempts"]) - 1)

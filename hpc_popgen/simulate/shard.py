@@ -23,8 +23,9 @@ def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
     for k, i in enumerate(range(start, stop)):
         seed = plan.replicate_seed(i)
         S, cls = plan.s_of(i, seed)
-        if plan.forward is not None:
-            fwd = simulate_forward(plan.forward, S, seed, end_frequency=plan.end_frequency(S))
+        forward = plan.forward_of(seed)
+        if forward is not None:
+            fwd = simulate_forward(forward, S, seed, end_frequency=plan.end_frequency(S))
             matrix, positions, attempts = fwd.matrix, fwd.positions, fwd.attempts
             start_freq, end_freq = fwd.start_frequency, fwd.frequency
         else:
@@ -44,4 +45,5 @@ def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
         out["seed"][k] = seed
         out["attempts"][k] = attempts
         out["split"][k] = plan.split_of(seed)
+        out["model_index"][k] = plan.model_of(seed)
     return out

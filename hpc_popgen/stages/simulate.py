@@ -38,24 +38,29 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
     A history inferred by an earlier demography stage does not exist yet: its reference is checked.
     """
     cfg: SimulateConfig = stage_config(spec, manifest)
-    if isinstance(cfg.demography, dict) and "from_stage" in cfg.demography:
-        _check_stage_reference(spec, manifest, cfg.demography)
+    ref = cfg.demography.get("ensemble", cfg.demography) if isinstance(cfg.demography, dict) else {}
+    if "from_stage" in ref and "demes" in ref:
+        raise ManifestError(f"{key_path(spec, manifest, 'demography.ensemble')}: give either from_stage or demes")
+    if "from_stage" in ref:
+        _check_stage_reference(spec, manifest, {**ref, "population": cfg.demography["population"]},
+                               "ensemble." if "ensemble" in cfg.demography else "")
         return
     with located(spec, manifest):
         Plan.from_config(cfg, 1, manifest.base_dir)
 
 
-def _check_stage_reference(spec: StageSpec, manifest: Manifest, ref: dict) -> None:
+def _check_stage_reference(spec: StageSpec, manifest: Manifest, ref: dict, prefix: str = "") -> None:
     """``{from_stage, population}``: an earlier demography stage that infers that population."""
     name, where = ref["from_stage"], key_path(spec, manifest, "demography")
     stages = {s.name: s for s in manifest.stages}
     if name not in stages:
-        raise ManifestError(f"{where}.from_stage: no stage named {name!r} (stages: {', '.join(stages)})")
+        raise ManifestError(f"{where}.{prefix}from_stage: no stage named {name!r} (stages: {', '.join(stages)})")
     target = stages[name]
     if target.kind != "demography":
-        raise ManifestError(f"{where}.from_stage: stage {name!r} is a {target.kind} stage, not a demography stage")
+        raise ManifestError(f"{where}.{prefix}from_stage: stage {name!r} is a {target.kind} stage, not a demography "
+                            "stage")
     if target.index > spec.index:
-        raise ManifestError(f"{where}.from_stage: demography stage {name!r} runs after this stage")
+        raise ManifestError(f"{where}.{prefix}from_stage: demography stage {name!r} runs after this stage")
     populations = (target.params.get("input") or {}).get("populations")
     if populations and ref["population"] not in populations:
         raise ManifestError(f"{where}.population: {ref['population']!r} is not a population of stage {name!r} "
@@ -78,6 +83,7 @@ def _store_meta(plan: Plan, params: dict) -> dict:
                            if plan.engine == "msprime" and plan.sim.demography is not None else plan.history),
             "engine": plan.engine_record(),
             "forward": forward_to_dict(plan.forward) if plan.forward is not None else None,
+            "ensemble": [forward_to_dict(f) for f in plan.ensemble] if plan.ensemble else None,
             "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
             "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "hpc_popgen.image_store"
-VERSION = 1
+VERSION = 2  # 2: model_index (the history of an ensemble each image was simulated under)
 ATTRS_KEY = "hpc_popgen"
 
 
@@ -39,6 +39,7 @@ PER_IMAGE_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("seed", "uint32"),
     ArraySpec("attempts", "uint8"),
     ArraySpec("split", "uint8"),
+    ArraySpec("model_index", "int16"),
 )
 SHARD_FLAG = "shard_written"
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
