@@ -123,15 +123,8 @@ def test_a_valid_from_stage_reference_validates(tmp_path):
     assert [s.kind for s in m.stages] == ["demography", "simulate"]
 
 
-def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
+def _chain_job(tmp_path, profile) -> dict:
     """A short GA on the YRI-CEU spectrum, then CEU regions simulated under the model it inferred."""
-    import yaml
-
-    from hpc_popgen.pipeline import execute, prepare
-
-    prof = tmp_path / "p.yaml"
-    prof.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 2, "threads_per_worker": 1},
-                                    "dashboard_address": "127.0.0.1:0"}))
     demo = {"input": {"afs": str(YRI_CEU_FS), "populations": ["YRI", "CEU"]}, "engine": "moments",
             "mu": 2.35e-8, "sequence_length": 4.04e6, "generation_time": 25, "initial_structure": [1, 1],
             "final_structure": [1, 1], "sym_migration": True, "fixed": {"g1_1": 0, "g2_1": 0}, "islands": 2,
@@ -139,17 +132,46 @@ def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
             "local_search": {"method": "none"}}
     sim = {**FWD, "store": "@run/chain.zarr", "classes": [0, 300], "n_per_class": 2, "shard_images": 2,
            "chunk_images": 2, "demography": {"from_stage": "demography", "population": "CEU"}}
-    job = tmp_path / "chain.yaml"
-    job.write_text(yaml.safe_dump({"name": "chain", "seed": 3, "profile": str(prof), "storage": str(tmp_path),
-                                   "stages": [{"demography": demo}, {"simulate": sim}]}, sort_keys=False))
-    rd = prepare(job, run_dir=tmp_path / "run")
-    report = execute(rd, progress=False)
+    return {"name": "chain", "seed": 3, "profile": str(profile), "storage": str(tmp_path),
+            "stages": [{"demography": demo}, {"simulate": sim}]}
+
+
+def _check_chain(run_dir, report) -> None:
     assert [s["status"] for s in report["stages"]] == ["completed", "completed"]
-    st = open_store(tmp_path / "run" / "chain.zarr")
+    st = open_store(run_dir / "chain.zarr")
     assert st.meta["engine"]["name"] == "fwdpy11" and st.meta["engine"]["population"] == "CEU"
     assert st.meta["demography"]["source"] == "stage:demography/structure-1-1"
     assert {d["name"] for d in st.meta["demography"]["graph"]["demes"]} == {"YRI", "CEU"}
     assert report["stages"][1]["metrics"]["history"] == "stage:demography/structure-1-1"
+
+
+def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
+    import yaml
+
+    from hpc_popgen.pipeline import execute, prepare
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 2, "threads_per_worker": 1},
+                                    "dashboard_address": "127.0.0.1:0"}))
+    job = tmp_path / "chain.yaml"
+    job.write_text(yaml.safe_dump(_chain_job(tmp_path, prof), sort_keys=False))
+    rd = prepare(job, run_dir=tmp_path / "run")
+    _check_chain(tmp_path / "run", execute(rd, progress=False))
+
+
+@pytest.mark.slurm
+def test_chain_on_the_real_slurm(tmp_path, slurm_profile, slurm_cleanup):
+    """The same chain with every GA evaluation and simulated shard in SLURM worker jobs."""
+    import yaml
+    from helpers import run_cli
+
+    job = tmp_path / "chain.yaml"
+    job.write_text(yaml.safe_dump(_chain_job(tmp_path, slurm_profile), sort_keys=False))
+    run_cli("submit", job, "--run-dir", tmp_path / "run", "--no-progress", timeout=600, check=True)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    _check_chain(tmp_path / "run", report)
+    done = [json.loads(p.read_text()) for p in (tmp_path / "run" / "ledger" / "simulate" / "done").glob("*.json")]
+    assert done and all(rec.get("slurm_job_id") for rec in done)  # shards made inside SLURM jobs
 
 
 def _two_models(tmp_path):
