@@ -28,6 +28,7 @@ from .stages import get_stage
 from .stages.base import StageContext, StageResult, stage_seed
 
 log = logging.getLogger(__name__)
+ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker job's whole memory and GPUs
 
 
 def prepare(manifest_path: str | Path, *, profile: str | None = None,
@@ -72,11 +73,12 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     clusters: dict[str, ClusterHandle] = {}
 
     def factory(spec: StageSpec) -> ClusterHandle:
-        key = repr(sorted(cluster_kwargs(profile, spec.resources).items()))
+        one_process = spec.kind in ONE_PROCESS_KINDS
+        key = repr(sorted(cluster_kwargs(profile, spec.resources, one_process=one_process).items()))
         if key not in clusters:
             handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}",
                                    log_directory=str(rd.path / "slurm-logs"),
-                                   security_directory=rd.path / "security")
+                                   security_directory=rd.path / "security", one_process=one_process)
             clusters[key] = handle
             log.info("Dask dashboard: %s", handle.dashboard)
             rd.update_report(dashboard=handle.dashboard, scheduler=handle.client.scheduler.address)

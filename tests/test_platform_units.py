@@ -197,3 +197,9 @@ def test_walltime_in_every_slurm_format(text, seconds):
     from hpc_popgen.cluster.clusters import walltime_seconds
 
     assert walltime_seconds(text) == seconds
+
+
+def test_training_stages_get_one_worker_process_per_slurm_job():
+    prof = with_defaults({"kind": "slurm", "cluster": {"queue": "debug", "cores": 4, "memory": "8GB", "processes": 4}})
+    assert cluster_kwargs(prof, {})["processes"] == 4
+    assert cluster_kwargs(prof, {}, one_process=True)["processes"] == 1

@@ -51,8 +51,12 @@ def _clean(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
-    """The keyword arguments for the cluster class: profile ``cluster`` with stage resources applied."""
+def cluster_kwargs(profile: dict, resources: dict | None, *, one_process: bool = False) -> dict:
+    """The keyword arguments for the cluster class: profile ``cluster`` with stage resources applied.
+
+    ``one_process``: a SLURM worker job runs one worker process, so a training or evaluation task gets the
+    job's whole memory (and GPUs) instead of a share of them.
+    """
     kind = profile["kind"]
     kw = _clean(copy.deepcopy(profile.get("cluster") or {}))
     res = resources or {}
@@ -75,6 +79,8 @@ def cluster_kwargs(profile: dict, resources: dict | None) -> dict:
         for key in ("cores", "memory", "walltime"):
             if res.get(key):
                 kw[key] = res[key]
+        if one_process:
+            kw["processes"] = 1
         extra = list(kw.get("job_extra_directives") or [])
         if res.get("gpus"):
             extra = [d for d in extra if not d.startswith("--gres=gpu")] + [f"--gres=gpu:{res['gpus']}"]
@@ -215,8 +221,8 @@ def check_sbatch(cluster: Any, profile: dict, folder: str | Path) -> None:
         raise ProfileError(f"profile {profile.get('name')}: sbatch refuses the worker jobs: {reason}")
 
 
-def start_cluster(profile: dict, resources: dict | None, *, name: str,
-                  log_directory: str | None = None, security_directory: str | Path | None = None) -> ClusterHandle:
+def start_cluster(profile: dict, resources: dict | None, *, name: str, log_directory: str | None = None,
+                  security_directory: str | Path | None = None, one_process: bool = False) -> ClusterHandle:
     """Start the profile's cluster for one stage (SLURM worker job logs go to ``log_directory``).
 
     On SLURM, with the profile's ``tls`` (the default) and a ``security_directory``, scheduler, workers and
@@ -225,7 +231,7 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str,
     from distributed import Client
 
     kind = profile["kind"]
-    kw = cluster_kwargs(profile, resources)
+    kw = cluster_kwargs(profile, resources, one_process=one_process)
     key = repr(sorted(kw.items()))
     if kind == "local":
         from distributed import LocalCluster
