@@ -96,3 +96,14 @@ def test_exponent_floats_are_numbers_not_strings(tmp_path):
     got = read_yaml(p)
     assert got == {"a": 4.04e6, "b": 1e-8, "c": -2000.0, "d": 1.5e-8, "e": "e5", "f": 12}
     assert isinstance(got["b"], float) and isinstance(got["f"], int)
+
+
+def test_defaults_are_filled_inside_the_matching_oneof_branch():
+    from hpc_popgen.manifest import fill_defaults, load_schema
+
+    schema = load_schema("stages/simulate.schema.json")
+    ref = fill_defaults({"store": "x", "demography": {"from_stage": "d", "population": "CEU"}}, schema)
+    assert ref["demography"] == {"from_stage": "d", "population": "CEU", "structure": "best"}
+    ens = fill_defaults({"store": "x", "demography": {"ensemble": {"demes": ["a.yaml"]}, "population": "B"}}, schema)
+    assert ens["demography"]["ensemble"] == {"demes": ["a.yaml"], "top": 3, "weights": "equal"}
+    assert fill_defaults({"store": "x"}, schema)["demography"] == "constant"  # a plain default, not a branch
