@@ -86,31 +86,49 @@ def _min_p(cmp: dict[str, dict[str, float]]) -> float:
 @click.option("--workers", default=os.cpu_count() or 1, show_default=True, help="Processes simulating.")
 @click.option("--paper-s", default="200,300,400", show_default=True, help="S values of the paper's setting.")
 @click.option("--skip-q1", is_flag=True, help="Leave out the Q = 1 comparison (about 8 s per replicate).")
-def command(replicates: int, workers: int, paper_s: str, skip_q1: bool) -> None:
+@click.option("--cases", default="neutral,hard,paper,q", show_default=True, help="Which comparisons to run.")
+@click.option("--q", "q", type=float, default=None, help="The Q compared with Q = 1 (default: the auto Q).")
+def command(replicates: int, workers: int, paper_s: str, skip_q1: bool, cases: str, q: float | None) -> None:
     """Statistics of msprime and fwdpy11 sweeps side by side, with a two-sample test per statistic."""
-    hard = {"classes": [300], "sweep": {"onset": 2000, "start_frequency": 1 / (2 * 20_000)}}
-    paper = {"sweep": {"standing": "paper"}, "engine": "msprime"}
     result: dict = {"replicates": replicates, "setting": "marth3, 128 haplotypes, 80 kb",
                     "test": "two-sided Mann-Whitney U per statistic; a = msprime (or Q = 1), b = fwdpy11"}
+    wanted = set(cases.split(","))
     with ProcessPoolExecutor(workers) as pool:
-        neutral = {"classes": [0]}
-        neutral_cmp = compare(_sample({**neutral, "engine": "msprime"}, replicates, pool),
-                              _sample({**neutral, "engine": "fwdpy11"}, replicates, pool))
-        result["neutral"] = {"scaling": _plan(**neutral, engine="fwdpy11").forward.scaling, "stats": neutral_cmp}
-        result["neutral_min_p"] = _min_p(neutral_cmp)
-        fwd_plan = _plan(**hard, engine="fwdpy11")
-        hard_cmp = compare(_sample({**hard, "engine": "msprime"}, replicates, pool),
-                           _sample({**hard, "engine": "fwdpy11"}, replicates, pool))
-        result["hard_sweep"] = {"S": 300, "onset": 2000, "scaling": fwd_plan.forward.scaling, "stats": hard_cmp}
-        result["hard_sweep_min_p"] = _min_p(hard_cmp)
-        for S in (float(x) for x in paper_s.split(",")):
-            cmp = compare(_sample({**paper, "classes": [S]}, replicates, pool),
-                          _sample({"classes": [S], "engine": "fwdpy11"}, replicates, pool))
-            result[f"paper_S{S:g}"] = cmp
-        if not skip_q1:
-            default = _plan(classes=[300.0], engine="fwdpy11").forward.scaling
-            q_cmp = compare(_sample({"classes": [300.0], "engine": "fwdpy11", "scaling": 1}, replicates, pool),
-                            _sample({"classes": [300.0], "engine": "fwdpy11"}, replicates, pool))
+        if "neutral" in wanted:
+            _neutral(result, replicates, pool)
+        if "hard" in wanted:
+            _hard(result, replicates, pool)
+        if "paper" in wanted:
+            for S in (float(x) for x in paper_s.split(",")):
+                result[f"paper_S{S:g}"] = compare(_sample({**PAPER, "classes": [S]}, replicates, pool),
+                                                  _sample({"classes": [S], "engine": "fwdpy11"}, replicates, pool))
+        if "q" in wanted and not skip_q1:
+            fwd = {"classes": [300.0], "engine": "fwdpy11"}
+            default = _plan(**fwd).forward.scaling if q is None else q
+            q_cmp = compare(_sample({**fwd, "scaling": 1}, replicates, pool),
+                            _sample({**fwd, "scaling": default}, replicates, pool))
             result["default_q"] = {"scaling": default, "stats": q_cmp}
             result["default_q_min_p"] = _min_p(q_cmp)
     click.echo(json.dumps(result))
+
+
+PAPER = {"sweep": {"standing": "paper"}, "engine": "msprime"}
+HARD = {"classes": [300], "sweep": {"onset": 2000, "start_frequency": 1 / (2 * 20_000)}}
+
+
+def _neutral(result: dict, replicates: int, pool: ProcessPoolExecutor) -> None:
+    """Neutral regions on both engines: the forward machinery (past, scaling, mutations) against the coalescent."""
+    neutral = {"classes": [0]}
+    cmp = compare(_sample({**neutral, "engine": "msprime"}, replicates, pool),
+                  _sample({**neutral, "engine": "fwdpy11"}, replicates, pool))
+    result["neutral"] = {"scaling": _plan(**neutral, engine="fwdpy11").forward.scaling, "stats": cmp}
+    result["neutral_min_p"] = _min_p(cmp)
+
+
+def _hard(result: dict, replicates: int, pool: ProcessPoolExecutor) -> None:
+    """A de novo sweep completed before today, on both engines at the default Q."""
+    cmp = compare(_sample({**HARD, "engine": "msprime"}, replicates, pool),
+                  _sample({**HARD, "engine": "fwdpy11"}, replicates, pool))
+    result["hard_sweep"] = {"S": 300, "onset": 2000, "scaling": _plan(**HARD, engine="fwdpy11").forward.scaling,
+                            "stats": cmp}
+    result["hard_sweep_min_p"] = _min_p(cmp)
