@@ -12,8 +12,8 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from hpc_popgen.errors import ParamError
-from hpc_popgen.simulate.demographies import DemographyModel, Epoch, msms_model
-from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, graph_from_model, simulate_forward
+from hpc_popgen.simulate.demographies import DemographyModel, Epoch, graph_from_model, msms_model
+from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, simulate_forward
 from hpc_popgen.simulate.trajectory import frequency_after
 from hpc_popgen.simulate.units import selection_coefficient
 

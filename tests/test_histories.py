@@ -9,17 +9,16 @@ import pytest
 from helpers import THREE_DEMES
 
 from hpc_popgen.errors import ParamError
-from hpc_popgen.simulate.demographies import MSMS_MODELS
+from hpc_popgen.simulate.demographies import graph_from_model, msms_model
 from hpc_popgen.simulate.histories import (
     demes_history,
-    epochs_graph,
     stage_history,
     stdpopsim_history,
 )
 
 
 def test_catalogue_models_as_graphs_keep_their_epochs():
-    g = epochs_graph("marth3", MSMS_MODELS.get("marth3").value, 10_000)
+    g = graph_from_model(msms_model("marth3", 10_000))
     sizes = [(e.start_time, e.end_time, e.start_size) for e in g.demes[0].epochs]
     assert sizes == [(float("inf"), 3500, 10_000), (3500, 3000, 2000), (3000, 0, 20_000)]
 

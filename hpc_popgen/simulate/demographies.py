@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import demes
 import msprime
 
 from ..catalogue import MARTH_2004, TORADA_2019, Catalogue, Entry
@@ -101,8 +102,6 @@ def msms_model(name: str, ne: float) -> DemographyModel:
 
 def demes_model(path: str | Path) -> DemographyModel:
     """A single-deme demes YAML file as epochs in generations (years converted by its generation_time)."""
-    import demes
-
     path = Path(path)
     key = "demography.demes"
     try:
@@ -135,11 +134,28 @@ def model_from_graph(graph, name: str, source: str, key: str = "demography") -> 
     return DemographyModel(name, tuple(epochs), source=source)
 
 
+def graph_from_model(model: DemographyModel) -> demes.Graph:
+    """The project's single-population epochs (msprime growth convention) as a one-deme demes graph
+    named like the msprime path's population, for the forward engine
+    (the inverse of :func:`model_from_graph`)."""
+    b = demes.Builder(description=model.name, time_units="generations")
+    epochs = []
+    for ep in reversed(model.epochs):  # oldest first
+        if math.isinf(ep.end):
+            if ep.growth_rate != 0:
+                raise ParamError("demography", f"{model.name}: the oldest epoch cannot grow")
+            epochs.append(dict(start_size=ep.size, end_time=ep.start))
+        else:
+            older = ep.size * math.exp(-ep.growth_rate * (ep.end - ep.start))
+            epochs.append(dict(start_size=older, end_size=ep.size, end_time=ep.start))
+    b.add_deme(POPULATION, epochs=epochs)
+    return b.resolve()
+
+
 def load_demography(spec: str | dict, ne: float, base_dir: str | Path = ".") -> DemographyModel:
     """``'marth3'`` or ``{'demes': 'model.yaml'}`` (relative to ``base_dir``) -> DemographyModel."""
+    from .histories import input_file
+
     if isinstance(spec, str):
         return msms_model(spec, ne)
-    path = Path(spec["demes"]).expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
-    return demes_model(path)
+    return demes_model(input_file(spec["demes"], base_dir))

@@ -22,6 +22,11 @@ AUTO_Q_MIN_SIZE = 500  # diploids each deme keeps in the sweep window after scal
 AUTO_Q_MAX_S = 0.25  # the scaled selection coefficient of the strongest sweep stays below this
 
 
+def from_standing_variation(history: History, sim: SimConfig) -> bool:
+    """Whether the sweep starts above one copy, 1/(2N) of the population at the onset."""
+    return sim.start_frequency > 1.0 / (2.0 * history.size_at(sim.onset))
+
+
 def msprime_exact(history: History, sim: SimConfig, strengths: Sequence[tuple[float, str]], *, standing: str,
                   dominance: float) -> tuple[str, str] | None:
     """(key, reason) why msprime would not be exact (or not the model asked for) for sweeps of the
@@ -33,10 +38,10 @@ def msprime_exact(history: History, sim: SimConfig, strengths: Sequence[tuple[fl
         return "demography", f"msprime cannot simulate a sweep in a model with several populations ({names})"
     if dominance != 0.5:
         return "sweep.dominance", f"msprime's sweeps are additive (dominance {dominance:g})"
-    n_onset = history.size_at(sim.onset)
-    if standing != "paper" and sim.start_frequency > 1.0 / (2.0 * n_onset):
+    if standing != "paper" and from_standing_variation(history, sim):
+        one_copy = 1 / (2 * history.size_at(sim.onset))
         return "sweep.standing", (f"msprime cannot simulate true standing variation (start_frequency "
-                                  f"{sim.start_frequency:g} > 1/(2N) = {1 / (2 * n_onset):.3g}); its sweeps release "
+                                  f"{sim.start_frequency:g} > 1/(2N) = {one_copy:.3g}); its sweeps release "
                                   "the beneficial lineages (sweep.standing: paper)")
     for S, label in strengths:
         timing = sim.timing(S)
@@ -55,8 +60,7 @@ def choose_engine(requested: str, history: History, sim: SimConfig, strengths: S
     if requested == "msprime" and why_not is not None:
         key, reason = why_not
         raise ParamError(key, f"{reason}: use engine fwdpy11 (or auto)")
-    if requested == "fwdpy11" and strengths and standing == "paper" \
-            and sim.start_frequency > 1.0 / (2.0 * history.size_at(sim.onset)):
+    if requested == "fwdpy11" and strengths and standing == "paper" and from_standing_variation(history, sim):
         raise ParamError("sweep.standing", "'paper' is msprime's release of the beneficial lineages; the forward "
                          "engine simulates the true history (standing: true_history, or engine: msprime)")
     if requested == "auto":

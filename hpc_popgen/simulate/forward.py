@@ -18,7 +18,7 @@ A replicate has three parts:
    matrix (as in the msprime path).
 
 API: :func:`simulate_forward` (``ForwardConfig``, S, seed, ``end_frequency``) -> :class:`ForwardReplicate`,
-raising :class:`ForwardRefused` when no attempt is accepted; :func:`graph_from_model` turns the
+raising :class:`ForwardRefused` when no attempt is accepted; :func:`hpc_popgen.simulate.demographies.graph_from_model` turns the
 project's single-population epoch models (``marth3``...) into a demes graph.
 
 **Selection.** S is in 2Ne units for the reference Ne, as the msprime path: msprime's ``s = S / Ne``
@@ -81,7 +81,6 @@ import tskit
 
 from ..errors import ParamError
 from ..seeds import derive_seed
-from .demographies import POPULATION, DemographyModel
 from .replicate import SimulationRefused
 from .units import selection_coefficient
 
@@ -125,23 +124,6 @@ class ForwardReplicate:
     attempts: int
     frequency: float
     start_frequency: float
-
-
-def graph_from_model(model: DemographyModel) -> demes.Graph:
-    """The project's single-population epochs (msprime growth convention) as a one-deme demes graph
-    named like the msprime path's population, for :class:`ForwardConfig`."""
-    b = demes.Builder(description=model.name, time_units="generations")
-    epochs = []
-    for ep in reversed(model.epochs):  # oldest first
-        if math.isinf(ep.end):
-            if ep.growth_rate != 0:
-                raise ParamError("demography", f"{model.name}: the oldest epoch cannot grow")
-            epochs.append(dict(start_size=ep.size, end_time=ep.start))
-        else:
-            older = ep.size * math.exp(-ep.growth_rate * (ep.end - ep.start))
-            epochs.append(dict(start_size=older, end_size=ep.size, end_time=ep.start))
-    b.add_deme(POPULATION, epochs=epochs)
-    return b.resolve()
 
 
 def _round_half_up(x: float) -> int:

@@ -86,8 +86,22 @@ def _epoch_size_at(ep: demes.Epoch, t: float) -> float:
     return float(ep.start_size * (ep.end_size / ep.start_size) ** frac)
 
 
-def _in_generations(graph: demes.Graph) -> demes.Graph:
-    return graph.in_generations()
+def input_file(name: str, base_dir: str | Path) -> Path:
+    """A file named in the manifest: absolute, or relative to the manifest's folder."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
+def _stage_dir(stage_dirs: dict[str, Path] | None, stage: str, key: str) -> Path:
+    if not stage_dirs or stage not in stage_dirs:
+        raise ParamError(key, f"stage {stage!r} has no output folder here")
+    return Path(stage_dirs[stage])
+
+
+def _stage_model_history(stage_dir: Path, model_dir: str, population: str | None, stage: str) -> History:
+    """The demes YAML a demography stage wrote into ``model_dir``, as a History named after both."""
+    h = demes_history(stage_dir / model_dir / "model.demes.yaml", population)
+    return History(graph=h.graph, population=h.population, source=f"stage:{stage}/{model_dir}")
 
 
 def _choose_population(graph: demes.Graph, population: str | None, source: str) -> str:
@@ -106,17 +120,6 @@ def _choose_population(graph: demes.Graph, population: str | None, source: str) 
     return population
 
 
-def epochs_graph(name: str, rows: tuple[tuple[float, float], ...], ne: float) -> demes.Graph:
-    """A one-deme graph from msms-style rows (time in 4Ne generations, size in Ne), most recent first."""
-    b = demes.Builder(time_units="generations", description=f"msms model {name}, Ne = {ne:g}")
-    epochs = []
-    for k in range(len(rows) - 1, -1, -1):  # demes lists epochs oldest first
-        end = 4.0 * ne * rows[k][0]
-        epochs.append({"end_time": end, "start_size": rows[k][1] * ne})
-    b.add_deme("pop0", epochs=epochs)
-    return b.resolve()
-
-
 def demes_history(path: str | Path, population: str | None) -> History:
     """A demes YAML file; ``population`` may be left out when the file has one deme."""
     path = Path(path)
@@ -126,7 +129,7 @@ def demes_history(path: str | Path, population: str | None) -> History:
         raise ParamError("demes", f"{path}: demes file not found") from None
     except Exception as exc:  # noqa: BLE001 - demes raises many kinds for bad files
         raise ParamError("demes", f"{path}: not a valid demes model: {type(exc).__name__}: {exc}") from None
-    graph = _in_generations(graph)
+    graph = graph.in_generations()
     source = f"demes:{path.name}"
     return History(graph=graph, population=_choose_population(graph, population, str(path)), source=source)
 
@@ -147,7 +150,7 @@ def stdpopsim_history(model_id: str, population: str | None) -> History:
         known = ", ".join(m.id for m in species.demographic_models)
         raise ParamError("stdpopsim", f"{species_id} has no demographic model {model_name!r} "
                          f"(known: {known})") from None
-    graph = _in_generations(model.model.to_demes())
+    graph = model.model.to_demes().in_generations()
     return History(graph=graph, population=_choose_population(graph, population, model_id),
                    source=f"stdpopsim:{model_id}")
 
@@ -165,8 +168,8 @@ def stage_models(stage_dir: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def stage_model_file(stage_dir: str | Path, structure: str) -> Path:
-    """The demes YAML a demography stage wrote for ``structure`` (``best``, ``best_aic`` or e.g. ``2-1``)."""
+def stage_model_dir(stage_dir: str | Path, structure: str) -> str:
+    """The folder of the model a demography stage wrote for ``structure`` (``best``, ``best_aic`` or ``2-1``)."""
     entries = stage_models(stage_dir)
     if structure in ("best", "best_aic"):
         pick = max(entries, key=lambda e: e["loglik"]) if structure == "best" else min(entries, key=lambda e: e["aic"])
@@ -175,33 +178,28 @@ def stage_model_file(stage_dir: str | Path, structure: str) -> Path:
         if pick is None:
             have = ", ".join("-".join(map(str, e["structure"])) for e in entries)
             raise ParamError("structure", f"{structure!r} was not inferred by that stage (structures: {have})")
-    return Path(stage_dir) / pick["dir"] / "model.demes.yaml"
+    return pick["dir"]
 
 
 def stage_history(stage_dir: str | Path, structure: str, population: str | None, stage: str) -> History:
-    """The history a demography stage inferred, read from its demes YAML."""
-    path = stage_model_file(stage_dir, structure)
-    h = demes_history(path, population)
-    return History(graph=h.graph, population=h.population, source=f"stage:{stage}/{path.parent.name}")
+    """The history a demography stage inferred for ``structure``, read from its demes YAML."""
+    return _stage_model_history(Path(stage_dir), stage_model_dir(stage_dir, structure), population, stage)
 
 
 def resolve_history(spec: str | dict, ne: float, base_dir: str | Path,
                     stage_dirs: dict[str, Path] | None = None) -> History:
     """The ``demography`` entry of a simulate config as a History (``stage_dirs``: demography stage -> folder)."""
-    from .demographies import MSMS_MODELS
+    from .demographies import POPULATION, graph_from_model, msms_model
 
     if isinstance(spec, str):
-        return History(graph=epochs_graph(spec, MSMS_MODELS.get(spec).value, ne), population="pop0", source=spec)
+        return History(graph=graph_from_model(msms_model(spec, ne)), population=POPULATION, source=spec)
     population = spec.get("population")
     if "demes" in spec:
-        path = Path(spec["demes"]).expanduser()
-        return demes_history(path if path.is_absolute() else Path(base_dir) / path, population)
+        return demes_history(input_file(spec["demes"], base_dir), population)
     if "stdpopsim" in spec:
         return stdpopsim_history(spec["stdpopsim"], population)
     stage = spec["from_stage"]
-    if not stage_dirs or stage not in stage_dirs:
-        raise ParamError("from_stage", f"stage {stage!r} has no output folder here")
-    return stage_history(stage_dirs[stage], spec["structure"], population, stage)
+    return stage_history(_stage_dir(stage_dirs, stage, "from_stage"), spec["structure"], population, stage)
 
 
 def ensemble_histories(spec: dict, base_dir: str | Path,
@@ -220,20 +218,15 @@ def ensemble_histories(spec: dict, base_dir: str | Path,
                              "weights: equal")
         histories = []
         for i, name in enumerate(ens["demes"]):
-            path = Path(name).expanduser()
             try:
-                histories.append(demes_history(path if path.is_absolute() else Path(base_dir) / path, population))
+                histories.append(demes_history(input_file(name, base_dir), population))
             except ParamError as exc:
                 raise ParamError(f"ensemble.demes[{i}]" if exc.key == "demes" else exc.key, exc.reason) from None
         return histories, [1.0 / len(histories)] * len(histories)
     stage = ens["from_stage"]
-    if not stage_dirs or stage not in stage_dirs:
-        raise ParamError("ensemble.from_stage", f"stage {stage!r} has no output folder here")
-    entries = sorted(stage_models(stage_dirs[stage]), key=lambda e: e["aic"])[: ens["top"]]
-    histories = []
-    for e in entries:
-        h = demes_history(Path(stage_dirs[stage]) / e["dir"] / "model.demes.yaml", population)
-        histories.append(History(graph=h.graph, population=h.population, source=f"stage:{stage}/{e['dir']}"))
+    stage_dir = _stage_dir(stage_dirs, stage, "ensemble.from_stage")
+    entries = sorted(stage_models(stage_dir), key=lambda e: e["aic"])[: ens["top"]]
+    histories = [_stage_model_history(stage_dir, e["dir"], population, stage) for e in entries]
     if ens["weights"] == "akaike":
         raw = [math.exp(-(e["aic"] - entries[0]["aic"]) / 2.0) for e in entries]
     else:

@@ -17,10 +17,10 @@ from ..errors import ParamError
 from ..images import ImageConfig
 from ..seeds import MAX_SEED, derive_seed, rng
 from .config import SimulateConfig
-from .demographies import load_demography, model_from_graph
+from .demographies import model_from_graph, msms_model
 from .engines import choose_engine, choose_scaling
 from .forward import ForwardConfig, check_forward
-from .histories import History, ensemble_histories, resolve_history
+from .histories import History, ensemble_histories, input_file, resolve_history
 from .replicate import SimConfig
 from .units import onset_generations
 
@@ -218,11 +218,17 @@ def _forward_config(cfg: SimulateConfig, sim: SimConfig, history: History, scali
 
 
 def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):
-    """The one-population epochs msprime runs (as recorded before the forward engine), or None."""
+    """The one-population epochs msprime runs (named and recorded as before the forward engine), or None.
+
+    Built from the history's graph, so a demes file is read once.
+    """
     if history.n_populations > 1:
         return None
-    if isinstance(cfg.demography, str) or "demes" in cfg.demography:
-        return load_demography(cfg.demography, cfg.reference_ne, base_dir)
+    if isinstance(cfg.demography, str):
+        return msms_model(cfg.demography, cfg.reference_ne)
+    if "demes" in cfg.demography:
+        path = str(input_file(cfg.demography["demes"], base_dir))
+        return model_from_graph(history.graph, history.source, path, "demography.demes")
     return model_from_graph(history.graph, history.source, history.source)
 
 
