@@ -16,3 +16,9 @@ USER_PROFILE_DIR = Path(os.environ.get("HPCPOP_USER_PROFILE_DIR",
                                        Path.home() / ".config" / "hpcpop" / "profiles"))
 DATA_DIR = PACKAGE_DIR / "data"
 YRI_CEU_FS = DATA_DIR / "YRI_CEU.fs"  # the 20x20 YRI-CEU spectrum of Gutenkunst et al. 2009 (dadi format)
+
+
+def input_file(name: str, base_dir: str | Path) -> Path:
+    """A file named in a manifest: absolute (``~`` expanded), or relative to the manifest's folder."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path

@@ -16,6 +16,7 @@ import msprime
 
 from ..catalogue import MARTH_2004, TORADA_2019, Catalogue, Entry
 from ..errors import ParamError
+from ..paths import input_file
 from .units import msms_time_to_generations
 
 POPULATION = "pop0"
@@ -154,8 +155,6 @@ def graph_from_model(model: DemographyModel) -> demes.Graph:
 
 def load_demography(spec: str | dict, ne: float, base_dir: str | Path = ".") -> DemographyModel:
     """``'marth3'`` or ``{'demes': 'model.yaml'}`` (relative to ``base_dir``) -> DemographyModel."""
-    from .histories import input_file
-
     if isinstance(spec, str):
         return msms_model(spec, ne)
     return demes_model(input_file(spec["demes"], base_dir))

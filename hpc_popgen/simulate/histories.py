@@ -17,6 +17,7 @@ from typing import Any
 import demes
 
 from ..errors import ParamError
+from ..paths import input_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,12 +85,6 @@ def _epoch_size_at(ep: demes.Epoch, t: float) -> float:
         return float(ep.end_size)
     frac = (ep.start_time - t) / (ep.start_time - ep.end_time)
     return float(ep.start_size * (ep.end_size / ep.start_size) ** frac)
-
-
-def input_file(name: str, base_dir: str | Path) -> Path:
-    """A file named in the manifest: absolute, or relative to the manifest's folder."""
-    path = Path(name).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def _stage_dir(stage_dirs: dict[str, Path] | None, stage: str, key: str) -> Path:

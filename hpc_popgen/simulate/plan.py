@@ -15,12 +15,13 @@ import numpy as np
 
 from ..errors import ParamError
 from ..images import ImageConfig
+from ..paths import input_file
 from ..seeds import MAX_SEED, derive_seed, rng
 from .config import SimulateConfig
 from .demographies import model_from_graph, msms_model
 from .engines import choose_engine, choose_scaling
 from .forward import ForwardConfig, check_forward
-from .histories import History, ensemble_histories, input_file, resolve_history
+from .histories import History, ensemble_histories, resolve_history
 from .replicate import SimConfig
 from .units import onset_generations
 

@@ -24,6 +24,7 @@ from ..config import from_params
 from ..errors import HpcPopError, ManifestError, ParamError
 from ..ledger import Ledger
 from ..manifest import Manifest, StageSpec
+from ..paths import input_file
 from ..runs import RunDir
 from ..seeds import derive_seed
 
@@ -75,8 +76,7 @@ def input_path(manifest: Manifest, value: str) -> str:
     """A user input file (VCF, AFS, demes YAML) of ``manifest``: URLs as given, paths relative to its folder."""
     if "://" in value and not value.startswith("file://"):
         return value
-    p = Path(value.removeprefix("file://")).expanduser()
-    return str(p if p.is_absolute() else Path(manifest.base_dir) / p)
+    return str(input_file(value.removeprefix("file://"), manifest.base_dir))
 
 
 def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
