@@ -1,0 +1,78 @@
+"""Real SLURM with two nodes: simulate workers as sbatch jobs on two distinct SLURM nodes.
+
+scripts/slurm-up.sh starts two slurmd daemons on this host (`slurmd -N NAME`, Slurm's multiple-slurmd
+mode, each on its own loopback port): node HOST alone in the default partition `debug`, and HOST and
+HOST-2 in the partition `multi`. Inside a job, SLURMD_NODENAME names the node the job runs on; the
+hostname is the same on both (one machine), so the nodes are told apart by SLURM's own records.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from helpers import REPO, run_cli, slurm_profile_data, write_yaml
+from test_platform_runs import done_units, read_json, sim_stage, wait_for
+from test_platform_slurm import slurm_records
+
+pytestmark = pytest.mark.slurm
+
+PARTITION = "multi"
+
+
+def partition_nodes(partition: str) -> list[str]:
+    """The node names of a partition that SLURM reports usable (idle, mixed or allocated)."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N %T"], capture_output=True, text=True,
+                         timeout=20)
+    return sorted({line.split()[0] for line in out.stdout.splitlines()
+                   if line.split()[1:] and line.split()[1].rstrip("*~#") in ("idle", "mixed", "allocated")})
+
+
+@pytest.fixture(scope="module")
+def two_nodes(slurm):
+    """The partition `multi` with two usable nodes (slurm-up.sh restarts SLURM with them if it runs one)."""
+    if len(partition_nodes(PARTITION)) < 2:
+        subprocess.run(["bash", str(REPO / "scripts" / "slurm-up.sh")], check=False, timeout=600,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HPCPOP_SLURM_NODES": "2"})
+    nodes = partition_nodes(PARTITION)
+    if len(nodes) < 2:
+        pytest.fail(f"partition {PARTITION} has nodes {nodes}: scripts/slurm-up.sh must start two")
+    return nodes
+
+
+def test_simulate_workers_run_on_two_slurm_nodes(tmp_path, two_nodes, slurm_cleanup):
+    # Two worker jobs at once, each owning a whole node (--exclusive): SLURM must place them on two nodes.
+    prof = slurm_profile_data(queue=PARTITION, job_extra_directives=["--exclusive"])
+    prof["adapt"] = {"minimum_jobs": 2, "maximum_jobs": 2}
+    profile = write_yaml(tmp_path / "profiles" / "slurm-two.yaml", prof)
+    # 12 shards of 4 images, slow enough (64 haplotypes, 60 kb) that both workers get some.
+    stage = sim_stage(n_per_class=24, shard_images=4, n_haplotypes=64, sequence_length=60_000)
+    job = write_yaml(tmp_path / "job.yaml", {"name": "twonodes", "seed": 7, "profile": str(profile),
+                                             "storage": str(tmp_path / "s"), "stages": [stage]})
+    run = tmp_path / "run"
+    run_cli("submit", job, "--run-dir", run, "--no-progress", timeout=600, check=True)
+    assert read_json(run / "report.json")["status"] == "completed"
+
+    units = done_units(run)
+    assert len(units) == 12
+    unit_jobs = {rec.get("slurm_job_id") for rec in units.values()}
+    assert None not in unit_jobs, "every unit ran inside a SLURM job"
+    workers = set(read_json(run / "slurm_jobs.json").get("workers:simulate", []))
+    assert unit_jobs <= workers
+
+    # SLURM's own completion records say where each worker job ran.
+    for jid in workers:
+        wait_for(lambda jid=jid: jid in slurm_records(), 60, f"job {jid} in SLURM's completion log")
+    recs = slurm_records()
+    for jid in workers:
+        assert recs[jid]["Partition"] == PARTITION and recs[jid]["NodeCnt"] == "1", recs[jid]
+        assert recs[jid]["Name"] == "hpcpop-twonodes-simulate"
+    node_of = {jid: recs[jid]["NodeList"] for jid in workers}
+    assert set(node_of.values()) == set(two_nodes), node_of
+    # ... and the units were computed in jobs on both nodes.
+    assert {node_of[jid] for jid in unit_jobs} == set(two_nodes), (node_of, unit_jobs)
+
+    from hpc_popgen.store import open_store
+
+    store = open_store(str(run / "images.zarr"))
+    assert store.written_shards().tolist() == list(range(12)) and store.n_images == 48
