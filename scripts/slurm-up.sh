@@ -96,7 +96,9 @@ else
   SLURMD_SPOOL=$DIR/spool/%n
   SLURMD_PID=$DIR/slurmd-%n.pid
   SLURMD_LOG=$DIR/slurmd-%n.log
-  NODE_LINES="NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$PORT0 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
+  # NoCtldInAddrAny, NoInAddrAny: slurmctld and slurmd listen on the address of their host name (loopback here), not on every interface.
+  NODE_LINES="CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+NodeName=$HOST NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$PORT0 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
   for i in $(seq 2 "$NODES"); do
     mkdir -p "$DIR/spool/$HOST-$i"
     NODE_LINES="$NODE_LINES
