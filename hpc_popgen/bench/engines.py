@@ -6,8 +6,11 @@ the central 10 kb; two-sample Mann-Whitney U test per statistic):
 - ``neutral``: neutral regions, msprime against fwdpy11 at the default Q (``neutral_min_p``): the forward
   machinery (msprime's past, scaling, forward generations, mutations) against the coalescent.
 - ``hard_sweep``: a de novo sweep (start frequency 1/(2N)) that completes before today (S=300, onset
-  2,000 generations, conditioned on fixation), msprime against fwdpy11 at the default Q. Agreement
-  leaves ``hard_sweep_min_p`` where chance puts it (>= 0.01).
+  2,000 generations, conditioned on fixation), msprime against fwdpy11 at the default Q. The engines
+  anchor a sweep differently (fwdpy11 at its onset, msprime at its end), so each msprime replicate's
+  sweep ends when the fwdpy11 replicate of the same index fixed; both draw the sweep's duration from
+  their own trajectory conditioned on fixation. Agreement leaves ``hard_sweep_min_p`` where chance
+  puts it (>= 0.01).
 - ``paper_S<S>``: the paper's setting (f = 0.01 at 600 generations), msprime's release model
   (``standing: paper``) beside the forward engine's true history, with the difference of means in
   pooled standard deviations.
@@ -39,12 +42,14 @@ def _plan(**params):
 
 
 def _stats_of(args: tuple) -> list[dict[str, float]]:
-    """Statistics of replicates [start, stop) of the plan made from ``params`` (runs in a worker process)."""
+    """Statistics of replicates [start, stop) of the plan made from ``params`` (runs in a worker process);
+    forward replicates add ``fixation_time``; ``end_times`` (msprime only) end replicate i's sweep then."""
     from ..simulate.forward import simulate_forward
     from ..simulate.replicate import simulate_replicate
     from ..simulate.stats import region_stats
+    from ..simulate.trajectory import SweepTiming
 
-    params, start, stop = args
+    params, start, stop, end_times = args
     plan = _plan(**params)
     out = []
     for i in range(start, stop):
@@ -52,16 +57,24 @@ def _stats_of(args: tuple) -> list[dict[str, float]]:
         S, _ = plan.s_of(i, seed)
         if plan.forward is not None:
             rep = simulate_forward(plan.forward, S, seed, end_frequency=plan.end_frequency(S))
+            extra = {"fixation_time": rep.fixation_time}
         else:
-            rep = simulate_replicate(plan.sim, S, seed)
-        out.append(region_stats(rep.matrix, rep.positions, LENGTH))
+            timing = plan.sim.timing(S)
+            if end_times is not None:
+                timing = SweepTiming(timing.start_frequency, 1 - 1 / (2 * plan.sim.reference_ne),
+                                     end_times[i - start], timing.onset)
+            rep = simulate_replicate(plan.sim, S, seed, timing=timing)
+            extra = {}
+        out.append({**region_stats(rep.matrix, rep.positions, LENGTH), **extra})
     return out
 
 
-def _sample(params: dict, n: int, pool: ProcessPoolExecutor, chunk: int = 10) -> dict[str, np.ndarray]:
-    parts = pool.map(_stats_of, [(params, a, min(a + chunk, n)) for a in range(0, n, chunk)])
-    rows = [r for part in parts for r in part]
-    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+def _sample(params: dict, n: int, pool: ProcessPoolExecutor, chunk: int = 10,
+            end_times: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    jobs = [(params, a, min(a + chunk, n), None if end_times is None else list(end_times[a:a + chunk]))
+            for a in range(0, n, chunk)]
+    rows = [r for part in pool.map(_stats_of, jobs) for r in part]
+    return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
 
 
 def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -69,7 +82,7 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dic
     from scipy.stats import mannwhitneyu
 
     out = {}
-    for k in a:
+    for k in (k for k in a if k in b and k != "fixation_time"):
         sd = float(np.sqrt((a[k].var(ddof=1) + b[k].var(ddof=1)) / 2)) or 1.0
         out[k] = {"mean_a": round(float(a[k].mean()), 6), "mean_b": round(float(b[k].mean()), 6),
                   "p": round(float(mannwhitneyu(a[k], b[k]).pvalue), 4),
@@ -126,9 +139,12 @@ def _neutral(result: dict, replicates: int, pool: ProcessPoolExecutor) -> None:
 
 
 def _hard(result: dict, replicates: int, pool: ProcessPoolExecutor) -> None:
-    """A de novo sweep completed before today, on both engines at the default Q."""
-    cmp = compare(_sample({**HARD, "engine": "msprime"}, replicates, pool),
-                  _sample({**HARD, "engine": "fwdpy11"}, replicates, pool))
+    """A de novo sweep completed before today, on both engines at the default Q, msprime's sweeps ending
+    when fwdpy11's fixed."""
+    forward = _sample({**HARD, "engine": "fwdpy11"}, replicates, pool)
+    fixed = forward.pop("fixation_time")
+    cmp = compare(_sample({**HARD, "engine": "msprime"}, replicates, pool, end_times=fixed), forward)
     result["hard_sweep"] = {"S": 300, "onset": 2000, "scaling": _plan(**HARD, engine="fwdpy11").forward.scaling,
-                            "stats": cmp}
+                            "fixation_time_mean": round(float(fixed.mean()), 1),
+                            "fixation_time_sd": round(float(fixed.std(ddof=1)), 1), "stats": cmp}
     result["hard_sweep_min_p"] = _min_p(cmp)

@@ -85,9 +85,10 @@ def _models(cfg: SimConfig, S: float, timing: SweepTiming | None) -> list:
 
 
 def simulate_tree_sequence(cfg: SimConfig, S: float, seed: int, attempt: int,
-                           demography: msprime.Demography | None = None):
-    """One msprime attempt -> tree sequence with mutations; raises msprime's LibraryError if it refuses."""
-    timing = cfg.timing(S)
+                           demography: msprime.Demography | None = None, timing: SweepTiming | None = None):
+    """One msprime attempt -> tree sequence with mutations; raises msprime's LibraryError if it refuses.
+    ``timing`` replaces the deterministic sweep timing (the engines bench ends sweeps when fwdpy11's fixed)."""
+    timing = timing or cfg.timing(S)
     ts = msprime.sim_ancestry(
         samples=[msprime.SampleSet(cfg.n_haplotypes, population=POPULATION, ploidy=1)],
         demography=demography or cfg.demography.msprime(), ploidy=2,
@@ -98,24 +99,24 @@ def simulate_tree_sequence(cfg: SimConfig, S: float, seed: int, attempt: int,
 
 
 def simulate_once(cfg: SimConfig, S: float, seed: int, attempt: int,
-                  demography: msprime.Demography | None = None):
+                  demography: msprime.Demography | None = None, timing: SweepTiming | None = None):
     """One msprime attempt -> (matrix, positions); raises msprime's LibraryError if it refuses."""
-    ts = simulate_tree_sequence(cfg, S, seed, attempt, demography)
+    ts = simulate_tree_sequence(cfg, S, seed, attempt, demography, timing)
     matrix = ts.genotype_matrix().T.astype(np.uint8)
     return matrix, ts.sites_position.copy()
 
 
-def simulate_replicate(cfg: SimConfig, S: float, seed: int,
-                       demography: msprime.Demography | None = None) -> Replicate:
+def simulate_replicate(cfg: SimConfig, S: float, seed: int, demography: msprime.Demography | None = None,
+                       timing: SweepTiming | None = None) -> Replicate:
     """Simulate with retries: attempt a = 0, 1, ... until msprime accepts (at most ``max_attempts``)."""
     last = None
     for attempt in range(cfg.max_attempts):
         try:
-            matrix, positions = simulate_once(cfg, S, seed, attempt, demography)
+            matrix, positions = simulate_once(cfg, S, seed, attempt, demography, timing)
         except _msprime.LibraryError as exc:
             last = exc
             log.info("replicate seed %d S=%g attempt %d refused by msprime: %s", seed, S, attempt, exc)
             continue
-        return Replicate(matrix, positions, attempt + 1, cfg.timing(S))
+        return Replicate(matrix, positions, attempt + 1, timing or cfg.timing(S))
     raise SimulationRefused(f"msprime refused replicate (seed {seed}, S={S:g}) {cfg.max_attempts} times; "
                             f"last error: {last}")
