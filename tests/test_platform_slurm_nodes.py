@@ -8,6 +8,7 @@ hostname is the same on both (one machine), so the nodes are told apart by SLURM
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -21,23 +22,25 @@ PARTITION = "multi"
 
 
 def partition_nodes(partition: str) -> list[str]:
-    """The node names of a partition that SLURM reports usable (idle, mixed or allocated)."""
+    """The node names of a partition that SLURM can run jobs on (idle, mixed, allocated or completing)."""
     out = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N %T"], capture_output=True, text=True,
                          timeout=20)
-    return sorted({line.split()[0] for line in out.stdout.splitlines()
-                   if line.split()[1:] and line.split()[1].rstrip("*~#") in ("idle", "mixed", "allocated")})
+    return sorted({line.split()[0] for line in out.stdout.splitlines() if line.split()[1:]
+                   and line.split()[1].rstrip("*~#!%$@^-") in ("idle", "mixed", "allocated", "completing")})
 
 
 @pytest.fixture(scope="module")
 def two_nodes(slurm):
     """The partition `multi` with two usable nodes (slurm-up.sh restarts SLURM with them if it runs one)."""
-    if len(partition_nodes(PARTITION)) < 2:
+    if not partition_nodes(PARTITION):
         subprocess.run(["bash", str(REPO / "scripts" / "slurm-up.sh")], check=False, timeout=600,
-                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HPCPOP_SLURM_NODES": "2"})
-    nodes = partition_nodes(PARTITION)
-    if len(nodes) < 2:
-        pytest.fail(f"partition {PARTITION} has nodes {nodes}: scripts/slurm-up.sh must start two")
-    return nodes
+                       env={**os.environ, "HPCPOP_SLURM_NODES": "2"})
+    try:
+        return wait_for(lambda: len(n := partition_nodes(PARTITION)) >= 2 and n, 60,
+                        f"two usable nodes in partition {PARTITION}")
+    except AssertionError:
+        out = subprocess.run(["sinfo", "-N"], capture_output=True, text=True, timeout=20).stdout
+        pytest.fail(f"partition {PARTITION} lacks two usable nodes; scripts/slurm-up.sh must start them:\n{out}")
 
 
 def test_simulate_workers_run_on_two_slurm_nodes(tmp_path, two_nodes, slurm_cleanup):
