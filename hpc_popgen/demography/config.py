@@ -69,6 +69,7 @@ class DemographyConfig:
     dynamics: tuple[str, ...]
     migration: bool
     sym_migration: bool
+    split_sizes: str
     bounds: dict[str, tuple[float, float]]
     fixed: dict[str, float]
     max_split_years: float | None
@@ -111,7 +112,8 @@ class DemographyConfig:
     def _space(self, structure: tuple[int, ...], *, bounds: dict[str, tuple[float, float]],
                fixed: dict[str, float]) -> ModelSpace:
         return ModelSpace(structure=tuple(structure), sym_migration=self.sym_migration, migration=self.migration,
-                          dynamics=self.dynamics, bounds=bounds, fixed=fixed, poisson=self.likelihood == "poisson")
+                          dynamics=self.dynamics, bounds=bounds, fixed=fixed, poisson=self.likelihood == "poisson",
+                          split_sizes=self.split_sizes)
 
     def initial_points(self, space: ModelSpace) -> list[list[float]]:
         """``initial_guesses`` as free-parameter vectors of ``space`` (the initial structure's)."""

@@ -4,9 +4,22 @@ A structure ``(s1, s2, ..., sp)`` for ``p`` populations has ``s1`` intervals wit
 then a split, ``s2`` intervals with two, and so on. Every interval has a duration ``t`` (in
 2·Nanc generations), an end size per population (relative to Nanc), a dynamics per population
 (0 sudden, 1 linear, 2 exponential) and, with two or more populations, migration rates
-(``m{j}_{a}{b}``: into population a from population b, scaled 2·Nanc·m). A split ``s{i}`` gives
-the fraction of the parent population that stays; the new population starts with the rest.
-Population i always splits off population i-1 (a chain), so the newest population is the last axis.
+(``m{j}_{a}{b}``: into population a from population b, scaled 2·Nanc·m).
+
+Splits form a chain: split i makes population i+1 split off population i, so population i+1 is
+the one that appeared at split i and the newest population is the last axis. The populations of
+the data (``input.populations``, the spectrum's axes) are therefore named in split order: the
+first is the lineage that never split off, the last the youngest (e.g. YRI, CEU, CHB).
+
+``split_sizes`` says how the two daughters start (both relative to Nanc):
+
+- ``fraction`` (default): one parameter ``s{i}``, the fraction of the parent that stays; the new
+  population starts with the rest, so the two sizes add up to the parent's;
+- ``free``: each daughter has its own start size, ``ns{i}_{p}`` for population ``p`` right after
+  split ``i`` (``ns1_1``, ``ns1_2``, then ``ns2_2``, ``ns2_3``), as GADMA without split fractions;
+  published histories whose founders do not add up to the parent need it.
+
+Start sizes only matter where the interval after the split has linear or exponential dynamics.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from typing import Any
 import numpy as np
 
 DYNAMICS = ("sudden", "linear", "exponential")
+SPLIT_SIZES = ("fraction", "free")
 
 DEFAULT_BOUNDS = {"t": (1e-3, 5.0), "nu": (1e-2, 100.0), "m": (0.0, 10.0), "s": (1e-3, 0.999),
                   "Nanc": (1e2, 1e7)}
@@ -49,7 +63,12 @@ class Interval:
     nu: tuple[str, ...]
     dyn: tuple[str, ...]
     mig: tuple[tuple[int, int, str], ...]  # (into a, from b, parameter name); symmetric share names
-    split_before: str | None  # name of the split fraction parameter taking effect at its start
+    split: tuple[str, ...] = ()  # parameters of the split at its start: (s{i},) or (ns{i}_{a}, ns{i}_{b})
+
+    @property
+    def split_before(self) -> bool:
+        """A split takes effect at the start of this interval."""
+        return bool(self.split)
 
 
 @dataclass(kw_only=True)
@@ -66,11 +85,14 @@ class ModelSpace:
     bounds: dict[str, tuple[float, float]]
     fixed: dict[str, float]
     poisson: bool  # Nanc is then a free parameter (theta = 4·Nanc·mu·L)
+    split_sizes: str  # fraction (s{i}) or free (ns{i}_{p}): see the module docstring
 
     def __post_init__(self) -> None:
         self.structure = tuple(int(s) for s in self.structure)
         if not self.structure or any(s < 1 for s in self.structure):
             raise ValueError(f"structure {self.structure}: every entry must be >= 1")
+        if self.split_sizes not in SPLIT_SIZES:
+            raise ValueError(f"split_sizes {self.split_sizes!r}: one of {', '.join(SPLIT_SIZES)}")
         self.intervals: list[Interval] = []
         self.params: list[Param] = []
         j = 0
@@ -78,10 +100,9 @@ class ModelSpace:
             k = period + 1
             for c in range(count):
                 j += 1
-                split = None
+                split: tuple[str, ...] = ()
                 if c == 0 and period > 0:
-                    split = f"s{period}"
-                    self._add(split, "s")
+                    split = self._add_split(period)
                 t = f"t{j}"
                 self._add(t, "t")
                 nus = tuple(f"nu{j}_{p + 1}" for p in range(k))
@@ -109,6 +130,16 @@ class ModelSpace:
             if key not in names:
                 raise KeyError(key)
         self.free = [p for p in self.params if p.name not in self.fixed]
+
+    def _add_split(self, period: int) -> tuple[str, ...]:
+        """Parameters of split ``period`` (population period+1 splits off population period)."""
+        if self.split_sizes == "free":
+            names = (f"ns{period}_{period}", f"ns{period}_{period + 1}")
+            for name in names:
+                self._add(name, "nu")
+            return names
+        self._add(f"s{period}", "s")
+        return (f"s{period}",)
 
     def _add(self, name: str, kind: str) -> None:
         """A parameter with its bounds: by name, else by kind, else the defaults of its kind."""
@@ -158,14 +189,15 @@ class ModelSpace:
         return {"structure": list(self.structure), "sym_migration": self.sym_migration,
                 "migration": self.migration, "dynamics": list(self.dynamics),
                 "bounds": {k: list(v) for k, v in self.bounds.items()}, "fixed": dict(self.fixed),
-                "poisson": self.poisson}
+                "poisson": self.poisson, "split_sizes": self.split_sizes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpace:
-        """The space of ``to_dict()`` (``poisson`` false where a checkpoint lacks it)."""
+        """The space of ``to_dict()`` (``poisson`` false and split fractions where an older checkpoint lacks them)."""
         return cls(structure=tuple(d["structure"]), sym_migration=d["sym_migration"], migration=d["migration"],
                    dynamics=tuple(d["dynamics"]), bounds={k: tuple(v) for k, v in d["bounds"].items()},
-                   fixed=dict(d["fixed"]), poisson=d.get("poisson", False))
+                   fixed=dict(d["fixed"]), poisson=d.get("poisson", False),
+                   split_sizes=d.get("split_sizes", "fraction"))
 
     # --- transformed coordinates (mutation and BFGS work here) ---------------------------------
     def to_unit(self, x: np.ndarray) -> np.ndarray:
@@ -250,8 +282,8 @@ class ModelSpace:
         for iv in self.intervals:
             shift = 1 if iv.index > target else 0
             ja = iv.index + shift
-            if iv.split_before:
-                new[f"s{_period_of(self, iv.index)}"] = values[iv.split_before]
+            for name in iv.split:  # split parameters are named by period: unchanged
+                new[name] = values[name]
             if iv.index != target:
                 _copy_interval(values, iv, ja, new)
                 continue
@@ -276,7 +308,8 @@ class ModelSpace:
             for n in rename.get(old, []):
                 bounds[n] = b
         bigger = ModelSpace(structure=tuple(new_struct), sym_migration=self.sym_migration, migration=self.migration,
-                            dynamics=self.dynamics, bounds=bounds, fixed=fixed, poisson=self.poisson)
+                            dynamics=self.dynamics, bounds=bounds, fixed=fixed, poisson=self.poisson,
+                            split_sizes=self.split_sizes)
         return bigger, new
 
 
@@ -291,16 +324,6 @@ def _rename_map(space: ModelSpace, target: int) -> dict[str, list[str]]:
             prefix, rest = name[0] if name[0] != "n" else "nu", name.split("_", 1)[1] if "_" in name else ""
             out[name] = [f"{prefix}{j}" + (f"_{rest}" if rest else "") for j in news]
     return out
-
-
-def _period_of(space: ModelSpace, index: int) -> int:
-    """The period (0 before the first split) of interval ``index``."""
-    acc = 0
-    for period, count in enumerate(space.structure):
-        acc += count
-        if index <= acc:
-            return period
-    raise IndexError(index)
 
 
 def _copy_interval(values: dict[str, float], iv: Interval, ja: int, new: dict[str, float]) -> None:
@@ -327,8 +350,10 @@ def _start_sizes(space: ModelSpace, values: dict[str, float]) -> dict[int, list[
     out: dict[int, list[float]] = {}
     current = [1.0]
     for iv in space.intervals:
-        if iv.split_before:
-            f = values[iv.split_before]
+        if len(iv.split) == 2:  # free sizes
+            current = current[:-1] + [values[iv.split[0]], values[iv.split[1]]]
+        elif iv.split:
+            f = values[iv.split[0]]
             parent = current[-1]
             current = current[:-1] + [parent * f, parent * (1 - f)]
         out[iv.index] = list(current)

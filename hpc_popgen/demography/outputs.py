@@ -39,8 +39,10 @@ def _start_exprs(space: ModelSpace) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     current = ["1.0"]
     for iv in space.intervals:
-        if iv.split_before:
-            s = iv.split_before
+        if len(iv.split) == 2:  # free sizes: the daughters' own parameters
+            current = current[:-1] + list(iv.split)
+        elif iv.split:
+            s = iv.split[0]
             parent = current[-1]
             current = current[:-1] + [f"{s} * {parent}", f"(1 - {s}) * {parent}"]
         out[iv.index] = list(current)
