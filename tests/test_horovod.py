@@ -76,12 +76,14 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
     rd = RunDir.create(tmp_path / "run", m, prof, manifest.read_text(), {"train": 1})
     ctx = StageContext(rd, m, m.stages[0], prof)
     ranks, launcher = resolve_ranks(ctx)
-    assert (ranks, launcher) == (8, "horovodrun")
+    assert (ranks, launcher) == (8, "srun_gloo")
     text = render_sbatch(ctx, tmp_path / "job.json", ranks, launcher)
     lines = text.splitlines()
     for want in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
                  "#SBATCH --cpus-per-task=4", "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu"):
         assert want in lines, (want, text)
+    # srun starts the ranks; the rendezvous address is the host's own (the profile names no interface)
+    assert any(ln.endswith(f"-m hpc_popgen.cluster.horovod --srun {tmp_path / 'job.json'} ''") for ln in lines), text
 
 
 @pytest.mark.slurm

@@ -8,6 +8,7 @@ hostname is the same on both (one machine), so the nodes are told apart by SLURM
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 
@@ -79,3 +80,32 @@ def test_simulate_workers_run_on_two_slurm_nodes(tmp_path, two_nodes, slurm_clea
 
     store = open_store(str(run / "images.zarr"))
     assert store.written_shards().tolist() == list(range(12)) and store.n_images == 48
+
+
+@pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="horovod is not installed")
+def test_two_node_horovod_training_one_rank_per_node(tmp_path, two_nodes, slurm_cleanup):
+    """launcher srun_gloo: the batch step serves Horovod's rendezvous on the profile's interface (lo here)
+    and srun starts one Gloo rank on each node; the ranks end with identical weights."""
+    from test_train_helpers import make_store, write_manifest
+
+    from hpc_popgen.pipeline import execute, prepare
+
+    prof = slurm_profile_data(queue=PARTITION, memory="3GB", cores=1)
+    prof["horovod"] = {"launcher": "srun_gloo", "ranks": 2}
+    profile = write_yaml(tmp_path / "profiles" / "slurm-hvd2.yaml", prof)
+    make_store(tmp_path / "storage" / "s.zarr", n_per_class=80, size=32, shard_images=40)
+    manifest = write_manifest(tmp_path, [{"name": "train", "resources": {"nodes": 2}, "train": {
+        "store": "s.zarr", "epochs": 1, "batch_size": 16, "tensorboard": False}}], name="hvd-nodes", seed=5,
+        profile=profile)
+    report = execute(prepare(manifest, run_dir=tmp_path / "run"), progress=False)
+    st = report["stages"][0]
+    assert report["status"] == "completed", report
+    assert st["metrics"]["ranks"] == 2 and st["metrics"]["identical_weights"]
+    script = (tmp_path / "run" / "train" / "train.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script and " --srun " in script
+    (jid,) = read_json(tmp_path / "run" / "slurm_jobs.json")["train:train"]
+    wait_for(lambda: jid in slurm_records(), 60, f"job {jid} in SLURM's completion log")
+    rec = slurm_records()[jid]
+    assert rec["NodeCnt"] == "2" and rec["Partition"] == PARTITION, rec
+    log = "".join(p.read_text() for p in (tmp_path / "run" / "train").glob("train-*.log"))
+    assert "rendezvous on 127.0.0.1:" in log and "for 2 ranks on" in log, log[-2000:]

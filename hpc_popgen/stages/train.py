@@ -194,7 +194,7 @@ def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) 
                          nodes=nodes, gpus_per_node=gpus, ranks=ranks, cores_per_rank=max(1, cores // per_node),
                          memory=memory or None,
                          walltime=res.get("walltime") or cl.get("walltime"), queue=cl.get("queue"),
-                         account=cl.get("account"), launcher=launcher,
+                         account=cl.get("account"), launcher=launcher, interface=cl.get("interface"),
                          extra=list(cl.get("job_extra_directives") or []))
 
 
