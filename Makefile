@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make run   - create .venv, install, run jobs/quickstart.yaml on the local profile
-#   make test  - install, start a single-node SLURM cluster, run the test suite
+#   make test  - install, start a SLURM cluster on this machine (two node names), run the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
