@@ -13,6 +13,7 @@ BENCHES = {
     "simulate": "bench.simulate:command",
     "loader": "bench.loader:command",
     "ga": "bench.ga:command",
+    "ga3": "bench.ga3:command",
     "engines": "bench.engines:command",
 }
 
