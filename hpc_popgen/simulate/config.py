@@ -56,11 +56,22 @@ class SplitConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """ms/msms/discoal files simulated elsewhere: the files (or glob patterns), where each file's S comes
+    from (``{from_name: regex}`` or ``{table: file}``), and whether the S values are classes."""
+
+    ms: tuple[str, ...]
+    s: dict
+    s_kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SimulateConfig:
     """Everything a simulate stage is given; see storage_schemas/stages/simulate.schema.json."""
 
     store: str
     seed: int | None
+    source: SourceConfig | None
     demography: str | dict
     reference_ne: float
     n_haplotypes: int
@@ -79,7 +90,10 @@ class SimulateConfig:
     chunk_images: int
 
     def __post_init__(self) -> None:
-        if (self.classes is None) == (self.prior is None):
+        if self.source is not None:
+            if self.classes is not None or self.prior is not None:
+                raise ParamError("source", "ms files bring their own S: give no classes, n_per_class or prior")
+        elif (self.classes is None) == (self.prior is None):
             raise ParamError("classes", "give either classes (with n_per_class) or prior, not both and not neither")
         if self.shard_images % min(self.chunk_images, self.shard_images):
             raise ParamError("chunk_images", f"{self.chunk_images} must divide shard_images ({self.shard_images})")

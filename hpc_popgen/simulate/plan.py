@@ -167,12 +167,7 @@ class Plan:
 
     def split_of(self, seed: int) -> int:
         """0 train, 1 validation, 2 test, from the replicate's own seed."""
-        u = derive_seed(seed, SPLIT_KEY) / MAX_SEED  # uniform in (0, 1], cheaper than a Generator
-        if u < self.split["train"]:
-            return 0
-        if u < self.split["train"] + self.split["validation"]:
-            return 1
-        return 2
+        return split_of(seed, self.split)
 
     def prior_dict(self) -> dict:
         if self.classes is not None:
@@ -231,6 +226,16 @@ def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):
         path = str(input_file(cfg.demography["demes"], base_dir))
         return model_from_graph(history.graph, history.source, path, "demography.demes")
     return model_from_graph(history.graph, history.source, history.source)
+
+
+def split_of(seed: int, split: dict) -> int:
+    """0 train, 1 validation, 2 test, from a replicate's own seed and the split fractions."""
+    u = derive_seed(seed, SPLIT_KEY) / MAX_SEED  # uniform in (0, 1], cheaper than a Generator
+    if u < split["train"]:
+        return 0
+    if u < split["train"] + split["validation"]:
+        return 1
+    return 2
 
 
 def end_frequency(sim: SimConfig, S: float) -> float | None:

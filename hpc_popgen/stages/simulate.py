@@ -1,4 +1,4 @@
-"""The ``simulate`` stage: msprime replicates -> images -> one sharded Zarr image store.
+"""The ``simulate`` stage: msprime replicates (or ms files, see simulate_ms) -> images -> one sharded Zarr store.
 
 One Dask task per shard simulates its replicates, images them and writes the shard whole (then sets
 its ``shard_written`` flag); the ledger records the shard after the task returns. Replicate seeds
@@ -26,7 +26,7 @@ from .base import StageContext, StageResult, Unit, key_path, located, stage_conf
 log = logging.getLogger(__name__)
 # attrs that must match for an existing store to be reused (versions may differ between reruns)
 MATCH_KEYS = ("n_images", "image_shape", "shard_images", "classes", "prior", "demography", "image", "split",
-              "stage_params", "seed")
+              "stage_params", "seed", "source")
 
 
 CONFIG = SimulateConfig
@@ -38,6 +38,11 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
     A history inferred by an earlier demography stage does not exist yet: its reference is checked.
     """
     cfg: SimulateConfig = stage_config(spec, manifest)
+    if cfg.source is not None:
+        from . import simulate_ms
+
+        simulate_ms.check(spec, manifest, cfg)
+        return
     ref = cfg.demography.get("ensemble", cfg.demography) if isinstance(cfg.demography, dict) else {}
     if "from_stage" in ref and "demes" in ref:
         raise ManifestError(f"{key_path(spec, manifest, 'demography.ensemble')}: give either from_stage or demes")
@@ -91,12 +96,18 @@ def _store_meta(plan: Plan, params: dict) -> dict:
 def open_or_create(url: str, plan: Plan, cfg: SimulateConfig, params: dict) -> ImageStore:
     """Reuse a store made with the same parameters (rerun), create it if absent, refuse otherwise."""
     meta = _store_meta(plan, {k: v for k, v in params.items() if k != "store"})
+    return open_or_create_store(url, meta, plan.n_images, plan.image.size, cfg)
+
+
+def open_or_create_store(url: str, meta: dict, n_images: int, image_shape: tuple[int, int],
+                         cfg: SimulateConfig) -> ImageStore:
+    """The store with attrs ``meta``: reused if its MATCH_KEYS agree (a rerun), created if absent, else refused."""
     shard = cfg.shard_images
     if store_exists(url):
         st = open_store(url, mode="r+")
         import json
 
-        want = json.loads(json.dumps({**meta, "n_images": plan.n_images, "image_shape": list(plan.image.size),
+        want = json.loads(json.dumps({**meta, "n_images": n_images, "image_shape": list(image_shape),
                                       "shard_images": shard}))
         diff = [k for k in MATCH_KEYS if st.meta.get(k) != want.get(k)]
         if diff:
@@ -104,7 +115,7 @@ def open_or_create(url: str, plan: Plan, cfg: SimulateConfig, params: dict) -> I
                              f"(differs in: {', '.join(diff)}); remove it or choose another `store` path")
         log.info("reusing image store %s (%d/%d shards written)", url, len(st.written_shards()), st.n_shards)
         return st
-    return create_store(url, meta, n_images=plan.n_images, image_shape=plan.image.size, shard_images=shard,
+    return create_store(url, meta, n_images=n_images, image_shape=image_shape, shard_images=shard,
                         chunk_images=cfg.chunk_images)
 
 
@@ -127,6 +138,10 @@ def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> StageResult:
     cfg: SimulateConfig = ctx.config
+    if cfg.source is not None:
+        from . import simulate_ms
+
+        return simulate_ms.run(ctx, cfg)
     with located(ctx.spec, ctx.manifest):
         plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir, stage_dirs(ctx))
     url = ctx.path(cfg.store)
