@@ -15,6 +15,7 @@ BENCHES = {
     "ga": "bench.ga:command",
     "ga3": "bench.ga3:command",
     "engines": "bench.engines:command",
+    "ms": "bench.ms:command",
 }
 
 
