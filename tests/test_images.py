@@ -165,3 +165,15 @@ def test_images_from_user_data_ms_and_vcf(vcf_cache):
     assert imgs[0].tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [1, 1, 0]] and not imgs[1].any()
     vcf_imgs, _ = images_from([read_vcf(DATA / "phased.vcf", region="chr1:1-1000")], image_config(maf=0.0, size=(6, 3)))
     assert vcf_imgs.shape == (1, 6, 3) and set(np.unique(vcf_imgs)) <= {0, 1}
+
+
+def test_read_ms_takes_the_sample_size_from_msms_and_headerless_files(tmp_path):
+    """msms states it after -ms (the seed line must not be read as one); a file without a command line
+    takes it from the first replicate."""
+    body = "//\nsegsites: 2\npositions: 0.25 0.75\n01\n11\n10\n"
+    (tmp_path / "msms.ms").write_text("msms -N 10000 -ms 3 1 -t 5\n16789 2 3\n\n" + body)
+    (tmp_path / "bare.ms").write_text(body + "\n" + body)
+    for name, n_reps in (("msms.ms", 1), ("bare.ms", 2)):
+        reps = read_ms(tmp_path / name)
+        assert len(reps) == n_reps and reps[0].matrix.tolist() == [[0, 1], [1, 1], [1, 0]], name
+        assert reps[0].positions.tolist() == [0.25, 0.75]
