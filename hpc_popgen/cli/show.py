@@ -56,7 +56,8 @@ def show(store: str, png: str, index: int) -> None:
         plt.close(fig)
     if len(panels) == 1:
         click.echo("note: this store records no simulation settings; only the stored image is drawn", err=True)
-    click.echo(json.dumps({"png": png, "index": index, "panels": panels, **info}))
+    info = {k: None if isinstance(v, float) and v != v else v for k, v in info.items()}  # NaN (unknown): null
+    click.echo(json.dumps({"png": png, "index": index, "panels": panels, **info}, allow_nan=False))
 
 
 def _check_writable(png: str) -> None:
