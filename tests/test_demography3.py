@@ -41,9 +41,9 @@ def space3(split_sizes: str, **fields):
     return dataclasses.replace(cfg.space((1, 1, 1)), **fields)
 
 
-def evc(engine: str = "moments", pts: tuple[int, ...] = (30, 40, 50)) -> EvalConfig:
+def evc(engine: str = "moments", pts: tuple[int, ...] = (30, 40, 50), dt_fac: float = 0.02) -> EvalConfig:
     return EvalConfig(engine=engine, pts=pts, likelihood="multinomial", mu=None, length=None, generation_time=1.0,
-                      max_split_years=None)
+                      max_split_years=None, dt_fac=dt_fac)
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +102,16 @@ def test_structure_increase_keeps_loglik_with_free_sizes(data3, period):
     assert math.isfinite(before) and abs(after - before) < 0.05
 
 
-@pytest.mark.parametrize("engine", ["moments", "dadi"])
-def test_generated_code_reproduces_three_population_loglik(tmp_path, data3, engine):
+@pytest.mark.parametrize(("engine", "dt_fac"), [("moments", 0.02), ("moments", 0.05), ("dadi", 0.02)])
+def test_generated_code_reproduces_three_population_loglik(tmp_path, data3, engine, dt_fac):
     path, data = data3
     space = true_space()
     values = true_values()
-    cfg = evc(engine)
+    cfg = evc(engine, dt_fac=dt_fac)
     want = evaluate(space, space.vector(values), data, cfg)["loglik"]
+    if dt_fac != 0.02:  # a coarser time step is used, and close to the default's
+        default = evaluate(space, space.vector(values), data, evc(engine))["loglik"]
+        assert 0 < abs(want - default) < 1.0
     code = (outputs.moments_code(space, values, str(path), cfg) if engine == "moments"
             else outputs.dadi_code(space, values, str(path), cfg, cfg.pts))
     assert "ns2_3" in code

@@ -53,8 +53,9 @@ def true_values(p: dict[str, float] = OOA) -> dict[str, float]:
             "nu3_3": p["nuAs"], "g3_3": 2, "m3_12": p["mAfEu"], "m3_13": p["mAfAs"], "m3_23": p["mEuAs"]}
 
 
-def stage_params(afs: str, structure: tuple[int, ...], seed: int) -> dict[str, Any]:
-    """Demography stage parameters of one benchmark run (``structure`` only, no increase).
+def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float | None = None) -> dict[str, Any]:
+    """Demography stage parameters of one benchmark run (``structure`` only, no increase; ``dt_fac``
+    None: the schema's, moments' own).
 
     Population 1 (YRI) keeps sudden changes and interval 2 is sudden, as in the published model; the
     sizes right after split 1 then have no effect, so they are fixed instead of searched.
@@ -62,7 +63,8 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int) -> dict[str, A
     first_after_split = sum(structure[:1]) + 1  # interval that starts at split 1
     fixed = {f"g{j}_1": 0 for j in range(1, sum(structure) + 1)}
     fixed.update({f"g{first_after_split}_2": 0, "ns1_1": 1.0, "ns1_2": 1.0})
-    return {"seed": seed, "input": {"afs": afs, "populations": POPULATIONS}, "engine": "moments",
+    extra = {} if dt_fac is None else {"dt_fac": dt_fac}
+    return {**extra, "seed": seed, "input": {"afs": afs, "populations": POPULATIONS}, "engine": "moments",
             "initial_structure": list(structure), "final_structure": list(structure), "split_sizes": "free",
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
@@ -139,7 +141,7 @@ class ClockedEvaluations:
 
 
 def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: float, cores: int, seed: int,
-                  work: Path) -> dict[str, Any]:
+                  work: Path, dt_fac: float | None) -> dict[str, Any]:
     """One search of ``structure`` for ``minutes`` on ``cores`` workers: best LL at the checkpoints, rates."""
     from distributed import Client, LocalCluster
     from tqdm import tqdm
@@ -150,7 +152,7 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     from ..demography.search import Hooks, Search
     from ..stages.demography import DaskEvaluations
 
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed))
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed, dt_fac))
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     seconds = minutes * 60.0
     hooks = Hooks(record=lambda *a, **k: None, report=lambda **k: None,
@@ -198,10 +200,15 @@ def _structure(text: str) -> tuple[int, ...]:
 @click.option("--sample-size", default=20, show_default=True, type=click.IntRange(min=2),
               help="Haploid sample size per population (20: a 20x20x20 spectrum).")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="Seed of the search.")
+@click.option("--dt-fac", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="moments' largest time step for the search and the true LL (default: the stage schema's).")
 @click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the simulated spectrum to this file.")
-def command(minutes: float, cores: int, structures: str, sample_size: int, seed: int, fs_out: Path | None) -> None:
+def command(minutes: float, cores: int, structures: str, sample_size: int, seed: int, dt_fac: float | None,
+            fs_out: Path | None) -> None:
     """GA on a simulated 3-population spectrum: best LL over time vs the true parameters' LL."""
+    from ..config import config_with_defaults
+    from ..demography.config import SCHEMA
     from ..demography.engine import EvalConfig, evaluate
 
     plan = [_structure(s) for s in structures.split(",") if s.strip()]
@@ -209,13 +216,13 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
     if fs_out is not None:
         write_fs(data, fs_out)
     space = true_space()
-    ev = EvalConfig(engine="moments", pts=(), likelihood="multinomial", mu=None, length=None, generation_time=1.0,
-                    max_split_years=None)
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", plan[0], seed, dt_fac))
+    ev = EvalConfig.from_config(cfg, data.sample_sizes)  # the search's settings
     truth = evaluate(space, space.vector(true_values()), data, ev)
     out: dict[str, Any] = {"sample_sizes": [int(n) for n in data.sample_sizes], "theta": THETA,
                            "data_seed": SEED, "segregating_sites": round(float(data.S()), 1),
                            "true_loglik": round(truth["loglik"], 3), "n_true_params": len(OOA),
-                           "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
+                           "dt_fac": ev.dt_fac, "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
                            "load_average_before": round(os.getloadavg()[0], 2), "structures": {}}
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-ga3-") as tmp:
         afs = Path(tmp) / "ooa3.fs"
@@ -223,7 +230,8 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
         for structure in plan:
             key = "-".join(map(str, structure))
             log.info("bench ga3: structure %s for %g minutes", key, minutes)
-            out["structures"][key] = run_structure(structure, afs, data, minutes, cores, seed, Path(tmp))
+            out["structures"][key] = run_structure(structure, afs, data, minutes, cores, seed, Path(tmp),
+                                                       dt_fac)
     bests = [s["best_loglik"] for s in out["structures"].values() if s["best_loglik"] is not None]
     best = max(bests) if bests else None
     out["best_loglik"] = best

@@ -73,6 +73,7 @@ class DemographyConfig:
     bounds: dict[str, tuple[float, float]]
     fixed: dict[str, float]
     max_split_years: float | None
+    dt_fac: float
     initial_guesses: tuple[dict[str, float], ...]
     islands: int
     migrate_every: int

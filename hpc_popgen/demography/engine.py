@@ -37,6 +37,7 @@ class EvalConfig:
     length: float | None  # the stage's sequence_length
     generation_time: float
     max_split_years: float | None
+    dt_fac: float  # moments' largest time step (moments' own default: 0.02)
 
     @classmethod
     def from_config(cls, cfg: DemographyConfig, sample_sizes: Sequence[int]) -> EvalConfig:
@@ -44,13 +45,13 @@ class EvalConfig:
         ns = tuple(int(n) for n in sample_sizes)
         return cls(engine=cfg.engine, pts=tuple(cfg.pts or default_pts(ns)), likelihood=cfg.likelihood, mu=cfg.mu,
                    length=cfg.sequence_length, generation_time=cfg.generation_time,
-                   max_split_years=cfg.max_split_years)
+                   max_split_years=cfg.max_split_years, dt_fac=cfg.dt_fac)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (results.json's ``engine``)."""
         return {"engine": self.engine, "pts": list(self.pts), "likelihood": self.likelihood, "mu": self.mu,
                 "length": self.length, "generation_time": self.generation_time,
-                "max_split_years": self.max_split_years}
+                "max_split_years": self.max_split_years, "dt_fac": self.dt_fac}
 
 
 def failed(reason: str, theta: float | None = None, job: str | None = None) -> dict[str, Any]:
@@ -64,8 +65,8 @@ def default_pts(sample_sizes: Sequence[int]) -> tuple[int, int, int]:
     return (base, base + 10, base + 20)
 
 
-def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...]) -> Any:
-    """Expected spectrum (theta = 1) of the model with moments."""
+def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], dt_fac: float = 0.02) -> Any:
+    """Expected spectrum (theta = 1) of the model with moments (``dt_fac``: its largest time step)."""
     import moments
 
     ns = tuple(int(n) for n in ns)
@@ -84,7 +85,7 @@ def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...])
             m = np.zeros((iv.n_pops, iv.n_pops))
             for a, b, name in iv.mig:
                 m[a, b] = values[name]
-        fs.integrate(nu_func(n0, n1, dyn, t), t, m=m)
+        fs.integrate(nu_func(n0, n1, dyn, t), t, m=m, dt_fac=dt_fac)
     return fs
 
 
@@ -128,7 +129,7 @@ def expected_fs(space: ModelSpace, values: dict[str, float], data: Any, cfg: Eva
     if cfg.engine == "dadi":
         model = moments.Spectrum(np.asarray(dadi_fs(space, values, ns, cfg.pts or default_pts(ns))))
     else:
-        model = moments_fs(space, values, ns)
+        model = moments_fs(space, values, ns, cfg.dt_fac)
     if data.folded and not model.folded:
         model = model.fold()
     model = moments.Spectrum(np.asarray(model), mask=np.ma.getmaskarray(data) | np.ma.getmaskarray(model),

@@ -106,7 +106,7 @@ def moments_code(space: ModelSpace, values: dict[str, float], data_path: str, cf
             for a, b, name in iv.mig:
                 lines.append(f"    m[{a}, {b}] = {name}")
             mig = ", m=m"
-        lines.append(f"    fs.integrate({nu}, {iv.t}{mig})")
+        lines.append(f"    fs.integrate({nu}, {iv.t}{mig}, dt_fac={cfg.dt_fac!r})")
     lines += ["    return fs", "", "", 'if __name__ == "__main__":',
               "    data = moments.Spectrum.from_file(DATA)",
               "    model = model_func([PARAMS[n] for n in NAMES], data.sample_sizes)",
