@@ -22,7 +22,7 @@ from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluat
 from hpc_popgen.demography.ga import Island, local_search
 from hpc_popgen.demography.model import ModelSpace
 from hpc_popgen.demography.search import Hooks, Search
-from hpc_popgen.errors import InputDataError
+from hpc_popgen.errors import InputDataError, ParamError
 from hpc_popgen.paths import YRI_CEU_FS as YRI_CEU  # shipped with the package
 
 DATA = Path(__file__).parent / "data" / "demography"
@@ -250,23 +250,25 @@ class InProcess:
         self.data, self.ev = data, ev
         self.queue: deque = deque()
         self.tokens: list[str] = []
+        self.settings: dict[str, EvalConfig] = {}  # token -> the settings it was evaluated with
 
-    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig) -> None:
         self.tokens.append(token)
-        self.queue.append((token, space, x))
+        self.settings[token] = ev
+        self.queue.append((token, space, x, ev))
 
     def completed(self):
         while self.queue:
-            token, space, x = self.queue.popleft()
-            yield token, evaluate(space, x, self.data, self.ev)
+            token, space, x, ev = self.queue.popleft()
+            yield token, evaluate(space, x, self.data, ev)
 
 
-def _search(ck: Path, units: list[str]) -> Search:
+def _search(ck: Path, units: list[str], **over) -> Search:
     cfg = config_with_defaults(DemographyConfig, SCHEMA, {
         "input": {"afs": "x.fs"}, "initial_structure": [1], "final_structure": [2], "dynamics": ["sudden"],
         "islands": 2, "migrate_every": 2, "deterministic": True,
         "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 30},
-        "local_search": {"method": "BFGS", "starts": 1, "maxiter": 3, "max_evals": 20}})
+        "local_search": {"method": "BFGS", "starts": 1, "maxiter": 3, "max_evals": 20}, **over})
     data = load_fs(DATA / "two_epoch_1pop.fs")
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     hooks = Hooks(record=lambda unit, **_fields: units.append(unit), report=lambda **_metrics: None,
@@ -298,6 +300,47 @@ def test_search_runs_without_dask_and_resumes_from_checkpoints(tmp_path):
     third = _search(tmp_path / "a", [])
     third.run()
     assert third.evals.tokens == []
+
+
+def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_stage_settings(tmp_path):
+    plain = _search(tmp_path / "plain", [])
+    assert plain.ev_ga is plain.ev  # no ga_dt_fac, no ga_projection: the islands' settings are the stage's
+    search = _search(tmp_path / "a", [], ga_dt_fac=0.1, ga_projection=[6])
+    state = search.run()
+    by_token = search.evals.settings
+    islands = {ev for t, ev in by_token.items() if t.startswith("island-")}
+    others = {ev for t, ev in by_token.items() if not t.startswith("island-")}
+    assert islands == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
+    assert others == {search.ev} and search.ev.projection is None
+    assert any(t.startswith("rescore-s0-") for t in by_token) and any(t.startswith("local-s1-") for t in by_token)
+    data = load_fs(DATA / "two_epoch_1pop.fs")
+    for r in state["results"].values():
+        space = ModelSpace.from_dict(r["space"])
+        assert r["loglik"] == evaluate(space, r["x"], data, search.ev)["loglik"]
+        assert r["ga_best_loglik"] != r["loglik"]  # the islands' own log-likelihoods (6 samples)
+    # a target the islands' (projected) log-likelihoods pass but no model reaches on the data is not reached
+    full = max(r["loglik"] for r in state["results"].values())
+    ga = max(r["ga_best_loglik"] for r in state["results"].values())
+    assert ga > full + 1
+    again = _search(tmp_path / "c", [], ga_dt_fac=0.1, ga_projection=[6], target_loglik=(ga + full) / 2)
+    assert again.run()["seconds_to_target"] is None
+    assert not any("target" in r["stop_reasons"] for r in again.state["results"].values())
+    with pytest.raises(ParamError, match=r"ga_projection: \[13\]"):
+        _search(tmp_path / "b", [], ga_projection=[13])
+
+
+def test_projected_evaluation_is_the_projected_data_s_loglik():
+    data = load_fs(DATA / "two_epoch_1pop.fs")
+    space = space_of((2,), dynamics=("sudden",))
+    x = space.vector({"t1": 0.2, "nu1_1": 2.0, "t2": 0.1, "nu2_1": 0.5})
+    small = evaluate(space, x, data, evc(projection=(6,)))
+    assert small["loglik"] == evaluate(space, x, data.project([6]), evc())["loglik"]
+    assert small["loglik"] != evaluate(space, x, data, evc())["loglik"]
+    # looked up by content: a copy of the data (Dask ships one per task) finds the same projection
+    from hpc_popgen.demography.engine import projected
+
+    assert projected(data.copy(), (6,)) is projected(data, (6,))
+    assert projected(data, (12,)) is data and projected(data, None) is data
 
 
 def test_search_modules_never_import_dask():

@@ -43,7 +43,7 @@ def space3(split_sizes: str, **fields):
 
 def evc(engine: str = "moments", pts: tuple[int, ...] = (30, 40, 50), dt_fac: float = 0.02) -> EvalConfig:
     return EvalConfig(engine=engine, pts=pts, likelihood="multinomial", mu=None, length=None, generation_time=1.0,
-                      max_split_years=None, dt_fac=dt_fac)
+                      max_split_years=None, dt_fac=dt_fac, projection=None)
 
 
 @pytest.fixture(scope="module")
@@ -236,11 +236,30 @@ def test_three_population_job_loads_and_ships_the_benchmark_spectrum():
 
 
 def test_bench_ga3_smoke_prints_one_json_object():
-    res = CliRunner().invoke(bench_ga3, ["--minutes", "0.15", "--sample-size", "4", "--structures", "1-1-1"])
+    res = CliRunner().invoke(bench_ga3, ["--minutes", "0.15", "--sample-size", "4", "--structures", "1-1-1",
+                                         "--ga-projection", "3"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["sample_sizes"] == [4, 4, 4] and math.isfinite(out["true_loglik"])
+    assert out["ga_projection"] == [3, 3, 3] and out["ga_dt_fac"] == 0.1
     s = out["structures"]["1-1-1"]
     assert list(s["best_loglik_at_minutes"]) == ["0.015", "0.0375", "0.075", "0.15"]
     assert s["evaluations"] > 0 and s["evals_per_s"] > 0
     assert out["loglik_gap_0.15min"] == pytest.approx(out["true_loglik"] - out["best_loglik"], abs=1e-3)
+
+
+def test_bench_ga3_evals_only_reports_rates_and_rankings_per_setting():
+    res = CliRunner().invoke(bench_ga3, ["--evals-only", "--sample-size", "6", "--ga-projection", "4"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    s = out["settings"]
+    proj = "ga_dt_fac=0.1,ga_projection=4"
+    assert list(s) == ["reported", "dt_fac=0.05", "ga_dt_fac=0.1", proj]
+    assert out["models"] == {"truth": 1, "near_truth": 6, "random": 6}
+    assert s["reported"]["speedup"] == 1.0 and s["reported"]["max_abs_loglik_error_near_truth"] == 0.0
+    assert all(r["evals_per_cpu_s"] > 0 and r["failed"] == 0 for r in s.values())
+    assert 0 < s["ga_dt_fac=0.1"]["max_abs_loglik_error_near_truth"] < 5
+    # projected data: another likelihood, compared by ranking only
+    assert s[proj]["sample_size"] == 4 and "max_abs_loglik_error_random" not in s[proj]
+    assert s[proj]["true_loglik"] > s["reported"]["true_loglik"]
+    assert 0.5 < s[proj]["rank_correlation"] <= 1.0

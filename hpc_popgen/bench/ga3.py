@@ -53,9 +53,10 @@ def true_values(p: dict[str, float] = OOA) -> dict[str, float]:
             "nu3_3": p["nuAs"], "g3_3": 2, "m3_12": p["mAfEu"], "m3_13": p["mAfAs"], "m3_23": p["mEuAs"]}
 
 
-def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float | None = None) -> dict[str, Any]:
-    """Demography stage parameters of one benchmark run (``structure`` only, no increase; ``dt_fac``
-    None: the schema's, moments' own).
+def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float | None = None,
+                 ga_dt_fac: float | None = None, ga_projection: list[int] | None = None) -> dict[str, Any]:
+    """Demography stage parameters of one benchmark run (``structure`` only, no increase; ``dt_fac``,
+    ``ga_dt_fac`` and ``ga_projection`` None: the schema's).
 
     Population 1 (YRI) keeps sudden changes and interval 2 is sudden, as in the published model; the
     sizes right after split 1 then have no effect, so they are fixed instead of searched.
@@ -63,7 +64,8 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
     first_after_split = sum(structure[:1]) + 1  # interval that starts at split 1
     fixed = {f"g{j}_1": 0 for j in range(1, sum(structure) + 1)}
     fixed.update({f"g{first_after_split}_2": 0, "ns1_1": 1.0, "ns1_2": 1.0})
-    extra = {} if dt_fac is None else {"dt_fac": dt_fac}
+    extra = {k: v for k, v in (("dt_fac", dt_fac), ("ga_dt_fac", ga_dt_fac), ("ga_projection", ga_projection))
+             if v is not None}
     return {**extra, "seed": seed, "input": {"afs": afs, "populations": POPULATIONS}, "engine": "moments",
             "initial_structure": list(structure), "final_structure": list(structure), "split_sizes": "free",
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
@@ -111,17 +113,26 @@ class _TimeUp(Exception):
 
 
 class ClockedEvaluations:
-    """The stage's evaluations, timed: the best log-likelihood over time, stopped at ``seconds``."""
+    """The stage's evaluations, timed: the best log-likelihood over time, stopped at ``seconds``.
 
-    def __init__(self, inner: Any, seconds: float) -> None:
-        self.inner, self.seconds = inner, seconds
+    The islands may evaluate at other settings (``ga_dt_fac``, ``ga_projection``), whose log-likelihoods
+    are not comparable: each settings' best is traced apart, and ``best_at`` scores the islands' best of
+    the moment again at the reported settings (``final``), outside the clock.
+    """
+
+    def __init__(self, inner: Any, seconds: float, final: Any, data: Any) -> None:
+        self.inner, self.seconds, self.final, self.data = inner, seconds, final, data
         self.t0 = time.perf_counter()
-        self.trace: list[tuple[float, float]] = []  # (seconds, best so far) at each improvement
+        # per settings: (seconds, best LL so far, space, x) at each improvement
+        self.traces: dict[Any, list[tuple[float, float, Any, list[float]]]] = {}
+        self.sent: dict[str, tuple[Any, list[float], Any]] = {}
         self.n = 0
+        self._rescored: dict[tuple[float, ...], float] = {}
 
-    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: Any) -> None:
         """Pass on to the stage's Dask evaluations."""
-        self.inner.submit(token, space, x)
+        self.sent[token] = (space, list(x), ev)
+        self.inner.submit(token, space, x, ev)
 
     def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Results as they come, until the time is over (then ``_TimeUp``)."""
@@ -130,18 +141,35 @@ class ClockedEvaluations:
             if now > self.seconds:
                 raise _TimeUp
             self.n += 1
-            if not self.trace or r["loglik"] > self.trace[-1][1]:
-                self.trace.append((now, float(r["loglik"])))
+            space, x, ev = self.sent.pop(token)
+            trace = self.traces.setdefault(ev, [])
+            if not trace or r["loglik"] > trace[-1][1]:
+                trace.append((now, float(r["loglik"]), space, x))
             yield token, r
 
     def best_at(self, seconds: float) -> float | None:
-        """The best log-likelihood found within ``seconds``."""
-        found = [ll for t, ll in self.trace if t <= seconds]
-        return round(found[-1], 3) if found else None
+        """The log-likelihood (at the reported settings) of the best individual found within ``seconds``:
+        the best at the reported settings, or the islands' best scored again there, whichever is higher."""
+        from ..demography.engine import WORST, evaluate
+
+        out = None
+        for ev, trace in self.traces.items():
+            found = [e for e in trace if e[0] <= seconds]
+            if not found or found[-1][1] <= WORST:
+                continue
+            _t, ll, space, x = found[-1]
+            if ev != self.final:
+                key = tuple(x)
+                if key not in self._rescored:
+                    self._rescored[key] = evaluate(space, x, self.data, self.final)["loglik"]
+                ll = self._rescored[key]
+            out = ll if out is None else max(out, ll)
+        return None if out is None else round(out, 3)
 
 
 def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: float, cores: int, seed: int,
-                  work: Path, dt_fac: float | None) -> dict[str, Any]:
+                  work: Path, dt_fac: float | None, ga_dt_fac: float | None,
+                  ga_projection: list[int] | None) -> dict[str, Any]:
     """One search of ``structure`` for ``minutes`` on ``cores`` workers: best LL at the checkpoints, rates."""
     from distributed import Client, LocalCluster
     from tqdm import tqdm
@@ -152,7 +180,8 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     from ..demography.search import Hooks, Search
     from ..stages.demography import DaskEvaluations
 
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed, dt_fac))
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed, dt_fac, ga_dt_fac,
+                                                                      ga_projection))
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     seconds = minutes * 60.0
     hooks = Hooks(record=lambda *a, **k: None, report=lambda **k: None,
@@ -161,7 +190,7 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.wait_for_workers(cores)
         inner = DaskEvaluations(lambda: client, "ga3", data, ev, cfg.retries, cfg.eval_timeout)
-        evals = ClockedEvaluations(inner, seconds)
+        evals = ClockedEvaluations(inner, seconds, ev, data)
         search = Search(cfg, ev, data, evals, work / "-".join(map(str, structure)), seed, hooks, label="ga3")
         c0 = client.run(time.process_time)
         finished = None
@@ -179,6 +208,68 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
             "evals_per_cpu_s": round(evals.n / max(cpu, 1e-9), 3), "finished_after_s": finished,
             "n_free_params": cfg.space(structure).n_continuous,
             "timed_out_evaluations": inner.n_timed_out}
+
+
+def eval_models(n_near: int, n_random: int, seed: int) -> tuple[ModelSpace, list[list[float]]]:
+    """The models ``--evals-only`` times: the truth, ``n_near`` around it (what local search and late
+    generations pay) and ``n_random`` Sobol points (what the first generations pay), in the search's
+    space of structure (1,1,1)."""
+    from ..config import config_with_defaults
+    from ..demography.config import SCHEMA
+
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", (1, 1, 1), seed))
+    space = cfg.space((1, 1, 1))
+    rng = np.random.default_rng(seed)
+    truth = space.vector(true_values())
+    xs = [list(map(float, truth))]
+    for _ in range(n_near):
+        z = space.to_unit(truth) + rng.normal(0.0, 0.3, len(truth))
+        xs.append([float(v) for v in space.from_unit(z)])
+    xs += [[float(v) for v in x] for x in space.sobol(n_random, rng)]
+    return space, xs
+
+
+def eval_rates(data: Any, settings: dict[str, tuple[float, int | None]], n_near: int, n_random: int,
+               seed: int) -> dict[str, Any]:
+    """Evaluations per core-second (this process, one core) of the same models under each of ``settings``
+    (label -> (moments time step, sample size per population or None)), and how each ranks the models
+    and moves their log-likelihoods compared with the first (the reported settings)."""
+    from scipy.stats import spearmanr
+
+    from ..demography.engine import WORST, evaluate
+
+    space, xs = eval_models(n_near, n_random, seed)
+    out: dict[str, Any] = {"models": {"truth": 1, "near_truth": n_near, "random": n_random}, "settings": {}}
+    ref: list[float] | None = None
+    for label, (dt, n) in settings.items():
+        ev = _ev(dt, None if n is None else (n,) * len(data.sample_sizes))
+        evaluate(space, xs[0], data, ev)  # imports, first integration, the projection
+        c0 = time.process_time()
+        lls = [evaluate(space, x, data, ev)["loglik"] for x in xs]
+        cpu = time.process_time() - c0
+        ref = ref or lls
+        row = {"dt_fac": dt, "sample_size": n or int(data.sample_sizes[0]),
+               "evals_per_cpu_s": round(len(xs) / cpu, 3), "cpu_s_per_eval": round(cpu / len(xs), 3),
+               "true_loglik": round(lls[0], 3), "failed": sum(ll <= WORST for ll in lls),
+               "rank_correlation": round(float(spearmanr(lls, ref)[0]), 4),
+               "rank_correlation_near_truth": round(float(spearmanr(lls[: 1 + n_near], ref[: 1 + n_near])[0]), 4)}
+        if n is None:  # same data: the log-likelihoods themselves compare
+            err = [abs(a - b) for a, b in zip(lls, ref, strict=True)]
+            row.update(max_abs_loglik_error_near_truth=round(max(err[: 1 + n_near]), 3),
+                       max_abs_loglik_error_random=round(max(err[1 + n_near:], default=0.0), 3))
+        out["settings"][label] = row
+    first = next(iter(out["settings"].values()))["evals_per_cpu_s"]
+    for row in out["settings"].values():
+        row["speedup"] = round(row["evals_per_cpu_s"] / first, 2)
+    return out
+
+
+def _ev(dt_fac: float, projection: tuple[int, ...] | None = None) -> Any:
+    """The benchmark's evaluation settings (moments, multinomial) at moments time step ``dt_fac``."""
+    from ..demography.engine import EvalConfig
+
+    return EvalConfig(engine="moments", pts=(), likelihood="multinomial", mu=None, length=None, generation_time=1.0,
+                      max_split_years=None, dt_fac=dt_fac, projection=projection)
 
 
 def _structure(text: str) -> tuple[int, ...]:
@@ -202,10 +293,19 @@ def _structure(text: str) -> tuple[int, ...]:
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="Seed of the search.")
 @click.option("--dt-fac", type=click.FloatRange(min=0, min_open=True), default=None,
               help="moments' largest time step for the search and the true LL (default: the stage schema's).")
+@click.option("--ga-dt-fac", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="moments' time step of the islands' evaluations (the stage's ga_dt_fac).")
+@click.option("--ga-projection", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Sample size per population the islands project the data to (the stage's ga_projection; "
+                   "0 or >= --sample-size: the data's own).")
+@click.option("--evals-only", is_flag=True,
+              help="No search: evaluations per core-second of fixed models (the truth, 6 near it, 6 random) "
+                   "at the reported settings, moments time steps 0.05 and --ga-dt-fac, and --ga-dt-fac with "
+                   "--ga-projection; how each ranks the models and moves their log-likelihoods.")
 @click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the simulated spectrum to this file.")
 def command(minutes: float, cores: int, structures: str, sample_size: int, seed: int, dt_fac: float | None,
-            fs_out: Path | None) -> None:
+            ga_dt_fac: float, ga_projection: int, evals_only: bool, fs_out: Path | None) -> None:
     """GA on a simulated 3-population spectrum: best LL over time vs the true parameters' LL."""
     from ..config import config_with_defaults
     from ..demography.config import SCHEMA
@@ -216,13 +316,24 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
     if fs_out is not None:
         write_fs(data, fs_out)
     space = true_space()
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", plan[0], seed, dt_fac))
+    proj = [ga_projection] * 3 if 0 < ga_projection < sample_size else None
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", plan[0], seed, dt_fac, ga_dt_fac, proj))
+    if evals_only:
+        settings = {"reported": (cfg.dt_fac, None), "dt_fac=0.05": (0.05, None),
+                    f"ga_dt_fac={ga_dt_fac:g}": (ga_dt_fac, None)}
+        if proj:
+            settings[f"ga_dt_fac={ga_dt_fac:g},ga_projection={ga_projection}"] = (ga_dt_fac, ga_projection)
+        res = eval_rates(data, settings, n_near=6, n_random=6, seed=seed)
+        click.echo(json.dumps({"sample_sizes": [int(n) for n in data.sample_sizes], "cpu_count": os.cpu_count(),
+                               "load_average_before": round(os.getloadavg()[0], 2), **res}))
+        return
     ev = EvalConfig.from_config(cfg, data.sample_sizes)  # the search's settings
     truth = evaluate(space, space.vector(true_values()), data, ev)
     out: dict[str, Any] = {"sample_sizes": [int(n) for n in data.sample_sizes], "theta": THETA,
                            "data_seed": SEED, "segregating_sites": round(float(data.S()), 1),
                            "true_loglik": round(truth["loglik"], 3), "n_true_params": len(OOA),
-                           "dt_fac": ev.dt_fac, "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
+                           "dt_fac": ev.dt_fac, "ga_dt_fac": cfg.ga_dt_fac,
+                           "ga_projection": None if proj is None else list(proj), "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
                            "load_average_before": round(os.getloadavg()[0], 2), "structures": {}}
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-ga3-") as tmp:
         afs = Path(tmp) / "ooa3.fs"
@@ -231,7 +342,7 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
             key = "-".join(map(str, structure))
             log.info("bench ga3: structure %s for %g minutes", key, minutes)
             out["structures"][key] = run_structure(structure, afs, data, minutes, cores, seed, Path(tmp),
-                                                       dt_fac)
+                                                   dt_fac, ga_dt_fac, proj)
     bests = [s["best_loglik"] for s in out["structures"].values() if s["best_loglik"] is not None]
     best = max(bests) if bests else None
     out["best_loglik"] = best

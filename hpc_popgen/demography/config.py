@@ -74,6 +74,8 @@ class DemographyConfig:
     fixed: dict[str, float]
     max_split_years: float | None
     dt_fac: float
+    ga_dt_fac: float | None  # the islands' moments time step (None: dt_fac)
+    ga_projection: tuple[int, ...] | None  # the islands' sample sizes (None: the data's)
     initial_guesses: tuple[dict[str, float], ...]
     islands: int
     migrate_every: int
@@ -92,6 +94,10 @@ class DemographyConfig:
         if len(first) != len(final) or any(a > b for a, b in zip(first, final, strict=False)):
             raise ParamError("final_structure", f"{list(final)} must have the length of initial_structure "
                                                 f"{list(first)} and no smaller entry")
+        if self.ga_projection is not None:
+            object.__setattr__(self, "ga_projection", tuple(int(n) for n in self.ga_projection))
+            if len(self.ga_projection) != len(first):
+                raise ParamError("ga_projection", f"one sample size per population ({len(first)} populations)")
         if self.engine == "dadi" and len(first) > 3:
             raise ParamError("engine", f"dadi handles at most 3 populations (structure {list(first)})")
         if (self.likelihood == "poisson" or self.max_split_years) and not (self.mu and self.sequence_length):

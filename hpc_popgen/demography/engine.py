@@ -38,6 +38,7 @@ class EvalConfig:
     generation_time: float
     max_split_years: float | None
     dt_fac: float  # moments' largest time step (moments' own default: 0.02)
+    projection: tuple[int, ...] | None  # the data projected to these sample sizes first (None: as it is)
 
     @classmethod
     def from_config(cls, cfg: DemographyConfig, sample_sizes: Sequence[int]) -> EvalConfig:
@@ -45,13 +46,14 @@ class EvalConfig:
         ns = tuple(int(n) for n in sample_sizes)
         return cls(engine=cfg.engine, pts=tuple(cfg.pts or default_pts(ns)), likelihood=cfg.likelihood, mu=cfg.mu,
                    length=cfg.sequence_length, generation_time=cfg.generation_time,
-                   max_split_years=cfg.max_split_years, dt_fac=cfg.dt_fac)
+                   max_split_years=cfg.max_split_years, dt_fac=cfg.dt_fac, projection=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (results.json's ``engine``)."""
         return {"engine": self.engine, "pts": list(self.pts), "likelihood": self.likelihood, "mu": self.mu,
                 "length": self.length, "generation_time": self.generation_time,
-                "max_split_years": self.max_split_years, "dt_fac": self.dt_fac}
+                "max_split_years": self.max_split_years, "dt_fac": self.dt_fac,
+                "projection": None if self.projection is None else list(self.projection)}
 
 
 def failed(reason: str, theta: float | None = None, job: str | None = None) -> dict[str, Any]:
@@ -163,8 +165,31 @@ def loglik(model: Any, data: Any, cfg: EvalConfig, values: dict[str, float]) -> 
     return float(moments.Inference.ll_multinom(model, data)), theta
 
 
+_PROJECTED: dict[tuple, Any] = {}  # (data's bytes, mask, folded, sizes) -> projected data, per process
+
+
+def projected(data: Any, sizes: tuple[int, ...] | None) -> Any:
+    """``data`` projected to the haploid sample ``sizes`` (moments' hypergeometric projection), kept per process.
+
+    Dask ships the data with every task, so the projection is looked up by content, not by object.
+    """
+    if sizes is None or tuple(int(n) for n in sizes) == tuple(int(n) for n in data.sample_sizes):
+        return data
+    key = (np.ma.getdata(data).tobytes(), np.ma.getmaskarray(data).tobytes(), bool(data.folded),
+           tuple(int(n) for n in sizes))
+    if key not in _PROJECTED:
+        if len(_PROJECTED) >= 4:
+            _PROJECTED.clear()
+        _PROJECTED[key] = data.project([int(n) for n in sizes])
+    return _PROJECTED[key]
+
+
 def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: EvalConfig) -> dict[str, Any]:
-    """Fitness of one individual: ``{loglik, theta, error}``; failures give WORST, never raise."""
+    """Fitness of one individual: ``{loglik, theta, error}``; failures give WORST, never raise.
+
+    With ``cfg.projection`` the log-likelihood is that of the data projected to those sample sizes.
+    """
+    data = projected(data, cfg.projection)
     values = space.full(x)
     why: str | None = None
     bad = [k for k, v in values.items() if not math.isfinite(v) or (v < 0 and not k.startswith("g"))]

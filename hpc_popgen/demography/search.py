@@ -13,6 +13,7 @@ structure in ``state.json``, so a rerun resumes where the last attempt stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import atomic
+from ..errors import ParamError
 from ..seeds import seed_sequence
 from .config import DemographyConfig
 from .engine import WORST, EvalConfig, evaluate
@@ -38,8 +40,8 @@ StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period i
 class Evaluations(Protocol):
     """Where the search sends points: results come back under the token they were submitted with."""
 
-    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
-        """Start evaluating ``x`` of ``space``."""
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig) -> None:
+        """Start evaluating ``x`` of ``space`` with the settings ``ev`` (the islands' may be coarser)."""
 
     def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(token, result)`` as evaluations finish, those submitted meanwhile included, until none is left."""
@@ -106,6 +108,26 @@ def ga_progress(arch: Archipelago, max_evals: int) -> tuple[int, int]:
     return n, total
 
 
+def ga_settings(cfg: DemographyConfig, ev: EvalConfig, sample_sizes: tuple[int, ...]) -> EvalConfig:
+    """The islands' evaluation settings: ``ev`` with moments' time step ``ga_dt_fac`` and the data projected
+    to ``ga_projection`` where given (``ev`` itself when neither changes anything).
+
+    The genetic algorithm ranks models far from the optimum, where a coarse time step or a smaller spectrum
+    changes the ranking much less than it cuts the cost (3-population moments: about 3 times each).
+    """
+    dt_fac = ev.dt_fac if ev.engine != "moments" or cfg.ga_dt_fac is None else float(cfg.ga_dt_fac)
+    proj = cfg.ga_projection
+    ns = tuple(int(n) for n in sample_sizes)
+    if proj is not None:
+        if len(proj) != len(ns) or any(p > n for p, n in zip(proj, ns, strict=False)):
+            raise ParamError("ga_projection", f"{list(proj)}: one size per population, none above the data's "
+                                              f"sample sizes {list(ns)}")
+        proj = None if tuple(proj) == ns else tuple(proj)
+    if dt_fac == ev.dt_fac and proj is None:
+        return ev
+    return dataclasses.replace(ev, dt_fac=dt_fac, projection=proj)
+
+
 def read_json(path: Path) -> Any:
     """A checkpoint file's content, or None when it does not exist yet."""
     try:
@@ -120,6 +142,7 @@ class Search:
     def __init__(self, cfg: DemographyConfig, ev: EvalConfig, data: Any, evals: Evaluations, checkpoint: Path,
                  seed: int, hooks: Hooks, label: str) -> None:
         self.cfg, self.ev, self.data, self.evals = cfg, ev, data, evals
+        self.ev_ga = ga_settings(cfg, ev, tuple(data.sample_sizes))
         self.ck = checkpoint
         self.seed = seed
         self.hooks = hooks
@@ -202,7 +225,9 @@ class Search:
         if resumed:
             log.info("structure %s: resuming %d island(s) from checkpoints (generations %s)", space.structure,
                      resumed, [i.generation for i in islands])
-        return Archipelago(islands, cfg.migrate_every, cfg.deterministic, cfg.target_loglik)
+        # islands at other settings than the reported ones: their log-likelihoods are not the target's
+        target = cfg.target_loglik if self.ev_ga is self.ev else None
+        return Archipelago(islands, cfg.migrate_every, cfg.deterministic, target)
 
     def _run_structure(self, si: int, space: ModelSpace, initial: list[list[float]], start_gen: int) -> dict[str, Any]:
         """Islands, then local searches from their best; the structure's result (LL, AIC, top models)."""
@@ -211,6 +236,9 @@ class Search:
         pool = ranked(arch.islands)
         starts = pool[: self.cfg.local_search.starts]
         top = [{"x": list(x), "loglik": f, "source": "ga"} for x, f in starts]
+        if self.ev_ga is not self.ev:  # islands at a coarser time step: the starts scored at dt_fac
+            scored = self._evaluate_many(si, space, [list(x) for x, _f in starts], f"rescore-s{si}-eval")
+            top = [dict(t, loglik=r["loglik"], theta=r["theta"]) for t, r in zip(top, scored, strict=True)]
         local = self._local(si, space, [list(x) for x, _f in starts])
         top = sorted(top + local, key=lambda r: -r["loglik"])
         best = top[0]
@@ -238,6 +266,7 @@ class Search:
             bar.refresh()
 
         pending: dict[str, tuple[Batch, int]] = {}
+        ev = self.ev_ga
 
         def launch() -> None:
             # islands whose batch is fully cached complete at once, which may free others: loop
@@ -246,13 +275,13 @@ class Search:
                 progressed = False
                 for batch in arch.ready():
                     for i, x in enumerate(batch.xs):
-                        hit = self.cache.get((si, tuple(x)))
+                        hit = self.cache.get((si, tuple(x), ev.dt_fac))
                         if hit is not None:
                             batch.fitness[i] = hit["loglik"]
                             self.n_cached += 1
                             continue
                         token = f"island-{batch.island:02d}-eval-{batch.generation:05d}-{i:03d}"
-                        self.evals.submit(token, space, x)
+                        self.evals.submit(token, space, x, ev)
                         pending[token] = (batch, i)
                     if batch.complete:
                         self._finish(si, arch, batch)
@@ -265,9 +294,10 @@ class Search:
             if arch.open.get(batch.island) is not batch:
                 continue  # island stopped meanwhile (target reached)
             self._count(r)
-            self.cache[(si, tuple(batch.xs[i]))] = r
+            self.cache[(si, tuple(batch.xs[i]), ev.dt_fac)] = r
             batch.fitness[i] = r["loglik"]
-            self._note_target(r["loglik"])
+            if ev is self.ev:
+                self._note_target(r["loglik"])
             if batch.complete:
                 self._finish(si, arch, batch)
                 launch()
@@ -302,12 +332,12 @@ class Search:
         tokens: dict[str, int] = {}
         for i, x in enumerate(xs):
             x = [float(v) for v in x]
-            hit = self.cache.get((si, tuple(x)))
+            hit = self.cache.get((si, tuple(x), self.ev.dt_fac))
             out.append(hit)
             if hit is None:
                 self._seq += 1
                 token = f"{prefix}-{self._seq:06d}"
-                self.evals.submit(token, space, x)
+                self.evals.submit(token, space, x, self.ev)
                 tokens[token] = i
             else:
                 self.n_cached += 1
@@ -320,7 +350,7 @@ class Search:
         for token, i in tokens.items():
             r = results[token]
             self._count(r)
-            self.cache[(si, tuple(float(v) for v in xs[i]))] = r
+            self.cache[(si, tuple(float(v) for v in xs[i]), self.ev.dt_fac)] = r
             out[i] = r
             self._note_target(r["loglik"])
         return out  # type: ignore[return-value]

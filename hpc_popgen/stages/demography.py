@@ -76,15 +76,16 @@ class DaskEvaluations:
         self._last_check = 0.0
         self.n_timed_out = 0
 
-    def submit(self, token: str, space: ModelSpace, x: list[float]) -> None:
-        """Submit ``evaluate(space, x)`` as one task (retried by Dask when its worker is lost)."""
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig | None = None) -> None:
+        """Submit ``evaluate(space, x)`` with settings ``ev`` (None: this stage's) as one task (retried by Dask
+        when its worker is lost)."""
         if self._done is None:
             from distributed import as_completed
 
             if self.on_start is not None:
                 self.on_start()
             self._done = as_completed([])
-        fut = self._client().submit(_timed, self.fn, space, x, self.data, self.ev, pure=False, retries=self.retries,
+        fut = self._client().submit(_timed, self.fn, space, x, self.data, ev or self.ev, pure=False, retries=self.retries,
                                     key=f"{self.name}-{token}")
         self._tokens[fut.key] = token
         self._futures[fut.key] = fut
