@@ -241,6 +241,13 @@ def test_poisson_likelihood_and_split_age_limit():
     years = 0.1 * 2 * free["theta"] / (4 * 1e-8 * 1e6) * 25
     capped = evaluate(sp2, x, two, evc(mu=1e-8, length=1e6, generation_time=25, max_split_years=years / 2))
     assert free["error"] is None and capped["loglik"] == WORST and "max_split_years" in capped["error"]
+    # with the Poisson likelihood Nanc is a parameter: the split age is known, and refused, before integrating
+    sp2p = space_of((1, 1), dynamics=("sudden",), migration=False, poisson=True)
+    xp = list(x) + [free["theta"] / (4 * 1e-8 * 1e6)]
+    pois = dict(mu=1e-8, length=1e6, generation_time=25, likelihood="poisson")
+    assert evaluate(sp2p, xp, two, evc(**pois))["error"] is None
+    early = evaluate(sp2p, xp, two, evc(**pois, max_split_years=years / 2))
+    assert early["loglik"] == WORST and "max_split_years" in early["error"] and early["theta"] is None
 
 
 class InProcess:
@@ -308,11 +315,20 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
     search = _search(tmp_path / "a", [], ga_dt_fac=0.1, ga_projection=[6])
     state = search.run()
     by_token = search.evals.settings
-    islands = {ev for t, ev in by_token.items() if t.startswith("island-")}
-    others = {ev for t, ev in by_token.items() if not t.startswith("island-")}
-    assert islands == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
+    cheap = {ev for t, ev in by_token.items() if t.startswith("island-") or "-eval-ga-" in t}
+    others = {ev for t, ev in by_token.items() if not (t.startswith("island-") or "-eval-ga-" in t)}
+    assert cheap == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
     assert others == {search.ev} and search.ev.projection is None
-    assert any(t.startswith("rescore-s0-") for t in by_token) and any(t.startswith("local-s1-") for t in by_token)
+    for si in ("0", "1"):  # rescored starts; each local search at the islands' settings, then at the stage's
+        assert any(t.startswith(f"rescore-s{si}-") for t in by_token)
+        assert any(t.startswith(f"local-s{si}-00-eval-ga-") for t in by_token)
+        assert any(t.startswith(f"local-s{si}-00-eval-0") for t in by_token)
+        assert state["results"][si]["local_search"][0]["evals_ga_settings"] > 0
+    off = _search(tmp_path / "d", [], ga_projection=[6], local_search={"method": "BFGS", "starts": 1, "maxiter": 3,
+                                                                        "max_evals": 20, "ga_settings_first": False})
+    off.run()
+    assert any(t.startswith("local-s0-") for t in off.evals.tokens)
+    assert not any("-eval-ga-" in t for t in off.evals.tokens)
     data = load_fs(DATA / "two_epoch_1pop.fs")
     for r in state["results"].values():
         space = ModelSpace.from_dict(r["space"])

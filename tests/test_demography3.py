@@ -24,6 +24,7 @@ from hpc_popgen.demography import outputs
 from hpc_popgen.demography.afs import load_fs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import EvalConfig, evaluate
+from hpc_popgen.demography.ga import local_search
 from hpc_popgen.errors import ManifestError
 from hpc_popgen.manifest import load_manifest
 from hpc_popgen.paths import DATA_DIR
@@ -263,3 +264,24 @@ def test_bench_ga3_evals_only_reports_rates_and_rankings_per_setting():
     assert s[proj]["sample_size"] == 4 and "max_abs_loglik_error_random" not in s[proj]
     assert s[proj]["true_loglik"] > s["reported"]["true_loglik"]
     assert 0.5 < s[proj]["rank_correlation"] <= 1.0
+
+
+def test_bfgs_first_step_stays_near_the_start_instead_of_a_corner_of_the_bounds(data3):
+    # unscaled, L-BFGS-B's first step follows log-likelihood gradients of hundreds into a corner of the
+    # bounds (times 5, sizes 0.01 or 100), where one moments evaluation costs 10 to 20 times more
+    _path, data = data3
+    space = space3("free", fixed={"ns1_1": 1.0, "ns1_2": 1.0, "g1_1": 0, "g2_1": 0, "g2_2": 0})
+    rng = np.random.default_rng(3)
+    x0 = space.from_unit(space.to_unit(space.vector(true_values())) + rng.normal(0, 0.3, len(space.names)))
+    seen: list[list[float]] = []
+
+    def many(xs):
+        seen.extend(xs)
+        return [evaluate(space, x, data, evc(dt_fac=0.1)) for x in xs]
+
+    r = local_search(space, list(x0), many, method="BFGS", maxiter=3, max_evals=80)
+    cont = [i for i, p in enumerate(space.free) if not p.discrete]
+    z0 = space.to_unit(x0)[cont]
+    worst = max(float(np.max(np.abs(space.to_unit(np.asarray(x))[cont] - z0))) for x in seen)
+    assert worst < 3.0, worst  # at most a factor e**3 from the start, never a jump across the bounds
+    assert r["loglik"] > evaluate(space, list(x0), data, evc(dt_fac=0.1))["loglik"]

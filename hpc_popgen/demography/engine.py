@@ -6,6 +6,7 @@ exception inside the engine) give ``WORST`` and a reason, so a bad individual ca
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -72,7 +73,7 @@ def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...],
     import moments
 
     ns = tuple(int(n) for n in ns)
-    fs = moments.Spectrum(moments.LinearSystem_1D.steady_state_1D(sum(ns)))
+    fs = moments.Spectrum(_steady_state(sum(ns)))
     k = 1
     for iv, n0, n1, dyn in size_functions(space, values):
         if iv.split_before:
@@ -89,6 +90,17 @@ def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...],
                 m[a, b] = values[name]
         fs.integrate(nu_func(n0, n1, dyn, t), t, m=m, dt_fac=dt_fac)
     return fs
+
+
+@functools.lru_cache(maxsize=8)
+def _steady_state(n: int) -> np.ndarray:
+    """moments' equilibrium spectrum of ``n`` samples (theta = 1), the start of every model: computed once per
+    process (read-only; moments.Spectrum copies it)."""
+    import moments
+
+    out = np.asarray(moments.LinearSystem_1D.steady_state_1D(n), dtype=float)
+    out.setflags(write=False)
+    return out
 
 
 def dadi_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], pts: tuple[int, ...]) -> Any:
@@ -202,6 +214,8 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
         # e.g. a split leaving a founder far below the size bound: not in the model space, and
         # moments' time steps shrink with the size, so such a model could take minutes
         return failed(f"population size {small:.3g} below the bound {nu_min:g}", job=_job())
+    if "Nanc" in values and _too_old(space, values, values["Nanc"], cfg):  # known before integrating
+        return failed("split older than max_split_years", job=_job())
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -216,12 +230,16 @@ def evaluate(space: ModelSpace, x: np.ndarray | list[float], data: Any, cfg: Eva
     if why is not None:
         log.info("model failed (%s) at %s", why, {k: round(v, 5) for k, v in values.items()})
         return failed(why, job=_job())
-    if cfg.max_split_years and cfg.mu and cfg.length:
-        nanc = values.get("Nanc") or theta / (4 * cfg.mu * cfg.length)
-        splits = space.split_times(values)
-        if splits and max(splits) * 2 * nanc * cfg.generation_time > cfg.max_split_years:
-            return failed("split older than max_split_years", theta, _job())
+    if cfg.mu and cfg.length and _too_old(space, values, values.get("Nanc") or theta / (4 * cfg.mu * cfg.length), cfg):
+        return failed("split older than max_split_years", theta, _job())
     return {"loglik": ll, "theta": theta, "error": None, "job": _job()}
+
+
+def _too_old(space: ModelSpace, values: dict[str, float], nanc: float, cfg: EvalConfig) -> bool:
+    """The oldest split is older than ``max_split_years`` (with Nanc in individuals)."""
+    splits = space.split_times(values)
+    return bool(cfg.max_split_years and splits
+                and max(splits) * 2 * nanc * cfg.generation_time > cfg.max_split_years)
 
 
 def _smallest_size(space: ModelSpace, values: dict[str, float]) -> float:

@@ -254,7 +254,8 @@ class Search:
                 "stop_reasons": [i.stop_reason for i in arch.islands],
                 "top": [{"x": t["x"], "loglik": t["loglik"]} for t in top[:3]],
                 "ga_best_loglik": max((f for _x, f in pool), default=None),
-                "local_search": [{"loglik": r["loglik"], "evals": r.get("evals")} for r in local]}
+                "local_search": [{"loglik": r["loglik"], "evals": r.get("evals"),
+                                  "evals_ga_settings": r.get("evals_ga_settings", 0)} for r in local]}
 
     def _islands(self, si: int, space: ModelSpace, arch: Archipelago) -> None:
         """Run the islands' generations until all are done, each island as soon as its own batch is."""
@@ -275,7 +276,7 @@ class Search:
                 progressed = False
                 for batch in arch.ready():
                     for i, x in enumerate(batch.xs):
-                        hit = self.cache.get((si, tuple(x), ev.dt_fac))
+                        hit = self.cache.get((si, tuple(x), ev))
                         if hit is not None:
                             batch.fitness[i] = hit["loglik"]
                             self.n_cached += 1
@@ -294,7 +295,7 @@ class Search:
             if arch.open.get(batch.island) is not batch:
                 continue  # island stopped meanwhile (target reached)
             self._count(r)
-            self.cache[(si, tuple(batch.xs[i]), ev.dt_fac)] = r
+            self.cache[(si, tuple(batch.xs[i]), ev)] = r
             batch.fitness[i] = r["loglik"]
             if ev is self.ev:
                 self._note_target(r["loglik"])
@@ -326,18 +327,21 @@ class Search:
                  isl.generation, isl.best_loglik, isl.strength, isl.rate)
 
     # -- local search -----------------------------------------------------------------------------
-    def _evaluate_many(self, si: int, space: ModelSpace, xs: list[list[float]], prefix: str) -> list[dict]:
-        """Evaluate points all at once (cached ones are not resubmitted); results in order."""
+    def _evaluate_many(self, si: int, space: ModelSpace, xs: list[list[float]], prefix: str,
+                       ev: EvalConfig | None = None) -> list[dict]:
+        """Evaluate points all at once with ``ev`` (None: the stage's settings; cached ones are not
+        resubmitted); results in order."""
+        ev = ev or self.ev
         out: list[dict | None] = []
         tokens: dict[str, int] = {}
         for i, x in enumerate(xs):
             x = [float(v) for v in x]
-            hit = self.cache.get((si, tuple(x), self.ev.dt_fac))
+            hit = self.cache.get((si, tuple(x), ev))
             out.append(hit)
             if hit is None:
                 self._seq += 1
                 token = f"{prefix}-{self._seq:06d}"
-                self.evals.submit(token, space, x, self.ev)
+                self.evals.submit(token, space, x, ev)
                 tokens[token] = i
             else:
                 self.n_cached += 1
@@ -350,9 +354,10 @@ class Search:
         for token, i in tokens.items():
             r = results[token]
             self._count(r)
-            self.cache[(si, tuple(float(v) for v in xs[i]), self.ev.dt_fac)] = r
+            self.cache[(si, tuple(float(v) for v in xs[i]), ev)] = r
             out[i] = r
-            self._note_target(r["loglik"])
+            if ev is self.ev:
+                self._note_target(r["loglik"])
         return out  # type: ignore[return-value]
 
     def _local(self, si: int, space: ModelSpace, starts: list[list[float]]) -> list[dict]:
@@ -370,9 +375,17 @@ class Search:
             if stop is not None and stop():
                 break
             prefix = f"local-s{si}-{j:02d}-eval"
-            r = local_search(space, starts[j], lambda xs, p=prefix: self._evaluate_many(si, space, xs, p),
+            x0, first = starts[j], None
+            if ls.ga_settings_first and self.ev_ga is not self.ev:
+                # the cheap settings' optimum first: the stage's settings then only finish nearby
+                first = local_search(space, x0, lambda xs, p=f"{prefix}-ga": self._evaluate_many(si, space, xs, p,
+                                                                                                 self.ev_ga),
+                                     method=ls.method, maxiter=ls.maxiter, max_evals=ls.max_evals, should_stop=stop)
+                x0 = first["x"]
+            r = local_search(space, x0, lambda xs, p=prefix: self._evaluate_many(si, space, xs, p),
                              method=ls.method, maxiter=ls.maxiter, max_evals=ls.max_evals, should_stop=stop)
             r["source"] = "local"
+            r["evals_ga_settings"] = first["evals"] if first else 0
             done.append(r)
             atomic.write_json(path, done)
             self.hooks.record(f"local-s{si}-{j:02d}", best_loglik=r["loglik"], evals=r["evals"])
