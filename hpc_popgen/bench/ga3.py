@@ -11,6 +11,11 @@ evaluations on a LocalCluster of ``--cores`` single-threaded workers. Prints one
 log-likelihood at the true parameters, the best log-likelihood after 10%, 25%, 50% and 100% of the
 time (2, 5, 10 and 20 minutes by default), evaluations per second, and ``loglik_gap_<minutes>min``
 (true LL minus the best over all structures).
+
+The islands evaluate at cheaper settings than the reported ones (``--ga-dt-fac`` 0.1, the data projected
+to ``--ga-projection`` 10 per population); every log-likelihood printed is at the reported settings
+(the best individual of the moment scored again after the clock stops). ``--evals-only`` runs no search:
+it times fixed models (the truth, 6 near it, 6 random) under each setting, one core, in this process.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ POPULATIONS = ["YRI", "CEU", "CHB"]  # split order: CEU splits off YRI, then CHB
 THETA = 5000.0  # scaled mutation rate of the simulated data (about 33,000 SNPs at 20x20x20)
 SEED = 20090101
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # checkpoints: 2, 5, 10 and 20 of 20 minutes
+# islands' evaluations per island and minute of --minutes: 2-minute runs on 2 cores reached gaps of 454
+# (islands only), 179 (250 per island) and 164 (100 per island): local searches gain faster than islands
+GA_EVALS_PER_MINUTE = 50
 
 # Gutenkunst et al. 2009, Table 1 (nuAf, nuB, nuEu0, nuEu, nuAs0, nuAs, mAfB, mAfEu, mAfAs, mEuAs, TAf, TB, TEuAs)
 OOA = {"nuAf": 1.68, "nuB": 0.287, "nuEu0": 0.129, "nuEu": 3.74, "nuAs0": 0.070, "nuAs": 7.29, "mAfB": 3.65,
@@ -54,7 +62,8 @@ def true_values(p: dict[str, float] = OOA) -> dict[str, float]:
 
 
 def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float | None = None,
-                 ga_dt_fac: float | None = None, ga_projection: list[int] | None = None) -> dict[str, Any]:
+                 ga_dt_fac: float | None = None, ga_projection: list[int] | None = None,
+                 ga_max_evals: int = 100000) -> dict[str, Any]:
     """Demography stage parameters of one benchmark run (``structure`` only, no increase; ``dt_fac``,
     ``ga_dt_fac`` and ``ga_projection`` None: the schema's).
 
@@ -70,7 +79,7 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
             "initial_structure": list(structure), "final_structure": list(structure), "split_sizes": "free",
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
-            "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": 100000},
+            "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": ga_max_evals},
             "local_search": {"method": "BFGS", "starts": 2, "maxiter": 100, "max_evals": 600}}
 
 
@@ -169,7 +178,7 @@ class ClockedEvaluations:
 
 def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: float, cores: int, seed: int,
                   work: Path, dt_fac: float | None, ga_dt_fac: float | None,
-                  ga_projection: list[int] | None) -> dict[str, Any]:
+                  ga_projection: list[int] | None, ga_max_evals: int) -> dict[str, Any]:
     """One search of ``structure`` for ``minutes`` on ``cores`` workers: best LL at the checkpoints, rates."""
     from distributed import Client, LocalCluster
     from tqdm import tqdm
@@ -181,7 +190,7 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     from ..stages.demography import DaskEvaluations
 
     cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed, dt_fac, ga_dt_fac,
-                                                                      ga_projection))
+                                                                      ga_projection, ga_max_evals))
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     seconds = minutes * 60.0
     hooks = Hooks(record=lambda *a, **k: None, report=lambda **k: None,
@@ -298,6 +307,10 @@ def _structure(text: str) -> tuple[int, ...]:
 @click.option("--ga-projection", type=click.IntRange(min=0), default=10, show_default=True,
               help="Sample size per population the islands project the data to (the stage's ga_projection; "
                    "0 or >= --sample-size: the data's own).")
+@click.option("--ga-max-evals", type=click.IntRange(min=1), default=None,
+              help="Evaluations per island before the local searches start (or 20 generations without gain); "
+                   "default 50 per minute (at about 6 evaluations per second on 2 cores the islands get "
+                   "about a quarter of the time, the local searches the rest).")
 @click.option("--evals-only", is_flag=True,
               help="No search: evaluations per core-second of fixed models (the truth, 6 near it, 6 random) "
                    "at the reported settings, moments time steps 0.05 and --ga-dt-fac, and --ga-dt-fac with "
@@ -305,7 +318,8 @@ def _structure(text: str) -> tuple[int, ...]:
 @click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the simulated spectrum to this file.")
 def command(minutes: float, cores: int, structures: str, sample_size: int, seed: int, dt_fac: float | None,
-            ga_dt_fac: float, ga_projection: int, evals_only: bool, fs_out: Path | None) -> None:
+            ga_dt_fac: float, ga_projection: int, ga_max_evals: int | None, evals_only: bool,
+            fs_out: Path | None) -> None:
     """GA on a simulated 3-population spectrum: best LL over time vs the true parameters' LL."""
     from ..config import config_with_defaults
     from ..demography.config import SCHEMA
@@ -317,6 +331,7 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
         write_fs(data, fs_out)
     space = true_space()
     proj = [ga_projection] * 3 if 0 < ga_projection < sample_size else None
+    ga_max_evals = ga_max_evals or max(10, int(round(GA_EVALS_PER_MINUTE * minutes)))
     cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", plan[0], seed, dt_fac, ga_dt_fac, proj))
     if evals_only:
         settings = {"reported": (cfg.dt_fac, None), "dt_fac=0.05": (0.05, None),
@@ -333,7 +348,8 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
                            "data_seed": SEED, "segregating_sites": round(float(data.S()), 1),
                            "true_loglik": round(truth["loglik"], 3), "n_true_params": len(OOA),
                            "dt_fac": ev.dt_fac, "ga_dt_fac": cfg.ga_dt_fac,
-                           "ga_projection": None if proj is None else list(proj), "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
+                           "ga_projection": None if proj is None else list(proj), "ga_max_evals": ga_max_evals,
+                           "minutes_per_structure": minutes, "cores": cores, "cpu_count": os.cpu_count(),
                            "load_average_before": round(os.getloadavg()[0], 2), "structures": {}}
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-ga3-") as tmp:
         afs = Path(tmp) / "ooa3.fs"
@@ -342,7 +358,7 @@ def command(minutes: float, cores: int, structures: str, sample_size: int, seed:
             key = "-".join(map(str, structure))
             log.info("bench ga3: structure %s for %g minutes", key, minutes)
             out["structures"][key] = run_structure(structure, afs, data, minutes, cores, seed, Path(tmp),
-                                                   dt_fac, ga_dt_fac, proj)
+                                                   dt_fac, ga_dt_fac, proj, ga_max_evals)
     bests = [s["best_loglik"] for s in out["structures"].values() if s["best_loglik"] is not None]
     best = max(bests) if bests else None
     out["best_loglik"] = best

@@ -5,6 +5,11 @@ under a token (``island-KK-eval-GGGGG-III``, ``local-sSI-JJ-eval-NNNNNN``) and t
 ``completed()`` in whatever order they finish, so a slow evaluation only holds back its own island.
 The stage maps tokens onto Dask tasks; nothing here imports Dask.
 
+The islands may evaluate at cheaper settings (``ga_dt_fac``, ``ga_projection``: :func:`ga_settings`);
+their best individuals are then scored again at the stage's settings, each local search runs at the
+islands' settings first (``local_search.ga_settings_first``) and then at the stage's, and only
+log-likelihoods at the stage's settings are reported or compared with ``target_loglik``.
+
 After each generation an island (population, adaptive rates, RNG state) is written atomically to
 ``<checkpoint>/s<structure>/island-KK.json``, then ``island-KK-gen-GGGGG`` is recorded as done; each
 finished local search is kept in ``s<structure>/local.json`` (unit ``local-sSI-JJ``) and each finished
