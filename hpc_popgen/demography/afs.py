@@ -112,15 +112,18 @@ def read_popmap(path: str | Path) -> dict[str, str]:
 
 
 def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projections: list[int],
-                polarized: bool = False) -> Any:
+                polarized: bool = False, cache_dir: str | Path | None = None) -> Any:
     """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population.
 
-    Unpolarized (no AA INFO field) data give a folded spectrum.
+    The genotypes are read through the VCF's VCF Zarr (bio2zarr; converted once into ``cache_dir``, see
+    :mod:`hpc_popgen.images.vcz`), chunk by chunk, with the site rules of moments' own VCF reader (which
+    gives the same spectrum): FILTER PASS or ``.``, biallelic SNPs (multi-allelic records are dropped
+    and counted), and for ``polarized`` an INFO/AA that is REF or ALT; otherwise the spectrum is folded.
     """
-    import moments
+    from ..images.vcz import spectrum
 
     vcf, popmap = Path(vcf), Path(popmap)
-    if not vcf.is_file():
+    if not vcf.exists():
         raise InputDataError(f"{vcf}: VCF file not found")
     pm = read_popmap(popmap)
     missing = [p for p in pops if p not in set(pm.values())]
@@ -132,27 +135,23 @@ def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projection
     for p, n in zip(pops, projections, strict=True):
         if n < 2 or n > counts[p]:
             raise InputDataError(f"projections: {p} has {counts[p]} haplotypes in {popmap}; cannot project to {n}")
-    try:
-        dd = moments.Misc.make_data_dict_vcf(str(vcf), str(popmap))
-    except Exception as exc:  # noqa: BLE001
-        raise InputDataError(f"{vcf}: cannot read VCF with popmap {popmap}: {exc}") from None
-    if not dd:
-        raise InputDataError(f"{vcf}: no usable biallelic SNPs")
-    fs = moments.Spectrum.from_data_dict(dd, pop_ids=list(pops), projections=list(projections),
-                                         polarized=polarized)
+    fs, sites = spectrum(vcf, pm, list(pops), list(projections), polarized=polarized, cache_dir=cache_dir,
+                         popmap_path=popmap)
     _check(fs, str(vcf))
-    log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f", vcf, fs.ndim, fs.sample_sizes, fs.S())
+    log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f; records %s", vcf, fs.ndim, fs.sample_sizes,
+             fs.S(), sites)
     return fs
 
 
-def load_input(cfg: DemographyConfig, resolve: Callable[[str], str]) -> Any:
-    """The AFS of ``cfg.input`` (an .fs file, or a VCF + popmap projected); ``resolve`` turns its paths into files."""
+def load_input(cfg: DemographyConfig, resolve: Callable[[str], str], cache_dir: str | Path | None = None) -> Any:
+    """The AFS of ``cfg.input`` (an .fs file, or a VCF + popmap projected); ``resolve`` turns its paths into
+    files; ``cache_dir``: where a VCF's VCF Zarr is cached (None: the default cache)."""
     inp = cfg.input
     if inp.afs:
         fs = load_fs(resolve(inp.afs), list(inp.populations) if inp.populations else None)
     else:
         fs = fs_from_vcf(resolve(inp.vcf), resolve(inp.popmap), list(inp.populations),  # type: ignore[arg-type]
-                         list(inp.projections), polarized=inp.polarized)  # type: ignore[arg-type]
+                         list(inp.projections), polarized=inp.polarized, cache_dir=cache_dir)  # type: ignore[arg-type]
     structure = list(cfg.initial_structure)
     if fs.ndim != len(structure):
         raise InputDataError(f"{inp.afs or inp.vcf}: {fs.ndim}-population spectrum but "

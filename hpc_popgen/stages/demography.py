@@ -23,6 +23,7 @@ from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
 from ..demography.search import Hooks, Search
 from ..errors import InputDataError, ManifestError
+from ..images.vcz import storage_cache
 from ..manifest import Manifest, StageSpec
 from .base import StageContext, StageResult, input_path, key_path, stage_config
 
@@ -156,7 +157,7 @@ class DaskEvaluations:
 def run(ctx: StageContext) -> StageResult:
     """Load the AFS, search every structure (islands, local search), write results and outputs."""
     cfg: DemographyConfig = ctx.config
-    data = load_input(cfg, ctx.input_path)
+    data = load_input(cfg, ctx.input_path, cache_dir=storage_cache(ctx.path("vcz")))
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     hooks = Hooks(record=ctx.ledger.record, report=ctx.report, progress=ctx.progress)
     evals = DaskEvaluations(lambda: ctx.client, ctx.name, data, ev, cfg.retries, cfg.eval_timeout,

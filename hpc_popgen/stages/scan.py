@@ -1,8 +1,11 @@
 """The ``scan`` stage: windows over a VCF chromosome -> posterior per window, as Dask tasks.
 
-The driver reads the chromosome once (positions and haplotypes), plans windows, and submits chunks
-of windows (units ``chunk-00003``) with their slice of the haplotype matrix; each task writes its TSV
-part atomically, then the driver joins the parts into scan.tsv and plots scan.png.
+The VCF is converted once to VCF Zarr (bio2zarr), cached in the run's storage under ``vcz/`` and
+reused by reruns and later stages (see :mod:`hpc_popgen.images.vcz`). The driver reads only
+per-variant arrays (positions, alleles, INFO/AA) to choose sites and plan windows, and submits chunks
+of windows (units ``chunk-00003``) with their variant indices; each task reads the genotypes of its
+own windows from the Zarr chunks, writes its TSV part atomically, then the driver joins the parts
+into scan.tsv and plots scan.png.
 """
 
 from __future__ import annotations
@@ -28,16 +31,6 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
     check_model(spec, manifest)
 
 
-def _first_chrom(path: str) -> str:
-    """The first chromosome with records (VCF or BCF, through htslib)."""
-    from ..images.vcf import vcf_chromosomes
-
-    chroms = vcf_chromosomes(path)
-    if not chroms:
-        raise InputDataError(f"{path}: no records")
-    return chroms[0]
-
-
 def _model_meta(mdir: str) -> dict:
     """The saved model's metadata (labels, image settings)."""
     import json
@@ -59,27 +52,36 @@ def _check_model(mdir: str) -> None:
                              "train with labels.mode binary or classes")
 
 
+def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndarray, flip: np.ndarray,
+                   positions: np.ndarray, windows: list[tuple[int, int, int, int]], chrom: str, samples: list[str],
+                   source: str, out_path: str, **kwargs) -> int:
+    """One task: read the genotypes of its sites (``index`` into the VCF Zarr) and scan its windows."""
+    from ..images.vcz import read_sites
+    from ..infer.scan import scan_chunk
+
+    matrix = read_sites(vcz, index, columns, flip, chrom=chrom, positions=positions, samples=samples, source=source)
+    return scan_chunk(model_dir, matrix, positions, windows, chrom, out_path, **kwargs)
+
+
 def run(ctx: StageContext) -> StageResult:
-    """Plan windows, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
-    from ..images import read_vcf
-    from ..infer.scan import COLUMNS, plan_windows, plot_scan, read_scan, scan_chunk
+    """Plan windows from the VCF Zarr's positions, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
+    from ..images.vcf import parse_region, read_sample_list
+    from ..images.vcz import ensure_vcz, plan_sites, storage_cache
+    from ..infer.scan import COLUMNS, plan_windows, plot_scan, read_scan
 
     cfg: ScanConfig = ctx.config
     out = ctx.stage_dir()
     parts = out / "parts"
     parts.mkdir(exist_ok=True)
     vcf = ctx.input_path(cfg.vcf)
-    region = cfg.chrom or _first_chrom(vcf)
-    samples = ctx.input_path(cfg.samples) if isinstance(cfg.samples, str) else cfg.samples
+    samples = read_sample_list(ctx.input_path(cfg.samples) if isinstance(cfg.samples, str) else cfg.samples)
     mdir = str(model_dir(ctx))
     _check_model(mdir)
     derived = _model_meta(mdir)["image"]["polarisation"] == "derived"  # polarise as the training images were
-    haps = read_vcf(vcf, region=region, samples=samples, derived=derived)
-    chrom = region.split(":")[0]
-    positions = haps.positions.astype(np.int64)
-    if haps.length is not None and ":" in region:  # region-relative positions -> absolute bp
-        start_bp = int(region.split(":")[1].split("-")[0].replace(",", ""))
-        positions = positions + start_bp
+    vcz = ensure_vcz(vcf, storage_cache(ctx.path("vcz")))
+    sites = plan_sites(vcz, parse_region(cfg.chrom), samples, derived=derived, source=vcf)
+    chrom, positions = sites.chrom, sites.positions
+    region = cfg.chrom or chrom
     w = cfg.window
     windows = plan_windows(positions, size=w.size, step=w.step, unit=w.unit, min_sites=w.min_sites)
     if not windows:
@@ -91,12 +93,12 @@ def run(ctx: StageContext) -> StageResult:
         lo, hi = chunk[0].lo, max(x.hi for x in chunk)
         rel = [(x.lo - lo, x.hi - lo, x.start, x.end) for x in chunk]
         uid = f"chunk-{c:05d}"
-        units.append(Unit(uid, args=(mdir, haps.matrix[:, lo:hi].copy(), positions[lo:hi].copy(), rel, chrom,
-                                     str(parts / f"{uid}.tsv")),
+        units.append(Unit(uid, args=(mdir, str(vcz), sites.index[lo:hi].copy(), sites.columns, sites.flip[lo:hi].copy(),
+                                     positions[lo:hi].copy(), rel, chrom, sites.samples, vcf, str(parts / f"{uid}.tsv")),
                           kwargs={"level": cfg.hpdi_level, "mc_samples": cfg.mc_samples,
                                   "seed": ctx.unit_seed(c)},
                           weight=len(chunk)))
-    result = ctx.run_units(units, scan_chunk, item_name="windows")
+    result = ctx.run_units(units, scan_vcz_chunk, item_name="windows")
     if result.failures or result.units_done < result.units_total:
         return result
     text = "\t".join(COLUMNS) + "\n" + "".join((parts / f"{u.id}.tsv").read_text() for u in units)
@@ -107,5 +109,6 @@ def run(ctx: StageContext) -> StageResult:
     result.metrics.update(n_windows=len(windows), n_sites=int(len(positions)), chrom=chrom,
                           max_log10_bayes_factor=float(table["log10_bayes_factor"][best]),
                           max_bf_window=f"{chrom}:{int(table['start'][best])}-{int(table['end'][best])}",
-                          tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"))
+                          tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"), vcz=str(vcz),
+                          sites=sites.counts)
     return result
