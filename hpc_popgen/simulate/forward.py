@@ -52,7 +52,9 @@ count and all carriers in one deme.)
 **Conditioning.** As :mod:`fwdpy11.conditional_models` does, by rejection: an attempt restarts when
 the allele is lost, or ends with the present-day frequency in ``population`` outside
 ``end_frequency +- end_frequency_atol`` (``end_frequency`` from the caller, e.g. the deterministic
-trajectory, or 1 for fixation; ``None`` conditions on not being lost). The neutral past is simulated
+trajectory, or 1 for fixation; ``None`` conditions on not being lost). An attempt stops as soon as the
+allele is lost, or has fixed where the target is below 1 - atol (both states are absorbing, so a
+rejected attempt costs only its generations up to then). The neutral past is simulated
 once per replicate: given the allele's copies at the onset, its future does not depend on the neutral
 genealogy, so rejecting on the forward phase alone samples the right conditional distribution. The
 standing-variation branch and the de novo carrier are drawn anew in every attempt. Attempt ``a`` uses
@@ -379,11 +381,12 @@ def _deme_frequency(pop: fwdpy11.DiploidPopulation, index: int, key: tuple, deme
 
 
 class _Lost:
-    """fwdpy11 stopping criterion: stop an attempt as soon as the tracked mutation is lost everywhere;
-    also notes the generation it first fixed in the whole population (``fixed_at``)."""
+    """fwdpy11 stopping criterion: stop an attempt as soon as the tracked mutation is lost everywhere, or
+    has fixed everywhere when ``stop_if_fixed`` (a present-day target below fixation cannot be met then:
+    both states are absorbing). Notes the generation it first fixed in the whole population."""
 
-    def __init__(self, index: int, key: tuple):
-        self.index, self.key, self.lost = index, key, False
+    def __init__(self, index: int, key: tuple, stop_if_fixed: bool = False):
+        self.index, self.key, self.lost, self.stop_if_fixed = index, key, False, stop_if_fixed
         self.fixed_at: int | None = None
 
     def __call__(self, pop: fwdpy11.DiploidPopulation, _simplified: bool) -> bool:
@@ -391,12 +394,12 @@ class _Lost:
         if m.key == self.key and pop.mcounts[self.index] > 0:
             if self.fixed_at is None and pop.mcounts[self.index] == 2 * pop.N:
                 self.fixed_at = pop.generation
-            return False
+            return self.fixed_at is not None and self.stop_if_fixed
         fixed = any(f.key == self.key for f in pop.fixations)
         if fixed and self.fixed_at is None:
             self.fixed_at = pop.generation
         self.lost = not fixed
-        return self.lost
+        return self.lost or self.stop_if_fixed
 
 
 def _params(cfg: ForwardConfig, fdg: fwdpy11.ForwardDemesGraph) -> fwdpy11.ModelParams:
@@ -520,11 +523,16 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
             index = 0
         key = pop.mutations[index].key
         f0 = _deme_frequency(pop, index, key, deme)
-        lost = _Lost(index, key)
+        lost = _Lost(index, key, stop_if_fixed=end_frequency is not None
+                     and end_frequency + cfg.end_frequency_atol < 1)
         fwdpy11.evolvets(gsl, pop, copy.deepcopy(params), SIMPLIFICATION_INTERVAL, stopping_criterion=lost,
                          track_mutation_counts=True)
         if lost.lost:
             log.debug("seed %d S=%g attempt %d: allele lost at generation %d", seed, S, attempt, pop.generation)
+            continue
+        if lost.stop_if_fixed and lost.fixed_at is not None:
+            log.debug("seed %d S=%g attempt %d: allele fixed at generation %d, wanted %.3f today", seed, S,
+                      attempt, lost.fixed_at, end_frequency)
             continue
         if pop.generation != model.T:
             raise RuntimeError(f"forward phase ran {pop.generation} generations, expected {model.T}")
