@@ -212,11 +212,12 @@ def _accessible_bp(ivs: tuple[np.ndarray, np.ndarray], start0: int, end0: int) -
     return int(np.sum(hi - lo))
 
 
-def _genotype_error(path: Path, where: tuple[str, int], sample: str, g: np.ndarray) -> InputDataError:
-    """One line naming file, record and sample for a genotype that is not a phased diploid 0/1 call."""
-    a, b, phased = (int(x) for x in g)
+def genotype_error(source: str | Path, chrom: str, pos: int, sample: str, a: int, b: int,
+                   phased: bool) -> InputDataError:
+    """One line naming file, record and sample for a genotype that is not a phased diploid 0/1 call
+    (alleles a, b: -1 missing, -2 not diploid); both readers (cyvcf2, VCF Zarr) word it so."""
     gt = f"{'.' if a < 0 else a}{'|' if phased else '/'}{'.' if b < 0 else b}"
-    head = f"{path}: record {where[0]}:{where[1]}:"
+    head = f"{source}: record {chrom}:{pos}:"
     if -2 in (a, b):
         return InputDataError(f"{head} genotype of sample {sample} is not diploid")
     if -1 in (a, b):
@@ -233,7 +234,8 @@ def _pack(block: list[np.ndarray], where: list[tuple[str, int]], names: list[str
     if (g.view(np.uint16) > 1).any() or not g[:, :, 2].all():  # missing (-1, -2), allele > 1, unphased (0)
         bad = (g.view(np.uint16) > 1).any(axis=2) | (g[:, :, 2] == 0)
         r, s = np.argwhere(bad)[0]
-        raise _genotype_error(path, where[r], names[s], g[r, s])
+        a, b, phased = (int(x) for x in g[r, s])
+        raise genotype_error(path, where[r][0], where[r][1], names[s], a, b, bool(phased))
     return g[:, :, :2].astype(np.uint8).reshape(len(block), -1)
 
 

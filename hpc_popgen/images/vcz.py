@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .haplotypes import Haplotypes
+from .vcf import genotype_error
 
 log = logging.getLogger(__name__)
 
@@ -307,20 +308,6 @@ def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: li
                  counts={k: int(v) for k, v in counts.items()})
 
 
-def _genotype_error(source: str, chrom: str, pos: int, sample: str, a: int, b: int, phased: bool) -> InputDataError:
-    """One line naming file, record and sample (the wording of the cyvcf2 reader)."""
-    gt = f"{'.' if a < 0 else a}{'|' if phased else '/'}{'.' if b < 0 else b}"
-    head = f"{source}: record {chrom}:{pos}:"
-    if -2 in (a, b):
-        return InputDataError(f"{head} genotype of sample {sample} is not diploid")
-    if -1 in (a, b):
-        return InputDataError(f"{head} missing genotype {gt!r} for sample {sample}")
-    if max(a, b) > 1:
-        return InputDataError(f"{head} allele {max(a, b)} in genotype {gt!r} of sample {sample}, but one ALT")
-    return InputDataError(f"{head} unphased genotype {gt!r} for sample {sample}; "
-                          "phase the VCF first (e.g. with SHAPEIT or Beagle)")
-
-
 def read_sites(vcz: str | Path, index: np.ndarray, columns: np.ndarray, flip: np.ndarray, *, chrom: str,
                positions: np.ndarray, samples: list[str], source: str) -> np.ndarray:
     """The (2 x samples, sites) uint8 haplotype matrix of the variants ``index`` (sorted), reading only
@@ -339,7 +326,7 @@ def read_sites(vcz: str | Path, index: np.ndarray, columns: np.ndarray, flip: np
     bad = (g < 0).any(axis=2) | (g > 1).any(axis=2) | ~phased
     if bad.any():
         r, s = np.argwhere(bad)[0]
-        raise _genotype_error(source, chrom, int(positions[r]), samples[s], int(g[r, s, 0]), int(g[r, s, 1]),
+        raise genotype_error(source, chrom, int(positions[r]), samples[s], int(g[r, s, 0]), int(g[r, s, 1]),
                               bool(phased[r, s]))
     m = g.astype(np.uint8).reshape(len(index), -1).T  # rows: sample 0 hap 0, sample 0 hap 1, ...
     if flip.any():
