@@ -91,5 +91,6 @@ def test_scan_puts_the_highest_bayes_factor_at_the_sweep(tmp_path):
     assert np.median(table["log10_bayes_factor"][far]) < table["log10_bayes_factor"][best] - 2
     assert (tmp_path / "run" / "scan" / "scan.png").stat().st_size > 2000
     assert list(table) == ["chrom", "start", "end", "n_sites", "map", "mean", "hpdi_low", "hpdi_high",
-                           "bayes_factor", "log10_bayes_factor", "p_neutral"]
+                           "bayes_factor", "log10_bayes_factor", "p_neutral", "p", "q"]
+    assert np.all(np.isnan(table["p"])) and np.all(np.isnan(table["q"]))  # no null: uncalibrated
     assert set(table["chrom"]) == {"chr7"}

@@ -22,7 +22,7 @@ from .regions import summarize_images
 log = logging.getLogger(__name__)
 
 COLUMNS = ["chrom", "start", "end", "n_sites", "map", "mean", "hpdi_low", "hpdi_high", "bayes_factor",
-           "log10_bayes_factor", "p_neutral"]
+           "log10_bayes_factor", "p_neutral", "p", "q"]  # p, q: calibrated by the scan's null (else nan)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _row(chrom: str, start: int, end: int, n_sites: int, s: dict) -> list[str]:
         vals = [float(s["p_selection"] > 0.5), s["p_selection"], float("nan"), float("nan")]
     p_neutral = s["posterior"][0] if "posterior" in s else float("nan")
     return [chrom, str(start), str(end), str(n_sites), *(f"{v:.6g}" for v in vals), f"{s['bayes_factor']:.6g}",
-            f"{s['log10_bayes_factor']:.4f}", f"{p_neutral:.6g}"]
+            f"{s['log10_bayes_factor']:.4f}", f"{p_neutral:.6g}", "nan", "nan"]
 
 
 def read_scan(path: str | Path) -> dict[str, np.ndarray]:
@@ -116,8 +116,10 @@ def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     return {h: (np.array(v) if h == "chrom" else np.array(v, dtype=np.float64)) for h, v in cols.items()}
 
 
-def plot_scan(table: dict[str, np.ndarray], path: str | Path, title: str = "") -> None:
-    """log10 Bayes factor along the chromosome, and posterior mean S with its HPDI band, as a PNG."""
+def plot_scan(table: dict[str, np.ndarray], path: str | Path, title: str = "", regions: list | None = None,
+              fdr: float | None = None) -> None:
+    """A Manhattan-style PNG: log10 Bayes factor (windows with q < ``fdr`` in red) and the posterior mean
+    (with its HPDI band when the model has one) along the chromosome; candidate ``regions`` shaded."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -125,21 +127,29 @@ def plot_scan(table: dict[str, np.ndarray], path: str | Path, title: str = "") -
 
     mid = (table["start"] + table["end"]) / 2 / 1e6
     has_interval = not np.all(np.isnan(table["hpdi_low"]))
-    fig, axes = plt.subplots(2 if has_interval else 1, 1, figsize=(9, 5 if has_interval else 3), sharex=True,
-                             squeeze=False)
-    ax = axes[0, 0]
-    ax.plot(mid, table["log10_bayes_factor"], ".-", lw=0.8, ms=3, color="#4c72b0")
-    ax.axhline(np.log10(100), color="#c44e52", ls="--", lw=0.8, label="BF = 100")
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    ax, ax2 = axes
+    lbf = table["log10_bayes_factor"]
+    ax.scatter(mid, lbf, s=6, color="#4c72b0", lw=0)
+    q = table.get("q")
+    if q is not None and fdr is not None and np.any(~np.isnan(q)):
+        sig = ~np.isnan(q) & (q < fdr)
+        ax.scatter(mid[sig], lbf[sig], s=10, color="#c44e52", lw=0, label=f"q < {fdr:g}")
+    ax.axhline(np.log10(100), color="grey", ls="--", lw=0.8, label="BF = 100")
     ax.set_ylabel("log10 BF (selection vs neutral)")
-    ax.legend(fontsize=7)
     ax.set_title(title or f"{table['chrom'][0] if len(table['chrom']) else ''} scan")
     if has_interval:
-        ax2 = axes[1, 0]
         ax2.fill_between(mid, table["hpdi_low"], table["hpdi_high"], color="grey", alpha=0.3, label="HPDI")
-        ax2.plot(mid, table["mean"], color="#55a868", lw=1, label="posterior mean S")
-        ax2.set_ylabel("S")
-        ax2.legend(fontsize=7)
-    axes[-1, 0].set_xlabel("position (Mb)")
+    ax2.plot(mid, table["mean"], color="#55a868", lw=1, label="posterior mean S" if has_interval else "P(selection)")
+    ax2.set_ylabel("S" if has_interval else "P(selection)")
+    for r in regions or []:
+        for a in axes:
+            a.axvspan(r.start / 1e6, r.end / 1e6, color="#c44e52", alpha=0.15, lw=0)
+    if regions:
+        ax.plot([], [], color="#c44e52", alpha=0.3, lw=6, label=f"{len(regions)} candidate region(s)")
+    ax.legend(fontsize=7, loc="upper right")
+    ax2.legend(fontsize=7, loc="upper right")
+    ax2.set_xlabel("position (Mb)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
