@@ -16,6 +16,18 @@ class WindowConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NullConfig:
+    """Calibration of a scan: ``chromosomes`` neutral chromosomes under ``demography`` (None: the last
+    simulate stage's), with rates and Ne from that stage where left None."""
+
+    demography: str | dict | None
+    chromosomes: int
+    mutation_rate: float | None
+    recombination_rate: float | None
+    reference_ne: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScanConfig:
     """Everything a scan stage is given; see storage_schemas/stages/scan.schema.json."""
 
@@ -27,3 +39,5 @@ class ScanConfig:
     chunk_windows: int
     hpdi_level: float
     mc_samples: int
+    fdr: float
+    null: NullConfig | None

@@ -6,6 +6,11 @@ per-variant arrays (positions, alleles, INFO/AA) to choose sites and plan window
 of windows (units ``chunk-00003``) with their variant indices; each task reads the genotypes of its
 own windows from the Zarr chunks, writes its TSV part atomically, then the driver joins the parts
 into scan.tsv and plots scan.png.
+
+With ``null``, the same stage also simulates and scans neutral chromosomes (units ``null-00003``, one
+Dask task each, seeded from the stage seed and the chromosome's index, so the result does not depend on
+the worker count), then gives each real window an empirical p-value and a Benjamini–Hochberg q-value
+(:mod:`hpc_popgen.infer.calibrate`) and writes the windows with q < ``fdr`` merged into candidates.tsv.
 """
 
 from __future__ import annotations
@@ -15,20 +20,71 @@ import logging
 import numpy as np
 
 from .. import atomic
-from ..errors import InputDataError
-from ..infer.config import ScanConfig
+from ..errors import InputDataError, ManifestError, ParamError
+from ..infer.config import NullConfig, ScanConfig
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult, Unit
+from .base import StageContext, StageResult, Unit, key_path, located, stage_config
 from .evaluate import check as check_model
 from .evaluate import model_dir
 
 log = logging.getLogger(__name__)
 CONFIG = ScanConfig
+NULL_KEY = 1_000_003  # ctx.unit_seed(NULL_KEY, i) seeds null chromosome i (chunks use unit_seed(c))
 
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
-    """The model reference must be usable (see the evaluate stage)."""
+    """The model reference must be usable (see the evaluate stage), and so must the null's history."""
     check_model(spec, manifest)
+    cfg: ScanConfig = stage_config(spec, manifest)
+    if cfg.null is None:
+        return
+    with located(spec, manifest):
+        settings = null_settings(cfg.null, spec, manifest)
+    demo = settings["demography"]
+    if isinstance(demo, dict) and "from_stage" in demo:
+        name = demo["from_stage"]
+        where = key_path(spec, manifest, "null.demography.from_stage")
+        target = next((s for s in manifest.stages if s.name == name), None)
+        if target is None or target.kind != "demography" or target.index > spec.index:
+            raise ManifestError(f"{where}: {name!r} is not an earlier demography stage of this manifest")
+        return
+    with located(spec, manifest):
+        _history(settings, manifest.base_dir, None)
+
+
+def null_settings(null: NullConfig, spec: StageSpec, manifest: Manifest) -> dict:
+    """The null's demography, rates and Ne: the null's own keys, else the last simulate stage's before
+    this scan (the history and rates the model was trained under); a ParamError names a missing one."""
+    sims = [s for s in manifest.stages if s.kind == "simulate" and s.index < spec.index]
+    sim = sims[-1].params if sims else None
+    out = {}
+    for key, sim_key in (("demography", "demography"), ("mutation_rate", "mutation_rate"),
+                         ("recombination_rate", "recombination_rate"), ("reference_ne", "reference_ne")):
+        value = getattr(null, key)
+        if value is None:
+            if sim is None or sim.get("source") is not None:
+                if key == "reference_ne" and not isinstance(out.get("demography"), str):
+                    continue  # only a named catalogue model is scaled by Ne
+                raise ParamError(f"null.{key}", "no simulate stage (of its own simulations) before this scan "
+                                 "to take it from: give it here")
+            value = sim[sim_key]
+        out[key] = value
+    demo = out["demography"]
+    if isinstance(demo, dict) and "ensemble" in demo:
+        raise ParamError("null.demography", "the simulate stage draws its histories from an ensemble: "
+                         "name the one neutral history here")
+    return out
+
+
+def _history(settings: dict, base_dir, stage_dirs):
+    """The null's History (the forms of simulate.demography; errors name scan keys)."""
+    from ..simulate.histories import resolve_history
+
+    try:
+        return resolve_history(settings["demography"], settings.get("reference_ne") or 1.0, base_dir, stage_dirs)
+    except ParamError as exc:
+        raise (exc.within("null.demography") if exc.key != "demography" else
+               ParamError("null.demography", exc.reason)) from None
 
 
 def _model_meta(mdir: str) -> dict:
@@ -63,6 +119,24 @@ def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndar
     return scan_chunk(model_dir, matrix, positions, windows, chrom, out_path, **kwargs)
 
 
+def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploids: int, length: int,
+                         mutation_rate: float, recombination_rate: float, window: dict, name: str,
+                         out_path: str, *, level: float, seed: int) -> int:
+    """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model and windows."""
+    from ..infer.calibrate import simulate_null_chromosome
+    from ..infer.scan import plan_windows, scan_chunk
+
+    matrix, positions = simulate_null_chromosome(graph, population, n_diploids, length, mutation_rate=mutation_rate,
+                                                 recombination_rate=recombination_rate, seed=seed)
+    windows = [(w.lo, w.hi, w.start, w.end) for w in plan_windows(positions, **window)]
+    return scan_chunk(model_dir, matrix, positions, windows, name, out_path, level=level, mc_samples=0, seed=seed)
+
+
+def run_unit(task: str, *args, **kwargs) -> int:
+    """A scan unit: a chunk of real windows (``chunk``) or a null chromosome (``null``)."""
+    return (scan_vcz_chunk if task == "chunk" else scan_null_chromosome)(*args, **kwargs)
+
+
 def run(ctx: StageContext) -> StageResult:
     """Plan windows from the VCF Zarr's positions, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
     from ..images.vcf import parse_region, read_sample_list
@@ -93,22 +167,67 @@ def run(ctx: StageContext) -> StageResult:
         lo, hi = chunk[0].lo, max(x.hi for x in chunk)
         rel = [(x.lo - lo, x.hi - lo, x.start, x.end) for x in chunk]
         uid = f"chunk-{c:05d}"
-        units.append(Unit(uid, args=(mdir, str(vcz), sites.index[lo:hi].copy(), sites.columns, sites.flip[lo:hi].copy(),
+        units.append(Unit(uid, args=("chunk", mdir, str(vcz), sites.index[lo:hi].copy(), sites.columns, sites.flip[lo:hi].copy(),
                                      positions[lo:hi].copy(), rel, chrom, sites.samples, vcf, str(parts / f"{uid}.tsv")),
                           kwargs={"level": cfg.hpdi_level, "mc_samples": cfg.mc_samples,
                                   "seed": ctx.unit_seed(c)},
                           weight=len(chunk)))
-    result = ctx.run_units(units, scan_vcz_chunk, item_name="windows")
+    n_real = len(units)
+    history = None
+    if cfg.null is not None:
+        settings = null_settings(cfg.null, ctx.spec, ctx.manifest)
+        stage_dirs = {s.name: ctx.run_dir / s.name for s in ctx.manifest.stages if s.kind == "demography"}
+        history = _history(settings, ctx.manifest.base_dir, stage_dirs)
+        graph = history.graph.asdict()
+        length = int(positions[-1])  # the scanned span: from the chromosome start to its last kept site
+        wdict = {"size": w.size, "step": w.step, "unit": w.unit, "min_sites": w.min_sites}
+        for i in range(cfg.null.chromosomes):
+            uid = f"null-{i:05d}"
+            units.append(Unit(uid, args=("null", mdir, graph, history.population, len(sites.samples), length,
+                                         float(settings["mutation_rate"]), float(settings["recombination_rate"]),
+                                         wdict, f"null{i}", str(parts / f"{uid}.tsv")),
+                              kwargs={"level": cfg.hpdi_level, "seed": ctx.unit_seed(NULL_KEY, i)},
+                              weight=len(windows)))
+        log.info("stage %s: null of %d neutral chromosomes of %d bp, %d diploids of %s under %s",
+                 ctx.name, cfg.null.chromosomes, length, len(sites.samples), history.population, history.source)
+    result = ctx.run_units(units, run_unit, item_name="windows")
     if result.failures or result.units_done < result.units_total:
         return result
-    text = "\t".join(COLUMNS) + "\n" + "".join((parts / f"{u.id}.tsv").read_text() for u in units)
+    rows = [ln.split("\t") for u in units[:n_real] for ln in (parts / f"{u.id}.tsv").read_text().splitlines()]
+    regions = None
+    calibration = None
+    if history is not None:
+        from ..infer.calibrate import bh_qvalues, calibration_summary, candidates_tsv, empirical_p, merge_windows
+
+        bf_col = COLUMNS.index("bayes_factor")
+        null_bf = np.array([float(ln.split("\t")[bf_col]) for u in units[n_real:]
+                            for ln in (parts / f"{u.id}.tsv").read_text().splitlines()], dtype=np.float64)
+        if len(null_bf) == 0:
+            raise InputDataError(f"{vcf}: the {len(units) - n_real} null chromosomes gave no window of {w.size} "
+                                 f"{w.unit} with at least {w.min_sites} sites; check scan.null's rates")
+        p = empirical_p(np.array([float(r[bf_col]) for r in rows]), null_bf)
+        q = bh_qvalues(p)
+        for r, pi, qi in zip(rows, p, q, strict=True):
+            r[-2:] = [f"{pi:.6g}", f"{qi:.6g}"]
+    text = "\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
     atomic.write_text(out / "scan.tsv", text)
     table = read_scan(out / "scan.tsv")
-    plot_scan(table, out / "scan.png", title=f"{chrom}: {len(windows)} windows")
+    if history is not None:
+        regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"],
+                                table["q"], cfg.fdr)
+        atomic.write_text(out / "candidates.tsv", candidates_tsv(regions))
+        calibration = calibration_summary(table["q"], cfg.fdr, len(null_bf), cfg.null.chromosomes, regions)
+        calibration["history"] = history.source
+        log.info("stage %s: %d windows with q < %g in %d candidate regions; expected false windows among them "
+                 "<= %.2f", ctx.name, calibration["significant_windows"], cfg.fdr, len(regions),
+                 calibration["expected_false_windows"])
+    plot_scan(table, out / "scan.png", title=f"{chrom}: {len(windows)} windows", regions=regions, fdr=cfg.fdr)
     best = int(np.nanargmax(table["log10_bayes_factor"]))
     result.metrics.update(n_windows=len(windows), n_sites=int(len(positions)), chrom=chrom,
                           max_log10_bayes_factor=float(table["log10_bayes_factor"][best]),
                           max_bf_window=f"{chrom}:{int(table['start'][best])}-{int(table['end'][best])}",
                           tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"), vcz=str(vcz),
                           sites=sites.counts)
+    if calibration is not None:
+        result.metrics.update(calibration=calibration, candidates=str(out / "candidates.tsv"))
     return result
