@@ -79,13 +79,14 @@ def read_sample_list(samples: str | Path | list[str] | None) -> list[str] | None
     return names
 
 
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where unindexed inputs get their indexed copy: ``cache_dir``, $HPCPOP_CACHE_DIR/vcf or ~/.cache/hpcpop/vcf."""
+def cache_root(cache_dir: str | Path | None = None, kind: str = "vcf") -> Path:
+    """Where derived copies of inputs live (``kind``: ``vcf`` indexed copies, ``vcz`` VCF Zarrs):
+    ``cache_dir``, else $HPCPOP_CACHE_DIR/kind, else ~/.cache/hpcpop/kind."""
     if cache_dir is not None:
         return Path(cache_dir)
     if os.environ.get("HPCPOP_CACHE_DIR"):
-        return Path(os.environ["HPCPOP_CACHE_DIR"]) / "vcf"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpcpop" / "vcf"
+        return Path(os.environ["HPCPOP_CACHE_DIR"]) / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpcpop" / kind
 
 
 def _probe(path: Path) -> tuple[str, str, list[str] | None]:

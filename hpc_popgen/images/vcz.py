@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .haplotypes import Haplotypes
-from .vcf import genotype_error
+from .vcf import cache_root, genotype_error, indexed_path
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ def bio2zarr_version() -> str:
 def _line(version: str) -> str:
     """A release line (``0.2``): VCF Zarrs of one line share their array layout."""
     return ".".join(version.split(".")[:2])
-
-
-def vcz_cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where conversions live: ``cache_dir``, $HPCPOP_CACHE_DIR/vcz or ~/.cache/hpcpop/vcz."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if os.environ.get("HPCPOP_CACHE_DIR"):
-        return Path(os.environ["HPCPOP_CACHE_DIR"]) / "vcz"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpcpop" / "vcz"
 
 
 def storage_cache(storage_path: str) -> Path | None:
@@ -85,7 +76,7 @@ def cached_path(vcf: str | Path, cache_dir: str | Path | None = None) -> Path:
     version = bio2zarr_version()
     key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{version}".encode()).hexdigest()[:16]
     stem = path.name.split(".")[0] or "input"
-    return vcz_cache_root(cache_dir) / f"{stem}-{key}-bio2zarr{version}.vcz"
+    return cache_root(cache_dir, "vcz") / f"{stem}-{key}-bio2zarr{version}.vcz"
 
 
 def open_vcz(path: str | Path, source: str | Path | None = None) -> Any:
@@ -127,8 +118,6 @@ def ensure_vcz(vcf: str | Path, cache_dir: str | Path | None = None) -> Path:
         open_vcz(target, path)
         log.info("%s: reusing its VCF Zarr %s", path, target)
         return target
-    from .vcf import indexed_path
-
     source, _ = indexed_path(path, Path(cache_dir) / "indexed" if cache_dir is not None else None)
     work = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
     log.info("%s: converting to VCF Zarr %s (bio2zarr %s, once)", path, target, bio2zarr_version())
