@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import write_yaml
-from test_demography_stage import LOCAL_PROFILE, _kill_when
+from test_demography_stage import LOCAL_PROFILE, submit_killed_at
 
 from hpc_popgen.bench.ga3 import command as bench_ga3
 from hpc_popgen.bench.ga3 import simulated_spectrum, true_space, true_values, write_fs
@@ -188,10 +188,7 @@ def test_three_population_stage_killed_resumes_and_writes_valid_outputs(tmp_path
 
     job = _job3(tmp_path, data3[0])
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(job), "--run-dir", str(run),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    _kill_when(proc, run / "ledger" / "demography" / "done" / "island-01-gen-00002.json")
+    submit_killed_at(job, run, run / "ledger" / "demography" / "done" / "island-01-gen-00002.json")
     assert not (run / "demography" / "results.json").exists()
     before = set(RunDir.open(run).ledger("demography").done())
     report = execute(RunDir.open(run), progress=False)

@@ -65,6 +65,14 @@ def test_manifest_checks_name_the_key(tmp_path, over, match):
     assert "\n" not in str(err.value)
 
 
+def submit_killed_at(job: Path, run: Path, marker: Path) -> None:
+    """``hpcpop submit job`` in its own process group, SIGKILLed as soon as ``marker`` exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(job), "--run-dir", str(run),
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _kill_when(proc, marker)
+
+
 def _kill_when(proc: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
     """SIGKILL the run's process group as soon as ``marker`` exists."""
     t0 = time.time()
@@ -110,10 +118,7 @@ def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     # the same job, killed after island 01 checkpointed generation 3, then rerun
     job = _manifest(tmp_path / "kill", LOCAL_PROFILE)
     run = tmp_path / "kill" / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(job), "--run-dir", str(run),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    _kill_when(proc, run / "ledger" / "demography" / "done" / "island-01-gen-00003.json")
+    submit_killed_at(job, run, run / "ledger" / "demography" / "done" / "island-01-gen-00003.json")
     assert not (run / "demography" / "results.json").exists()
     before = set(RunDir.open(run).ledger("demography").done())
     ck = {k: json.loads((run / "demography" / "checkpoint" / "s0" / f"island-{k:02d}.json").read_text())["generation"]
