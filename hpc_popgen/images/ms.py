@@ -7,6 +7,7 @@ replicate's row count for files without one) and wraps the replicates as Haploty
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def _first_replicate_rows(buf: bytes) -> int:
     """Haplotype rows of the first replicate (files without a command line); 0 if it has no sites."""
-    lines = iter(buf.splitlines())
+    lines = io.BytesIO(buf)  # lazily: only the first replicate is read
     for line in lines:
         if line.startswith(b"positions:"):
             break
@@ -35,8 +36,8 @@ def _first_replicate_rows(buf: bytes) -> int:
 def read_ms(path: str | Path) -> list[Haplotypes]:
     """All replicates of an ms-format file; positions are fractions of the region (length 1.0)."""
     buf = read_range(path)
-    first = buf[:buf.find(b"\n")].decode("ascii", errors="replace") if buf else ""
-    counts = None if first.startswith("//") else header_counts(first)
+    end = buf.find(b"\n")
+    counts = header_counts(buf[:end if end >= 0 else len(buf)].decode("ascii", errors="replace"))
     n = counts[0] if counts else _first_replicate_rows(buf)
     reps = parse_ms(buf, n, str(path))
     out = [Haplotypes(m, p, length=1.0, source=f"{path}:{line}")
