@@ -20,6 +20,7 @@ the central 10 kb; two-sample Mann-Whitney U test per statistic):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -47,7 +48,6 @@ def _stats_of(args: tuple) -> list[dict[str, float]]:
     from ..simulate.forward import simulate_forward
     from ..simulate.replicate import simulate_replicate
     from ..simulate.stats import region_stats
-    from ..simulate.trajectory import SweepTiming
 
     params, start, stop, end_times = args
     plan = _plan(**params)
@@ -60,9 +60,10 @@ def _stats_of(args: tuple) -> list[dict[str, float]]:
             extra = {"fixation_time": rep.fixation_time}
         else:
             timing = plan.sim.timing(S)
-            if end_times is not None:
-                timing = SweepTiming(timing.start_frequency, 1 - 1 / (2 * plan.sim.reference_ne),
-                                     end_times[i - start], timing.onset)
+            if end_times is not None:  # a sweep that completes (ends at 1 - 1/(2Ne)), ending when fwdpy11's fixed
+                if not timing.complete:
+                    raise ValueError("end_times need a sweep that completes before today")
+                timing = dataclasses.replace(timing, end_time=end_times[i - start])
             rep = simulate_replicate(plan.sim, S, seed, timing=timing)
             extra = {}
         out.append({**region_stats(rep.matrix, rep.positions, LENGTH), **extra})

@@ -79,12 +79,17 @@ def interface_address(iface: str) -> str:
     raise OSError(f"network interface {iface!r} has no IPv4 address on {socket.gethostname()}")
 
 
+def _tasks_per_node() -> int:
+    """SLURM's tasks per node (``SLURM_NTASKS_PER_NODE`` reads e.g. ``2(x3)`` for 2 on each of 3 nodes)."""
+    return int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
+
+
 def run_srun_gloo(job_file: str | Path, iface: str) -> int:
     """Inside a SLURM batch step: the rendezvous server on ``iface``, then ``srun`` one Gloo rank per task
     (:func:`rank_main`); returns srun's exit code (``--kill-on-bad-exit``: one failing rank stops all)."""
     nodes = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True,
                            text=True, check=True).stdout.split()
-    per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
+    per_node = _tasks_per_node()
     addr = interface_address(iface)
     httpd, _plan = _rendezvous(",".join(f"{n}:{per_node}" for n in nodes), per_node * len(nodes), addr)
     env = worker_env({"HPCPOP_GLOO_ADDR": addr, "HPCPOP_GLOO_PORT": str(httpd.server_address[1]),
@@ -103,7 +108,7 @@ def rank_main(job_file: str) -> None:
     e = os.environ
     env = worker_env(gloo_env(hostname=e["SLURMD_NODENAME"], rank=int(e["SLURM_PROCID"]), size=int(e["SLURM_NTASKS"]),
                               local_rank=int(e["SLURM_LOCALID"]),
-                              local_size=int(e.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]),
+                              local_size=_tasks_per_node(),
                               cross_rank=int(e["SLURM_NODEID"]), cross_size=int(e["SLURM_NNODES"]),
                               addr=e["HPCPOP_GLOO_ADDR"], port=int(e["HPCPOP_GLOO_PORT"]), iface=e["HPCPOP_GLOO_IFACE"]))
     os.execve(sys.executable, [sys.executable, *WORKER, job_file], env)

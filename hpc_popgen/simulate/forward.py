@@ -380,7 +380,7 @@ def _deme_frequency(pop: fwdpy11.DiploidPopulation, index: int, key: tuple, deme
     return carriers / total if total else 0.0
 
 
-class _Lost:
+class _AlleleWatch:
     """fwdpy11 stopping criterion: stop an attempt as soon as the tracked mutation is lost everywhere, or
     has fixed everywhere when ``stop_if_fixed`` (a present-day target below fixation cannot be met then:
     both states are absorbing). Notes the generation it first fixed in the whole population."""
@@ -523,16 +523,16 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
             index = 0
         key = pop.mutations[index].key
         f0 = _deme_frequency(pop, index, key, deme)
-        lost = _Lost(index, key, stop_if_fixed=end_frequency is not None
-                     and end_frequency + cfg.end_frequency_atol < 1)
-        fwdpy11.evolvets(gsl, pop, copy.deepcopy(params), SIMPLIFICATION_INTERVAL, stopping_criterion=lost,
+        watch = _AlleleWatch(index, key, stop_if_fixed=end_frequency is not None
+                             and end_frequency + cfg.end_frequency_atol < 1)
+        fwdpy11.evolvets(gsl, pop, copy.deepcopy(params), SIMPLIFICATION_INTERVAL, stopping_criterion=watch,
                          track_mutation_counts=True)
-        if lost.lost:
+        if watch.lost:
             log.debug("seed %d S=%g attempt %d: allele lost at generation %d", seed, S, attempt, pop.generation)
             continue
-        if lost.stop_if_fixed and lost.fixed_at is not None:
+        if watch.stop_if_fixed and watch.fixed_at is not None:
             log.debug("seed %d S=%g attempt %d: allele fixed at generation %d, wanted %.3f today", seed, S,
-                      attempt, lost.fixed_at, end_frequency)
+                      attempt, watch.fixed_at, end_frequency)
             continue
         if pop.generation != model.T:
             raise RuntimeError(f"forward phase ran {pop.generation} generations, expected {model.T}")
@@ -542,6 +542,6 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
                       end_frequency)
             continue
         matrix, positions = _sample(cfg, pop, deme, seed)
-        fixed = None if lost.fixed_at is None else (model.T - lost.fixed_at) * Q
+        fixed = None if watch.fixed_at is None else (model.T - watch.fixed_at) * Q
         return ForwardReplicate(matrix, positions, attempt + 1, f1, f0, fixed)
     raise ForwardRefused(f"forward replicate (seed {seed}, S={S:g}) not conditioned in {cfg.max_attempts} attempts")

@@ -109,6 +109,7 @@ def simulate_once(cfg: SimConfig, S: float, seed: int, attempt: int,
 def simulate_replicate(cfg: SimConfig, S: float, seed: int, demography: msprime.Demography | None = None,
                        timing: SweepTiming | None = None) -> Replicate:
     """Simulate with retries: attempt a = 0, 1, ... until msprime accepts (at most ``max_attempts``)."""
+    timing = timing or cfg.timing(S)
     last = None
     for attempt in range(cfg.max_attempts):
         try:
@@ -117,6 +118,6 @@ def simulate_replicate(cfg: SimConfig, S: float, seed: int, demography: msprime.
             last = exc
             log.info("replicate seed %d S=%g attempt %d refused by msprime: %s", seed, S, attempt, exc)
             continue
-        return Replicate(matrix, positions, attempt + 1, timing or cfg.timing(S))
+        return Replicate(matrix, positions, attempt + 1, timing)
     raise SimulationRefused(f"msprime refused replicate (seed {seed}, S={S:g}) {cfg.max_attempts} times; "
                             f"last error: {last}")
