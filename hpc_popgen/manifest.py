@@ -192,7 +192,14 @@ class Manifest:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader (no tags, no code) that also reads ``4.04e6`` and ``1e-8`` as floats, as YAML 1.2 does."""
+    """SafeLoader (no tags, no code) that also reads ``4.04e6`` and ``1e-8`` as floats, as YAML 1.2 does,
+    and a plain ``null`` mapping key as the string "null" (the scan stage's key), not None."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:null" and key.value == "null":
+                key.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
