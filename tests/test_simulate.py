@@ -9,6 +9,7 @@ import pytest
 from helpers import default_split, image_config, sim_config
 
 from hpc_popgen.errors import ManifestError
+from hpc_popgen.images import image_and_sites
 from hpc_popgen.simulate import (
     Plan,
     demes_model,
@@ -20,7 +21,7 @@ from hpc_popgen.simulate import (
     sweep_timing,
 )
 from hpc_popgen.simulate.demographies import DemographyModel, Epoch
-from hpc_popgen.simulate.replicate import simulate_once
+from hpc_popgen.simulate.replicate import simulate_member, simulate_once
 from hpc_popgen.simulate.trajectory import frequency_after
 
 
@@ -116,7 +117,7 @@ def test_refused_replicates_are_retried_with_derived_seeds():
 
 def test_plan_classes_prior_split_and_shard_arrays():
     sim = sim_config(load_demography("constant", 1e4), **SMALL)
-    img = image_config(maf=0.0, size=(16, 16))
+    img = img_cfg = image_config(maf=0.0, size=(16, 16))
     plan = Plan(sim=sim, image=img, seed=99, split=default_split(), classes=(0.0, 200.0), n_per_class=5)
     assert plan.n_images == 10 and [plan.s_of(i)[0] for i in range(4)] == [0, 200, 0, 200]
     assert Plan.from_dict(plan.to_dict()) == plan
@@ -130,5 +131,57 @@ def test_plan_classes_prior_split_and_shard_arrays():
     assert data["seed"].tolist() == [plan.replicate_seed(i) for i in range(2, 6)]
     assert (data["attempts"] >= 1).all() and (data["n_sites"] <= data["n_sites_raw"]).all()
     assert data["end_freq"][1] == pytest.approx(0.803, abs=0.005) and data["end_freq"][0] == 0
-    again = simulate_range(plan, 4, 6)
-    assert np.array_equal(again["images"], data["images"][2:])  # independent of where a shard starts
+    again = simulate_range(plan, 2, 6)
+    for name in data:
+        assert np.array_equal(again[name], data[name]), name  # a range's content: the plan and the range alone
+    longer = simulate_range(plan, 2, 10)  # a batch yields replicate j the same whatever its length
+    assert all(np.array_equal(longer[name][:4], data[name]) for name in data)
+    # batch seeds derive from the range's first image: one class's replicates share one batch
+    assert data["batch_seed"].tolist() == [plan.batch_seed(2, 0), plan.batch_seed(2, 1)] * 2
+    assert data["batch_index"].tolist() == [0, 0, 1, 1]
+    other = simulate_range(plan, 4, 6)
+    assert other["batch_seed"].tolist() == [plan.batch_seed(4, 0), plan.batch_seed(4, 1)]
+    assert not np.array_equal(other["images"], data["images"][2:])
+    for k in range(4):  # each image is redone alone from its batch seed and index
+        m, pos = simulate_member(sim, data["s"][k], int(data["seed"][k]), int(data["batch_seed"][k]),
+                                 int(data["batch_index"][k]))
+        img, n_sites = image_and_sites(m, pos, img_cfg, centre=sim.position * sim.sequence_length)
+        assert np.array_equal(img, data["images"][k]) and n_sites == data["n_sites"][k]
+
+
+def test_prior_replicates_are_simulated_alone():
+    sim = sim_config(load_demography("constant", 1e4), **SMALL)
+    plan = Plan(sim=sim, image=image_config(maf=0.0, size=(16, 16)), seed=5, split=default_split(),
+                prior={"min": 0.0, "max": 400.0, "n": 6, "n_bins": 3})
+    data = simulate_range(plan, 0, 3)
+    assert (data["batch_seed"] == 0).all() and (data["batch_index"] == 0).all()
+    for k in range(3):
+        rep = simulate_replicate(sim, float(data["s"][k]), int(data["seed"][k]))
+        assert rep.matrix.shape[1] == data["n_sites_raw"][k]
+
+
+def test_refused_batch_members_are_retried_alone_and_the_batch_goes_on():
+    """msprime refuses some sweeps reaching back past a size change: that replicate is retried alone
+    (attempts from 1, as today), a new batch starts after it, and the shard stays deterministic."""
+    dm = DemographyModel("edge", (Epoch(0, 620, 10_000), Epoch(620, math.inf, 5000)))
+    sim = sim_config(dm, n_haplotypes=16, sequence_length=10_000, onset=600)
+    img_cfg = image_config(maf=0.0, size=(16, 16))
+    plan = Plan(sim=sim, image=img_cfg, seed=3, split=default_split(), classes=(200.0,), n_per_class=40)
+    data = simulate_range(plan, 0, 40)
+    refused = np.flatnonzero(data["attempts"] > 1)
+    assert len(refused), "expected msprime to refuse some replicates"
+    assert (data["batch_seed"][refused] == 0).all()
+    r0 = int(refused[0])
+    assert (data["batch_seed"][:r0] == plan.batch_seed(0, 0)).all() and data["batch_index"][:r0].tolist() == list(range(r0))
+    r = next(int(k) for k in refused if k + 1 < 40 and data["attempts"][k + 1] == 1)  # one followed by a batch
+    assert data["batch_seed"][r + 1] == plan.batch_seed(0, 0, r + 1) and data["batch_index"][r + 1] == 0
+    again = simulate_range(plan, 0, 40)
+    assert all(np.array_equal(again[name], data[name]) for name in data)
+    centre = sim.position * sim.sequence_length
+    for k in (r, r + 1, 0):  # the refused one from its seed and attempt, batched ones from batch seed and index
+        if data["batch_seed"][k]:
+            m, pos = simulate_member(sim, 200.0, int(data["seed"][k]), int(data["batch_seed"][k]),
+                                     int(data["batch_index"][k]))
+        else:
+            m, pos = simulate_once(sim, 200.0, int(data["seed"][k]), int(data["attempts"][k]) - 1)
+        assert np.array_equal(image_and_sites(m, pos, img_cfg, centre=centre)[0], data["images"][k])

@@ -118,6 +118,10 @@ def test_store_contents_match_the_contract(reference):
     assert (x["attempts"] >= 1).all() and set(np.unique(x["split"])) <= {0, 1, 2}
     assert (x["onset"] == 600).all() and (x["end_freq"][x["s"] == 0] == 0).all()
     assert (x["end_freq"][x["s"] == 200] == pytest.approx(0.803, abs=0.005))
+    # one msprime batch per shard (8 images) and class: replicate_index 0..1 or 0..2 within it
+    batched = x["batch_seed"] > 0
+    assert batched[x["attempts"] == 1].all() and len(set(x["batch_seed"][batched].tolist())) >= 7
+    assert x["batch_index"].max() == 2 and (x["batch_index"][x["batch_seed"] == 0] == 0).all()
     meta = st.meta
     assert meta["classes"] == [0, 200, 400] and meta["stage_params"]["n_per_class"] == 8
     assert meta["versions"]["msprime"] and meta["demography"]["name"] == "marth3"
@@ -251,3 +255,4 @@ def test_uniform_prior_store(tmp_path):
                                                         "n_bins": 11}
     assert ((s >= 50) & (s < 400)).all() and len(set(s.tolist())) == 8
     assert (st.read("class_index") == -1).all() and report["stages"][0]["status"] == "completed"
+    assert (st.read("batch_seed") == 0).all()  # S drawn per replicate: each simulated alone

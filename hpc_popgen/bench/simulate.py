@@ -1,9 +1,10 @@
-"""``hpcpop bench simulate``: msprime alone vs the whole simulate pipeline, the image step, bytes per image.
+"""``hpcpop bench simulate``: msprime alone (called as the pipeline calls it: one call per shard and class,
+and a plain one-call-per-replicate loop) vs the whole simulate pipeline, the image step, bytes per image.
 
 All rates are per core: work divided by the CPU seconds the measuring process used (its threads
 included), so other load on a shared machine does not distort them; wall-clock rates are printed too
-(``*_wall``). ``--workers N`` runs N measuring processes at once and averages them. The workload is the paper's Fig. 3 setting: marth3, S in {0, 200, 300, 400},
-128 haplotypes, 80 kb, rows sorted, 128x128 images. Prints ONE JSON object on stdout.
+(``*_wall``). ``--workers N`` runs N measuring processes at once and averages them. The workload is the paper's Fig. 3 setting: marth3, S in {0, 200, 300, 400}
+(``--classes``), 128 haplotypes, 80 kb, rows sorted, 128x128 images. Prints ONE JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def time_engine(engine: str, n: int, S: float = 300.0, offset: int = 0) -> Clock
 
 
 def _tree_sequences(plan, start: int, stop: int):
-    """The pipeline's own msprime call (same models and seeds) for replicates [start, stop)."""
+    """One msprime call per replicate (the pre-batching way; same models and seeds) for [start, stop)."""
     from ..simulate.replicate import simulate_tree_sequence
 
     dem = plan.sim.demography.msprime()
@@ -59,10 +60,41 @@ def _tree_sequences(plan, start: int, stop: int):
         yield simulate_tree_sequence(plan.sim, S, seed, 0, dem)
 
 
+def _batched_tree_sequences(plan, start: int, stop: int):
+    """The pipeline's own msprime calls for [start, stop): one sim_ancestry per class (num_replicates,
+    the pipeline's batch seeds), sim_mutations per replicate."""
+    import msprime
+    from msprime import _msprime
+
+    from ..simulate.replicate import add_mutations, ancestry_args
+
+    dem = plan.sim.demography.msprime()
+    n_cls = len(plan.classes)
+    for cls, S in enumerate(plan.classes):
+        idx = range(start + (cls - start) % n_cls, stop, n_cls)
+        args = ancestry_args(plan.sim, float(S), dem)
+        pos = 0
+        while pos < len(idx):
+            batch = msprime.sim_ancestry(**args, random_seed=plan.batch_seed(start, cls, pos),
+                                         num_replicates=len(idx) - pos)
+            try:
+                for ts in batch:
+                    yield add_mutations(plan.sim, ts, plan.replicate_seed(idx[pos]))
+                    pos += 1
+            except _msprime.LibraryError:
+                pos += 1  # refused: the pipeline retries it alone, the batch goes on after it
+
+
 def msprime_only(plan, start: int, stop: int) -> None:
-    """sim_ancestry + sim_mutations for replicates [start, stop), nothing else."""
-    for _ts in _tree_sequences(plan, start, stop):
+    """sim_ancestry + sim_mutations for replicates [start, stop) as the pipeline calls them, nothing else."""
+    for _ts in _batched_tree_sequences(plan, start, stop):
         pass
+
+
+def plain_msprime(plan, start: int, stop: int) -> None:
+    """A plain loop: sim_ancestry + sim_mutations + genotype_matrix, one call each per replicate."""
+    for ts in _tree_sequences(plan, start, stop):
+        ts.genotype_matrix()
 
 
 class Clock:
@@ -81,17 +113,19 @@ class Clock:
         self.wall += time.perf_counter() - self._w
 
 
-def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0) -> tuple[Clock, Clock, float]:
-    """(msprime clock, pipeline clock, bytes per image on disk) for ``n`` replicates.
+def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0,
+                              classes: tuple[float, ...] | None = None) -> tuple[Clock, Clock, Clock, float]:
+    """(msprime clock, plain msprime clock, pipeline clock, bytes per image on disk) for ``n`` replicates.
 
-    Shard by shard, the same replicates go through msprime alone and through the whole pipeline
-    (simulate + image + one whole-shard store write), interleaved so a busy machine slows both alike.
+    Shard by shard, the same replicates go through msprime called as the pipeline calls it, a plain
+    one-call-per-replicate msprime loop, and the whole pipeline (simulate + image + one whole-shard
+    store write), interleaved so a busy machine slows all three alike.
     """
     from ..simulate import simulate_range
     from ..store import create_store
 
-    plan = fig3_plan()
-    msp, pipe = Clock(), Clock()
+    plan = fig3_plan(**({"classes": list(classes)} if classes else {}))
+    msp, plain, pipe = Clock(), Clock(), Clock()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.path.join(tmp, "bench.zarr")
         meta = dict(classes=list(plan.classes), prior=plan.prior_dict(), demography=plan.sim.demography.to_dict(),
@@ -99,19 +133,15 @@ def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0) -> tup
         with pipe:
             store = create_store(url, meta, n_images=n, image_shape=plan.image.size, shard_images=shard_images,
                                  chunk_images=math.gcd(16, shard_images))
-        block = 64  # interleave msprime-only and pipeline work in small blocks; write whole shards
         for i in range(store.n_shards):
             start, stop = store.shard_range(i)
-            parts = []
-            for a in range(start, stop, block):
-                b = min(a + block, stop)
-                with msp:
-                    msprime_only(plan, offset + a, offset + b)
-                with pipe:
-                    parts.append(simulate_range(plan, offset + a, offset + b))
+            with msp:
+                msprime_only(plan, offset + start, offset + stop)
+            with plain:
+                plain_msprime(plan, offset + start, offset + stop)
             with pipe:
-                store.write_shard(i, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-        return msp, pipe, store.disk_bytes("images") / n
+                store.write_shard(i, simulate_range(plan, offset + start, offset + stop))
+        return msp, plain, pipe, store.disk_bytes("images") / n
 
 
 def make_ms_text(n: int, offset: int = 0) -> str:
@@ -149,11 +179,11 @@ def time_image_step(ms_path: str, repeats: int) -> dict:
 
 
 def _one_worker(args: tuple) -> dict:
-    k, n, n_ms, shard_images, ms_path, repeats = args
-    offset = k * 1_000_003
-    msp, pipe, nbytes = time_msprime_and_pipeline(n, shard_images, offset)
-    out = {"msprime": n / msp.cpu, "pipeline": n / pipe.cpu, "msprime_wall": n / msp.wall,
-           "pipeline_wall": n / pipe.wall, "bytes": nbytes}
+    k, n, n_ms, shard_images, ms_path, repeats, classes = args
+    offset = k * 1_000_003 // shard_images * shard_images  # whole shards, as the stage's ranges are
+    msp, plain, pipe, nbytes = time_msprime_and_pipeline(n, shard_images, offset, classes)
+    out = {"msprime": n / msp.cpu, "plain": n / plain.cpu, "pipeline": n / pipe.cpu, "msprime_wall": n / msp.wall,
+           "plain_wall": n / plain.wall, "pipeline_wall": n / pipe.wall, "bytes": nbytes}
     out.update(time_image_step(ms_path, repeats))
     return out
 
@@ -167,13 +197,17 @@ def _one_worker(args: tuple) -> dict:
 @click.option("--engine", type=click.Choice(["msprime", "fwdpy11"]), default="msprime", show_default=True,
               help="fwdpy11: also time the forward engine on the paper's S=300 setting against msprime's.")
 @click.option("--n-engine", default=40, show_default=True, help="Replicates per engine for --engine fwdpy11.")
-def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, engine: str, n_engine: int) -> None:
+@click.option("--classes", default="0,200,300,400", show_default=True,
+              help="Comma-separated S classes of the msprime and pipeline measurements (the issue's: 0,200).")
+def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, engine: str, n_engine: int,
+            classes: str) -> None:
     """Per-core throughput of msprime, the simulate pipeline and the image step; bytes per image."""
     with tempfile.TemporaryDirectory() as tmp:
         ms_path = os.path.join(tmp, "fig3.ms")
         with open(ms_path, "w") as fh:
             fh.write(make_ms_text(n_ms, offset=10_000_000))
-        jobs = [(k, n, n_ms, shard_images, ms_path, repeats) for k in range(workers)]
+        S_classes = tuple(float(c) for c in classes.split(","))
+        jobs = [(k, n, n_ms, shard_images, ms_path, repeats, S_classes) for k in range(workers)]
         if workers == 1:
             results = [_one_worker(jobs[0])]
         else:
@@ -183,15 +217,18 @@ def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, en
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in results]))
 
-    msp, pipe = mean("msprime"), mean("pipeline")
+    msp, plain, pipe = mean("msprime"), mean("plain"), mean("pipeline")
     out = {
         "msprime_reps_per_s": round(msp, 2),
+        "plain_msprime_reps_per_s": round(plain, 2),
         "pipeline_images_per_s": round(pipe, 2),
         "pipeline_to_msprime_ratio": round(pipe / msp, 3),
+        "pipeline_to_plain_msprime_ratio": round(pipe / plain, 3),
         "image_step_images_per_s": round(mean("image"), 1),
         "msprime_reps_per_s_wall": round(mean("msprime_wall"), 2),
         "pipeline_images_per_s_wall": round(mean("pipeline_wall"), 2),
         "pipeline_to_msprime_ratio_wall": round(mean("pipeline_wall") / mean("msprime_wall"), 3),
+        "pipeline_to_plain_msprime_ratio_wall": round(mean("pipeline_wall") / mean("plain_wall"), 3),
         "image_step_images_per_s_wall": round(mean("image_wall"), 1),
         "ms_parse_and_image_images_per_s": round(mean("parse_image"), 1),
         "bytes_per_image": round(mean("bytes"), 1),
@@ -199,6 +236,7 @@ def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, en
         "n_haplotypes": 128,
         "mean_sites_per_region": round(mean("sites"), 1),
         "replicates": n,
+        "classes": list(S_classes),
         "workers": workers,
         "timing": "rates per CPU-second of the measuring process; *_wall: per wall-clock second",
         "cpu_count": os.cpu_count(),

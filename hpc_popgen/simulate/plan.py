@@ -33,6 +33,7 @@ FORWARD_KEYS = {"population": "demography.population", "onset": "sweep.onset", "
 SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
 PRIOR_KEY = 4  # rng(replicate seed, PRIOR_KEY) draws S under a continuous prior
 MODEL_KEY = 5  # derive_seed(replicate seed, MODEL_KEY) draws the history of an ensemble
+BATCH_KEY = 6  # derive_seed(stage seed, BATCH_KEY, first image, class, position) seeds a batch's ancestry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +156,17 @@ class Plan:
 
     def replicate_seed(self, i: int) -> int:
         return derive_seed(self.seed, i)
+
+    @property
+    def batched(self) -> bool:
+        """Whether a range's replicates of one class come from one msprime call (classes on msprime; a
+        prior's S differs per replicate, and the forward engine runs replicates one by one)."""
+        return self.engine == "msprime" and self.classes is not None and self.forward is None
+
+    def batch_seed(self, first: int, cls: int, position: int = 0) -> int:
+        """The ancestry seed of the batch of class ``cls`` in the range starting at image ``first``,
+        beginning at ``position`` among that class's replicates (> 0 after msprime refused one)."""
+        return derive_seed(self.seed, BATCH_KEY, first, cls, position)
 
     def s_of(self, i: int, seed: int | None = None) -> tuple[float, int]:
         """(S, class index) of replicate i: classes interleave (i mod C) so every shard mixes classes."""

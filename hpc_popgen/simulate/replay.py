@@ -1,4 +1,5 @@
-"""Re-simulate one stored replicate from its recorded seed, S and attempt, and image it every way.
+"""Re-simulate one stored replicate from its records, and image it every way: a batched replicate from
+its batch seed and index (msprime's replicate_index), one simulated alone from its seed and attempt.
 
 The store keeps processed images only; Fig. 2 of the paper (unsorted / rows / columns / both) needs
 the raw matrix, which is cheap to regenerate exactly from the store's records.
@@ -15,7 +16,7 @@ from ..images import ImageConfig, make_image
 from ..store import ImageStore
 from .forward import simulate_forward
 from .plan import end_frequency, forward_from_dict
-from .replicate import SimConfig, simulate_once
+from .replicate import SimConfig, simulate_member, simulate_once
 
 VIEWS = ("none", "rows", "columns", "both")
 
@@ -29,7 +30,7 @@ def replay(store: ImageStore, index: int) -> dict:
         raise StoreError(f"{store.url}: image {index} is in shard {shard}, which is not written yet")
     rec = {name: store.read(name, index, index + 1)[0] for name in
            ("images", "s", "class_index", "seed", "attempts", "split", "n_sites_raw", "n_sites", "end_freq",
-            "model_index")}
+            "model_index", "batch_seed", "batch_index")}
     info = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if k != "images"}
     out: dict = {"stored": np.asarray(rec["images"]), "info": info}
     sim_meta = store.meta.get("simulation")
@@ -42,6 +43,8 @@ def replay(store: ImageStore, index: int) -> dict:
     if forward:  # the forward engine: a replicate is determined by its seed (and its history) alone
         fwd = simulate_forward(forward_from_dict(forward), S, seed, end_frequency=end_frequency(cfg, S))
         matrix, positions = fwd.matrix, fwd.positions
+    elif int(rec["batch_seed"]):
+        matrix, positions = simulate_member(cfg, S, seed, int(rec["batch_seed"]), int(rec["batch_index"]))
     else:
         matrix, positions = simulate_once(cfg, S, seed, int(rec["attempts"]) - 1)
     centre = cfg.position * cfg.sequence_length

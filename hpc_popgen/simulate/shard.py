@@ -1,8 +1,14 @@
-"""Simulate and image one shard's replicates: the per-image arrays the store's writer takes."""
+"""Simulate and image one shard's replicates: the per-image arrays the store's writer takes.
+
+With classes on msprime, each class's replicates of the range come from one msprime call (its set-up
+paid once per shard and class); the batch seeds derive from the stage seed, the range's first image and
+the class, so a shard's content depends on the plan and its range alone, never on the workers.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -10,40 +16,75 @@ from ..images import image_and_sites
 from ..store import empty_shard
 from .forward import simulate_forward
 from .plan import Plan
-from .replicate import simulate_replicate
+from .replicate import Replicate, simulate_batch, simulate_replicate
 
 log = logging.getLogger(__name__)
 
 
+def _batched(plan: Plan, start: int, stop: int, seeds: list[int], demography) -> Iterator[tuple[int, Replicate, int, int]]:
+    """(k, replicate, batch seed, batch index) for every image k of [start, stop), class by class."""
+    assert plan.classes is not None
+    n_cls = len(plan.classes)
+    for cls, S in enumerate(plan.classes):
+        first = start + (cls - start) % n_cls  # the range's first image of this class (i mod C = cls)
+        ks = list(range(first - start, stop - start, n_cls))
+        if not ks:
+            continue
+        members = simulate_batch(plan.sim, float(S), [seeds[k] for k in ks],
+                                 lambda p, cls=cls: plan.batch_seed(start, cls, p), demography)
+        for m in members:
+            yield ks[m.position], m.replicate, m.batch_seed, m.batch_index
+
+
+def _alone(plan: Plan, start: int, stop: int, seeds: list[int], demography) -> Iterator[tuple[int, Replicate, int, int]]:
+    """(k, replicate, 0, 0) for every image k of [start, stop), each replicate from its own engine call."""
+    for k, i in enumerate(range(start, stop)):
+        S, _ = plan.s_of(i, seeds[k])
+        yield k, simulate_replicate(plan.sim, S, seeds[k], demography), 0, 0
+
+
 def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Replicates [start, stop) -> {images, s, class_index, onset, ..., attempts, split} arrays."""
-    out = empty_shard(stop - start, plan.image.size)
-    demography = plan.sim.demography.msprime() if plan.engine == "msprime" else None
+    """Replicates [start, stop) -> {images, s, class_index, onset, ..., attempts, split, batch_seed,
+    batch_index} arrays."""
+    n = stop - start
+    out = empty_shard(n, plan.image.size)
+    seeds = [plan.replicate_seed(i) for i in range(start, stop)]
     centre = plan.sim.position * plan.sim.sequence_length
     for k, i in enumerate(range(start, stop)):
-        seed = plan.replicate_seed(i)
-        S, cls = plan.s_of(i, seed)
-        forward = plan.forward_of(seed)
-        if forward is not None:
-            fwd = simulate_forward(forward, S, seed, end_frequency=plan.end_frequency(S))
-            matrix, positions, attempts = fwd.matrix, fwd.positions, fwd.attempts
-            start_freq, end_freq = fwd.start_frequency, fwd.frequency
-        else:
-            rep = simulate_replicate(plan.sim, S, seed, demography)
-            matrix, positions, attempts = rep.matrix, rep.positions, rep.attempts
-            start_freq = rep.timing.start_frequency if rep.timing else 0.0
-            end_freq = rep.timing.end_frequency if rep.timing else 0.0
-        img, n_sites = image_and_sites(matrix, positions, plan.image, centre=centre)
-        out["images"][k] = img
+        S, cls = plan.s_of(i, seeds[k])
         out["s"][k] = S
         out["class_index"][k] = cls
-        out["onset"][k] = plan.sim.onset
-        out["start_freq"][k] = start_freq
-        out["end_freq"][k] = end_freq
-        out["n_sites_raw"][k] = matrix.shape[1]
-        out["n_sites"][k] = n_sites
-        out["seed"][k] = seed
-        out["attempts"][k] = attempts
-        out["split"][k] = plan.split_of(seed)
-        out["model_index"][k] = plan.model_of(seed)
+        out["split"][k] = plan.split_of(seeds[k])
+        out["model_index"][k] = plan.model_of(seeds[k])
+    out["seed"][:] = seeds
+    out["onset"][:] = plan.sim.onset
+    if plan.engine != "msprime":
+        for k in range(n):
+            forward = plan.forward_of(seeds[k])
+            assert forward is not None
+            S = float(out["s"][k])
+            fwd = simulate_forward(forward, S, seeds[k], end_frequency=plan.end_frequency(S))
+            _record(out, k, plan, centre, fwd.matrix, fwd.positions, fwd.attempts, fwd.start_frequency,
+                    fwd.frequency)
+        return out
+    demography = plan.sim.demography.msprime()
+    reps = _batched(plan, start, stop, seeds, demography) if plan.batched else _alone(plan, start, stop, seeds, demography)
+    for k, rep, batch_seed, batch_index in reps:
+        start_freq = rep.timing.start_frequency if rep.timing else 0.0
+        end_freq = rep.timing.end_frequency if rep.timing else 0.0
+        _record(out, k, plan, centre, rep.matrix, rep.positions, rep.attempts, start_freq, end_freq)
+        out["batch_seed"][k] = batch_seed
+        out["batch_index"][k] = batch_index
     return out
+
+
+def _record(out: dict[str, np.ndarray], k: int, plan: Plan, centre: float, matrix: np.ndarray,
+            positions: np.ndarray, attempts: int, start_freq: float, end_freq: float) -> None:
+    """Image replicate k and fill its engine-dependent fields."""
+    img, n_sites = image_and_sites(matrix, positions, plan.image, centre=centre)
+    out["images"][k] = img
+    out["start_freq"][k] = start_freq
+    out["end_freq"][k] = end_freq
+    out["n_sites_raw"][k] = matrix.shape[1]
+    out["n_sites"][k] = n_sites
+    out["attempts"][k] = attempts

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "hpc_popgen.image_store"
-VERSION = 2  # 2: model_index (the history of an ensemble each image was simulated under)
+VERSION = 3  # 2: model_index (the history of an ensemble each image was simulated under); 3: batch_seed, batch_index
 ATTRS_KEY = "hpc_popgen"
 
 
@@ -40,6 +40,8 @@ PER_IMAGE_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("attempts", "uint8"),
     ArraySpec("split", "uint8"),
     ArraySpec("model_index", "int16"),
+    ArraySpec("batch_seed", "uint32"),  # msprime seed of the image's batch (0: simulated alone)
+    ArraySpec("batch_index", "uint32"),  # its replicate_index in that batch
 )
 SHARD_FLAG = "shard_written"
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
