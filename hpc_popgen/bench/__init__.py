@@ -16,6 +16,7 @@ BENCHES = {
     "ga3": "bench.ga3:command",
     "engines": "bench.engines:command",
     "ms": "bench.ms:command",
+    "scale": "bench.scale:command",
 }
 
 

@@ -100,9 +100,10 @@ def ancestry_args(cfg: SimConfig, S: float, demography: msprime.Demography | Non
 
 
 def add_mutations(cfg: SimConfig, ts: tskit.TreeSequence, seed: int, attempt: int = 0) -> tskit.TreeSequence:
-    """Binary infinite-sites mutations, seeded per replicate (its seed and attempt), batched or not."""
+    """Binary infinite-sites mutations, seeded per replicate (its seed and attempt), batched or not.
+    No provenance record: encoding it cost more than the mutations on small regions."""
     return msprime.sim_mutations(ts, rate=cfg.mutation_rate, model=BINARY, discrete_genome=False,
-                                 random_seed=derive_seed(seed, attempt, 2))
+                                 random_seed=derive_seed(seed, attempt, 2), record_provenance=False)
 
 
 def haplotypes(ts: tskit.TreeSequence) -> tuple[np.ndarray, np.ndarray]:
