@@ -13,7 +13,7 @@ from scipy.stats import mannwhitneyu
 
 from hpc_popgen.errors import ParamError
 from hpc_popgen.simulate.demographies import DemographyModel, Epoch, graph_from_model, msms_model
-from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, simulate_forward
+from hpc_popgen.simulate.forward import ForwardConfig, ForwardReplicate, check_forward, simulate_forward
 from hpc_popgen.simulate.trajectory import frequency_after
 from hpc_popgen.simulate.units import selection_coefficient
 
@@ -146,6 +146,24 @@ def test_two_populations_with_migration_and_growth_during_the_sweep():
         with pytest.raises(ParamError) as err:
             simulate_forward(dataclasses.replace(cfg, population="B", n_haplotypes=n), 0, 5)
         assert err.value.key == key
+
+
+def test_linear_growth_through_the_onset_runs_on_the_line():
+    """GADMA's linear dynamic across the onset (as the demography stage writes it): the forward phase starts
+    from the line's size at the onset and ends at its end size; msprime's past runs exponential pieces."""
+    b = demes.Builder(time_units="generations")
+    b.add_deme("anc", epochs=[dict(start_size=1000, end_time=500)])
+    b.add_deme("A", ancestors=["anc"], epochs=[dict(start_size=50, end_size=1050, size_function="linear", end_time=0)])
+    b.add_deme("B", ancestors=["anc"], epochs=[dict(start_size=600)])
+    b.add_migration(demes=["A", "B"], rate=1e-3)
+    cfg = config(demography=b.resolve(), population="A", onset=150, start_frequency=0.05, n_haplotypes=16,
+                 end_frequency_atol=0.3)
+    model = check_forward(cfg, 60)
+    assert model.sizes_at_T["A"] == 750  # 50 + 1000 * 350 / 500
+    assert model.present_size == 1050
+    rep = simulate_forward(cfg, 60, 3, end_frequency=0.5)
+    assert rep.matrix.shape[0] == 16 and rep.start_frequency == pytest.approx(0.05, rel=0.25)
+    assert abs(rep.frequency - 0.5) <= 0.3
 
 
 def selfing() -> demes.Graph:

@@ -9,8 +9,9 @@ import pytest
 from helpers import THREE_DEMES
 
 from hpc_popgen.errors import ParamError
-from hpc_popgen.simulate.demographies import graph_from_model, msms_model
+from hpc_popgen.simulate.demographies import graph_from_model, linear_as_exponential, msms_model, msprime_demography
 from hpc_popgen.simulate.histories import (
+    History,
     demes_history,
     stage_history,
     stdpopsim_history,
@@ -71,3 +72,40 @@ def test_history_from_a_demography_stage(tmp_path):
     assert stage_history(stage, "1-1", "YRI", "demography").source.endswith("structure-1-1")
     with pytest.raises(ParamError, match=r"'3-1' was not inferred by that stage \(structures: 1-1, 2-1\)"):
         stage_history(stage, "3-1", "CEU", "demography")
+
+
+LINEAR = """
+time_units: generations
+demes:
+- name: A
+  epochs:
+  - {end_time: 0, start_size: 10000}
+- name: B
+  start_time: 1500
+  ancestors: [A]
+  epochs:
+  - {end_time: 200, start_size: 80, end_size: 7000, size_function: linear}
+  - {end_time: 0, start_size: 7000}
+migrations:
+- demes: [A, B]
+  rate: 1e-4
+"""
+
+
+def test_linear_growth_becomes_exponential_pieces_on_the_line(tmp_path):
+    """GADMA's linear dynamic: the history keeps it (fwdpy11 runs it); msprime gets exponential pieces that
+    meet the line at their ends and stay within 1e-4 of it in between."""
+    path = tmp_path / "linear.yaml"
+    path.write_text(LINEAR)
+    h = demes_history(path, "B")
+    pieces = linear_as_exponential(h.graph)["B"].epochs[:-1]
+    assert {e.size_function for e in pieces} == {"exponential"} and len(pieces) == 226
+    assert (pieces[0].start_time, pieces[0].start_size, pieces[-1].end_time, pieces[-1].end_size) == (1500, 80, 200, 7000)
+    line = lambda t: 80 + (7000 - 80) * (1500 - t) / 1300  # noqa: E731
+    for t in (1499.0, 1234.5, 801.0, 333.3, 200.5):
+        assert h.size_at(t) == pytest.approx(line(t), rel=1e-12)
+        assert History(graph=linear_as_exponential(h.graph), population="B", source="x").size_at(t) == pytest.approx(line(t), rel=1e-4)
+    for e in pieces:
+        assert e.end_size == pytest.approx(line(e.end_time), rel=1e-12)
+    assert h.graph["B"].epochs[0].size_function == "linear"  # the history keeps it (fwdpy11 runs it as is)
+    assert msprime_demography(h.graph).num_populations == 2  # msprime takes the pieces

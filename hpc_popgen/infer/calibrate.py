@@ -145,8 +145,9 @@ def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, leng
     import demes
     import msprime
 
-    g = demes.Builder.fromdict(graph).resolve()
-    dem = msprime.Demography.from_demes(g)
+    from ..simulate.demographies import msprime_demography
+
+    dem = msprime_demography(demes.Builder.fromdict(graph).resolve())
     ts = msprime.sim_ancestry(samples={population: n_diploids}, demography=dem, sequence_length=length,
                               recombination_rate=recombination_rate, ploidy=2, random_seed=seed)
     ts = msprime.sim_mutations(ts, rate=mutation_rate, model=msprime.BinaryMutationModel(),

@@ -20,6 +20,7 @@ from ..paths import input_file
 from .units import msms_time_to_generations
 
 POPULATION = "pop0"
+LINEAR_PIECE_RATIO = 1.02  # size ratio across one exponential piece of a linear epoch (at most)
 
 # The paper's msms models, as (time in 4Ne generations, size in units of Ne), most recent first: ImaGene's
 # command lines `-eN 0 2 -eN 0.075 0.2 -eN 0.0875 1` (3 epochs) and `-eN 0 14 -eN 0.05 1` (2 epochs).
@@ -120,9 +121,44 @@ def demes_model(path: str | Path) -> DemographyModel:
     return model_from_graph(graph, f"demes:{path.name}", str(path), key)
 
 
-def model_from_graph(graph, name: str, source: str, key: str = "demography") -> DemographyModel:
-    """A one-deme demes graph as epochs in generations (msprime's growth convention)."""
+def linear_as_exponential(graph: demes.Graph) -> demes.Graph:
+    """The graph in generations with each linear size change (GADMA's dynamic 1, which msprime cannot
+    run) as consecutive exponential pieces that meet the line at their ends, each spanning a size ratio
+    r <= LINEAR_PIECE_RATIO; within a piece the sizes differ from the line by at most (1 + r) / (2 sqrt r)
+    - 1 (5e-5 at r = 1.02). fwdpy11 runs linear epochs itself; this is for msprime."""
     graph = graph.in_generations()
+    if not any(ep.size_function == "linear" and ep.start_size != ep.end_size for d in graph.demes for ep in d.epochs):
+        return graph
+    data = graph.asdict()
+    for d in data["demes"]:
+        epochs, start = [], d["start_time"]
+        for ep in d["epochs"]:
+            n0, n1, end = ep["start_size"], ep["end_size"], ep["end_time"]
+            if ep["size_function"] != "linear" or n0 == n1:
+                epochs.append({**ep, "size_function": "constant"} if n0 == n1 else ep)
+                start = end
+                continue
+            n = max(1, math.ceil(abs(math.log(n1 / n0)) / math.log(LINEAR_PIECE_RATIO)))
+            size = n0
+            for k in range(1, n + 1):
+                nxt = n1 if k == n else n0 * (n1 / n0) ** (k / n)  # sizes on a geometric grid, times on the line
+                t = end if k == n else start - (start - end) * (nxt - n0) / (n1 - n0)
+                epochs.append({**ep, "end_time": t, "start_size": size, "end_size": nxt, "size_function": "exponential"})
+                size = nxt
+            start = end
+        d["epochs"] = epochs
+    return demes.Builder.fromdict(data).resolve()
+
+
+def msprime_demography(graph: demes.Graph) -> msprime.Demography:
+    """msprime's Demography of a demes graph, linear size changes included (:func:`linear_as_exponential`)."""
+    return msprime.Demography.from_demes(linear_as_exponential(graph))
+
+
+def model_from_graph(graph, name: str, source: str, key: str = "demography") -> DemographyModel:
+    """A one-deme demes graph as epochs in generations (msprime's growth convention; linear size changes
+    as exponential pieces, :func:`linear_as_exponential`)."""
+    graph = linear_as_exponential(graph)
     deme = graph.demes[0]
     epochs = []
     for ep in sorted(deme.epochs, key=lambda e: e.end_time):

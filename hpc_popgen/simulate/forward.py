@@ -67,7 +67,9 @@ migration rates multiplied by Q, S = 2 Ne s_het stays fixed; the onset becomes `
 generations. A Q that makes a size, the onset or a migration rate invalid, or a scaled selection
 coefficient exceed 1, is refused (``ParamError("scaling", ...)``).
 
-Not supported (``ParamError("demography", ...)``): selfing, cloning, linear size changes; an onset that
+Linear size changes run as fwdpy11 runs them (demes-forward) in the forward phase, and as exponential
+pieces on the line in msprime's past (:func:`hpc_popgen.simulate.demographies.linear_as_exponential`).
+Not supported (``ParamError("demography", ...)``): selfing, cloning; an onset that
 falls exactly on a deme's start/end or a pulse (``ParamError("onset", ...)``).
 """
 
@@ -87,6 +89,7 @@ import tskit
 
 from ..errors import ParamError
 from ..seeds import derive_seed
+from .demographies import msprime_demography
 from .replicate import SimulationRefused
 from .units import selection_coefficient
 
@@ -146,6 +149,8 @@ def _size_at(epoch: dict, t: float) -> float:
     if epoch["size_function"] == "constant" or epoch["start_size"] == epoch["end_size"]:
         return float(epoch["end_size"])
     span = epoch["start_time"] - epoch["end_time"]
+    if epoch["size_function"] == "linear":
+        return float(epoch["start_size"]) + (epoch["end_size"] - epoch["start_size"]) * (epoch["start_time"] - t) / span
     return float(epoch["start_size"]) * (epoch["end_size"] / epoch["start_size"]) ** ((epoch["start_time"] - t) / span)
 
 
@@ -163,9 +168,9 @@ def _check_features(graph: demes.Graph) -> None:
             if ep.selfing_rate or ep.cloning_rate:
                 raise ParamError("demography", f"deme {d.name}: selfing and cloning are not supported by the "
                                  "forward engine")
-            if ep.size_function not in ("constant", "exponential"):
+            if ep.size_function not in ("constant", "exponential", "linear"):
                 raise ParamError("demography", f"deme {d.name}: size function {ep.size_function!r} is not "
-                                 "supported (constant or exponential)")
+                                 "supported (constant, exponential or linear)")
 
 
 def _scaled_dict(graph: demes.Graph, Q: float) -> dict:
@@ -204,8 +209,10 @@ def _sliced_dict(data: dict, T: int) -> tuple[dict, dict[str, int]]:
         n_t = _round_half_up(_size_at(eps[k], T))
         sizes[d["name"]] = n_t
         first = {**eps[k], "end_time": T, "start_size": n_t, "end_size": n_t, "size_function": "constant"}
-        rest = {**eps[k], "start_size": n_t if eps[k]["size_function"] == "exponential" else eps[k]["start_size"]}
-        new_eps = [first, rest] + eps[k + 1:]
+        rest = {**eps[k], "start_size": n_t if eps[k]["size_function"] != "constant" else eps[k]["start_size"]}
+        if _round_half_up(eps[k]["end_time"]) >= T:  # the rest of the epoch rounds to no generation at all
+            first["end_time"], rest = eps[k]["end_time"], None
+        new_eps = [first] + ([rest] if rest else []) + eps[k + 1:]
         for ep in new_eps:
             ep.pop("start_time")
         demes_out.append({**d, "start_time": math.inf, "ancestors": [], "proportions": [], "epochs": new_eps})
@@ -297,7 +304,7 @@ def _neutral_past(cfg: ForwardConfig, model: _Model, seed: int) -> tskit.TableCo
     the forward graph's demes (fwdpy11 deme ids)."""
     Q = float(cfg.scaling)
     samples = [msprime.SampleSet(n, population=name, time=model.T, ploidy=2) for name, n in model.sizes_at_T.items()]
-    ts = msprime.sim_ancestry(samples=samples, demography=msprime.Demography.from_demes(model.scaled),
+    ts = msprime.sim_ancestry(samples=samples, demography=msprime_demography(model.scaled),
                               sequence_length=cfg.sequence_length, recombination_rate=cfg.recombination_rate * Q,
                               ploidy=2, discrete_genome=False, random_seed=seed)
     tables = ts.dump_tables()

@@ -80,10 +80,12 @@ class History:
 
 
 def _epoch_size_at(ep: demes.Epoch, t: float) -> float:
-    """Size of a demes epoch ``t`` generations ago (``t`` inside it; exponential or constant)."""
+    """Size of a demes epoch ``t`` generations ago (``t`` inside it; constant, exponential or linear)."""
     if ep.size_function == "constant" or ep.start_size == ep.end_size or math.isinf(ep.start_time):
         return float(ep.end_size)
     frac = (ep.start_time - t) / (ep.start_time - ep.end_time)
+    if ep.size_function == "linear":
+        return float(ep.start_size + (ep.end_size - ep.start_size) * frac)
     return float(ep.start_size * (ep.end_size / ep.start_size) ** frac)
 
 
