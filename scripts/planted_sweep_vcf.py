@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("msprime").setLevel(logging.WARNING)  # its per-model progress lines
     out_dir, stem = args.pop("out_dir"), args.pop("stem")
-    truth = write(PlantedSweep(**args), out_dir, stem)
+    try:
+        truth = write(PlantedSweep(**args), out_dir, stem)
+    except ValueError as exc:  # settings msprime cannot simulate: one line, nothing written
+        raise SystemExit(f"{ap.prog}: {exc}") from None
     print(json.dumps(truth))
 
 

@@ -110,8 +110,8 @@ def write(cfg: PlantedSweep, out_dir: str | Path, stem: str = "chrom") -> dict:
     import pysam
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ts = simulate(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     text, records = vcf_text(ts, cfg)
     plain = out / f"{stem}.vcf"
     plain.write_text(text)
