@@ -1,7 +1,8 @@
 """What replicate i is: its seed, its S (class or prior draw), and its train/validation/test split.
 
-Everything derives from (stage seed, i) alone, so a store is the same whether one worker or a
-thousand make it, and any image can be re-simulated from the store's records.
+Everything derives from (stage seed, i) alone, and a batch's ancestry seed from (stage seed, the range's
+first image, class), so a store is the same whether one worker or a thousand make it, and any image
+can be re-simulated from the store's records.
 """
 
 from __future__ import annotations
