@@ -20,8 +20,8 @@ def test_bench_scale_prints_one_json_object():
     for key in ("images_per_s", "engine_ratio", "plain_msprime_images_per_s", "driver_peak_rss_mb",
                 "wall_ratio_per_image"):
         assert out[key] > 0, key
-    assert out["files"]["store"] > 0 and out["files"]["ledger"] == 2  # two shards of 256, one record each
+    assert out["files"]["store"] > 0 and 1 <= out["files"]["ledger"] <= 2  # two shards: a record each, or one file
     files = out["files_per_1e5_images"]
     assert files["store"] == round(out["files"]["store"] * 1e5 / 512) and files["total"] == files["store"] + files["ledger"]
-    assert out["compare"]["images"] == 256 and out["compare"]["files"]["ledger"] == 1
+    assert out["compare"]["images"] == 256 and out["compare"]["files"]["ledger"] == 1  # one shard
     assert 10 < out["driver_peak_rss_mb"] < 4096
