@@ -160,6 +160,27 @@ def test_prior_replicates_are_simulated_alone():
         assert rep.matrix.shape[1] == data["n_sites_raw"][k]
 
 
+def test_prior_on_a_grid_batches_per_value():
+    sim = sim_config(load_demography("constant", 1e4), **SMALL)
+    img_cfg = image_config(maf=0.0, size=(16, 16))
+    plan = Plan(sim=sim, image=img_cfg, seed=5, split=default_split(),
+                prior={"min": 0.0, "max": 400.0, "n": 40, "n_bins": 3, "grid": 3})
+    assert Plan.from_dict(plan.to_dict()) == plan and plan.batched
+    data = simulate_range(plan, 0, 12)
+    assert set(data["s"].tolist()) == {0.0, 200.0, 400.0} and (data["class_index"] == -1).all()
+    assert (data["batch_seed"] > 0).all()
+    for S in (0.0, 200.0, 400.0):  # one batch per value: its members numbered 0, 1, ... in image order
+        members = data["s"] == S
+        key = [0.0, 200.0, 400.0].index(S)
+        assert (data["batch_seed"][members] == plan.batch_seed(0, key)).all()
+        assert data["batch_index"][members].tolist() == list(range(int(members.sum())))
+    centre = sim.position * sim.sequence_length
+    for k in range(12):
+        m, pos = simulate_member(sim, float(data["s"][k]), int(data["seed"][k]), int(data["batch_seed"][k]),
+                                 int(data["batch_index"][k]))
+        assert np.array_equal(image_and_sites(m, pos, img_cfg, centre=centre)[0], data["images"][k])
+
+
 def test_refused_batch_members_are_retried_alone_and_the_batch_goes_on():
     """msprime refuses some sweeps reaching back past a size change: that replicate is retried alone
     (attempts from 1, as today), a new batch starts after it, and the shard stays deterministic."""

@@ -256,3 +256,21 @@ def test_uniform_prior_store(tmp_path):
     assert ((s >= 50) & (s < 400)).all() and len(set(s.tolist())) == 8
     assert (st.read("class_index") == -1).all() and report["stages"][0]["status"] == "completed"
     assert (st.read("batch_seed") == 0).all()  # S drawn per replicate: each simulated alone
+
+
+def test_prior_on_a_grid_store_is_batched_and_redrawn(tmp_path):
+    from click.testing import CliRunner
+
+    from hpc_popgen.cli import main
+
+    params = {**BASE, "store": "grid.zarr", "prior": {"min": 0, "max": 400, "n": 16, "grid": 5}}
+    del params["classes"], params["n_per_class"]
+    _, report = run_job(tmp_path, "grid", params)
+    url = tmp_path / "stores" / "grid.zarr"
+    st = open_store(url)
+    s = st.read("s")
+    assert st.meta["prior"]["grid"] == 5 and set(s.tolist()) <= {0, 100, 200, 300, 400} and len(set(s.tolist())) > 2
+    assert (st.read("batch_seed")[st.read("attempts") == 1] > 0).all()
+    res = CliRunner().invoke(main, ["show", str(url), "--png", str(tmp_path / "g.png"), "--index", "9"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["remade_equals_stored"] is True

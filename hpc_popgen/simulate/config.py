@@ -10,12 +10,14 @@ from ..images import ImageConfig
 
 @dataclass(frozen=True, kw_only=True)
 class PriorConfig:
-    """S ~ U(min, max) for n replicates; n_bins is recorded for binning S later."""
+    """S ~ U(min, max) for n replicates (or uniform on ``grid`` evenly spaced values, batched per value);
+    n_bins is recorded for binning S later."""
 
     min: float
     max: float
     n: int
     n_bins: int
+    grid: int | None
 
     def __post_init__(self) -> None:
         if self.min >= self.max:

@@ -41,7 +41,7 @@ BATCH_KEY = 6  # derive_seed(stage seed, BATCH_KEY, first image, class, position
 class Plan:
     """A whole simulate stage: N replicates, where S comes from, the engine, images and split settings.
 
-    Either ``classes`` with ``n_per_class``, or ``prior`` ({"min", "max", "n", "n_bins"}). ``split``
+    Either ``classes`` with ``n_per_class``, or ``prior`` ({"min", "max", "n", "n_bins"[, "grid"]}). ``split``
     holds the train, validation and test fractions. ``engine`` is ``msprime`` (``sim`` alone decides a
     replicate) or ``fwdpy11`` (``forward`` does; ``sim`` keeps the sweep settings and trajectory).
     ``history`` records the demographic model (source, population, demes graph).
@@ -86,8 +86,9 @@ class Plan:
         else:
             pr = cfg.prior
             assert pr is not None  # SimulateConfig holds classes or a prior
+            grid = {"grid": int(pr.grid)} if pr.grid else {}  # absent when continuous: older attrs still match
             plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(),
-                       prior={"min": pr.min, "max": pr.max, "n": pr.n, "n_bins": pr.n_bins})
+                       prior={"min": pr.min, "max": pr.max, "n": pr.n, "n_bins": pr.n_bins, **grid})
         strengths = plan.strengths()
         for history in histories:
             if history.deme().start_time < sim.onset:
@@ -160,14 +161,25 @@ class Plan:
 
     @property
     def batched(self) -> bool:
-        """Whether a range's replicates of one class come from one msprime call (classes on msprime; a
-        prior's S differs per replicate, and the forward engine runs replicates one by one)."""
-        return self.engine == "msprime" and self.classes is not None and self.forward is None
+        """Whether a range's replicates of one S come from one msprime call (classes, or a prior on a grid,
+        on msprime; a continuous prior's S differs per replicate, the forward engine runs them one by one)."""
+        has_groups = self.classes is not None or bool((self.prior or {}).get("grid"))
+        return self.engine == "msprime" and self.forward is None and has_groups
 
-    def batch_seed(self, first: int, cls: int, position: int = 0) -> int:
-        """The ancestry seed of the batch of class ``cls`` in the range starting at image ``first``,
-        beginning at ``position`` among that class's replicates (> 0 after msprime refused one)."""
-        return derive_seed(self.seed, BATCH_KEY, first, cls, position)
+    def batch_key(self, i: int, seed: int) -> int:
+        """Which batch of its range replicate i joins: its class index, or its grid value's index."""
+        if self.classes is not None:
+            return i % len(self.classes)
+        return self._grid_index(seed)
+
+    def batch_seed(self, first: int, key: int, position: int = 0) -> int:
+        """The ancestry seed of the batch ``key`` (class or grid index) in the range starting at image
+        ``first``, beginning at ``position`` among that batch's replicates (> 0 after msprime refused one)."""
+        return derive_seed(self.seed, BATCH_KEY, first, key, position)
+
+    def _grid_index(self, seed: int) -> int:
+        assert self.prior is not None and self.prior.get("grid")
+        return int(rng(seed, PRIOR_KEY).integers(int(self.prior["grid"])))
 
     def s_of(self, i: int, seed: int | None = None) -> tuple[float, int]:
         """(S, class index) of replicate i: classes interleave (i mod C) so every shard mixes classes."""
@@ -176,7 +188,10 @@ class Plan:
             return float(self.classes[k]), k
         assert self.prior is not None
         seed = self.replicate_seed(i) if seed is None else seed
-        return float(rng(seed, PRIOR_KEY).uniform(self.prior["min"], self.prior["max"])), -1
+        lo, hi, grid = self.prior["min"], self.prior["max"], self.prior.get("grid")
+        if grid:
+            return float(lo + (hi - lo) * self._grid_index(seed) / (int(grid) - 1)), -1
+        return float(rng(seed, PRIOR_KEY).uniform(lo, hi)), -1
 
     def split_of(self, seed: int) -> int:
         """0 train, 1 validation, 2 test, from the replicate's own seed."""

@@ -1,8 +1,9 @@
 """Simulate and image one shard's replicates: the per-image arrays the store's writer takes.
 
-With classes on msprime, each class's replicates of the range come from one msprime call (its set-up
-paid once per shard and class); the batch seeds derive from the stage seed, the range's first image and
-the class, so a shard's content depends on the plan and its range alone, never on the workers.
+With classes (or a prior on a grid) on msprime, each class's (grid value's) replicates of the range come
+from one msprime call (its set-up paid once per shard and class); the batch seeds derive from the stage
+seed, the range's first image and the class, so a shard's content depends on the plan and its range
+alone, never on the workers.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from .replicate import Replicate, simulate_batch, simulate_replicate
 log = logging.getLogger(__name__)
 
 
-def _batched(plan: Plan, start: int, stop: int, seeds: list[int], demography) -> Iterator[tuple[int, Replicate, int, int]]:
-    """(k, replicate, batch seed, batch index) for every image k of [start, stop), class by class."""
-    assert plan.classes is not None
-    n_cls = len(plan.classes)
-    for cls, S in enumerate(plan.classes):
-        first = start + (cls - start) % n_cls  # the range's first image of this class (i mod C = cls)
-        ks = list(range(first - start, stop - start, n_cls))
-        if not ks:
-            continue
-        members = simulate_batch(plan.sim, float(S), [seeds[k] for k in ks],
-                                 lambda p, cls=cls: plan.batch_seed(start, cls, p), demography)
+def _batched(plan: Plan, start: int, stop: int, seeds: list[int], S: np.ndarray,
+             demography) -> Iterator[tuple[int, Replicate, int, int]]:
+    """(k, replicate, batch seed, batch index) for every image k of [start, stop), batch by batch (one per
+    class, or per grid value of the prior)."""
+    groups: dict[int, list[int]] = {}
+    for k, i in enumerate(range(start, stop)):
+        groups.setdefault(plan.batch_key(i, seeds[k]), []).append(k)
+    for key in sorted(groups):
+        ks = groups[key]
+        members = simulate_batch(plan.sim, float(S[ks[0]]), [seeds[k] for k in ks],
+                                 lambda p, key=key: plan.batch_seed(start, key, p), demography)
         for m in members:
             yield ks[m.position], m.replicate, m.batch_seed, m.batch_index
 
@@ -68,7 +69,8 @@ def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
                     fwd.frequency)
         return out
     demography = plan.sim.demography.msprime()
-    reps = _batched(plan, start, stop, seeds, demography) if plan.batched else _alone(plan, start, stop, seeds, demography)
+    reps = (_batched(plan, start, stop, seeds, out["s"], demography) if plan.batched
+            else _alone(plan, start, stop, seeds, demography))
     for k, rep, batch_seed, batch_index in reps:
         start_freq = rep.timing.start_frequency if rep.timing else 0.0
         end_freq = rep.timing.end_frequency if rep.timing else 0.0
