@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     profile.resolved.yaml    the cluster profile, resolved
     provenance.json          package versions, git commit, host, start time, seeds
     report.json              run status, then per stage: status, units, failures, timings, metrics
-    ledger/<stage>/done/     one completion record per finished unit
+    ledger/<stage>/records.jsonl  the stage's completion and failure records, appended one per line
     slurm_jobs.json          SLURM job ids (driver and workers), when on SLURM
 """
 

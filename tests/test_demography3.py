@@ -188,7 +188,7 @@ def test_three_population_stage_killed_resumes_and_writes_valid_outputs(tmp_path
 
     job = _job3(tmp_path, data3[0])
     run = tmp_path / "run"
-    submit_killed_at(job, run, run / "ledger" / "demography" / "done" / "island-01-gen-00002.json")
+    submit_killed_at(job, run, "demography", "island-01-gen-00002")
     assert not (run / "demography" / "results.json").exists()
     before = set(RunDir.open(run).ledger("demography").done())
     report = execute(RunDir.open(run), progress=False)

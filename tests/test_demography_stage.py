@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import write_yaml
 
 from hpc_popgen.errors import ManifestError
+from hpc_popgen.ledger import Ledger
 from hpc_popgen.manifest import load_manifest
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.runs import RunDir
@@ -65,18 +67,18 @@ def test_manifest_checks_name_the_key(tmp_path, over, match):
     assert "\n" not in str(err.value)
 
 
-def submit_killed_at(job: Path, run: Path, marker: Path) -> None:
-    """``hpcpop submit job`` in its own process group, SIGKILLed as soon as ``marker`` exists."""
+def submit_killed_at(job: Path, run: Path, stage: str, unit: str) -> None:
+    """``hpcpop submit job`` in its own process group, SIGKILLed as soon as ``unit`` of ``stage`` is done."""
     proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(job), "--run-dir", str(run),
                              "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    _kill_when(proc, marker)
+    _kill_when(proc, lambda: Ledger(run / "ledger" / stage).is_done(unit))
 
 
-def _kill_when(proc: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
-    """SIGKILL the run's process group as soon as ``marker`` exists."""
+def _kill_when(proc: subprocess.Popen, marker: Callable[[], bool], timeout: float = 240) -> None:
+    """SIGKILL the run's process group as soon as ``marker()`` is true."""
     t0 = time.time()
-    while not marker.exists():
+    while not marker():
         assert proc.poll() is None, "run finished before it could be killed"
         assert time.time() - t0 < timeout, "checkpoint never appeared"
         time.sleep(0.05)
@@ -118,7 +120,7 @@ def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     # the same job, killed after island 01 checkpointed generation 3, then rerun
     job = _manifest(tmp_path / "kill", LOCAL_PROFILE)
     run = tmp_path / "kill" / "run"
-    submit_killed_at(job, run, run / "ledger" / "demography" / "done" / "island-01-gen-00003.json")
+    submit_killed_at(job, run, "demography", "island-01-gen-00003")
     assert not (run / "demography" / "results.json").exists()
     before = set(RunDir.open(run).ledger("demography").done())
     ck = {k: json.loads((run / "demography" / "checkpoint" / "s0" / f"island-{k:02d}.json").read_text())["generation"]

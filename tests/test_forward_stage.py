@@ -12,6 +12,7 @@ from helpers import THREE_DEMES
 from test_simulate_stage import arrays, assert_same_store, run_job, write_job
 
 from hpc_popgen.errors import ManifestError
+from hpc_popgen.ledger import Ledger
 from hpc_popgen.manifest import load_manifest
 from hpc_popgen.paths import YRI_CEU_FS
 from hpc_popgen.store import open_store
@@ -170,7 +171,7 @@ def test_chain_on_the_real_slurm(tmp_path, slurm_profile, slurm_cleanup):
     run_cli("submit", job, "--run-dir", tmp_path / "run", "--no-progress", timeout=600, check=True)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     _check_chain(tmp_path / "run", report)
-    done = [json.loads(p.read_text()) for p in (tmp_path / "run" / "ledger" / "simulate" / "done").glob("*.json")]
+    done = list(Ledger(tmp_path / "run" / "ledger" / "simulate").done().values())
     assert done and all(rec.get("slurm_job_id") for rec in done)  # shards made inside SLURM jobs
 
 

@@ -15,6 +15,8 @@ import requests
 import yaml
 from helpers import HPCPOP, run_cli, write_yaml
 
+from hpc_popgen.ledger import Ledger
+
 
 def sim_stage(n_per_class: int = 8, shard_images: int = 4, n_haplotypes: int = 16,
               sequence_length: int = 10_000, name: str = "simulate") -> dict:
@@ -58,8 +60,7 @@ def read_json(path: Path) -> dict:
 
 
 def done_units(run: Path, stage: str = "simulate") -> dict[str, dict]:
-    d = run / "ledger" / stage / "done"
-    return {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")} if d.is_dir() else {}
+    return Ledger(run / "ledger" / stage).done()
 
 
 def test_submit_records_run_directory_and_report(tmp_path, local_profile):
@@ -195,7 +196,7 @@ def test_rerun_from_another_folder_finds_the_same_store(tmp_path, local_profile)
     assert resolved["storage"] == str(project / "store")
     assert read_json(run / "provenance.json")["source_manifest"] == str(project / "job.yaml")
 
-    shutil.rmtree(run / "ledger" / "simulate" / "done")  # the rerun has work to do
+    shutil.rmtree(run / "ledger" / "simulate")  # the rerun has work to do
     run_cli("rerun", run, "--no-progress", cwd=elsewhere, check=True)
     st = read_json(run / "report.json")["stages"][0]
     assert st["metrics"]["store"] == str(project / "store" / "images.zarr") and st["units_done"] == 2

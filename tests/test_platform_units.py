@@ -30,6 +30,28 @@ def test_ledger_records_and_failures(tmp_path):
     assert led.failures() == {}, "a unit that finished is no longer counted as failed"
     with pytest.raises(ValueError):
         led.record("../escape")
+    led.forget(["shard-00001"])
+    assert led.pending(["shard-00000", "shard-00001"]) == ["shard-00001"]
+    assert [p.name for p in led.root.iterdir()] == ["records.jsonl"], "one file per stage, whatever the units"
+
+
+def test_ledger_line_cut_by_a_kill_is_skipped_and_the_next_starts_afresh(tmp_path):
+    led = Ledger(tmp_path / "ledger" / "sim")
+    led.record("shard-00000")
+    with open(led.path, "ab") as fh:  # what a kill in the middle of a write leaves
+        fh.write(b'{"event": "done", "unit": "shard-0000')
+    assert set(led.done()) == {"shard-00000"}
+    led.record("shard-00002")
+    assert set(Ledger(led.root).done()) == {"shard-00000", "shard-00002"}
+    assert led.path.read_bytes().count(b"\n") == 3 and led.path.read_bytes().endswith(b"\n")
+
+
+def test_ledger_reads_runs_made_with_one_file_per_unit(tmp_path):
+    root = tmp_path / "ledger" / "sim"
+    atomic.write_json(root / "done" / "shard-00000.json", {"unit": "shard-00000", "images": 4})
+    led = Ledger(root)
+    led.record("shard-00001")
+    assert sorted(led.done()) == ["shard-00000", "shard-00001"] and led.done()["shard-00000"]["images"] == 4
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):

@@ -17,6 +17,8 @@ from test_demography import _search
 from test_platform_runs import read_json, wait_for
 from test_train_helpers import make_store, write_manifest
 
+from hpc_popgen.ledger import Ledger
+
 
 class RecordingBar:
     """A tqdm stand-in that keeps what the search last set (n, total) and what it was opened with."""
@@ -124,9 +126,9 @@ def test_training_runs_as_a_dask_task_with_bars_status_and_quiet_start_up(tmp_pa
     assert re.search(r"evaluate: +100%.*\d+/\d+", terminal)
     for noise in ("absl::InitializeLog", "Unable to register", "cuInit", "- INFO -", "distributed.nanny"):
         assert noise not in terminal, (noise, terminal[-3000:])
-    done = {p.stem: read_json(p) for p in (run / "ledger" / "train" / "done").glob("*.json")}
+    done = Ledger(run / "ledger" / "train").done()
     assert sorted(done) == [f"epoch-{e:04d}" for e in range(1, 5)] and all(r["worker_host"] for r in done.values())
-    assert read_json(run / "ledger" / "evaluate" / "done" / "evaluate.json")["worker_host"]
+    assert Ledger(run / "ledger" / "evaluate").done()["evaluate"]["worker_host"]
     log = (run / "hpcpop.log").read_text()
     assert "stage train: epoch 4/4: loss" in log, "the driver logs each finished epoch"
 
@@ -148,7 +150,7 @@ def test_a_lost_worker_resumes_the_training_from_its_last_checkpoint(tmp_path):
     try:
         rep = wait_for(lambda: (r := read_json(run / "report.json")).get("scheduler") and r, 120,
                        "the cluster to start", proc)
-        wait_for(lambda: (run / "ledger" / "train" / "done" / "epoch-0001.json").exists(), 120, "epoch 1", proc)
+        wait_for(lambda: Ledger(run / "ledger" / "train").is_done("epoch-0001"), 120, "epoch 1", proc)
         with Client(rep["scheduler"], timeout=30) as c:
             (pid,) = c.run(os.getpid).values()
         os.kill(pid, signal.SIGKILL)

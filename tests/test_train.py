@@ -16,6 +16,7 @@ from test_train_helpers import make_store, train_section, write_manifest
 
 from hpc_popgen.catalogue import TORADA_2019
 from hpc_popgen.errors import ManifestError, StoreError
+from hpc_popgen.ledger import Ledger
 from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.runs import RunDir
 from hpc_popgen.store import open_store
@@ -407,13 +408,13 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, single_profile):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     proc = subprocess.Popen([sys.executable, "-m", "hpc_popgen.cli", "submit", str(path), "--run-dir", str(run),
                              "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = run / "ledger" / "train" / "done"
+    done = Ledger(run / "ledger" / "train")
     deadline = time.time() + 240
-    while time.time() < deadline and not (done / "epoch-0001.json").exists():
+    while time.time() < deadline and not done.is_done("epoch-0001"):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = sorted(p.stem for p in done.glob("*.json"))
+    finished = sorted(done.done())
     assert finished and finished[0] == "epoch-0001" and len(finished) < 4, finished
     report = execute(RunDir.open(run), progress=False)
     m = report["stages"][0]["metrics"]

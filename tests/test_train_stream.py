@@ -10,6 +10,7 @@ import numpy as np
 from helpers import write_yaml
 from test_train_helpers import make_store, write_fake_shard, write_manifest
 
+from hpc_popgen.ledger import Ledger
 from hpc_popgen.pipeline import execute, prepare
 
 
@@ -25,7 +26,7 @@ def test_stream_training_follows_the_writer(tmp_path):
     sp = np.where(u < 0.8, 0, np.where(u < 0.9, 1, 2)).astype(np.uint8)
     written_at: dict[int, float] = {}
     waited: list[bool] = []
-    epoch1 = tmp_path / "run" / "ledger" / "train" / "done" / "epoch-0001.json"
+    train_ledger = Ledger(tmp_path / "run" / "ledger" / "train")
 
     def writer():
         """Create the store after training started, write the first half of the shards, then (like a
@@ -36,9 +37,9 @@ def test_stream_training_follows_the_writer(tmp_path):
         for i in range(st.n_shards):
             if i == st.n_shards // 2:
                 deadline = time.time() + 180
-                while not epoch1.exists() and time.time() < deadline:
+                while not train_ledger.is_done("epoch-0001") and time.time() < deadline:
                     time.sleep(0.05)
-                waited.append(epoch1.exists())
+                waited.append(train_ledger.is_done("epoch-0001"))
             time.sleep(0.2)
             write_fake_shard(st, i, s, cidx, sp, size, seed, 200.0)
             written_at[i] = time.time()
