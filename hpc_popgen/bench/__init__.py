@@ -17,6 +17,7 @@ BENCHES = {
     "engines": "bench.engines:command",
     "ms": "bench.ms:command",
     "scale": "bench.scale:command",
+    "train": "bench.train:command",
 }
 
 
