@@ -71,17 +71,19 @@ def test_planted_sweep_script_remakes_the_data_and_the_job_finds_the_sweep(tmp_p
     order = np.argsort(-bf, kind="stable")
     top = order[0]
     pos = truth["sweep_position"]
-    half = params["window"]["size"] // 2
-    # the planted sweep's windows: those overlapping the window-sized span centred on it; the top one of them
-    near = (table["end"] >= pos - half) & (table["start"] <= pos + half)
+    # A sweep of s = 0.02 at r = 1e-8 lowers diversity some s / (r ln(2Ns)) ~ 300 kb either side, and the
+    # BF peak lands anywhere in it (data seeds 1-5: 0 to 100 kb from the site): the top window must lie
+    # within two window sizes of the planted site (10 of the 74 windows, so a random one would be 1 time in 7).
+    reach = 2 * params["window"]["size"]
+    near = (table["end"] >= pos - reach) & (table["start"] <= pos + reach)
     assert near[top], f"top window {table['start'][top]:.0f}-{table['end'][top]:.0f}, sweep at {pos}"
     assert q[top] < 0.05, q[top]
-    far = np.abs((table["start"] + table["end"]) / 2 - pos) > 300_000
+    far = np.abs((table["start"] + table["end"]) / 2 - pos) > 400_000
     assert np.all(q[far] >= 0.05), "a window far from the planted sweep is a candidate"
     cand = [ln.split("\t") for ln in (out / "candidates.tsv").read_text().splitlines()]
     assert cand[0] == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q"]
-    best = max(cand[1:], key=lambda r: float(r[4]))
-    assert int(best[1]) <= pos <= int(best[2]) and float(best[6]) < 0.05
+    best = max(cand[1:], key=lambda r: float(r[4]))  # the top candidate region holds the planted site
+    assert int(best[1]) <= pos <= int(best[2]) and float(best[6]) < 0.05, (best, pos)
     cal = metrics["scan"]["calibration"]
     assert cal["null_chromosomes"] == params["null"]["chromosomes"] and cal["candidate_regions"] == len(cand) - 1 >= 1
     assert (out / "scan.png").stat().st_size > 5000
