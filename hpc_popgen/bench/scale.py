@@ -5,6 +5,8 @@ half after, so drifting load on a shared machine hits both). Prints ONE JSON obj
 
 Regions: constant size, neutral, 32 haplotypes, 2 kb, 256 images per shard: msprime's own work is tiny,
 so what is measured is the platform (set-up per engine call, our cost per image, scheduling, files).
+With ``--compare M`` the two walls also give the fixed cost (cluster start, store creation) and the
+marginal rate, wall = fixed + images / marginal rate.
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ def run_bench(n_images: int, compare: int | None = None, workers: int | None = N
         other = run_pipeline(compare, workers)
         out["compare"] = _summary(other)
         out["wall_ratio_per_image"] = round((main["wall_s"] / n_images) / (other["wall_s"] / compare), 3)
+        if n_images != compare and main["wall_s"] != other["wall_s"]:  # wall = fixed + images / marginal rate
+            marginal = (n_images - compare) / (main["wall_s"] - other["wall_s"])
+            out["marginal_images_per_s"] = round(marginal, 1)
+            out["fixed_s"] = round(main["wall_s"] - n_images / marginal, 2)  # cluster start, store creation
+            out["engine_ratio_marginal"] = round(marginal / plain["images_per_s"], 3)
         out["driver_rss_ratio"] = round(main["driver_peak_rss_mb"] / other["driver_peak_rss_mb"], 3)
     return out
 
