@@ -140,12 +140,12 @@ def test_two_workers_give_the_same_store(tmp_path, reference):
 def test_rerun_fills_only_missing_shards_and_refuses_other_params(tmp_path, reference):
     run_dir, _ = run_job(tmp_path, "re", {**BASE, "store": "re.zarr"})
     url = tmp_path / "stores" / "re.zarr"
-    # lose shard 1: its ledger record, its flag and its images
+    # lose shard 1: its ledger record, its records (which mark it written) and its images
     Ledger(run_dir / "ledger" / "simulate").forget(["shard-00001"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr: "numcodecs codecs are not in the Zarr v3 spec" (PackBits)
         g = zarr.open_group(str(url), mode="r+")
-        g["shard_written"][1] = 0
+        g["records"][8:16] = 0
         g["images"][8:16] = 0
     shard0 = url / "images" / "c" / "0" / "0" / "0"
     mtime0 = shard0.stat().st_mtime_ns

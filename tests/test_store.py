@@ -9,7 +9,8 @@ import pytest
 import zarr
 
 from hpc_popgen.errors import StoreError
-from hpc_popgen.store import SHARD_FLAG, create_store, empty_shard, open_store
+from hpc_popgen.store import create_store, empty_shard, open_store
+from hpc_popgen.store.layout import RECORD_FIELDS, RECORDS, SHARD_FLAG
 
 META = dict(classes=[0.0, 200.0], prior={"kind": "classes", "n_per_class": 10},
             demography={"name": "constant"},
@@ -85,8 +86,8 @@ def test_open_checks_schema(tmp_path):
         open_store(tmp_path / "s.zarr")
     attrs["image"]["sort"] = "rows"
     g.attrs["hpc_popgen"] = attrs
-    del g[SHARD_FLAG]
-    with pytest.raises(StoreError, match="shard_written"):
+    del g[RECORDS]
+    with pytest.raises(StoreError, match="records"):
         open_store(tmp_path / "s.zarr")
 
 
@@ -94,3 +95,44 @@ def test_memory_url(tmp_path):
     st = make("memory://test_store_memory.zarr", n=8, k=8)
     st.write_shard(0, empty_shard(8, (16, 16)))
     assert open_store("memory://test_store_memory.zarr").written_shards().tolist() == [0]
+
+
+def test_a_shard_is_two_files_whatever_the_fields(tmp_path):
+    """Parallel file systems count files: a written shard adds its images and its records, nothing else."""
+    st = make(tmp_path / "f.zarr", n=24, k=8)
+    before = sum(1 for p in (tmp_path / "f.zarr").rglob("*") if p.is_file())
+    for i in range(3):
+        data = empty_shard(8, (16, 16))
+        data["images"][:, ::2] = 1
+        st.write_shard(i, data)
+    after = sum(1 for p in (tmp_path / "f.zarr").rglob("*") if p.is_file())
+    assert after - before == 2 * 3 and len(RECORD_FIELDS) > 10
+    assert open_store(tmp_path / "f.zarr").written_shards().tolist() == [0, 1, 2]
+
+
+def test_stores_of_layout_3_are_read_not_written(tmp_path):
+    """A store an earlier hpc_popgen wrote (one array per field, a shard_written array) still trains and
+    evaluates; new shards go to new stores only."""
+    url = tmp_path / "old.zarr"
+    make(url, n=16, k=8)
+    g = zarr.open_group(str(url), mode="r+")
+    del g[RECORDS]
+    for spec in RECORD_FIELDS:
+        g.create_array(spec.name, shape=(16,), dtype=spec.dtype, chunks=(4,), shards=(8,), fill_value=0)
+    g.create_array(SHARD_FLAG, shape=(2,), dtype="uint8", chunks=(1,), fill_value=0)
+    g["s"][8:16] = np.arange(8) * 50.0
+    g["seed"][8:16] = 2**32 - 1
+    g[SHARD_FLAG][1] = 1
+    attrs = json.loads(json.dumps(g.attrs["hpc_popgen"]))
+    attrs["version"] = 3
+    g.attrs["hpc_popgen"] = attrs
+    old = open_store(url, mode="r+")
+    assert old.legacy and old.written_shards().tolist() == [1] and old.is_written(1) and not old.is_written(0)
+    assert old.read("s", 8, 16).tolist() == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert old.read_shard(1)["seed"].tolist() == [2**32 - 1] * 8 and old.read_shard(1)["seed"].dtype == np.uint32
+    with pytest.raises(StoreError, match="layout 3 .* read only"):
+        old.write_shard(0, empty_shard(8, (16, 16)))
+    attrs["version"] = 1
+    g.attrs["hpc_popgen"] = attrs
+    with pytest.raises(StoreError, match="layout 1; this hpc_popgen reads layouts 2, 3, 4"):
+        open_store(url)

@@ -65,7 +65,7 @@ def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size
     keeps = []
     for i in range(store.n_shards):
         a, b = store.shard_range(i)
-        keeps.append(np.ones(b - a, dtype=bool) if code is None else store.array("split")[a:b] == code)
+        keeps.append(np.ones(b - a, dtype=bool) if code is None else store.read("split", a, b) == code)
     batches = sum(-(-int(k.sum()) // batch_size) for k in keeps)
     progress = progress or ProgressFile(None)
     progress.update(force=True, phase="predict", batch=0, batches=batches)
@@ -80,7 +80,7 @@ def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size
             outs.append(model.raw_predict(images[j:j + batch_size], batch_size=batch_size))
             done += 1
             progress.update(batch=done)
-        truth.append(store.array("s")[a:b][keep])
+        truth.append(store.read("s", a, b)[keep])
     progress.update(force=True, batch=done)
     if not outs:
         raise StoreError(f"{store.url}: no images in split {split!r}")

@@ -1,7 +1,7 @@
 """The ``simulate`` stage: msprime replicates (or ms files, see simulate_ms) -> images -> one sharded Zarr store.
 
-One Dask task per shard simulates its replicates, images them and writes the shard whole (then sets
-its ``shard_written`` flag); the ledger records the shard after the task returns. Replicate seeds
+One Dask task per shard simulates its replicates, images them and writes the shard whole (its
+records, written last, mark it whole); the ledger records the shard after the task returns. Replicate seeds
 derive from (stage seed, replicate index), so the store does not depend on the number of workers,
 and a rerun (or a task redone after its worker died) rewrites identical bytes.
 """
@@ -125,7 +125,7 @@ def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
     plan = Plan.from_dict(plan_dict)
     store = open_store(url, mode="r+")
     start, stop = store.shard_range(shard)
-    if store.array("shard_written")[shard] == 1:
+    if store.is_written(shard):
         return {"images": stop - start, "skipped": True, "seconds": round(time.time() - t0, 3)}
     from ..simulate import simulate_range
 

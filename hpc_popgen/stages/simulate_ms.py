@@ -81,7 +81,7 @@ def image_ms_shard(url: str, shard: int, task: dict) -> dict[str, Any]:
     t0 = time.time()
     store = open_store(url, mode="r+")
     start, stop = store.shard_range(shard)
-    if store.array("shard_written")[shard] == 1:
+    if store.is_written(shard):
         return {"images": stop - start, "skipped": True, "seconds": round(time.time() - t0, 3)}
     store.write_shard(shard, image_shard(task))
     return {"images": stop - start, "seconds": round(time.time() - t0, 3)}

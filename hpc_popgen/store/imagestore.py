@@ -1,8 +1,11 @@
 """Create, open (schema-checked), read and write the image store: one Zarr v3 group, sharded by images.
 
 Writing rule (measured with zarr 3.1: two processes writing different images of one shard lost 702 of
-2,000 images, silently): arrays are pre-created once, then each task writes one whole shard with one
-assignment per array and only then sets ``shard_written[i] = 1``. Rewriting a shard writes the same bytes again, so a redone task is harmless.
+2,000 images, silently): arrays are pre-created once, then each task writes one whole shard: its images
+in one assignment, then its records (one chunk, whose last column marks the shard written) in one. zarr
+writes each object atomically (temporary file, then rename), so a shard's records exist only after its
+images. Rewriting a shard writes the same bytes again, so a redone task is harmless. Stores of layouts 2
+and 3 (one array per field and a ``shard_written`` array) are read; new shards go to layout 4 only.
 """
 
 from __future__ import annotations
@@ -22,9 +25,14 @@ from ..paths import SCHEMA_DIR
 from .layout import (
     ATTRS_KEY,
     FORMAT,
+    IMAGES,
     PER_IMAGE_ARRAYS,
+    READABLE_VERSIONS,
+    RECORD_FIELDS,
+    RECORDS,
     SHARD_FLAG,
     VERSION,
+    WRITTEN_COLUMN,
     codecs_for,
     n_shards_for,
     shard_bounds,
@@ -112,12 +120,10 @@ def create_store(url: str, meta: dict, *, n_images: int, image_shape: tuple[int,
     attrs = _plain(attrs)
     _validate_attrs(url, attrs)
     group = zarr.open_group(store=normalise_url(url), mode="w-", zarr_format=3)
-    for spec in PER_IMAGE_ARRAYS:
-        tail = (h, w) if spec.image else ()
-        group.create_array(spec.name, shape=(n_images, *tail), dtype=spec.dtype,
-                           chunks=(chunk, *tail), shards=(shard_images, *tail), fill_value=0,
-                           **codecs_for(spec))
-    group.create_array(SHARD_FLAG, shape=(n_shards,), dtype="uint8", chunks=(1,), fill_value=0)
+    group.create_array(IMAGES.name, shape=(n_images, h, w), dtype=IMAGES.dtype, chunks=(chunk, h, w),
+                       shards=(shard_images, h, w), fill_value=0, **codecs_for(IMAGES))
+    group.create_array(RECORDS, shape=(n_images, len(RECORD_FIELDS) + 1), dtype="float64",
+                       chunks=(shard_images, len(RECORD_FIELDS) + 1), fill_value=0.0, **codecs_for(RECORD_FIELDS[0]))
     group.attrs[ATTRS_KEY] = attrs  # last: a store with attrs has all its arrays
     log.info("created image store %s: %d images in %d shards of %d", url, n_images, n_shards, shard_images)
     return open_store(url, mode="r+")
@@ -145,6 +151,9 @@ def open_store(url: str, mode: str = "r") -> ImageStore:
     attrs = group.attrs.asdict().get(ATTRS_KEY)
     if not isinstance(attrs, dict):
         raise StoreError(f"{url}: a Zarr group but not an hpc_popgen image store (no attrs[{ATTRS_KEY!r}])")
+    if attrs.get("format") == FORMAT and attrs.get("version") not in READABLE_VERSIONS:
+        raise StoreError(f"{url}: image store layout {attrs.get('version')!r}; this hpc_popgen reads layouts "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
     arrays = {}
     for name, arr in group.arrays():
         arrays[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape), "chunks": list(arr.chunks),
@@ -188,15 +197,27 @@ class ImageStore:
     def classes(self) -> list[float] | None:
         return self.meta.get("classes")
 
+    @property
+    def legacy(self) -> bool:
+        """Layout 2 or 3: one array per field and a ``shard_written`` array (read only)."""
+        return int(self.meta["version"]) < 4
+
     def _check_shapes(self, arrays: dict) -> None:
         n, k = self.n_images, self.shard_images
-        for spec in PER_IMAGE_ARRAYS:
-            info = arrays[spec.name]
-            want = [n, *self.image_shape] if spec.image else [n]
-            if info["shape"] != want:
-                raise StoreError(f"{self.url}: array {spec.name} has shape {info['shape']}, expected {want}")
-            if not info["shards"] or info["shards"][0] != k:
-                raise StoreError(f"{self.url}: array {spec.name} is not sharded by {k} images")
+        info = arrays[IMAGES.name]
+        if info["shape"] != [n, *self.image_shape]:
+            raise StoreError(f"{self.url}: array images has shape {info['shape']}, expected {[n, *self.image_shape]}")
+        if not info["shards"] or info["shards"][0] != k:
+            raise StoreError(f"{self.url}: array images is not sharded by {k} images")
+        if not self.legacy:
+            want = [n, len(RECORD_FIELDS) + 1]
+            if arrays[RECORDS]["shape"] != want or arrays[RECORDS]["chunks"][0] != k:
+                raise StoreError(f"{self.url}: array {RECORDS} has shape {arrays[RECORDS]['shape']} and chunks "
+                                 f"{arrays[RECORDS]['chunks']}, expected {want} in chunks of {k} images")
+            return
+        for spec in RECORD_FIELDS:
+            if spec.name in arrays and arrays[spec.name]["shape"] != [n]:
+                raise StoreError(f"{self.url}: array {spec.name} has shape {arrays[spec.name]['shape']}, expected [{n}]")
         if arrays[SHARD_FLAG]["shape"] != [self.n_shards]:
             raise StoreError(f"{self.url}: {SHARD_FLAG} has shape {arrays[SHARD_FLAG]['shape']}, expected [{self.n_shards}]")
 
@@ -208,7 +229,7 @@ class ImageStore:
 
     @_quiet
     def array(self, name: str) -> zarr.Array:
-        """One of the store's zarr arrays (opened once per ImageStore)."""
+        """One of the store's zarr arrays (``images``, ``records``), opened once per ImageStore."""
         if name not in self._arrays:
             self._arrays[name] = self.group[name]  # type: ignore[assignment]
         return self._arrays[name]
@@ -217,17 +238,46 @@ class ImageStore:
     def read_shard(self, i: int) -> dict[str, np.ndarray]:
         """Every per-image array for shard ``i`` (written or not: unwritten shards read as zeros)."""
         start, stop = self.shard_range(i)
-        return {spec.name: self.array(spec.name)[start:stop] for spec in PER_IMAGE_ARRAYS}
+        out = {IMAGES.name: self.array(IMAGES.name)[start:stop]}
+        out.update(self._fields(start, stop))
+        return out
+
+    def _fields(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        if self.legacy:
+            names = set(self.group.array_keys())
+            return {spec.name: (self.array(spec.name)[start:stop] if spec.name in names
+                                else np.zeros(stop - start, dtype=spec.dtype)) for spec in RECORD_FIELDS}
+        rec = self.array(RECORDS)[start:stop]
+        return {spec.name: rec[:, j].astype(spec.dtype) for j, spec in enumerate(RECORD_FIELDS)}
 
     @_quiet
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """One array over an index range (e.g. all labels: ``store.read('s')``)."""
-        return self.array(name)[start:self.n_images if stop is None else stop]
+        """One per-image array over an index range (e.g. all labels: ``store.read('s')``)."""
+        stop = self.n_images if stop is None else stop
+        if name == IMAGES.name:
+            return self.array(name)[start:stop]
+        j = next((j for j, spec in enumerate(RECORD_FIELDS) if spec.name == name), None)
+        if j is None:
+            raise StoreError(f"{self.url}: no per-image array {name!r}")
+        if self.legacy:
+            return self._fields(start, stop)[name]
+        return self.array(RECORDS)[start:stop, j].astype(RECORD_FIELDS[j].dtype)
 
     @_quiet
     def written_shards(self) -> np.ndarray:
         """Indices of shards whose data is completely written."""
-        return np.flatnonzero(self.array(SHARD_FLAG)[:] == 1)
+        if self.legacy:
+            return np.flatnonzero(self.array(SHARD_FLAG)[:] == 1)
+        flags = self.array(RECORDS)[:, WRITTEN_COLUMN][:: self.shard_images]
+        return np.flatnonzero(flags == 1)
+
+    @_quiet
+    def is_written(self, i: int) -> bool:
+        """Whether shard ``i`` is completely written (reads that shard's records only)."""
+        start, _stop = self.shard_range(i)
+        if self.legacy:
+            return bool(self.array(SHARD_FLAG)[i] == 1)
+        return bool(self.array(RECORDS)[start, WRITTEN_COLUMN] == 1)
 
     @_quiet
     def write_shard(self, i: int, data: dict[str, np.ndarray]) -> None:
@@ -235,6 +285,9 @@ class ImageStore:
 
         Only one task may write a given shard; a rewrite with the same data is idempotent.
         """
+        if self.legacy:
+            raise StoreError(f"{self.url}: image store layout {self.meta['version']} (an older hpc_popgen) is read "
+                             f"only; simulate into a new store (layout {VERSION})")
         start, stop = self.shard_range(i)
         n = stop - start
         missing = [s.name for s in PER_IMAGE_ARRAYS if s.name not in data]
@@ -245,9 +298,12 @@ class ImageStore:
             want = (n, *self.image_shape) if spec.image else (n,)
             if values.shape != want:
                 raise StoreError(f"{self.url}: shard {i}: {spec.name} has shape {values.shape}, expected {want}")
-        for spec in PER_IMAGE_ARRAYS:
-            self.array(spec.name)[start:stop] = np.asarray(data[spec.name], dtype=spec.dtype)
-        self.array(SHARD_FLAG)[i] = 1
+        self.array(IMAGES.name)[start:stop] = np.asarray(data[IMAGES.name], dtype=IMAGES.dtype)
+        rec = np.empty((n, len(RECORD_FIELDS) + 1), dtype=np.float64)
+        for j, spec in enumerate(RECORD_FIELDS):
+            rec[:, j] = np.asarray(data[spec.name], dtype=spec.dtype)
+        rec[:, WRITTEN_COLUMN] = 1.0
+        self.array(RECORDS)[start:stop] = rec  # one chunk: after the images, and it marks the shard whole
 
     @_quiet
     def disk_bytes(self, name: str = "images") -> int:

@@ -1,9 +1,12 @@
 """The image store's layout: which arrays, their dtypes and per-image shapes, and their codecs.
 
 Images are stored bit-packed (zarr's PackBits filter) then Zstd-compressed, keeping the logical
-(N, H, W) shape: a 128x128 row-sorted image takes about 400-500 bytes on disk. Every array is sharded
-by ``shard_images`` along axis 0 (a shard is the unit of writing); chunks (the unit of reading) hold
-``chunk_images`` images.
+(N, H, W) shape: a 128x128 row-sorted image takes about 400-500 bytes on disk. They are sharded by
+``shard_images`` along axis 0 (a shard is the unit of writing); chunks (the unit of reading) hold
+``chunk_images`` images. The per-image numbers (S, class, seed, split, ...) are the columns of one
+float64 ``records`` array, one chunk per shard, whose last column is 1 once the shard is whole: a
+shard is two files whatever the number of fields (layout 4), where one array per field made 15 and
+parallel file systems count files. Every field's values are exact in float64 (integers < 2**53).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "hpc_popgen.image_store"
-VERSION = 3  # 2: model_index (the history of an ensemble each image was simulated under); 3: batch_seed, batch_index
+VERSION = 4  # 2: model_index; 3: batch_seed, batch_index; 4: the per-image fields as columns of one records array
+READABLE_VERSIONS = (2, 3, 4)  # 2 and 3 (one array per field, a shard_written array) are read, not written
 ATTRS_KEY = "hpc_popgen"
 
 
@@ -43,7 +47,11 @@ PER_IMAGE_ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec("batch_seed", "uint32"),  # msprime seed of the image's batch (0: simulated alone)
     ArraySpec("batch_index", "uint32"),  # its replicate_index in that batch
 )
-SHARD_FLAG = "shard_written"
+IMAGES = PER_IMAGE_ARRAYS[0]
+RECORD_FIELDS: tuple[ArraySpec, ...] = PER_IMAGE_ARRAYS[1:]  # the columns of ``records``, in order
+RECORDS = "records"
+WRITTEN_COLUMN = len(RECORD_FIELDS)  # the records' last column: 1 once the shard is written whole
+SHARD_FLAG = "shard_written"  # layouts 2-3 only
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
 

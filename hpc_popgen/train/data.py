@@ -5,7 +5,7 @@ rank's shards are visited in a seeded random order, ``buffer`` images' worth of 
 pooled and permuted, and batches are cut from the pool (leftovers carry over), so batches mix images
 from several shards while memory stays at about ``buffer`` images. A background thread reads the next
 group of shards while the current one is consumed. In stream mode a shard is read only once the
-simulate stage has marked it written (``shard_written``).
+simulate stage has marked it written (:meth:`ImageStore.is_written`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class ShardReader:
     def wait_written(self, shard: int) -> None:
         """Block until the simulate stage has written ``shard`` (stream mode)."""
         t0 = time.monotonic()
-        while not self.store.array("shard_written")[shard]:
+        while not self.store.is_written(shard):
             if time.monotonic() - t0 > self.timeout_s:
                 raise StoreError(f"{self.store.url}: shard {shard} not written after {self.timeout_s:.0f} s")
             time.sleep(self.poll_s)
@@ -79,10 +79,10 @@ class ShardReader:
             self.wait_written(shard)
         a, b = self.store.shard_range(shard)
         images = self.store.array("images")[a:b]
-        s = self.store.array("s")[a:b]
+        s = self.store.read("s", a, b)
         if self.split is None:
             return images, s, np.arange(b - a)
-        keep = np.flatnonzero(self.store.array("split")[a:b] == self.split)
+        keep = np.flatnonzero(self.store.read("split", a, b) == self.split)
         return images, s, keep
 
 
