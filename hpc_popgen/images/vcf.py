@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .haplotypes import Haplotypes
+from .mask import accessible_bp, no_mask_error, read_mask
 
 log = logging.getLogger(__name__)
 _REGION = re.compile(r"^([^:]+)(?::([\d,]+)-([\d,]+))?$")
@@ -165,54 +166,6 @@ def vcf_chromosomes(path: str | Path, cache_dir: str | Path | None = None) -> li
     return indexed_path(path, cache_dir)[1]
 
 
-def _no_mask(mask: str | Path, chrom: str, covered: list[str]) -> InputDataError:
-    """A mask without intervals on the chromosome read: most likely the mask of another chromosome or assembly."""
-    return InputDataError(f"{mask}: the mask has no intervals on chromosome {chrom} "
-                          f"(it covers {', '.join(covered[:10]) or 'nothing'})")
-
-
-def read_mask(path: str | Path, chroms: set[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Accessible intervals of a BED file (plain or gzip) per chromosome: sorted, merged, 0-based half-open
-    (starts, ends). With ``chroms``, only those are kept, and each must have intervals."""
-    path = Path(path)
-    raw: dict[str, list[tuple[int, int]]] = {}
-    seen: dict[str, None] = {}
-    try:
-        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as fh:
-            for lineno, line in enumerate(fh, start=1):
-                fields = line.split()
-                if not fields or fields[0].startswith(("#", "track", "browser")):
-                    continue
-                seen[fields[0]] = None
-                if chroms is not None and fields[0] not in chroms:
-                    continue
-                try:
-                    start, end = int(fields[1]), int(fields[2])
-                except (IndexError, ValueError):
-                    raise InputDataError(f"{path}:{lineno}: expected CHROM START END (BED), got {line.strip()[:60]!r}") from None
-                raw.setdefault(fields[0], []).append((start, end))
-    except FileNotFoundError:
-        raise InputDataError(f"{path}: mask file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read mask: {exc}") from None
-    for chrom in sorted((chroms or set()) - set(raw)):
-        raise _no_mask(path, chrom, list(seen))
-    out = {}
-    for chrom, ivs in raw.items():
-        a = np.array(sorted(ivs), dtype=np.int64)
-        reach = np.maximum.accumulate(a[:, 1])
-        first = np.concatenate([[True], a[1:, 0] > reach[:-1]])  # not touching any interval before it
-        last = np.concatenate([np.flatnonzero(first)[1:] - 1, [len(a) - 1]])
-        out[chrom] = (a[first, 0], reach[last])
-    return out
-
-
-def _accessible_bp(ivs: tuple[np.ndarray, np.ndarray], start0: int, end0: int) -> int:
-    """Accessible base pairs of [start0, end0) (0-based, half-open)."""
-    lo, hi = np.clip(ivs[0], start0, end0), np.clip(ivs[1], start0, end0)
-    return int(np.sum(hi - lo))
-
-
 def genotype_error(source: str | Path, chrom: str, pos: int, sample: str, a: int, b: int,
                    phased: bool) -> InputDataError:
     """One line naming file, record and sample for a genotype that is not a phased diploid 0/1 call
@@ -316,7 +269,7 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
     masks = read_mask(mask, {reg[0]} if reg else None) if mask is not None else None
     counts: Counter[str] = Counter()
     if masks is not None and reg is not None and reg[2] < _WHOLE:
-        acc = _accessible_bp(masks[reg[0]], reg[1] - 1, reg[2])
+        acc = accessible_bp(masks[reg[0]], reg[1] - 1, reg[2])
         counts["accessible_bp"] = acc
         share = acc / (reg[2] - reg[1] + 1)
         if share < min_accessible:
@@ -344,7 +297,7 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
         chrom = v.CHROM
         if masks is not None:
             if chrom not in mask_lists:
-                raise _no_mask(mask, chrom, list(mask_lists))
+                raise no_mask_error(mask, chrom, list(mask_lists))
             starts, ends = mask_lists[chrom]
             i = bisect.bisect_right(starts, pos - 1) - 1
             if i < 0 or pos - 1 >= ends[i]:

@@ -12,7 +12,9 @@ one; bio2zarr would read no genotypes) is converted from a temporary copy with t
 Reading keeps the policies of :mod:`hpc_popgen.images.vcf` (the cyvcf2 reader of small regions), so
 a scan through either gives the same windows: multi-allelic records are dropped (``multiallelic``),
 records without a concrete ALT too (``no_alt``), and with ``derived`` a site whose INFO/AA is neither
-REF nor ALT (``no_ancestral``). Genotypes are read per range of variants, so a scan task reads only
+REF nor ALT (``no_ancestral``; the ancestral allele from INFO/AA, or from a FASTA, see
+:mod:`hpc_popgen.images.ancestral`), and with a ``mask`` a site outside the BED (``inaccessible``,
+:mod:`hpc_popgen.images.mask`). Genotypes are read per range of variants, so a scan task reads only
 the chunks of its own windows. :func:`spectrum` reads the chunks one by one for an AFS.
 """
 
@@ -31,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputDataError
+from .ancestral import ancestral_alleles, open_fasta
 from .haplotypes import Haplotypes
+from .mask import Intervals, inside, read_mask
 from .vcf import cache_root, genotype_error, indexed_path
 
 log = logging.getLogger(__name__)
@@ -215,6 +219,7 @@ class Sites:
     samples: list[str]
     columns: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
+    accessible: Intervals | None = None  # the mask's intervals on ``chrom`` (None: no mask)
 
 
 def contigs_with_records(root: Any) -> list[str]:
@@ -245,9 +250,13 @@ def _aa(root: Any, sl: slice) -> np.ndarray:
 
 
 def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: list[str] | None, *,
-               derived: bool, source: str | Path | None = None) -> Sites:
+               derived: bool, source: str | Path | None = None, mask: str | Path | None = None,
+               ancestral_fasta: str | Path | None = None) -> Sites:
     """The sites a scan uses on ``region`` (chrom, start, end; 1-based inclusive; None: the first
-    chromosome), from positions, alleles and INFO/AA only (no genotypes), by the module doc's policies."""
+    chromosome), from positions, alleles and INFO/AA only (no genotypes), by the module doc's policies.
+
+    ``mask``: a BED of accessible sequence (sites outside it dropped as ``inaccessible``);
+    ``ancestral_fasta``: the ancestral alleles of ``derived`` from a FASTA instead of INFO/AA."""
     src = str(source or vcz)
     root = open_vcz(vcz, source)
     contigs = [str(c) for c in _strings(root["contig_id"][:])]
@@ -259,9 +268,11 @@ def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: li
         raise InputDataError(f"{src}: chromosome {chrom!r} is not in the file "
                              f"(it has records on {', '.join(present[:10])})")
     names, columns = _choose_samples(root, samples, src)
-    if derived and "variant_AA" not in root:
+    if derived and ancestral_fasta is None and "variant_AA" not in root:
         raise InputDataError(f"{src}: no INFO/AA (ancestral allele) in the header, so no derived "
-                             "polarisation; use a model trained with polarisation major_minor")
+                             "polarisation; use a model trained with polarisation major_minor or give an "
+                             "ancestral FASTA")
+    accessible = read_mask(mask, {chrom})[chrom] if mask is not None else None
     contig = root["variant_contig"][:]
     pos_all = root["variant_position"][:]
     on = np.flatnonzero((contig == contigs.index(chrom)) & (pos_all >= start) & (pos_all <= end))
@@ -278,9 +289,18 @@ def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: li
     keep = ~multi & ~no_alt
     counts["multiallelic"] = int(multi.sum())
     counts["no_alt"] = int(no_alt.sum())
+    positions = pos_all[on]
+    if accessible is not None:
+        out = keep & ~inside(accessible, positions)
+        counts["inaccessible"] = int(out.sum())
+        keep &= ~out
     flip = np.zeros(len(rel), dtype=bool)
     if derived:
-        aa = _aa(root, sl)[rel]
+        if ancestral_fasta is not None:
+            with open_fasta(ancestral_fasta) as fa:
+                aa = ancestral_alleles(fa, ancestral_fasta, chrom, positions)
+        else:
+            aa = _aa(root, sl)[rel]
         is_ref = aa == np.char.upper(alleles[:, 0])
         is_alt = aa == np.char.upper(alt)
         counts["no_ancestral"] = int((keep & ~is_ref & ~is_alt).sum())
@@ -293,8 +313,8 @@ def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: li
         raise InputDataError(f"{src}: no usable biallelic records in {chrom} ({counts['records']} read; "
                              f"dropped {dropped or 'none'})")
     return Sites(path=str(vcz), source=src, chrom=chrom, index=on[keep].astype(np.int64),
-                 positions=pos_all[on[keep]].astype(np.int64), flip=flip[keep], samples=names, columns=columns,
-                 counts={k: int(v) for k, v in counts.items()})
+                 positions=positions[keep].astype(np.int64), flip=flip[keep], samples=names, columns=columns,
+                 counts={k: int(v) for k, v in counts.items()}, accessible=accessible)
 
 
 def read_sites(vcz: str | Path, index: np.ndarray, columns: np.ndarray, flip: np.ndarray, *, chrom: str,
@@ -324,10 +344,11 @@ def read_sites(vcz: str | Path, index: np.ndarray, columns: np.ndarray, flip: np
 
 
 def read_region(vcf: str | Path, region: tuple[str, int, int] | None = None, samples: list[str] | None = None, *,
-                derived: bool = False, cache_dir: str | Path | None = None) -> Haplotypes:
+                derived: bool = False, cache_dir: str | Path | None = None, mask: str | Path | None = None,
+                ancestral_fasta: str | Path | None = None) -> Haplotypes:
     """Phased biallelic genotypes of a chromosome or region through the VCF Zarr (absolute positions)."""
     vcz = ensure_vcz(vcf, cache_dir)
-    sites = plan_sites(vcz, region, samples, derived=derived, source=vcf)
+    sites = plan_sites(vcz, region, samples, derived=derived, source=vcf, mask=mask, ancestral_fasta=ancestral_fasta)
     m = read_sites(vcz, sites.index, sites.columns, sites.flip, chrom=sites.chrom, positions=sites.positions,
                    samples=sites.samples, source=str(vcf))
     return Haplotypes(m, sites.positions.astype(np.float64), names=[f"{s}_{k}" for s in sites.samples for k in (0, 1)],

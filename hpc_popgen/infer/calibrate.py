@@ -3,7 +3,7 @@
 A Bayes factor from a CNN trained on simulations is not a genome-wide error rate: windows are many,
 correlated, and the network's output on real neutral data need not follow its training prior. So the
 scan stage scans chromosomes simulated under the neutral history (same length, sample size, rates,
-model and window plan) and each real window's Bayes factor is ranked against the pooled null windows:
+model, window plan and accessibility mask) and each real window's Bayes factor is ranked against the pooled null windows:
 
 * p = (1 + #{null windows with BF >= BF_real}) / (1 + #null windows) (the +1 keeps p > 0 and makes the
   test valid when the real window is exchangeable with the null ones);
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ..images.mask import Intervals, inside
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,12 @@ def calibration_summary(q: np.ndarray, fdr: float, n_null_windows: int, n_null_c
 
 
 def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, length: int, *, mutation_rate: float,
-                             recombination_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                             recombination_rate: float, seed: int,
+                             accessible: Intervals | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One neutral chromosome under the demes ``graph`` (a dict, time in generations), sampled in
     ``population``: a (2 n, sites) uint8 haplotype matrix (1 = derived) and 1-based integer positions.
+    With ``accessible`` (the real chromosome's mask, same coordinates), sites outside it are dropped,
+    as the real scan drops them, so null and real windows see the same sequence.
 
     msprime's neutral coalescent with the demes model (exact under any history); mutations on a
     discrete genome with the binary model, so every site is biallelic with a known ancestral allele,
@@ -155,5 +160,7 @@ def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, leng
     positions = ts.tables.sites.position.astype(np.int64) + 1
     matrix = ts.genotype_matrix().T.astype(np.uint8)  # rows: sample 0 hap 0, sample 0 hap 1, ...
     keep = matrix.any(axis=0) & ~matrix.all(axis=0)  # back mutations can leave a site monomorphic
+    if accessible is not None:
+        keep &= inside(accessible, positions)
     log.debug("null chromosome seed %d: %d sites, %d polymorphic", seed, len(positions), int(keep.sum()))
     return np.ascontiguousarray(matrix[:, keep]), positions[keep]

@@ -35,6 +35,9 @@ class ScanConfig:
     vcf: str
     chrom: str | None
     samples: str | tuple[str, ...] | None
+    mask: str | None
+    min_accessible: float
+    ancestral_fasta: str | None
     window: WindowConfig
     chunk_windows: int
     hpdi_level: float

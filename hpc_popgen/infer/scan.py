@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputDataError
+from ..images.mask import Intervals, accessible_shares
 from .regions import summarize_images
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,18 @@ def plan_windows(positions: np.ndarray, *, size: int, step: int, unit: str, min_
     else:
         raise InputDataError(f"window unit {unit!r}: expected sites or bp")
     return out
+
+
+def accessible_windows(windows: list[Window], accessible: Intervals | None,
+                       min_accessible: float) -> tuple[list[Window], int]:
+    """The windows whose accessible share (bp in the mask over the window's bp) is at least
+    ``min_accessible``, and how many were skipped: a sparser window would image unlike the simulations
+    the model learnt from. No mask: all windows, none skipped."""
+    if accessible is None or not windows:
+        return windows, 0
+    shares = accessible_shares(accessible, np.array([w.start for w in windows]), np.array([w.end for w in windows]))
+    kept = [w for w, share in zip(windows, shares, strict=True) if share >= min_accessible]
+    return kept, len(windows) - len(kept)
 
 
 @lru_cache(maxsize=2)

@@ -11,6 +11,11 @@ With ``null``, the same stage also simulates and scans neutral chromosomes (unit
 Dask task each, seeded from the stage seed and the chromosome's index, so the result does not depend on
 the worker count), then gives each real window an empirical p-value and a Benjamini–Hochberg q-value
 (:mod:`hpc_popgen.infer.calibrate`) and writes the windows with q < ``fdr`` merged into candidates.tsv.
+
+With ``mask`` (a BED of accessible sequence), sites outside it are dropped and windows whose accessible
+share is below ``min_accessible`` are skipped: left out of scan.tsv, counted in the report
+(``windows_skipped``) and the log. Null chromosomes are masked with the same coordinates and rules.
+``ancestral_fasta`` polarises ``derived`` sites from a FASTA instead of INFO/AA.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .. import atomic
 from ..errors import InputDataError, ManifestError, ParamError
 from ..infer.config import NullConfig, ScanConfig
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult, Unit, key_path, located, stage_config
+from .base import StageContext, StageResult, Unit, input_path, key_path, located, stage_config
 from .evaluate import check as check_model
 from .evaluate import model_dir
 
@@ -36,6 +41,7 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
     """The model reference must be usable (see the evaluate stage), and so must the null's history."""
     check_model(spec, manifest)
     cfg: ScanConfig = stage_config(spec, manifest)
+    check_inputs(cfg, spec, manifest)
     if cfg.null is None:
         return
     with located(spec, manifest):
@@ -50,6 +56,24 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
         return
     with located(spec, manifest):
         _history(settings, manifest.base_dir, None)
+
+
+def check_inputs(cfg: ScanConfig, spec: StageSpec, manifest: Manifest) -> None:
+    """The mask and the ancestral FASTA exist and cover the scanned chromosome (when ``chrom`` names it;
+    else the chromosome is checked when the scan reads the VCF, before any window runs)."""
+    from ..images.ancestral import check_fasta
+    from ..images.mask import read_mask
+    from ..images.vcf import parse_region
+
+    chrom = parse_region(cfg.chrom)[0] if cfg.chrom else None
+    for key, value, test in (("mask", cfg.mask, lambda p: read_mask(p, {chrom} if chrom else None)),
+                             ("ancestral_fasta", cfg.ancestral_fasta, lambda p: check_fasta(p, chrom))):
+        if value is None or "://" in value.removeprefix("file://"):
+            continue
+        try:
+            test(input_path(manifest, value))
+        except InputDataError as exc:
+            raise ManifestError(f"{key_path(spec, manifest, key)}: {exc}") from None
 
 
 def null_settings(null: NullConfig, spec: StageSpec, manifest: Manifest) -> dict:
@@ -121,14 +145,20 @@ def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndar
 
 def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploids: int, length: int,
                          mutation_rate: float, recombination_rate: float, window: dict, name: str,
-                         out_path: str, *, level: float, seed: int) -> int:
-    """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model and windows."""
+                         out_path: str, *, level: float, seed: int, accessible: tuple | None,
+                         min_accessible: float) -> int:
+    """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model, windows
+    and mask (``accessible``: the real chromosome's intervals in the same coordinates)."""
     from ..infer.calibrate import simulate_null_chromosome
-    from ..infer.scan import plan_windows, scan_chunk
+    from ..infer.scan import accessible_windows, plan_windows, scan_chunk
 
     matrix, positions = simulate_null_chromosome(graph, population, n_diploids, length, mutation_rate=mutation_rate,
-                                                 recombination_rate=recombination_rate, seed=seed)
-    windows = [(w.lo, w.hi, w.start, w.end) for w in plan_windows(positions, **window)]
+                                                 recombination_rate=recombination_rate, seed=seed,
+                                                 accessible=accessible)
+    planned, skipped = accessible_windows(plan_windows(positions, **window), accessible, min_accessible)
+    if skipped:
+        log.info("%s: %d null windows skipped (accessible share < %g)", name, skipped, min_accessible)
+    windows = [(w.lo, w.hi, w.start, w.end) for w in planned]
     return scan_chunk(model_dir, matrix, positions, windows, name, out_path, level=level, mc_samples=0, seed=seed)
 
 
@@ -139,9 +169,10 @@ def run_unit(task: str, *args, **kwargs) -> int:
 
 def run(ctx: StageContext) -> StageResult:
     """Plan windows from the VCF Zarr's positions, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
+    from ..images.mask import clip
     from ..images.vcf import parse_region, read_sample_list
     from ..images.vcz import ensure_vcz, plan_sites, storage_cache
-    from ..infer.scan import COLUMNS, plan_windows, plot_scan, read_scan
+    from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_scan
 
     cfg: ScanConfig = ctx.config
     out = ctx.stage_dir()
@@ -152,14 +183,26 @@ def run(ctx: StageContext) -> StageResult:
     mdir = str(model_dir(ctx))
     _check_model(mdir)
     derived = _model_meta(mdir)["image"]["polarisation"] == "derived"  # polarise as the training images were
+    mask = ctx.input_path(cfg.mask) if cfg.mask else None
+    fasta = ctx.input_path(cfg.ancestral_fasta) if cfg.ancestral_fasta else None
+    if fasta and not derived:
+        log.warning("stage %s: ancestral_fasta %s is not used: the model was trained on major/minor images",
+                    ctx.name, fasta)
     vcz = ensure_vcz(vcf, storage_cache(ctx.path("vcz")))
-    sites = plan_sites(vcz, parse_region(cfg.chrom), samples, derived=derived, source=vcf)
+    sites = plan_sites(vcz, parse_region(cfg.chrom), samples, derived=derived, source=vcf, mask=mask,
+                       ancestral_fasta=fasta if derived else None)
     chrom, positions = sites.chrom, sites.positions
     region = cfg.chrom or chrom
     w = cfg.window
-    windows = plan_windows(positions, size=w.size, step=w.step, unit=w.unit, min_sites=w.min_sites)
+    windows, skipped = accessible_windows(plan_windows(positions, size=w.size, step=w.step, unit=w.unit,
+                                                       min_sites=w.min_sites), sites.accessible, cfg.min_accessible)
+    if mask:
+        log.info("stage %s: %d windows skipped (accessible share < %g in mask %s), %d scanned", ctx.name,
+                 skipped, cfg.min_accessible, mask, len(windows))
     if not windows:
-        raise InputDataError(f"{vcf}: no window of {w.size} {w.unit} with at least {w.min_sites} sites in {region}")
+        more = f" and an accessible share >= {cfg.min_accessible:g} in {mask} ({skipped} skipped)" if mask else ""
+        raise InputDataError(f"{vcf}: no window of {w.size} {w.unit} with at least {w.min_sites} sites{more} "
+                             f"in {region}")
     k = cfg.chunk_windows
     units = []
     for c, i0 in enumerate(range(0, len(windows), k)):
@@ -181,12 +224,14 @@ def run(ctx: StageContext) -> StageResult:
         graph = history.graph.asdict()
         length = int(positions[-1])  # the scanned span: from the chromosome start to its last kept site
         wdict = {"size": w.size, "step": w.step, "unit": w.unit, "min_sites": w.min_sites}
+        null_mask = {"accessible": None if sites.accessible is None else clip(sites.accessible, length),
+                     "min_accessible": cfg.min_accessible}
         for i in range(cfg.null.chromosomes):
             uid = f"null-{i:05d}"
             units.append(Unit(uid, args=("null", mdir, graph, history.population, len(sites.samples), length,
                                          float(settings["mutation_rate"]), float(settings["recombination_rate"]),
                                          wdict, f"null{i}", str(parts / f"{uid}.tsv")),
-                              kwargs={"level": cfg.hpdi_level, "seed": ctx.unit_seed(NULL_KEY, i)},
+                              kwargs={"level": cfg.hpdi_level, "seed": ctx.unit_seed(NULL_KEY, i), **null_mask},
                               weight=len(windows)))
         log.info("stage %s: null of %d neutral chromosomes of %d bp, %d diploids of %s under %s",
                  ctx.name, cfg.null.chromosomes, length, len(sites.samples), history.population, history.source)
@@ -228,6 +273,8 @@ def run(ctx: StageContext) -> StageResult:
                           max_bf_window=f"{chrom}:{int(table['start'][best])}-{int(table['end'][best])}",
                           tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"), vcz=str(vcz),
                           sites=sites.counts)
+    if mask:
+        result.metrics.update(mask=mask, min_accessible=cfg.min_accessible, windows_skipped={"inaccessible": skipped})
     if calibration is not None:
         result.metrics.update(calibration=calibration, candidates=str(out / "candidates.tsv"))
     return result
