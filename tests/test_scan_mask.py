@@ -175,3 +175,32 @@ def test_bad_mask_or_fasta_is_one_line_at_validate_and_nothing_is_written(tmp_pa
     line = one_error_line(run_cli("submit", job, "--run-dir", tmp_path / "run"))
     assert needle in line, line
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_demography_afs_polarised_by_the_fasta_equals_info_aa(data):
+    from hpc_popgen.demography.afs import fs_from_vcf
+
+    popmap = data["tmp"] / "pops.txt"
+    popmap.write_text("".join(f"tsk_{i}\t{'A' if i < 6 else 'B'}\n" for i in range(12)))
+    kw = {"polarized": True, "cache_dir": data["tmp"] / "cache"}
+    aa = fs_from_vcf(data["vcf"], popmap, ["A", "B"], [12, 8], **kw)
+    fa = fs_from_vcf(data["vcf"], popmap, ["A", "B"], [12, 8], ancestral_fasta=data["fasta"], **kw)
+    assert not fa.folded and np.array_equal(fa.mask, aa.mask) and np.allclose(fa.data, aa.data, rtol=1e-12)
+    assert fa.S() > 1000
+    _, counts = vz.spectrum(data["vcf"], {f"tsk_{i}": "A" for i in range(6)}, ["A"], [8], polarized=True,
+                            cache_dir=data["tmp"] / "cache", ancestral_fasta=data["fasta"])
+    assert counts["no_ancestral"] > 0
+
+
+@pytest.mark.parametrize("inp,needle", [
+    ({"ancestral_fasta": "nowhere.fa"}, "nowhere.fa: ancestral FASTA not found"),
+    ({"ancestral_fasta": "anc.fa", "polarized": False}, "give it with input.vcf and polarized: true"),
+])
+def test_demography_ancestral_fasta_is_checked_at_validate(tmp_path, inp, needle):
+    (tmp_path / "anc.fa").write_text(f">{CHROM}\nACGT\n")
+    job = write_yaml(tmp_path / "job.yaml", {"name": "d", "seed": 1, "storage": "runs", "stages": [
+        {"demography": {"input": {"vcf": "x.vcf.gz", "popmap": "pops.txt", "populations": ["A"], "projections": [4],
+                                  "polarized": True, **inp},
+                        "initial_structure": [1], "final_structure": [1]}}]})
+    line = one_error_line(run_cli("validate", job))
+    assert "stages[0].demography.input.ancestral_fasta" in line and needle in line, line

@@ -112,13 +112,15 @@ def read_popmap(path: str | Path) -> dict[str, str]:
 
 
 def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projections: list[int],
-                polarized: bool = False, cache_dir: str | Path | None = None) -> Any:
+                polarized: bool = False, cache_dir: str | Path | None = None,
+                ancestral_fasta: str | Path | None = None) -> Any:
     """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population.
 
     The genotypes are read through the VCF's VCF Zarr (bio2zarr; converted once into ``cache_dir``, see
     :mod:`hpc_popgen.images.vcz`), chunk by chunk, with the site rules of moments' own VCF reader (which
     gives the same spectrum): FILTER PASS or ``.``, biallelic SNPs (multi-allelic records are dropped
-    and counted), and for ``polarized`` an INFO/AA that is REF or ALT; otherwise the spectrum is folded.
+    and counted), and for ``polarized`` an INFO/AA (or ``ancestral_fasta`` base) that is REF or ALT;
+    otherwise the spectrum is folded.
     """
     from ..images.vcz import spectrum
 
@@ -136,7 +138,7 @@ def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projection
         if n < 2 or n > counts[p]:
             raise InputDataError(f"projections: {p} has {counts[p]} haplotypes in {popmap}; cannot project to {n}")
     fs, sites = spectrum(vcf, pm, list(pops), list(projections), polarized=polarized, cache_dir=cache_dir,
-                         popmap_path=popmap)
+                         popmap_path=popmap, ancestral_fasta=ancestral_fasta)
     _check(fs, str(vcf))
     log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f; records %s", vcf, fs.ndim, fs.sample_sizes,
              fs.S(), sites)
@@ -151,7 +153,8 @@ def load_input(cfg: DemographyConfig, resolve: Callable[[str], str], cache_dir: 
         fs = load_fs(resolve(inp.afs), list(inp.populations) if inp.populations else None)
     else:
         fs = fs_from_vcf(resolve(inp.vcf), resolve(inp.popmap), list(inp.populations),  # type: ignore[arg-type]
-                         list(inp.projections), polarized=inp.polarized, cache_dir=cache_dir)  # type: ignore[arg-type]
+                         list(inp.projections), polarized=inp.polarized, cache_dir=cache_dir,  # type: ignore[arg-type]
+                         ancestral_fasta=resolve(inp.ancestral_fasta) if inp.ancestral_fasta else None)
     structure = list(cfg.initial_structure)
     if fs.ndim != len(structure):
         raise InputDataError(f"{inp.afs or inp.vcf}: {fs.ndim}-population spectrum but "

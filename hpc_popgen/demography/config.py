@@ -27,10 +27,13 @@ class InputConfig:
     populations: tuple[str, ...] | None
     projections: tuple[int, ...] | None
     polarized: bool
+    ancestral_fasta: str | None
 
     def __post_init__(self) -> None:
         if bool(self.afs) == bool(self.vcf):
             raise ParamError("", "give exactly one of afs or vcf")
+        if self.ancestral_fasta and not (self.vcf and self.polarized):
+            raise ParamError("ancestral_fasta", "polarises a VCF's spectrum: give it with input.vcf and polarized: true")
         if not self.vcf:
             return
         for key in ("popmap", "populations", "projections"):

@@ -249,6 +249,16 @@ def _aa(root: Any, sl: slice) -> np.ndarray:
     return np.char.upper(np.char.strip(np.array([a.split("|", 1)[0] for a in aa], dtype=str)))
 
 
+def _fasta_aa(fasta: Any, path: str | Path, root: Any, sl: slice, contig_ids: list[str]) -> np.ndarray:
+    """The FASTA's ancestral bases (upper case, ``""`` unknown) of a range of variants, chromosome by chromosome."""
+    contig, pos = root["variant_contig"][sl], root["variant_position"][sl]
+    out = np.full(len(pos), "", dtype="<U1")
+    for c in np.unique(contig):
+        on = contig == c
+        out[on] = ancestral_alleles(fasta, path, contig_ids[int(c)], pos[on])
+    return out
+
+
 def plan_sites(vcz: str | Path, region: tuple[str, int, int] | None, samples: list[str] | None, *,
                derived: bool, source: str | Path | None = None, mask: str | Path | None = None,
                ancestral_fasta: str | Path | None = None) -> Sites:
@@ -374,13 +384,14 @@ def _projection(p_to: int, n: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projections: list[int], *,
-             polarized: bool, cache_dir: str | Path | None = None, popmap_path: str | Path | None = None) -> tuple[Any, dict[str, int]]:
+             polarized: bool, cache_dir: str | Path | None = None, popmap_path: str | Path | None = None,
+             ancestral_fasta: str | Path | None = None) -> tuple[Any, dict[str, int]]:
     """The AFS of ``pops`` (a moments.Spectrum, folded unless ``polarized``) over every chromosome of the
     VCF Zarr of ``vcf``, and the counts of records read, used and dropped.
 
     Sites as moments' VCF reader takes them: FILTER PASS or ``.``, REF and one ALT single bases
-    (``not_snp``; more than one ALT: ``multiallelic``), with ``polarized`` an INFO/AA that is REF or ALT
-    (``no_ancestral``); missing calls shrink the site's sample, which is projected hypergeometrically.
+    (``not_snp``; more than one ALT: ``multiallelic``), with ``polarized`` an INFO/AA (or the base of
+    ``ancestral_fasta``) that is REF or ALT (``no_ancestral``); missing calls shrink the site's sample, which is projected hypergeometrically.
     """
     import moments
 
@@ -392,7 +403,7 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
     absent = [s for p in pops for s in chosen[p] if s not in col]
     if absent:
         raise InputDataError(f"{vcf}: sample(s) of popmap {popmap_path or ''} not in the VCF: {', '.join(absent[:10])}")
-    if polarized and "variant_AA" not in root:
+    if polarized and ancestral_fasta is None and "variant_AA" not in root:
         raise InputDataError(f"{vcf}: no INFO/AA (ancestral allele) in the header, so no polarised (unfolded) "
                              "spectrum; set input.polarized: false")
     cols = [np.array([col[s] for s in chosen[p]], dtype=np.int64) for p in pops]
@@ -404,6 +415,8 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
         pass_col = fids.index("PASS") if "PASS" in fids else None
     counts: Counter[str] = Counter()
     rows: list[np.ndarray] = []
+    fasta = open_fasta(ancestral_fasta) if polarized and ancestral_fasta is not None else None
+    contig_ids = [str(c) for c in _strings(root["contig_id"][:])]
     for v0 in range(0, gt.shape[0], step):
         sl = slice(v0, min(v0 + step, gt.shape[0]))
         alleles = np.char.upper(_strings(root["variant_allele"][sl]))
@@ -425,7 +438,7 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
         keep &= ~multi & snp
         flip = np.zeros(len(ref), dtype=bool)
         if polarized:
-            aa = _aa(root, sl)
+            aa = _aa(root, sl) if fasta is None else _fasta_aa(fasta, ancestral_fasta, root, sl, contig_ids)
             ok = (aa == ref) | (aa == alt)
             counts["no_ancestral"] += int((keep & ~ok).sum())
             keep &= ok
@@ -440,6 +453,8 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
             derived = np.where(flip[keep], n_ref, n_alt)
             per_pop.extend([n_ref + n_alt, derived])
         rows.append(np.stack(per_pop, axis=1))
+    if fasta is not None:
+        fasta.close()
     counts["used"] = int(sum(len(r) for r in rows))
     if not rows:
         raise InputDataError(f"{vcf}: no usable biallelic SNPs ({counts['records']} records; dropped "

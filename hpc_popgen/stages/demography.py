@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def check(spec: StageSpec, manifest: Manifest) -> None:
     """What the schema cannot express (input choice, structures, engine limits, parameter names), and
-    that a local AFS file exists and matches ``input.populations``."""
+    that a local AFS file exists and matches ``input.populations``, and an ancestral FASTA opens."""
     cfg: DemographyConfig = stage_config(spec, manifest)  # checks itself; errors name file and key
     afs = cfg.input.afs
     if afs and "://" not in afs.removeprefix("file://"):
@@ -42,6 +42,14 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
             check_populations(input_path(manifest, afs), list(cfg.input.populations or []))
         except InputDataError as exc:
             raise ManifestError(f"{key_path(spec, manifest, 'input.afs')}: {exc}") from None
+    fasta = cfg.input.ancestral_fasta
+    if fasta and "://" not in fasta.removeprefix("file://"):
+        from ..images.ancestral import check_fasta
+
+        try:
+            check_fasta(input_path(manifest, fasta), None)  # its chromosomes are the VCF's: checked when read
+        except InputDataError as exc:
+            raise ManifestError(f"{key_path(spec, manifest, 'input.ancestral_fasta')}: {exc}") from None
 
 
 def _timed(fn: Callable[..., dict[str, Any]], *args: Any) -> tuple[dict[str, Any], float]:
