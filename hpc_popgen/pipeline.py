@@ -142,7 +142,7 @@ def _run_stage(ctx: StageContext) -> StageResult:
                     metrics=result.metrics)
     if not ok:
         raise StageFailed(f"stage {ctx.name}: {result.units_done}/{result.units_total} units done, "
-                          f"{result.failures} failed; see {rd.path}/ledger/{ctx.name}/failed and run "
+                          f"{result.failures} failed; errors in {rd.path}/ledger/{ctx.name}/records.jsonl (`hpcpop status`); run "
                           f"`hpcpop rerun {rd.path}`")
     log.info("stage %s done: %d/%d units in %.1f s", ctx.name, result.units_done, result.units_total, seconds)
     return result

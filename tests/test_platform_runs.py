@@ -245,3 +245,40 @@ def test_a_ledger_record_whose_output_is_gone_is_redone(tmp_path, local_profile,
     assert all((out / f"part-{i}").exists() for i in range(3))
     assert ctx.ledger.done()["part-0"]["finished_at"] == kept, "a unit whose output is there is not redone"
     assert "1 unit(s) have a completion record but their output is missing (part-1)" in caplog.text
+
+
+def test_units_go_out_in_waves_of_max_tasks_in_flight(tmp_path, local_profile):
+    """With max_tasks_in_flight 2, the scheduler never holds more than 2 of the stage's 9 tasks, and every
+    unit is still done once."""
+    from hpc_popgen.cluster.clusters import start_cluster
+    from hpc_popgen.cluster.profiles import resolve_profile
+    from hpc_popgen.pipeline import prepare
+    from hpc_popgen.stages.base import StageContext, Unit
+
+    rd = prepare(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
+    profile = {**resolve_profile(str(local_profile)), "max_tasks_in_flight": 2}
+    handles = []
+
+    def factory(spec):
+        handles.append(start_cluster(profile, None, name="waves"))
+        return handles[0]
+
+    ctx = StageContext(rd, rd.manifest(), rd.manifest().stages[0], profile, cluster_factory=factory,
+                       show_progress=False)
+
+    def seen(i: int) -> int:  # nested: pickled by value; how many of the stage's tasks the scheduler knows now
+        from distributed import get_worker
+
+        return get_worker().client.run_on_scheduler(
+            lambda dask_scheduler: sum(k.startswith("simulate-") for k in map(str, dask_scheduler.tasks)))
+
+    counts = []
+    try:
+        result = ctx.run_units([Unit(id=f"u-{i}", args=(i,)) for i in range(9)], seen,
+                               on_done=lambda u, r: counts.append(r) or None)
+    finally:
+        for h in handles:
+            h.close()
+    assert (result.units_done, result.failures) == (9, 0) and sorted(Ledger(rd.path / "ledger" / "simulate").done()) == [
+        f"u-{i}" for i in range(9)]
+    assert len(counts) == 9 and max(counts) <= 2, counts

@@ -346,24 +346,39 @@ class StageContext:
             client = self.client
             self.run.update_report(dashboard=self.cluster.dashboard)
             by_key = {}
-            futures = []
-            for u in pending:
+            queue = iter(pending)
+
+            def submit_next() -> Any:
+                u = next(queue, None)
+                if u is None:
+                    return None
                 fut = client.submit(_call_on_worker, fn, *u.args, key=f"{self.name}-{u.id}",
                                     retries=retries, pure=False, resources=resources, **u.kwargs)
                 by_key[fut.key] = u
-                futures.append(fut)
+                return fut
+
+            # waves: at most max_tasks_in_flight submitted at once, one more as each finishes, so the
+            # driver's and scheduler's memory do not grow with the number of units
+            first = [f for f in (submit_next() for _ in range(int(self.profile["max_tasks_in_flight"]))) if f]
+            running = as_completed(first)
             n_done = len(units) - len(pending)
             with self.progress(total_items, desc=self.name, unit=item_name, initial=done_items) as bar:
                 last_note = 0.0
-                for fut in as_completed(futures):
-                    u = by_key[fut.key]
+                for fut in running:
+                    u = by_key.pop(fut.key)
                     try:
                         result, where = fut.result()
+                        error = None
                     except Exception as exc:  # noqa: BLE001 - a unit's own error: record, go on
+                        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                    fut.release()  # the scheduler forgets it: then the next unit goes out
+                    nxt = submit_next()
+                    if nxt is not None:
+                        running.add(nxt)
+                    if error is not None:
                         failures += 1
-                        msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                        self.ledger.record_failure(u.id, msg)
-                        log.error("unit %s failed: %s", u.id, msg)
+                        self.ledger.record_failure(u.id, error)
+                        log.error("unit %s failed: %s", u.id, error)
                         continue
                     extra = on_done(u, result) if on_done else None
                     self.ledger.record(u.id, **where, **(extra or {}))
@@ -374,7 +389,6 @@ class StageContext:
                         last_note = now
                         self.note_jobs()
                         self.run.update_stage(self.name, units_done=n_done, failures=failures)
-                    fut.release()
         elapsed = time.time() - t0
         n_done = len(set(self.ledger.done()) & {u.id for u in units})
         return StageResult(units_total=len(units), units_done=n_done, failures=failures,

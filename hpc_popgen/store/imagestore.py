@@ -122,8 +122,9 @@ def create_store(url: str, meta: dict, *, n_images: int, image_shape: tuple[int,
     group = zarr.open_group(store=normalise_url(url), mode="w-", zarr_format=3)
     group.create_array(IMAGES.name, shape=(n_images, h, w), dtype=IMAGES.dtype, chunks=(chunk, h, w),
                        shards=(shard_images, h, w), fill_value=0, **codecs_for(IMAGES))
-    group.create_array(RECORDS, shape=(n_images, len(RECORD_FIELDS) + 1), dtype="float64",
-                       chunks=(shard_images, len(RECORD_FIELDS) + 1), fill_value=0.0, **codecs_for(RECORD_FIELDS[0]))
+    width = len(RECORD_FIELDS) + 1
+    group.create_array(RECORDS, shape=(n_images, width), dtype="float64", chunks=(chunk, width),
+                       shards=(shard_images, width), fill_value=0.0, **codecs_for(RECORD_FIELDS[0]))
     group.attrs[ATTRS_KEY] = attrs  # last: a store with attrs has all its arrays
     log.info("created image store %s: %d images in %d shards of %d", url, n_images, n_shards, shard_images)
     return open_store(url, mode="r+")
@@ -211,9 +212,10 @@ class ImageStore:
             raise StoreError(f"{self.url}: array images is not sharded by {k} images")
         if not self.legacy:
             want = [n, len(RECORD_FIELDS) + 1]
-            if arrays[RECORDS]["shape"] != want or arrays[RECORDS]["chunks"][0] != k:
-                raise StoreError(f"{self.url}: array {RECORDS} has shape {arrays[RECORDS]['shape']} and chunks "
-                                 f"{arrays[RECORDS]['chunks']}, expected {want} in chunks of {k} images")
+            shards = arrays[RECORDS]["shards"]
+            if arrays[RECORDS]["shape"] != want or not shards or shards[0] != k:
+                raise StoreError(f"{self.url}: array {RECORDS} has shape {arrays[RECORDS]['shape']} and shards "
+                                 f"{shards}, expected {want} in shards of {k} images")
             return
         for spec in RECORD_FIELDS:
             if spec.name in arrays and arrays[spec.name]["shape"] != [n]:
@@ -268,7 +270,8 @@ class ImageStore:
         """Indices of shards whose data is completely written."""
         if self.legacy:
             return np.flatnonzero(self.array(SHARD_FLAG)[:] == 1)
-        flags = self.array(RECORDS)[:, WRITTEN_COLUMN][:: self.shard_images]
+        firsts = np.arange(0, self.n_images, self.shard_images)  # one small inner chunk per shard is read
+        flags = self.array(RECORDS).get_orthogonal_selection((firsts, [WRITTEN_COLUMN]))[:, 0]
         return np.flatnonzero(flags == 1)
 
     @_quiet

@@ -4,9 +4,10 @@ Images are stored bit-packed (zarr's PackBits filter) then Zstd-compressed, keep
 (N, H, W) shape: a 128x128 row-sorted image takes about 400-500 bytes on disk. They are sharded by
 ``shard_images`` along axis 0 (a shard is the unit of writing); chunks (the unit of reading) hold
 ``chunk_images`` images. The per-image numbers (S, class, seed, split, ...) are the columns of one
-float64 ``records`` array, one chunk per shard, whose last column is 1 once the shard is whole: a
-shard is two files whatever the number of fields (layout 4), where one array per field made 15 and
-parallel file systems count files. Every field's values are exact in float64 (integers < 2**53).
+float64 ``records`` array, sharded and chunked as the images, whose last column is 1 once the shard is
+whole: a shard is two files whatever the number of fields (layout 4), where one array per field made 15
+and parallel file systems count files; finding the written shards reads one small chunk per shard.
+Every field's values are exact in float64 (integers < 2**53).
 """
 
 from __future__ import annotations
