@@ -204,3 +204,16 @@ def test_demography_ancestral_fasta_is_checked_at_validate(tmp_path, inp, needle
                         "initial_structure": [1], "final_structure": [1]}}]})
     line = one_error_line(run_cli("validate", job))
     assert "stages[0].demography.input.ancestral_fasta" in line and needle in line, line
+
+
+def test_mask_of_another_chromosome_is_refused_at_run_when_chrom_is_not_given(data, tmp_path):
+    shutil.copy(data["vcf"], tmp_path / "chrom.vcf.gz")
+    shutil.copy(f"{data['vcf']}.csi", tmp_path / "chrom.vcf.gz.csi")
+    write_bed(tmp_path / "chr9.bed", MASK, "chr9")
+    model = str(_random_model(tmp_path / "model"))
+    job = write_yaml(tmp_path / "job.yaml", {"name": "m", "seed": 1, "storage": "runs", "stages": [
+        {"name": "scan", "scan": {"model": model, "vcf": "chrom.vcf.gz", "mask": "chr9.bed"}}]})
+    assert run_cli("validate", job).returncode == 0  # the scanned chromosome is known only from the VCF
+    line = one_error_line(run_cli("submit", job, "--run-dir", tmp_path / "run", "--no-progress"))
+    assert "chr9.bed: the mask has no intervals on chromosome chr7 (it covers chr9)" in line, line
+    assert not (tmp_path / "run" / "scan").exists()

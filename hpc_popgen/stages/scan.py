@@ -175,9 +175,6 @@ def run(ctx: StageContext) -> StageResult:
     from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_scan
 
     cfg: ScanConfig = ctx.config
-    out = ctx.stage_dir()
-    parts = out / "parts"
-    parts.mkdir(exist_ok=True)
     vcf = ctx.input_path(cfg.vcf)
     samples = read_sample_list(ctx.input_path(cfg.samples) if isinstance(cfg.samples, str) else cfg.samples)
     mdir = str(model_dir(ctx))
@@ -203,6 +200,9 @@ def run(ctx: StageContext) -> StageResult:
         more = f" and an accessible share >= {cfg.min_accessible:g} in {mask} ({skipped} skipped)" if mask else ""
         raise InputDataError(f"{vcf}: no window of {w.size} {w.unit} with at least {w.min_sites} sites{more} "
                              f"in {region}")
+    out = ctx.stage_dir()  # only now: a refused input (mask, FASTA, chromosome) leaves no stage folder
+    parts = out / "parts"
+    parts.mkdir(exist_ok=True)
     k = cfg.chunk_windows
     units = []
     for c, i0 in enumerate(range(0, len(windows), k)):
