@@ -166,6 +166,35 @@ def test_linear_growth_through_the_onset_runs_on_the_line():
     assert abs(rep.frequency - 0.5) <= 0.3
 
 
+def test_population_from_tskit_is_fwdpy11s_create_from_tskit():
+    """Our fast constructor builds the population fwdpy11's own does (nodes, edges, the standing variant's
+    copies), and both evolve identically under one seed."""
+    import fwdpy11
+
+    from hpc_popgen.simulate import forward as fw
+
+    cfg = config(start_frequency=0.05, onset=40)
+    model = fw._model(cfg)
+    tables = fw._neutral_past(cfg, model, 11)
+    x = cfg.position * cfg.sequence_length
+    candidates = fw._standing_candidates(tables, x, model.deme_id, 80, 120)
+    ts = fw._place_standing(tables, candidates, x, 0.01, 1.0, np.random.default_rng(3))
+    params = fw._params(cfg, fw._forward_graph(model))
+    pops = []
+    for make in (fw.population_from_tskit, fwdpy11.DiploidPopulation.create_from_tskit):
+        pop = make(ts, import_mutations=True)
+        assert pop.N == N and pop.mcounts[0] == len(set(ts.first().samples(ts.mutation(0).node))) > 0
+        fwdpy11.evolvets(fwdpy11.GSLrng(5), pop, params, 10, track_mutation_counts=True)
+        pops.append(pop)
+    ours, theirs = pops
+    assert np.array_equal(np.asarray(ours.tables.nodes), np.asarray(theirs.tables.nodes))
+    assert np.array_equal(np.asarray(ours.tables.edges), np.asarray(theirs.tables.edges))
+    assert [m.key for m in ours.mutations] == [m.key for m in theirs.mutations]
+    assert list(ours.mcounts) == list(theirs.mcounts) and ours.generation == theirs.generation == 40
+    neutral = fw.population_from_tskit(tables.tree_sequence())
+    assert neutral.N == N and len(neutral.mutations) == 0
+
+
 def selfing() -> demes.Graph:
     b = demes.Builder(time_units="generations")
     b.add_deme("pop0", epochs=[dict(start_size=N, selfing_rate=0.1)])
