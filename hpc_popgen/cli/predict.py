@@ -23,7 +23,8 @@ from ..manifest import schema_default
 @click.option("--samples", help="With --vcf: comma-separated sample names, or a file with one per line.")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False),
               help="With --vcf: BED of accessible sequence; sites outside it are dropped.")
-@click.option("--min-accessible", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--min-accessible", default=schema_default("stages/scan.schema.json", "min_accessible"), show_default=True,
+              type=click.FloatRange(0, 1),
               help="With --mask: refuse a region with a smaller accessible share.")
 @click.option("--image", "image_file", type=click.Path(dir_okay=False), help="A .npy image (H, W) or stack (n, H, W).")
 @click.option("--level", default=schema_default("stages/scan.schema.json", "hpdi_level"), show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
