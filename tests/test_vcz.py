@@ -190,17 +190,13 @@ def test_a_killed_conversion_is_never_reused(data, tmp_path):
 def _random_model(path: Path) -> Path:
     """A real (untrained, seeded) binary model bundle with derived-allele 32x32 images."""
     from hpc_popgen.images import ImageConfig
-    from hpc_popgen.train.labels import LabelSpec
-    from hpc_popgen.train.models import ModelConfig, build_model
-    from hpc_popgen.train.saved import save_bundle
-    from hpc_popgen.train.tfenv import tf
+    from hpc_popgen.train.models import ModelConfig
+    from hpc_popgen.train.saved import save_untrained_bundle
 
-    tf().keras.utils.set_random_seed(3)
     mc = ModelConfig(preset="binary", filters=(4,), kernel_size=3, dense=(8,), l1=0.0, l2=0.0, dropout=0.0,
                      optimizer="adam", learning_rate=1e-3, paper=False)
     image = ImageConfig(polarisation="derived", maf=0.0, sort="rows", size=(32, 32), resize="resize")
-    return save_bundle(path, build_model(mc, (32, 32), 1, "binary"), LabelSpec(mode="binary", prior=(0.5, 0.5)),
-                       image.to_dict(), (32, 32), mc, {})
+    return save_untrained_bundle(path, image.to_dict(), mc, seed=3)
 
 
 def test_scan_stage_reads_vcz_windows_equal_to_cyvcf2_and_reuses_the_zarr(data, tmp_path):

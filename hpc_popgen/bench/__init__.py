@@ -18,6 +18,7 @@ BENCHES = {
     "ms": "bench.ms:command",
     "scale": "bench.scale:command",
     "train": "bench.train:command",
+    "scan": "bench.scan:command",
 }
 
 

@@ -65,20 +65,30 @@ class PlantedSweep:
         return self.sweep_end + generations_between(self.s, one, 1.0 - one)
 
 
-def simulate(cfg: PlantedSweep):
-    """The chromosome's tree sequence with nucleotide mutations (msprime; sweep, then neutral)."""
-    if cfg.onset >= cfg.change_time:
-        raise ValueError(f"the sweep (from {cfg.onset:.0f} to {cfg.sweep_end:g} generations ago) must end before "
-                         f"the size change at {cfg.change_time:g}: msprime's sweeps need a constant size")
+def demography(cfg: PlantedSweep) -> msprime.Demography:
+    """The one population's history: size ``size`` since ``change_time``, ``ancestral_size`` before."""
     dem = msprime.Demography()
     dem.add_population(name=cfg.population, initial_size=cfg.size)
     dem.add_population_parameters_change(time=cfg.change_time, initial_size=cfg.ancestral_size,
                                          population=cfg.population)
-    one = 1.0 / (2.0 * cfg.size)
-    sweep = msprime.SweepGenicSelection(position=cfg.position * cfg.length, start_frequency=one,
-                                        end_frequency=1.0 - one, s=cfg.s, dt=cfg.dt)
-    models = [msprime.StandardCoalescent(duration=cfg.sweep_end), sweep, msprime.StandardCoalescent()]
-    ts = msprime.sim_ancestry({cfg.population: cfg.diploids}, demography=dem, sequence_length=cfg.length,
+    return dem
+
+
+def simulate(cfg: PlantedSweep, neutral: bool = False):
+    """The chromosome's tree sequence with nucleotide mutations (msprime; sweep, then neutral).
+
+    ``neutral``: the same history and rates without the sweep (a null chromosome for calibration checks).
+    """
+    models = None
+    if not neutral:
+        if cfg.onset >= cfg.change_time:
+            raise ValueError(f"the sweep (from {cfg.onset:.0f} to {cfg.sweep_end:g} generations ago) must end "
+                             f"before the size change at {cfg.change_time:g}: msprime's sweeps need a constant size")
+        one = 1.0 / (2.0 * cfg.size)
+        sweep = msprime.SweepGenicSelection(position=cfg.position * cfg.length, start_frequency=one,
+                                            end_frequency=1.0 - one, s=cfg.s, dt=cfg.dt)
+        models = [msprime.StandardCoalescent(duration=cfg.sweep_end), sweep, msprime.StandardCoalescent()]
+    ts = msprime.sim_ancestry({cfg.population: cfg.diploids}, demography=demography(cfg), sequence_length=cfg.length,
                               recombination_rate=cfg.recombination_rate, model=models,
                               random_seed=derive_seed(cfg.seed, 1))
     return msprime.sim_mutations(ts, rate=cfg.mutation_rate, random_seed=derive_seed(cfg.seed, 2))
@@ -104,13 +114,13 @@ def vcf_text(ts, cfg: PlantedSweep) -> tuple[str, int]:
     return "\n".join(out) + "\n", n
 
 
-def write(cfg: PlantedSweep, out_dir: str | Path, stem: str = "chrom") -> dict:
+def write(cfg: PlantedSweep, out_dir: str | Path, stem: str = "chrom", neutral: bool = False) -> dict:
     """Simulate and write ``stem.vcf.gz`` (+ ``.csi``), ``stem.popmap`` and ``stem.truth.json`` into
-    ``out_dir``; returns the truth (settings, sweep position and onset, records)."""
+    ``out_dir``; returns the truth (settings, sweep position and onset, records; ``neutral``: no sweep)."""
     import pysam
 
     out = Path(out_dir)
-    ts = simulate(cfg)
+    ts = simulate(cfg, neutral)
     out.mkdir(parents=True, exist_ok=True)
     text, records = vcf_text(ts, cfg)
     plain = out / f"{stem}.vcf"
@@ -118,8 +128,11 @@ def write(cfg: PlantedSweep, out_dir: str | Path, stem: str = "chrom") -> dict:
     gz = Path(pysam.tabix_index(str(plain), preset="vcf", csi=True, force=True))  # bgzips, removes the plain file
     (out / f"{stem}.popmap").write_text("".join(f"ind{i}\t{cfg.population}\n" for i in range(cfg.diploids)))
     truth = {**asdict(cfg), "s": cfg.s, "sweep_position": cfg.sweep_position, "deterministic_onset": round(cfg.onset, 1),
-             "records": records, "vcf": gz.name}
+             "records": records, "vcf": gz.name, "neutral": neutral}
     (out / f"{stem}.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
-    log.info("%s: %d records, %d diploids of %s, sweep S=%g at %s:%d from %.0f to %g generations ago", gz, records,
-             cfg.diploids, cfg.population, cfg.S, cfg.chrom, cfg.sweep_position, cfg.onset, cfg.sweep_end)
+    if neutral:
+        log.info("%s: %d records, %d diploids of %s, neutral", gz, records, cfg.diploids, cfg.population)
+    else:
+        log.info("%s: %d records, %d diploids of %s, sweep S=%g at %s:%d from %.0f to %g generations ago", gz,
+                 records, cfg.diploids, cfg.population, cfg.S, cfg.chrom, cfg.sweep_position, cfg.onset, cfg.sweep_end)
     return truth

@@ -145,6 +145,23 @@ def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, imag
     return d
 
 
+def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: ModelConfig, seed: int = 3) -> Path:
+    """A real binary model bundle with random (seeded) weights, for the images ``image`` describes.
+
+    Scans and predictions run through it exactly as through a trained one (same loading, image checks,
+    Bayes factors), so tests and speed/memory benchmarks need no training; its posteriors mean nothing.
+    ``image``: an ImageConfig's dict (its ``size`` is the input shape); labels: binary, prior 0.5/0.5.
+    """
+    from .models import build_model
+    from .tfenv import tf as get_tf
+
+    get_tf().keras.utils.set_random_seed(seed)
+    shape = (int(image["size"][0]), int(image["size"][1]))
+    return save_bundle(model_dir, build_model(model_config, shape, 1, "binary"),
+                       LabelSpec(mode="binary", prior=(0.5, 0.5)), image, shape, model_config,
+                       {"untrained": True, "seed": seed})
+
+
 def load_bundle(model_dir: str | Path) -> TrainedModel:
     """Load a model bundle written by the train stage (a directory or its hpcpop_model.json)."""
     from .tfenv import tf as get_tf

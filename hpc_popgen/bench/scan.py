@@ -1,0 +1,492 @@
+"""``hpcpop bench scan``: genome scans at chromosome scale, genotype reading, region queries, power and
+calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
+
+- **Input:** chromosome VCFs simulated whole by msprime with one planted hard sweep
+  (:mod:`hpc_popgen.simulate.planted`: INFO/AA, bgzipped, CSI-indexed), ``--samples`` diploids, one per
+  ``--lengths`` (Mb), into a temporary folder.
+- **Scan:** each chromosome through the real scan stage (a one-stage manifest run by
+  :func:`hpc_popgen.pipeline.prepare` / :func:`~hpc_popgen.pipeline.execute` on the local profile with
+  ``--cores`` workers), with an untrained model bundle (random seeded weights; a scan costs the same with
+  any weights) of the genome_scan job's image settings. Each scan runs in a fresh driver process, as
+  ``hpcpop submit`` does, so the memory of one length does not linger into the next: its RSS is sampled
+  from /proc while the stage runs (``driver_peak_rss_mb``), and so is the peak RSS (VmHWM) of its
+  descendants, the Dask nanny and worker processes (``task_peak_rss_mb``: the largest worker's peak,
+  which holds one task at a time). The VCF -> VCF Zarr conversion runs before, in its own process, into the
+  storage cache the stage then reuses; its time and memory are reported apart.
+- **Reading:** a ``--read-samples`` diploid VCF (1000 Genomes has 2,504) of ``--read-length`` Mb, read for
+  ``--samples`` of its samples by the cyvcf2 reader (:func:`hpc_popgen.images.vcf.read_vcf`, the whole
+  chromosome as a region) and through its VCF Zarr (:func:`hpc_popgen.images.vcz.read_region`, the
+  conversion timed apart): file records per CPU-second of this process.
+- **Region query:** an 80 kb region in the middle of the longest chromosome through ``read_vcf(region=)``.
+- **Power and calibration** (``--power``): ``--replicates`` planted and as many neutral chromosomes, a
+  model trained under the true history (simulate + train stages, as jobs/genome_scan.yaml), each
+  chromosome scanned with ``scan.null``: the planted sweep's rank and q, the share of replicates with it
+  in the top 1% of windows by Bayes factor, and the realised FDR at q < 0.05 on the neutral chromosomes
+  (every call there is false: the mean over chromosomes of false calls / calls, 0 without calls).
+- **ms reader:** :func:`hpc_popgen.bench.ms.run_bench` (``hpcpop bench ms``) for ``--ms-images`` images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from .scale import _rss_mb
+from .simulate import Clock
+
+log = logging.getLogger(__name__)
+
+IMAGE = {"polarisation": "derived", "sort": "rows", "size": [64, 64]}  # jobs/genome_scan.yaml's images
+WINDOW = {"unit": "bp", "size": 80_000, "step": 40_000, "min_sites": 10}
+REGION_BP = 80_000
+FDR = 0.05
+TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_ratio_50_10": 1.1,
+           "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500}
+
+
+# --- /proc sampling ---------------------------------------------------------------------------------
+
+def _status_mb(pid: int | str, key: str) -> float:
+    """A ``kB`` field of /proc/PID/status (VmHWM: peak RSS, VmRSS: RSS now) in MB; 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes below ``pid`` (children, their children...), from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    kids += [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+class ProcSampler:
+    """While in use, samples every ``interval`` s this process's RSS (peak kept) and, for each descendant
+    process (Dask nanny and workers), its peak RSS (VmHWM) and CPU seconds."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.child_peak_mb: dict[int, float] = {}
+        self.child_cpu_s: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        """One sample of this process and its descendants."""
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+        for pid in _descendants(os.getpid()):
+            hwm, cpu = _status_mb(pid, "VmHWM"), _cpu_s(pid)
+            if hwm:
+                self.child_peak_mb[pid] = max(self.child_peak_mb.get(pid, 0.0), hwm)
+            if cpu:
+                self.child_cpu_s[pid] = max(self.child_cpu_s.get(pid, 0.0), cpu)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ProcSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+# --- a fresh driver process per scan ----------------------------------------------------------------
+
+def child_main(spec_json: str) -> None:
+    """Entry of a driver process: ``convert`` (VCF -> VCF Zarr into the stage's cache) or ``scan``
+    (prepare + execute a manifest, sampled); writes one JSON line on stdout."""
+    spec = json.loads(spec_json)
+    if spec["mode"] == "convert":
+        from ..images.vcz import ensure_vcz
+
+        clock = Clock()
+        with clock:
+            ensure_vcz(spec["vcf"], spec["cache"])
+        out = {"wall_s": clock.wall, "cpu_s": clock.cpu, "peak_rss_mb": _status_mb("self", "VmHWM")}
+    else:
+        from ..pipeline import execute, prepare
+
+        rd = prepare(Path(spec["manifest"]), run_dir=Path(spec["run_dir"]))
+        base_mb = _rss_mb()
+        with ProcSampler() as s:
+            t0 = time.perf_counter()
+            report = execute(rd, progress=False)
+            wall = time.perf_counter() - t0
+        stage = report["stages"][-1]
+        out = {"status": stage.get("status"), "error": stage.get("error"), "stage_s": stage.get("seconds"),
+               "execute_s": wall, "metrics": stage.get("metrics", {}), "driver_start_rss_mb": base_mb,
+               "driver_peak_rss_mb": s.peak_mb, "driver_hwm_mb": _status_mb("self", "VmHWM"),
+               "task_peak_rss_mb": max(s.child_peak_mb.values(), default=0.0),
+               "worker_cpu_s": sum(s.child_cpu_s.values()), "child_processes": len(s.child_peak_mb)}
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def _in_child(spec: dict) -> dict:
+    """Run :func:`child_main` in a fresh Python process; its JSON result, or one error line."""
+    code = "import sys; from hpc_popgen.bench.scan import child_main; child_main(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise click.ClickException(f"bench scan: the {spec['mode']} process failed ({proc.returncode}): "
+                                   + " | ".join(tail))
+    return json.loads(lines[-1])
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+def image_settings() -> dict:
+    """The bench's image settings (jobs/genome_scan.yaml's) with the simulate schema's other defaults."""
+    from ..config import from_params
+    from ..images import ImageConfig
+    from ..manifest import fill_defaults, load_schema
+
+    params = fill_defaults({"store": "x", "image": dict(IMAGE)}, load_schema("stages/simulate.schema.json"))
+    return from_params(ImageConfig, params["image"]).to_dict()
+
+
+def untrained_model(path: Path, seed: int = 3) -> Path:
+    """An untrained bundle of the train stage's default binary network for :func:`image_settings` images."""
+    from ..config import config_with_defaults
+    from ..train.config import TrainConfig
+    from ..train.models import resolve_model
+    from ..train.saved import save_untrained_bundle
+
+    cfg = config_with_defaults(TrainConfig, "stages/train.schema.json",
+                               {"store": "x", "model": {"preset": "binary"}, "labels": {"mode": "binary"}})
+    return save_untrained_bundle(path, image_settings(), resolve_model(cfg.model), seed=seed)
+
+
+def chromosome(out_dir: Path, length_mb: float, diploids: int, seed: int, neutral: bool = False) -> dict:
+    """A planted-sweep (or neutral) chromosome VCF in ``out_dir``; its truth plus ``path`` and ``simulate_s``."""
+    from ..simulate.planted import PlantedSweep, write
+
+    t0 = time.perf_counter()
+    truth = write(PlantedSweep(length=int(round(length_mb * 1e6)), diploids=diploids, seed=seed), out_dir,
+                  neutral=neutral)
+    truth.update(path=str(Path(out_dir) / truth["vcf"]), simulate_s=round(time.perf_counter() - t0, 2))
+    return truth
+
+
+def demes_yaml(path: Path) -> Path:
+    """The planted chromosomes' true history (PlantedSweep's defaults) as a demes YAML."""
+    from ..simulate.planted import PlantedSweep
+
+    c = PlantedSweep()
+    path.write_text(yaml.safe_dump({"time_units": "generations", "demes": [{"name": c.population, "epochs": [
+        {"start_size": c.ancestral_size, "end_time": c.change_time}, {"start_size": c.size}]}]}, sort_keys=False))
+    return path
+
+
+def _write_manifest(path: Path, storage: Path, stages: list[dict], seed: int) -> Path:
+    path.write_text(yaml.safe_dump({"name": path.stem, "seed": seed, "profile": "local", "storage": str(storage),
+                                    "stages": stages}, sort_keys=False))
+    return path
+
+
+def _scan_stage(name: str, vcf: str, cores: int, chunk_windows: int, model: str | None = None,
+                null: int | None = None) -> dict:
+    scan = {"model": model, "vcf": vcf, "window": dict(WINDOW), "chunk_windows": chunk_windows}
+    if null:
+        scan.update(null={"chromosomes": null}, fdr=FDR)
+    return {"name": name, "resources": {"cores": cores}, "scan": scan}
+
+
+# --- parts ----------------------------------------------------------------------------------------
+
+def scan_one(tmp: Path, truth: dict, model: Path, cores: int, chunk_windows: int, seed: int) -> dict:
+    """Convert (own process), then scan (fresh driver process) one chromosome; speed and memory."""
+    storage = tmp / "storage"
+    conv = _in_child({"mode": "convert", "vcf": truth["path"], "cache": str(storage / "vcz")})
+    man = _write_manifest(tmp / "scan.yaml", storage, [_scan_stage("scan", truth["path"], cores, chunk_windows,
+                                                                   str(model))], seed)
+    res = _in_child({"mode": "scan", "manifest": str(man), "run_dir": str(tmp / "run")})
+    if res["status"] != "completed":
+        raise click.ClickException(f"bench scan: the scan of {truth['path']} ended {res['status']!r}: {res['error']}")
+    m = res["metrics"]
+    n, wall = int(m["n_windows"]), float(res["stage_s"])
+    return {"length_mb": truth["length"] / 1e6, "records": truth["records"], "sites": m["n_sites"], "windows": n,
+            "wall_s": round(wall, 2), "execute_s": round(res["execute_s"], 2),
+            "windows_per_s_per_core": round(n / (wall * cores), 2),
+            "windows_per_worker_cpu_s": round(n / res["worker_cpu_s"], 2) if res["worker_cpu_s"] else None,
+            "driver_peak_rss_mb": round(res["driver_peak_rss_mb"], 1),
+            "driver_start_rss_mb": round(res["driver_start_rss_mb"], 1),
+            "driver_hwm_mb": round(res["driver_hwm_mb"], 1),
+            "task_peak_rss_mb": round(res["task_peak_rss_mb"], 1), "driver_descendants": res["child_processes"],
+            "vcz_convert_s": round(conv["wall_s"], 2), "vcz_convert_peak_rss_mb": round(conv["peak_rss_mb"], 1),
+            "simulate_s": truth["simulate_s"], "vcf_mb": round(Path(truth["path"]).stat().st_size / 2**20, 2)}
+
+
+def region_query(vcf: str, length: int, chrom: str) -> dict:
+    """Wall seconds of an 80 kb region in the middle of ``vcf`` through read_vcf (first call, then best of 3)."""
+    import cyvcf2  # noqa: F401 - imported before timing: a query's time, not the module's
+
+    from ..images.vcf import read_vcf
+
+    mid = length // 2
+    region = f"{chrom}:{max(1, mid - REGION_BP // 2 + 1)}-{mid + REGION_BP // 2}"
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        haps = read_vcf(vcf, region=region)
+        times.append(time.perf_counter() - t0)
+    return {"region": region, "first_s": round(times[0], 4), "best_s": round(min(times[1:]), 4),
+            "sites": int(haps.matrix.shape[1]), "file_mb": round(Path(vcf).stat().st_size / 2**20, 2)}
+
+
+def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int, seed: int) -> dict:
+    """Records per CPU-second reading ``pick`` of ``n_samples`` diploids: cyvcf2 and the VCF Zarr path."""
+    from ..images.vcf import read_vcf
+    from ..images.vcz import ensure_vcz, read_region
+
+    truth = chromosome(tmp, length_mb, n_samples, seed, neutral=True)
+    vcf, chrom, records = truth["path"], truth["chrom"], truth["records"]
+    idx = np.unique(np.linspace(0, n_samples - 1, min(pick, n_samples)).round().astype(int))
+    names = [f"ind{i}" for i in idx]
+    read_vcf(vcf, region=f"{chrom}:1-{REGION_BP}", samples=names)  # warm: imports, the index, the page cache
+    cy = Clock()
+    for _ in range(repeats):
+        with cy:
+            haps = read_vcf(vcf, region=chrom, samples=names)
+    conv = Clock()
+    with conv:
+        ensure_vcz(vcf, tmp / "cache")
+    vz = Clock()
+    for _ in range(repeats):
+        with vz:
+            zh = read_region(vcf, None, names, cache_dir=tmp / "cache")
+    if zh.matrix.shape != haps.matrix.shape:
+        log.warning("bench scan: the cyvcf2 and VCF Zarr reads differ in shape: %s, %s", haps.matrix.shape,
+                    zh.matrix.shape)
+    n = records * repeats
+    return {"read_records_per_s_cyvcf2": round(n / cy.cpu, 1), "read_records_per_s_cyvcf2_wall": round(n / cy.wall, 1),
+            "read_records_per_s_vcz": round(n / vz.cpu, 1), "read_records_per_s_vcz_wall": round(n / vz.wall, 1),
+            "vcz_convert_s": round(conv.wall, 2), "vcz_convert_records_per_s": round(records / conv.wall, 1),
+            "records": records, "sites_kept": int(haps.matrix.shape[1]), "samples_in_file": n_samples,
+            "samples_read": len(names), "length_mb": length_mb, "passes": repeats,
+            "vcf_mb": round(Path(vcf).stat().st_size / 2**20, 2), "simulate_s": truth["simulate_s"],
+            "region_query": region_query(vcf, truth["length"], chrom),
+            "timing": "file records per CPU-second of this process (cyvcf2: read_vcf of the whole chromosome as a "
+                      "region; vcz: read_region, conversion apart); *_wall: per wall-clock second"}
+
+
+def _planted_result(table: dict, pos: int) -> dict:
+    """Rank (1 = highest BF), q and whether in the top 1%, of the best window containing ``pos``."""
+    bf, n = table["bayes_factor"], len(table["bayes_factor"])
+    over = (table["start"] <= pos) & (table["end"] >= pos)
+    top = max(1, math.ceil(0.01 * n))
+    if not over.any():
+        return {"rank": None, "q": None, "windows": n, "top1pct": False}
+    best = float(np.nanmax(bf[over]))
+    rank = 1 + int(np.sum(bf > best))
+    q = float(np.nanmin(table["q"][over]))
+    return {"rank": rank, "q": round(q, 6), "log10_bf": round(math.log10(best), 3) if best > 0 else None,
+            "windows": n, "top1pct": rank <= top}
+
+
+def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploids: int, cores: int,
+          chunk_windows: int, null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> dict:
+    """Train under the true history, scan planted and neutral chromosomes with a null; power and realised FDR."""
+    from ..infer.scan import read_scan
+    from ..pipeline import execute, prepare
+    from ..simulate.planted import PlantedSweep
+
+    c = PlantedSweep()
+    planted = [chromosome(tmp / f"planted{r}", length_mb, diploids, seed + 1000 + r) for r in range(replicates)]
+    nulls = [chromosome(tmp / f"neutral{r}", length_mb, diploids, seed + 2000 + r, neutral=True)
+             for r in range(neutral)]
+    demes = demes_yaml(tmp / "truth.demes.yaml")
+    sim = {"store": "@run/power.zarr", "demography": {"demes": str(demes), "population": c.population},
+           "engine": "auto", "reference_ne": c.size, "n_haplotypes": 2 * diploids, "sequence_length": 80_000,
+           "mutation_rate": c.mutation_rate, "recombination_rate": c.recombination_rate, "classes": [0, c.S],
+           "n_per_class": n_per_class, "sweep": {"onset": round(c.onset), "start_frequency": 1 / (2 * c.size)},
+           "image": dict(IMAGE), "split": {"validation": 0.1, "test": 0.1},
+           "shard_images": max(1, min(50, n_per_class)), "chunk_images": max(1, min(10, n_per_class))}
+    train = {"store": "@run/power.zarr", "model": {"preset": "binary"}, "labels": {"mode": "binary"},
+             "epochs": epochs, "batch_size": 32, "early_stopping": {"patience": 3}, "tensorboard": False}
+    stages = [{"name": "simulate", "resources": {"cores": cores}, "simulate": sim},
+              {"name": "train", "resources": {"cores": cores}, "train": train}]
+    stages += [_scan_stage(f"planted{r}", t["path"], cores, chunk_windows, null=null_chromosomes)
+               for r, t in enumerate(planted)]
+    stages += [_scan_stage(f"neutral{r}", t["path"], cores, chunk_windows, null=null_chromosomes)
+               for r, t in enumerate(nulls)]
+    man = _write_manifest(tmp / "power.yaml", tmp / "storage", stages, seed)
+    t0 = time.perf_counter()
+    report = execute(prepare(man, run_dir=tmp / "run"), progress=False)
+    wall = time.perf_counter() - t0
+    if report["status"] != "completed":
+        bad = next((s for s in report["stages"] if s.get("status") != "completed"), {})
+        raise click.ClickException(f"bench scan --power: stage {bad.get('name')!r} ended {bad.get('status')!r}: "
+                                   f"{bad.get('error')}")
+    per_rep = []
+    for r, t in enumerate(planted):
+        res = _planted_result(read_scan(tmp / "run" / f"planted{r}" / "scan.tsv"), t["sweep_position"])
+        per_rep.append({"sweep_position": t["sweep_position"], **res})
+    fdp, calls, windows = [], 0, 0
+    for r in range(neutral):
+        q = read_scan(tmp / "run" / f"neutral{r}" / "scan.tsv")["q"]
+        k = int(np.sum(q < FDR))
+        fdp.append(1.0 if k else 0.0)  # every call on a neutral chromosome is false
+        calls, windows = calls + k, windows + len(q)
+    metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
+    return {"planted_top1pct_fraction": round(float(np.mean([p["top1pct"] for p in per_rep])), 3) if per_rep else None,
+            "null_fdr_at_q05": round(float(np.mean(fdp)), 3) if fdp else None,
+            "replicates": per_rep, "neutral_chromosomes": neutral, "neutral_windows": windows,
+            "neutral_windows_called": calls, "null_window_call_rate": round(calls / windows, 5) if windows else None,
+            "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes, "n_per_class": n_per_class,
+            "epochs": epochs, "best_val_binary_accuracy": metrics.get("train", {}).get("best_val_binary_accuracy"),
+            "history": "true (PlantedSweep's: 2,500 -> 10,000 diploids 5,000 generations ago)",
+            "wall_s": round(wall, 1)}
+
+
+def ms_part(n_images: int) -> dict:
+    """``hpcpop bench ms`` for about ``n_images`` images (4 files, 5 passes)."""
+    from .ms import run_bench as ms_bench
+
+    return ms_bench(n_reps=max(1, round(n_images / 20)), n_files=4, repeats=5)
+
+
+# --- the bench ------------------------------------------------------------------------------------
+
+def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_windows: int = 25,
+              read_samples: int = 2504, read_length: float = 1.0, read_repeats: int = 3, ms_images: int = 4000,
+              do_power: bool = False, replicates: int = 10, power_length: float = 10.0, null_chromosomes: int = 20,
+              n_per_class: int = 500, epochs: int = 10, seed: int = 1) -> dict:
+    """The JSON-ready result (targets' keys first, then the parts' details)."""
+    lengths = sorted(lengths)
+    with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scan-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = untrained_model(tmp / "model")
+        scans, truths = {}, {}
+        for i, length in enumerate(lengths):
+            d = tmp / f"len{i}"
+            truths[length] = chromosome(d / "data", length, samples, seed + i)
+            scans[f"{length:g}Mb"] = scan_one(d, truths[length], model, cores, chunk_windows, seed)
+            log.info("bench scan: %g Mb: %s", length, scans[f"{length:g}Mb"])
+        longest = truths[lengths[-1]]
+        rq = region_query(longest["path"], longest["length"], longest["chrom"])
+        read = reading(tmp / "read", read_samples, samples, read_length, read_repeats, seed + 500)
+        pw = power(tmp / "power", replicates=replicates, neutral=replicates, length_mb=power_length, diploids=samples,
+                   cores=cores, chunk_windows=chunk_windows, null_chromosomes=null_chromosomes,
+                   n_per_class=n_per_class, epochs=epochs, seed=seed) if do_power else None
+    ms = ms_part(ms_images) if ms_images > 0 else None
+    small, large = scans[f"{lengths[0]:g}Mb"], scans[f"{lengths[-1]:g}Mb"]
+    out = {"read_records_per_s": read["read_records_per_s_cyvcf2"], "region_query_s": rq["first_s"],
+           "driver_mem_ratio_50_10": round(large["driver_peak_rss_mb"] / small["driver_peak_rss_mb"], 3),
+           "planted_top1pct_fraction": pw["planted_top1pct_fraction"] if pw else None,
+           "null_fdr_at_q05": pw["null_fdr_at_q05"] if pw else None,
+           "ms_images_per_s": ms["ms_images_per_s"] if ms else None}
+    checks = {"read_records_per_s": out["read_records_per_s"] >= TARGETS["read_records_per_s"],
+              "read_records_per_s_vcz": read["read_records_per_s_vcz"] >= TARGETS["read_records_per_s"],
+              "region_query_s": out["region_query_s"] <= TARGETS["region_query_s"],
+              "driver_mem_ratio_50_10": out["driver_mem_ratio_50_10"] <= TARGETS["driver_mem_ratio_50_10"]}
+    if pw:
+        checks["planted_top1pct_fraction"] = (out["planted_top1pct_fraction"] or 0) >= TARGETS["planted_top1pct_fraction"]
+        checks["null_fdr_at_q05"] = out["null_fdr_at_q05"] is not None and \
+            out["null_fdr_at_q05"] <= TARGETS["null_fdr_at_q05"]
+    if ms:
+        checks["ms_images_per_s"] = ms["ms_images_per_s"] >= TARGETS["ms_images_per_s"]
+    out.update(targets=TARGETS, targets_met=checks, all_targets_met=all(checks.values()),
+               model="untrained" + (" (scan speed and memory); trained under the true history for power" if pw else ""),
+               cores=cores, samples=samples, lengths_mb=lengths, driver_mem_ratio_lengths_mb=[lengths[0], lengths[-1]],
+               window=WINDOW, chunk_windows=chunk_windows, image=IMAGE, scan=scans,
+               region_query={**rq, "length_mb": lengths[-1]}, reading=read, power=pw, ms=ms,
+               timing=("scan: wall of the scan stage (cluster start included) in a fresh driver process, per core = "
+                       "windows / (wall x cores); memory sampled from /proc (driver RSS; task = the largest Dask "
+                       "worker's VmHWM); the VCF Zarr conversion is done before, in its own process"),
+               cpu_count=os.cpu_count())
+    return out
+
+
+def _floats(ctx, param, value: str) -> list[float]:
+    try:
+        vals = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated numbers of Mb, e.g. 10,50") from None
+    if not vals or min(vals) <= 0:
+        raise click.BadParameter(f"{value!r}: give one or more positive lengths in Mb")
+    return vals
+
+
+@click.command("scan")
+@click.option("--lengths", default="10,50", show_default=True, callback=_floats,
+              help="Chromosome lengths (Mb) scanned for speed and memory; the memory ratio is longest / shortest.")
+@click.option("--samples", type=click.IntRange(min=2), default=99, show_default=True,
+              help="Diploids of the scanned chromosomes, and read out of the --read-samples file.")
+@click.option("--cores", type=click.IntRange(min=1), default=2, show_default=True, help="Dask workers of the scans.")
+@click.option("--chunk-windows", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Windows per scan task (scan.chunk_windows).")
+@click.option("--read-samples", type=click.IntRange(min=2), default=2504, show_default=True,
+              help="Diploids in the reading benchmark's VCF (1000 Genomes: 2,504).")
+@click.option("--read-length", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Length (Mb) of the reading benchmark's VCF.")
+@click.option("--read-repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed passes of each reader.")
+@click.option("--ms-images", type=click.IntRange(min=0), default=4000, show_default=True,
+              help="Images timed by the ms reader benchmark (0: skip it).")
+@click.option("--power/--no-power", "do_power", default=False, show_default=True,
+              help="Also train a model under the true history and measure power and the realised FDR (long).")
+@click.option("--replicates", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--power: planted chromosomes, and as many neutral ones.")
+@click.option("--power-length", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="--power: chromosome length (Mb).")
+@click.option("--null-chromosomes", type=click.IntRange(min=1), default=20, show_default=True,
+              help="--power: neutral chromosomes simulated by each scan's null (scan.null.chromosomes).")
+@click.option("--train-images", "n_per_class", type=click.IntRange(min=1), default=500, show_default=True,
+              help="--power: training regions per class (neutral, sweep).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="--power: training epochs.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated chromosomes and runs.")
+def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, read_samples: int, read_length: float,
+            read_repeats: int, ms_images: int, do_power: bool, replicates: int, power_length: float,
+            null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> None:
+    """Genome scans at 10 and 50 Mb (speed, driver and task memory), reading 99 of 2,504 samples, an 80 kb
+    region query, power and FDR (--power), the ms reader; one JSON object."""
+    res = run_bench(lengths=lengths, samples=samples, cores=cores, chunk_windows=chunk_windows,
+                    read_samples=read_samples, read_length=read_length, read_repeats=read_repeats,
+                    ms_images=ms_images, do_power=do_power, replicates=replicates, power_length=power_length,
+                    null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed)
+    click.echo(json.dumps(res))

@@ -1,0 +1,46 @@
+"""``hpcpop bench scan`` at tiny sizes: one JSON object, the issue's keys first, sane rates and memory.
+
+Two short planted chromosomes (0.2 and 0.4 Mb, 99 diploids) through the real scan stage on two local
+workers with an untrained model, a 50-sample 50 kb VCF for the readers, 200 ms images; no --power
+(it trains a model). About 40 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli
+
+KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "planted_top1pct_fraction",
+        "null_fdr_at_q05", "ms_images_per_s"]
+
+
+def test_bench_scan_prints_one_json_object_with_the_target_keys_first():
+    proc = run_cli("bench", "scan", "--lengths", "0.2,0.4", "--read-samples", "50", "--read-length", "0.05",
+                   "--ms-images", "200", "--read-repeats", "2", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout
+    out = json.loads(lines[0])
+    assert list(out)[:len(KEYS)] == KEYS
+    assert out["read_records_per_s"] > 0 and out["ms_images_per_s"] > 0
+    assert 0 < out["region_query_s"] < 30
+    assert 0.5 < out["driver_mem_ratio_50_10"] < 2
+    assert out["planted_top1pct_fraction"] is None and out["null_fdr_at_q05"] is None and out["power"] is None
+    assert out["model"] == "untrained" and out["cores"] == 2 and out["samples"] == 99
+    assert out["lengths_mb"] == [0.2, 0.4] and list(out["scan"]) == ["0.2Mb", "0.4Mb"]
+    for length, part in out["scan"].items():
+        assert part["windows"] >= 3 and part["records"] >= part["sites"] > 50, (length, part)
+        assert part["windows_per_s_per_core"] > 0 and part["wall_s"] > 0, (length, part)
+        assert 10 < part["driver_peak_rss_mb"] < 4096 and part["driver_peak_rss_mb"] >= part["driver_start_rss_mb"]
+        assert part["task_peak_rss_mb"] > 10 and part["vcz_convert_s"] > 0, (length, part)
+    assert out["scan"]["0.4Mb"]["windows"] > out["scan"]["0.2Mb"]["windows"]
+    read = out["reading"]
+    assert read["samples_in_file"] == 50 and read["samples_read"] == 50 and read["records"] > 0
+    assert read["read_records_per_s_vcz"] > 0 and read["read_records_per_s_cyvcf2"] == out["read_records_per_s"]
+    assert read["sites_kept"] > 0 and read["passes"] == 2
+    assert out["region_query"]["sites"] > 0 and out["region_query"]["length_mb"] == 0.4
+    assert out["ms"]["images"] == 200
+    assert set(out["targets_met"]) >= {"read_records_per_s", "region_query_s", "driver_mem_ratio_50_10",
+                                       "ms_images_per_s"}
+    assert all(isinstance(v, bool) for v in out["targets_met"].values())
