@@ -2,7 +2,7 @@
 
 Writing rule (measured with zarr 3.1: two processes writing different images of one shard lost 702 of
 2,000 images, silently): arrays are pre-created once, then each task writes one whole shard: its images
-in one assignment, then its records (one chunk, whose last column marks the shard written) in one. zarr
+in one assignment, then its records (one shard object, whose last column marks the shard written) in one. zarr
 writes each object atomically (temporary file, then rename), so a shard's records exist only after its
 images. Rewriting a shard writes the same bytes again, so a redone task is harmless. Stores of layouts 2
 and 3 (one array per field and a ``shard_written`` array) are read; new shards go to layout 4 only.
@@ -306,7 +306,7 @@ class ImageStore:
         for j, spec in enumerate(RECORD_FIELDS):
             rec[:, j] = np.asarray(data[spec.name], dtype=spec.dtype)
         rec[:, WRITTEN_COLUMN] = 1.0
-        self.array(RECORDS)[start:stop] = rec  # one chunk: after the images, and it marks the shard whole
+        self.array(RECORDS)[start:stop] = rec  # one shard object: after the images, and it marks the shard whole
 
     @_quiet
     def disk_bytes(self, name: str = "images") -> int:
