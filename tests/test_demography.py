@@ -19,7 +19,7 @@ from hpc_popgen.demography import outputs
 from hpc_popgen.demography.afs import fs_from_vcf, load_fs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluate, expected_fs
-from hpc_popgen.demography.ga import Island, local_search
+from hpc_popgen.demography.ga import Island, dynamics_neighbours, local_search
 from hpc_popgen.demography.model import ModelSpace
 from hpc_popgen.demography.search import Hooks, Search
 from hpc_popgen.errors import InputDataError, ParamError
@@ -343,6 +343,36 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
     assert not any("target" in r["stop_reasons"] for r in again.state["results"].values())
     with pytest.raises(ParamError, match=r"ga_projection: \[13\]"):
         _search(tmp_path / "b", [], ga_projection=[13])
+
+
+def test_local_search_changes_a_wrong_dynamics(tmp_path, yri_ceu):
+    """CEU's exponential growth given as linear: the one-gene changes find the exponential model, whose
+    local optimum is far above the linear one's; with dynamics_rounds 0 the search keeps linear."""
+    def search(ck: Path, rounds: int) -> Search:
+        cfg = config_with_defaults(DemographyConfig, SCHEMA, {
+            "input": {"afs": "x.fs"}, "initial_structure": [1, 1], "final_structure": [1, 1],
+            "sym_migration": True, "dt_fac": 0.1,
+            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "max_evals": 60,
+                             "dynamics_rounds": rounds, "dynamics_evals": 80}})
+        ev = EvalConfig.from_config(cfg, yri_ceu.sample_sizes)
+        hooks = Hooks(record=lambda unit, **_fields: None, report=lambda **_metrics: None,
+                      progress=lambda total, **kw: tqdm(total=total, disable=True))
+        return Search(cfg, ev, yri_ceu, InProcess(yri_ceu, ev), ck, seed=7, hooks=hooks, label="demography")
+
+    space = space_of((1, 1), sym_migration=True)
+    g = space.names.index("g2_2")
+    start = [float(v) for v in space.vector(dict(PUBLISHED, g2_2=1))]
+    assert dynamics_neighbours(space, start)[2 * 2:2 * 2 + 2] == [start[:g] + [0.0] + start[g + 1:],
+                                                                start[:g] + [2.0] + start[g + 1:]]
+    kept = search(tmp_path / "kept", 0)
+    (fixed,) = kept._local(0, space, [start])
+    assert fixed["x"][g] == 1.0 and not fixed["dynamics_changed"]
+    assert not any("-dyn" in t for t in kept.evals.tokens)
+    changed = search(tmp_path / "changed", 1)
+    (best,) = changed._local(0, space, [start])
+    assert best["x"][g] == 2.0 and best["dynamics_changed"]
+    assert best["loglik"] > fixed["loglik"] + 5
+    assert any(t.startswith("local-s0-00-eval-dyn0-") for t in changed.evals.tokens)
 
 
 def test_projected_evaluation_is_the_projected_data_s_loglik():

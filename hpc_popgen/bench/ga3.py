@@ -44,7 +44,7 @@ SEED = 20090101
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # checkpoints: 2, 5, 10 and 20 of 20 minutes
 # islands' evaluations per island and minute of --minutes: 2-minute runs on 2 cores reached gaps of 454
 # (islands only), 179 (250 per island) and 164 (100 per island): local searches gain faster than islands
-GA_EVALS_PER_MINUTE = 50
+GA_EVALS_PER_MINUTE = 40
 
 # Gutenkunst et al. 2009, Table 1 (nuAf, nuB, nuEu0, nuEu, nuAs0, nuAs, mAfB, mAfEu, mAfAs, mEuAs, TAf, TB, TEuAs)
 OOA = {"nuAf": 1.68, "nuB": 0.287, "nuEu0": 0.129, "nuEu": 3.74, "nuAs0": 0.070, "nuAs": 7.29, "mAfB": 3.65,
@@ -80,7 +80,7 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
             "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": ga_max_evals},
-            "local_search": {"method": "BFGS", "starts": 2, "maxiter": 100, "max_evals": 600}}
+            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 1000}}
 
 
 def true_space() -> ModelSpace:
@@ -159,9 +159,15 @@ class ClockedEvaluations:
     def best_at(self, seconds: float) -> float | None:
         """The log-likelihood (at the reported settings) of the best individual found within ``seconds``:
         the best at the reported settings, or the islands' best scored again there, whichever is higher."""
+        found = self.best_model(seconds)
+        return None if found is None else round(found[0], 3)
+
+    def best_model(self, seconds: float) -> tuple[float, Any, list[float]] | None:
+        """``(log-likelihood at the reported settings, space, x)`` of the best individual found within
+        ``seconds`` (see :meth:`best_at`), or None."""
         from ..demography.engine import WORST, evaluate
 
-        out = None
+        out: tuple[float, Any, list[float]] | None = None
         for ev, trace in self.traces.items():
             found = [e for e in trace if e[0] <= seconds]
             if not found or found[-1][1] <= WORST:
@@ -172,8 +178,9 @@ class ClockedEvaluations:
                 if key not in self._rescored:
                     self._rescored[key] = evaluate(space, x, self.data, self.final)["loglik"]
                 ll = self._rescored[key]
-            out = ll if out is None else max(out, ll)
-        return None if out is None else round(out, 3)
+            if out is None or ll > out[0]:
+                out = (ll, space, x)
+        return out
 
 
 def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: float, cores: int, seed: int,
@@ -212,7 +219,14 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
         c1 = client.run(time.process_time)
     cpu = sum(c1[w] - c0[w] for w in c1 if w in c0)
     best = {f"{minutes * f:g}": evals.best_at(seconds * f) for f in FRACTIONS}
-    return {"best_loglik_at_minutes": best, "best_loglik": evals.best_at(seconds), "evaluations": evals.n,
+    found = evals.best_model(seconds)
+    params = None if found is None else {k: round(float(v), 5) for k, v in found[1].full(found[2]).items()}
+    local_path = work / "-".join(map(str, structure)) / "s0" / "local.json"  # the finished local searches
+    local = [{k: r.get(k) for k in ("loglik", "evals", "stop", "evals_ga_settings",
+                                                   "stop_ga_settings")} for r in
+             (json.loads(local_path.read_text()) if local_path.exists() else [])]
+    return {"best_loglik_at_minutes": best, "best_loglik": evals.best_at(seconds), "best_params": params,
+            "local_searches_finished": local, "evaluations": evals.n,
             "evals_per_s": round(evals.n / max(elapsed, 1e-9), 3),
             "evals_per_cpu_s": round(evals.n / max(cpu, 1e-9), 3), "finished_after_s": finished,
             "n_free_params": cfg.space(structure).n_continuous,

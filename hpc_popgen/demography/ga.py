@@ -55,6 +55,8 @@ class LocalSearchConfig:
     maxiter: int
     max_evals: int
     ga_settings_first: bool  # with other islands' settings: a local search at those first
+    dynamics_rounds: int  # rounds of one-gene changes of the dynamics after the first local search (0: none)
+    dynamics_evals: int  # evaluations of each short local search from such a change
 
 
 def round_sig(x: np.ndarray, digits: int) -> np.ndarray:
@@ -262,6 +264,25 @@ class _Stop(Exception):
     """Raised inside the objective to end a local search early (target reached)."""
 
 
+def dynamics_neighbours(space: ModelSpace, x: list[float]) -> list[list[float]]:
+    """``x`` with one dynamics gene changed to another allowed value, for each gene and value in turn.
+
+    Local search keeps the dynamics fixed, and the islands can settle on a wrong one (linear growth where
+    the data want exponential) whose continuous optimum is tens of log-likelihood units short.
+    """
+    codes = space.allowed_dyn_codes()
+    out = []
+    for i, p in enumerate(space.free):
+        if not p.discrete:
+            continue
+        for c in codes:
+            if c != int(round(x[i])):
+                y = [float(v) for v in x]
+                y[i] = float(c)
+                out.append(y)
+    return out
+
+
 def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[list[list[float]]], list[dict]], *,
                  method: str, maxiter: int, max_evals: int | None = None,
                  should_stop: Callable[[], bool] | None = None, step: float = 1e-4) -> dict[str, Any]:
@@ -269,15 +290,16 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
 
     ``evaluate_many`` evaluates a list of individuals (the caller may spread them over workers): for
     BFGS, the point and its forward-difference gradient are one batch of n+1 evaluations. Discrete
-    genes (dynamics) stay fixed; ``max_evals`` caps the evaluations. Returns the best point seen, its log-likelihood and theta, and the
-    number of evaluations.
+    genes (dynamics) stay fixed; ``max_evals`` caps the evaluations. Returns the best point seen, its
+    log-likelihood and theta, the number of evaluations and why it stopped (``stop``: converged, max_evals,
+    target or scipy's message).
     """
     from scipy import optimize
 
     x0 = np.asarray(x0, float)
     cont = [i for i, p in enumerate(space.free) if not p.discrete]
     z_full = space.to_unit(x0)
-    best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None}
+    best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None, "stop": "converged"}
     n = 0
     memo: dict[tuple[float, ...], tuple[float, np.ndarray | None]] = {}
 
@@ -295,7 +317,11 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
             if r["loglik"] > best["loglik"]:
                 best.update(x=point(z), loglik=float(r["loglik"]), theta=r["theta"])
             out.append(-r["loglik"] if r["loglik"] > WORST else 1e10)
-        if (should_stop is not None and should_stop()) or (max_evals is not None and n >= max_evals):
+        if should_stop is not None and should_stop():
+            best["stop"] = "target"
+            raise _Stop
+        if max_evals is not None and n >= max_evals:
+            best["stop"] = "max_evals"
             raise _Stop
         return out
 
@@ -329,8 +355,9 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
             # gtol (0.05 log-likelihood units per log unit) is divided alike.
             g0 = fun_grad(z0)[1]
             scale = max(1.0, float(np.max(np.abs(g0)))) if g0.size else 1.0
-            optimize.minimize(lambda z: fun_grad(z)[0] / scale, z0, jac=lambda z: fun_grad(z)[1] / scale,
-                              method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter, "gtol": 0.05 / scale})
+            res = optimize.minimize(lambda z: fun_grad(z)[0] / scale, z0, jac=lambda z: fun_grad(z)[1] / scale,
+                                    method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter, "gtol": 0.05 / scale})
+            best["stop"] = "converged" if res.success else f"scipy: {res.message}"
         elif method == "Powell":
             optimize.minimize(fun, z0, method="Powell", options={"maxiter": maxiter, "xtol": 1e-4, "ftol": 1e-6})
         elif method == "Nelder-Mead":

@@ -33,7 +33,7 @@ from ..errors import ParamError
 from ..seeds import seed_sequence
 from .config import DemographyConfig
 from .engine import WORST, EvalConfig, evaluate
-from .ga import Island, local_search
+from .ga import Island, dynamics_neighbours, local_search
 from .islands import Archipelago, Batch
 from .model import ModelSpace
 
@@ -368,6 +368,8 @@ class Search:
     def _local(self, si: int, space: ModelSpace, starts: list[list[float]]) -> list[dict]:
         """Local searches from ``starts``, one after the other, each spreading its evaluations.
 
+        Each search: at the islands' settings first (``ga_settings_first``), then one-gene changes of its
+        dynamics (``dynamics_rounds``) at the same settings, then at the stage's settings from the best.
         Each finished search is checkpointed, so a rerun continues with the next start.
         """
         ls = self.cfg.local_search
@@ -376,27 +378,59 @@ class Search:
         if ls.method == "none":
             return []
         stop = self._target_noted if self.cfg.stop_at_target else None
+        cheap = ls.ga_settings_first and self.ev_ga is not self.ev
         for j in range(len(done), len(starts)):
             if stop is not None and stop():
                 break
             prefix = f"local-s{si}-{j:02d}-eval"
-            x0, first = starts[j], None
-            if ls.ga_settings_first and self.ev_ga is not self.ev:
-                # the cheap settings' optimum first: the stage's settings then only finish nearby
-                first = local_search(space, x0, lambda xs, p=f"{prefix}-ga": self._evaluate_many(si, space, xs, p,
-                                                                                                 self.ev_ga),
-                                     method=ls.method, maxiter=ls.maxiter, max_evals=ls.max_evals, should_stop=stop)
-                x0 = first["x"]
-            r = local_search(space, x0, lambda xs, p=prefix: self._evaluate_many(si, space, xs, p),
-                             method=ls.method, maxiter=ls.maxiter, max_evals=ls.max_evals, should_stop=stop)
-            r["source"] = "local"
-            r["evals_ga_settings"] = first["evals"] if first else 0
+
+            def search(x: list[float], ev: EvalConfig, p: str, max_evals: int = ls.max_evals) -> dict:
+                return local_search(space, x, lambda xs: self._evaluate_many(si, space, xs, p, ev),
+                                    method=ls.method, maxiter=ls.maxiter, max_evals=max_evals, should_stop=stop)
+
+            ev_first = self.ev_ga if cheap else self.ev
+            first = search(starts[j], ev_first, f"{prefix}-ga" if cheap else prefix)
+            switched = self._switch_dynamics(space, first, ev_first, search, f"{prefix}-dyn")
+            if cheap or switched is not first:
+                r = search(switched["x"], self.ev, prefix)
+            else:
+                r = first
+            r = dict(r, source="local", evals_ga_settings=first["evals"] if cheap else 0,
+                     stop_ga_settings=first["stop"] if cheap else None,
+                     dynamics_changed=switched is not first)
             done.append(r)
             atomic.write_json(path, done)
             self.hooks.record(f"local-s{si}-{j:02d}", best_loglik=r["loglik"], evals=r["evals"])
-            log.info("local search %d of structure %s: LL %.3f after %d evaluations", j, space.structure,
-                     r["loglik"], r["evals"])
+            log.info("local search %d of structure %s: LL %.3f after %d evaluations (%s)%s", j, space.structure,
+                     r["loglik"], r["evals"], r["stop"], "; dynamics changed" if r["dynamics_changed"] else "")
         return done
+
+    def _switch_dynamics(self, space: ModelSpace, best: dict, ev: EvalConfig, search: Callable[..., dict],
+                         prefix: str) -> dict:
+        """``best`` or a better model with other dynamics: each one-gene change of its dynamics gets a short
+        local search (``dynamics_evals``) at ``ev``; the best replaces ``best`` while it improves, for at
+        most ``dynamics_rounds`` rounds. Each combination of dynamics is tried once."""
+        ls = self.cfg.local_search
+        tried: set[tuple[int, ...]] = set()
+
+        def genes(x: list[float]) -> tuple[int, ...]:
+            return tuple(int(round(v)) for v, p in zip(x, space.free, strict=True) if p.discrete)
+
+        for rnd in range(ls.dynamics_rounds):
+            tried.add(genes(best["x"]))
+            cand = best
+            for k, x in enumerate(dynamics_neighbours(space, best["x"])):
+                if genes(x) in tried:
+                    continue
+                tried.add(genes(x))
+                r = search(x, ev, f"{prefix}{rnd}-{k:02d}", ls.dynamics_evals)
+                if r["loglik"] > cand["loglik"]:
+                    cand = r
+            if cand is best:
+                break
+            log.info("dynamics changed: LL %.3f -> %.3f", best["loglik"], cand["loglik"])
+            best = cand
+        return best
 
     def _target_noted(self) -> bool:
         """Some evaluation reached ``target_loglik`` (stops local searches under ``stop_at_target``)."""
