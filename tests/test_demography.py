@@ -19,7 +19,7 @@ from hpc_popgen.demography import outputs
 from hpc_popgen.demography.afs import fs_from_vcf, load_fs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluate, expected_fs
-from hpc_popgen.demography.ga import Island, dynamics_neighbours, local_search
+from hpc_popgen.demography.ga import Island, jumps, local_search
 from hpc_popgen.demography.model import ModelSpace
 from hpc_popgen.demography.search import Hooks, Search
 from hpc_popgen.errors import InputDataError, ParamError
@@ -315,9 +315,11 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
     search = _search(tmp_path / "a", [], ga_dt_fac=0.1, ga_projection=[6])
     state = search.run()
     by_token = search.evals.settings
-    cheap = {ev for t, ev in by_token.items() if t.startswith("island-") or "-eval-ga-" in t}
+    islands = {ev for t, ev in by_token.items() if t.startswith("island-")}
+    first = {ev for t, ev in by_token.items() if "-eval-ga-" in t}  # local searches' first runs: the whole data
     others = {ev for t, ev in by_token.items() if not (t.startswith("island-") or "-eval-ga-" in t)}
-    assert cheap == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
+    assert islands == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
+    assert first == {dataclasses.replace(search.ev, dt_fac=0.1)}
     assert others == {search.ev} and search.ev.projection is None
     for si in ("0", "1"):  # rescored starts; each local search at the islands' settings, then at the stage's
         assert any(t.startswith(f"rescore-s{si}-") for t in by_token)
@@ -345,15 +347,15 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
         _search(tmp_path / "b", [], ga_projection=[13])
 
 
-def test_local_search_changes_a_wrong_dynamics(tmp_path, yri_ceu):
+def test_local_search_jumps_to_other_dynamics_and_revives_collapsed_intervals(tmp_path, yri_ceu):
     """CEU's exponential growth given as linear: the one-gene changes find the exponential model, whose
-    local optimum is far above the linear one's; with dynamics_rounds 0 the search keeps linear."""
+    local optimum is far above the linear one's; with jump_rounds 0 the search keeps linear."""
     def search(ck: Path, rounds: int) -> Search:
         cfg = config_with_defaults(DemographyConfig, SCHEMA, {
             "input": {"afs": "x.fs"}, "initial_structure": [1, 1], "final_structure": [1, 1],
             "sym_migration": True, "dt_fac": 0.1,
             "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "max_evals": 60,
-                             "dynamics_rounds": rounds, "dynamics_evals": 80}})
+                             "jump_rounds": rounds, "jump_evals": 80}})
         ev = EvalConfig.from_config(cfg, yri_ceu.sample_sizes)
         hooks = Hooks(record=lambda unit, **_fields: None, report=lambda **_metrics: None,
                       progress=lambda total, **kw: tqdm(total=total, disable=True))
@@ -362,17 +364,19 @@ def test_local_search_changes_a_wrong_dynamics(tmp_path, yri_ceu):
     space = space_of((1, 1), sym_migration=True)
     g = space.names.index("g2_2")
     start = [float(v) for v in space.vector(dict(PUBLISHED, g2_2=1))]
-    assert dynamics_neighbours(space, start)[2 * 2:2 * 2 + 2] == [start[:g] + [0.0] + start[g + 1:],
-                                                                start[:g] + [2.0] + start[g + 1:]]
+    assert jumps(space, start)[2 * 2:] == [start[:g] + [0.0] + start[g + 1:], start[:g] + [2.0] + start[g + 1:]]
+    t1 = space.names.index("t1")  # an interval shrunk to nothing is revived at the others' mean duration
+    collapsed = start[:t1] + [0.002] + start[t1 + 1:]
+    assert jumps(space, collapsed)[-1] == start[:t1] + [PUBLISHED["t2"]] + start[t1 + 1:]
     kept = search(tmp_path / "kept", 0)
     (fixed,) = kept._local(0, space, [start])
-    assert fixed["x"][g] == 1.0 and not fixed["dynamics_changed"]
-    assert not any("-dyn" in t for t in kept.evals.tokens)
+    assert fixed["x"][g] == 1.0 and not fixed["jumped"]
+    assert not any("-jump" in t for t in kept.evals.tokens)
     changed = search(tmp_path / "changed", 1)
     (best,) = changed._local(0, space, [start])
-    assert best["x"][g] == 2.0 and best["dynamics_changed"]
+    assert best["x"][g] == 2.0 and best["jumped"]
     assert best["loglik"] > fixed["loglik"] + 5
-    assert any(t.startswith("local-s0-00-eval-dyn0-") for t in changed.evals.tokens)
+    assert any(t.startswith("local-s0-00-eval-jump0-") for t in changed.evals.tokens)
 
 
 def test_projected_evaluation_is_the_projected_data_s_loglik():

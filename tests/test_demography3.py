@@ -155,7 +155,7 @@ def _params3(afs: str, **over) -> dict:
          "bounds": {"nu": [0.05, 20.0], "t": [0.01, 2.0]}, "pts": [30, 40, 50],
          "mu": 2.35e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
          "deterministic": True, "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 30},
-         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 1, "max_evals": 20, "dynamics_rounds": 0}}
+         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 1, "max_evals": 20, "jump_rounds": 0}}
     p.update(over)
     return p
 

@@ -31,7 +31,7 @@ def _params(**over) -> dict:
          "mu": 1e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
          "deterministic": True,
          "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 60},
-         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "dynamics_evals": 20}}
+         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "jump_evals": 20}}
     p.update(over)
     return p
 

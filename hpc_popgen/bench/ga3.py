@@ -44,7 +44,7 @@ SEED = 20090101
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)  # checkpoints: 2, 5, 10 and 20 of 20 minutes
 # islands' evaluations per island and minute of --minutes: 2-minute runs on 2 cores reached gaps of 454
 # (islands only), 179 (250 per island) and 164 (100 per island): local searches gain faster than islands
-GA_EVALS_PER_MINUTE = 40
+GA_EVALS_PER_MINUTE = 30
 
 # Gutenkunst et al. 2009, Table 1 (nuAf, nuB, nuEu0, nuEu, nuAs0, nuAs, mAfB, mAfEu, mAfAs, mEuAs, TAf, TB, TEuAs)
 OOA = {"nuAf": 1.68, "nuB": 0.287, "nuEu0": 0.129, "nuEu": 3.74, "nuAs0": 0.070, "nuAs": 7.29, "mAfB": 3.65,
@@ -80,7 +80,7 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
             "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": ga_max_evals},
-            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 1000}}
+            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 800}}
 
 
 def true_space() -> ModelSpace:

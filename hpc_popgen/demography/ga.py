@@ -55,8 +55,8 @@ class LocalSearchConfig:
     maxiter: int
     max_evals: int
     ga_settings_first: bool  # with other islands' settings: a local search at those first
-    dynamics_rounds: int  # rounds of one-gene changes of the dynamics after the first local search (0: none)
-    dynamics_evals: int  # evaluations of each short local search from such a change
+    jump_rounds: int  # rounds of jumps (dynamics changes, revived intervals) after the first local search
+    jump_evals: int  # evaluations of each short local search from a jump
 
 
 def round_sig(x: np.ndarray, digits: int) -> np.ndarray:
@@ -264,11 +264,14 @@ class _Stop(Exception):
     """Raised inside the objective to end a local search early (target reached)."""
 
 
-def dynamics_neighbours(space: ModelSpace, x: list[float]) -> list[list[float]]:
-    """``x`` with one dynamics gene changed to another allowed value, for each gene and value in turn.
+def jumps(space: ModelSpace, x: list[float], collapsed: float = 0.05) -> list[list[float]]:
+    """Points a local search cannot reach from ``x``: each one-gene change of its dynamics, and each
+    collapsed interval (free duration under ``collapsed`` of the total) revived at the mean duration of
+    the others.
 
     Local search keeps the dynamics fixed, and the islands can settle on a wrong one (linear growth where
-    the data want exponential) whose continuous optimum is tens of log-likelihood units short.
+    the data want exponential); an interval shrunk to nothing sits on a flat ridge. Both end tens of
+    log-likelihood units short on bench ga3.
     """
     codes = space.allowed_dyn_codes()
     out = []
@@ -280,6 +283,15 @@ def dynamics_neighbours(space: ModelSpace, x: list[float]) -> list[list[float]]:
                 y = [float(v) for v in x]
                 y[i] = float(c)
                 out.append(y)
+    values = space.full(x)
+    times = {p.name: values[p.name] for p in space.params if p.kind == "t"}
+    total = sum(times.values())
+    for i, p in enumerate(space.free):
+        if p.kind == "t" and len(times) > 1 and x[i] < collapsed * total:
+            others = (total - x[i]) / (len(times) - 1)
+            y = [float(v) for v in x]
+            y[i] = float(min(max(others, p.lower), p.upper))
+            out.append(y)
     return out
 
 
