@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,44 +22,13 @@ from pathlib import Path
 import click
 import yaml
 
+from .procs import ProcSampler
+
 log = logging.getLogger(__name__)
 REGIONS = {"demography": "constant", "n_haplotypes": 32, "sequence_length": 2000, "classes": [0],
            "engine": "msprime"}
 SHARD_IMAGES = 256
 PLAIN_BLOCK = 256  # replicates per task of the plain loop
-
-
-def _rss_mb() -> float:
-    """This process's resident memory now (MB), from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-class PeakRss:
-    """Samples this process's RSS every ``interval`` s while in use; ``peak_mb`` is the highest seen."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _rss_mb())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, _rss_mb())
 
 
 def count_files(folder: Path) -> int:
@@ -84,7 +52,7 @@ def run_pipeline(n_images: int, workers: int, seed: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         rd = prepare(_manifest(tmp, n_images, workers, seed), run_dir=tmp / "run")
-        with PeakRss() as rss:
+        with ProcSampler(children=False) as rss:
             t0 = time.perf_counter()
             report = execute(rd, progress=False)
             wall = time.perf_counter() - t0

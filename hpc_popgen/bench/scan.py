@@ -35,7 +35,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import click
 import numpy as np
 import yaml
 
-from .scale import _rss_mb
+from .procs import ProcSampler, rss_mb, status_mb
 from .simulate import Clock
 
 log = logging.getLogger(__name__)
@@ -54,84 +53,6 @@ REGION_BP = 80_000
 FDR = 0.05
 TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_ratio_50_10": 1.1,
            "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500}
-
-
-# --- /proc sampling ---------------------------------------------------------------------------------
-
-def _status_mb(pid: int | str, key: str) -> float:
-    """A ``kB`` field of /proc/PID/status (VmHWM: peak RSS, VmRSS: RSS now) in MB; 0 when unreadable."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _descendants(pid: int) -> list[int]:
-    """Processes below ``pid`` (children, their children...), from /proc/PID/task/*/children."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids: list[int] = []
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    kids += [int(x) for x in fh.read().split()]
-        except (OSError, ValueError):
-            continue
-        out += kids
-        todo += kids
-    return out
-
-
-class ProcSampler:
-    """While in use, samples every ``interval`` s this process's RSS (peak kept) and, for each descendant
-    process (Dask nanny and workers), its peak RSS (VmHWM) and CPU seconds."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak_mb = 0.0
-        self.child_peak_mb: dict[int, float] = {}
-        self.child_cpu_s: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        """One sample of this process and its descendants."""
-        self.peak_mb = max(self.peak_mb, _rss_mb())
-        for pid in _descendants(os.getpid()):
-            hwm, cpu = _status_mb(pid, "VmHWM"), _cpu_s(pid)
-            if hwm:
-                self.child_peak_mb[pid] = max(self.child_peak_mb.get(pid, 0.0), hwm)
-            if cpu:
-                self.child_cpu_s[pid] = max(self.child_cpu_s.get(pid, 0.0), cpu)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> ProcSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 # --- a fresh driver process per scan ----------------------------------------------------------------
@@ -146,12 +67,12 @@ def child_main(spec_json: str) -> None:
         clock = Clock()
         with clock:
             ensure_vcz(spec["vcf"], spec["cache"])
-        out = {"wall_s": clock.wall, "cpu_s": clock.cpu, "peak_rss_mb": _status_mb("self", "VmHWM")}
+        out = {"wall_s": clock.wall, "cpu_s": clock.cpu, "peak_rss_mb": status_mb("self", "VmHWM")}
     else:
         from ..pipeline import execute, prepare
 
         rd = prepare(Path(spec["manifest"]), run_dir=Path(spec["run_dir"]))
-        base_mb = _rss_mb()
+        base_mb = rss_mb()
         with ProcSampler() as s:
             t0 = time.perf_counter()
             report = execute(rd, progress=False)
@@ -159,7 +80,7 @@ def child_main(spec_json: str) -> None:
         stage = report["stages"][-1]
         out = {"status": stage.get("status"), "error": stage.get("error"), "stage_s": stage.get("seconds"),
                "execute_s": wall, "metrics": stage.get("metrics", {}), "driver_start_rss_mb": base_mb,
-               "driver_peak_rss_mb": s.peak_mb, "driver_hwm_mb": _status_mb("self", "VmHWM"),
+               "driver_peak_rss_mb": s.peak_mb, "driver_hwm_mb": status_mb("self", "VmHWM"),
                "task_peak_rss_mb": max(s.child_peak_mb.values(), default=0.0),
                "worker_cpu_s": sum(s.child_cpu_s.values()), "child_processes": len(s.child_peak_mb)}
     sys.stdout.write(json.dumps(out) + "\n")

@@ -30,6 +30,7 @@ from .layout import (
     READABLE_VERSIONS,
     RECORD_FIELDS,
     RECORDS,
+    RECORDS_WIDTH,
     SHARD_FLAG,
     VERSION,
     WRITTEN_COLUMN,
@@ -122,7 +123,7 @@ def create_store(url: str, meta: dict, *, n_images: int, image_shape: tuple[int,
     group = zarr.open_group(store=normalise_url(url), mode="w-", zarr_format=3)
     group.create_array(IMAGES.name, shape=(n_images, h, w), dtype=IMAGES.dtype, chunks=(chunk, h, w),
                        shards=(shard_images, h, w), fill_value=0, **codecs_for(IMAGES))
-    width = len(RECORD_FIELDS) + 1
+    width = RECORDS_WIDTH
     group.create_array(RECORDS, shape=(n_images, width), dtype="float64", chunks=(chunk, width),
                        shards=(shard_images, width), fill_value=0.0, **codecs_for(RECORD_FIELDS[0]))
     group.attrs[ATTRS_KEY] = attrs  # last: a store with attrs has all its arrays
@@ -211,7 +212,7 @@ class ImageStore:
         if not info["shards"] or info["shards"][0] != k:
             raise StoreError(f"{self.url}: array images is not sharded by {k} images")
         if not self.legacy:
-            want = [n, len(RECORD_FIELDS) + 1]
+            want = [n, RECORDS_WIDTH]
             shards = arrays[RECORDS]["shards"]
             if arrays[RECORDS]["shape"] != want or not shards or shards[0] != k:
                 raise StoreError(f"{self.url}: array {RECORDS} has shape {arrays[RECORDS]['shape']} and shards "
@@ -302,7 +303,7 @@ class ImageStore:
             if values.shape != want:
                 raise StoreError(f"{self.url}: shard {i}: {spec.name} has shape {values.shape}, expected {want}")
         self.array(IMAGES.name)[start:stop] = np.asarray(data[IMAGES.name], dtype=IMAGES.dtype)
-        rec = np.empty((n, len(RECORD_FIELDS) + 1), dtype=np.float64)
+        rec = np.empty((n, RECORDS_WIDTH), dtype=np.float64)
         for j, spec in enumerate(RECORD_FIELDS):
             rec[:, j] = np.asarray(data[spec.name], dtype=spec.dtype)
         rec[:, WRITTEN_COLUMN] = 1.0

@@ -52,6 +52,7 @@ IMAGES = PER_IMAGE_ARRAYS[0]
 RECORD_FIELDS: tuple[ArraySpec, ...] = PER_IMAGE_ARRAYS[1:]  # the columns of ``records``, in order
 RECORDS = "records"
 WRITTEN_COLUMN = len(RECORD_FIELDS)  # the records' last column: 1 once the shard is written whole
+RECORDS_WIDTH = WRITTEN_COLUMN + 1  # columns of ``records``: the fields, then the written flag
 SHARD_FLAG = "shard_written"  # layouts 2-3 only
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
