@@ -7,8 +7,9 @@ The stage maps tokens onto Dask tasks; nothing here imports Dask.
 
 The islands may evaluate at cheaper settings (``ga_dt_fac``, ``ga_projection``: :func:`ga_settings`);
 their best individuals are then scored again at the stage's settings, each local search runs at the
-islands' time step on the whole data first (``local_search.ga_settings_first``) and then at the stage's,
-and only log-likelihoods at the stage's settings are reported or compared with ``target_loglik``.
+islands' settings first (``local_search.ga_settings_first``), jumps on the whole data at the islands'
+time step, then at the stage's settings, and only log-likelihoods at the stage's settings are reported
+or compared with ``target_loglik``.
 
 After each generation an island (population, adaptive rates, RNG state) is written atomically to
 ``<checkpoint>/s<structure>/island-KK.json``, then ``island-KK-gen-GGGGG`` is recorded as done; each
@@ -148,10 +149,10 @@ class Search:
                  seed: int, hooks: Hooks, label: str) -> None:
         self.cfg, self.ev, self.data, self.evals = cfg, ev, data, evals
         self.ev_ga = ga_settings(cfg, ev, tuple(data.sample_sizes))
-        # local searches' first settings: the islands' time step on the whole data. A projection keeps the
-        # ranking of models far apart but blurs what a local search must tell apart near an optimum (on
-        # bench ga3's spectrum projected to 10 per population, linear and exponential growth of CHB score
-        # within 0.1 units; on the whole data exponential is 9 units higher)
+        # the jumps' settings: the islands' time step on the whole data. A projection keeps the ranking of
+        # models far apart but blurs what a jump must tell apart near an optimum (on bench ga3's spectrum
+        # projected to 10 per population, linear and exponential growth of CHB score within 0.1 units; on
+        # the whole data exponential is 9 units higher)
         self.ev_local = ev if self.ev_ga.dt_fac == ev.dt_fac else dataclasses.replace(ev, dt_fac=self.ev_ga.dt_fac)
         self.ck = checkpoint
         self.seed = seed
@@ -373,8 +374,8 @@ class Search:
     def _local(self, si: int, space: ModelSpace, starts: list[list[float]]) -> list[dict]:
         """Local searches from ``starts``, one after the other, each spreading its evaluations.
 
-        Each search: at the islands' time step on the whole data first (``ga_settings_first``), then jumps
-        (other dynamics, revived intervals: ``jump_rounds``) at the same settings, then at the stage's
+        Each search: at the islands' settings first (``ga_settings_first``); then jumps (other dynamics,
+        revived intervals: ``jump_rounds``) on the whole data at the islands' time step; then at the stage's
         settings from the best.
         Each finished search is checkpointed, so a rerun continues with the next start.
         """
@@ -384,7 +385,7 @@ class Search:
         if ls.method == "none":
             return []
         stop = self._target_noted if self.cfg.stop_at_target else None
-        cheap = ls.ga_settings_first and self.ev_local is not self.ev
+        cheap = ls.ga_settings_first and self.ev_ga is not self.ev
         for j in range(len(done), len(starts)):
             if stop is not None and stop():
                 break
@@ -394,16 +395,14 @@ class Search:
                 return local_search(space, x, lambda xs: self._evaluate_many(si, space, xs, p, ev),
                                     method=ls.method, maxiter=ls.maxiter, max_evals=max_evals, should_stop=stop)
 
-            ev_first = self.ev_local if cheap else self.ev
-            first = search(starts[j], ev_first, f"{prefix}-ga" if cheap else prefix)
-            switched = self._jump(space, first, ev_first, search, f"{prefix}-jump")
-            if cheap or switched is not first:
-                r = search(switched["x"], self.ev, prefix)
-            else:
-                r = first
+            first = search(starts[j], self.ev_ga if cheap else self.ev, f"{prefix}-ga" if cheap else prefix)
+            # jumps on the whole data (the islands' time step where coarser): a projection blurs dynamics
+            ev_jump = self.ev_local if cheap else self.ev
+            switched, jumped = self._jump(space, first, ev_jump, search, f"{prefix}-jump",
+                                          rescore=cheap and ev_jump is not self.ev_ga)
+            r = search(switched["x"], self.ev, prefix) if cheap or jumped else first
             r = dict(r, source="local", evals_ga_settings=first["evals"] if cheap else 0,
-                     stop_ga_settings=first["stop"] if cheap else None,
-                     jumped=switched is not first)
+                     stop_ga_settings=first["stop"] if cheap else None, jumped=jumped)
             done.append(r)
             atomic.write_json(path, done)
             self.hooks.record(f"local-s{si}-{j:02d}", best_loglik=r["loglik"], evals=r["evals"])
@@ -411,17 +410,23 @@ class Search:
                      r["loglik"], r["evals"], r["stop"], "; after a jump" if r["jumped"] else "")
         return done
 
-    def _jump(self, space: ModelSpace, best: dict, ev: EvalConfig, search: Callable[..., dict], prefix: str) -> dict:
+    def _jump(self, space: ModelSpace, best: dict, ev: EvalConfig, search: Callable[..., dict], prefix: str,
+              rescore: bool = False) -> tuple[dict, bool]:
         """``best`` or a better model a jump away (:func:`~hpc_popgen.demography.ga.jumps`: other dynamics,
         revived intervals): each jump gets a short local search (``jump_evals``) at ``ev``; the best replaces
         ``best`` while it improves, for at most ``jump_rounds`` rounds. Each combination of dynamics is
-        tried once."""
+        tried once. ``rescore``: ``best`` was found at other settings than ``ev``, so it gets the same short
+        search first (its log-likelihood is then comparable with the jumps'). Returns the best and whether
+        a jump led to it."""
         ls = self.cfg.local_search
         tried: set[tuple[int, ...]] = set()
+        if ls.jump_rounds and rescore:
+            best = search(best["x"], ev, f"{prefix}-base", ls.jump_evals)
 
         def genes(x: list[float]) -> tuple[int, ...]:
             return tuple(int(round(v)) for v, p in zip(x, space.free, strict=True) if p.discrete)
 
+        jumped = False
         for rnd in range(ls.jump_rounds):
             tried.add(genes(best["x"]))
             cand = best
@@ -436,8 +441,8 @@ class Search:
             if cand is best:
                 break
             log.info("a jump improved the local search: LL %.3f -> %.3f", best["loglik"], cand["loglik"])
-            best = cand
-        return best
+            best, jumped = cand, True
+        return best, jumped
 
     def _target_noted(self) -> bool:
         """Some evaluation reached ``target_loglik`` (stops local searches under ``stop_at_target``)."""
