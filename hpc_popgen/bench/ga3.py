@@ -80,7 +80,7 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
             "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": ga_max_evals},
-            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 800, "jump_evals": 150}}
+            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 1000, "jump_evals": 150}}
 
 
 def true_space() -> ModelSpace:

@@ -414,27 +414,17 @@ class Search:
               rescore: bool = False) -> tuple[dict, bool]:
         """``best`` or a better model a jump away (:func:`~hpc_popgen.demography.ga.jumps`: other dynamics,
         revived intervals): each jump gets a short local search (``jump_evals``) at ``ev``; the best replaces
-        ``best`` while it improves, for at most ``jump_rounds`` rounds. Each combination of dynamics is
-        tried once. ``rescore``: ``best`` was found at other settings than ``ev``, so it gets the same short
+        ``best`` while it improves, for at most ``jump_rounds`` rounds (each from the best so far: a revived
+        interval can make other dynamics pay). ``rescore``: ``best`` was found at other settings than ``ev``, so it gets the same short
         search first (its log-likelihood is then comparable with the jumps'). Returns the best and whether
         a jump led to it."""
         ls = self.cfg.local_search
-        tried: set[tuple[int, ...]] = set()
         if ls.jump_rounds and rescore:
             best = search(best["x"], ev, f"{prefix}-base", ls.jump_evals)
-
-        def genes(x: list[float]) -> tuple[int, ...]:
-            return tuple(int(round(v)) for v, p in zip(x, space.free, strict=True) if p.discrete)
-
         jumped = False
         for rnd in range(ls.jump_rounds):
-            tried.add(genes(best["x"]))
             cand = best
             for k, x in enumerate(jumps(space, best["x"])):
-                if genes(x) != genes(best["x"]):
-                    if genes(x) in tried:
-                        continue
-                    tried.add(genes(x))
                 r = search(x, ev, f"{prefix}{rnd}-{k:02d}", ls.jump_evals)
                 if r["loglik"] > cand["loglik"]:
                     cand = r
