@@ -316,11 +316,11 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
     state = search.run()
     by_token = search.evals.settings
     cheap = {ev for t, ev in by_token.items() if t.startswith("island-") or "-eval-ga-" in t}
-    jumps = {ev for t, ev in by_token.items() if "-eval-jump" in t}  # on the whole data at the islands' step
+    jumped = {ev for t, ev in by_token.items() if "-eval-jump" in t}  # on the whole data at the islands' step
     others = {ev for t, ev in by_token.items() if not (t.startswith("island-") or "-eval-ga-" in t
                                                        or "-eval-jump" in t)}
     assert cheap == {dataclasses.replace(search.ev, dt_fac=0.1, projection=(6,))}
-    assert jumps == {dataclasses.replace(search.ev, dt_fac=0.1)}
+    assert jumped == {dataclasses.replace(search.ev, dt_fac=0.1)}
     assert others == {search.ev} and search.ev.projection is None
     for si in ("0", "1"):  # rescored starts; each local search at the islands' settings, then at the stage's
         assert any(t.startswith(f"rescore-s{si}-") for t in by_token)

@@ -222,9 +222,8 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     found = evals.best_model(seconds)
     params = None if found is None else {k: round(float(v), 5) for k, v in found[1].full(found[2]).items()}
     local_path = work / "-".join(map(str, structure)) / "s0" / "local.json"  # the finished local searches
-    local = [{k: r.get(k) for k in ("loglik", "evals", "stop", "evals_ga_settings",
-                                                   "stop_ga_settings")} for r in
-             (json.loads(local_path.read_text()) if local_path.exists() else [])]
+    keys = ("loglik", "evals", "stop", "evals_ga_settings", "stop_ga_settings")
+    local = [{k: r.get(k) for k in keys} for r in (json.loads(local_path.read_text()) if local_path.exists() else [])]
     return {"best_loglik_at_minutes": best, "best_loglik": evals.best_at(seconds), "best_params": params,
             "local_searches_finished": local, "evaluations": evals.n,
             "evals_per_s": round(evals.n / max(elapsed, 1e-9), 3),

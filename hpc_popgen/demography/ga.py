@@ -355,6 +355,7 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
     hi = space.to_unit(np.array([p.upper for p in space.free]))[cont]
     bounds = list(zip(lo, hi - step * 1.01, strict=True))  # room for the forward difference
     z0 = np.clip(z0, lo, hi - step * 1.01)
+    res = None  # scipy's result, when it returns
     try:
         if not cont:
             fun(np.array([]))
@@ -369,14 +370,16 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
             scale = max(1.0, float(np.max(np.abs(g0)))) if g0.size else 1.0
             res = optimize.minimize(lambda z: fun_grad(z)[0] / scale, z0, jac=lambda z: fun_grad(z)[1] / scale,
                                     method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter, "gtol": 0.05 / scale})
-            best["stop"] = "converged" if res.success else f"scipy: {res.message}"
         elif method == "Powell":
-            optimize.minimize(fun, z0, method="Powell", options={"maxiter": maxiter, "xtol": 1e-4, "ftol": 1e-6})
+            res = optimize.minimize(fun, z0, method="Powell", options={"maxiter": maxiter, "xtol": 1e-4,
+                                                                       "ftol": 1e-6})
         elif method == "Nelder-Mead":
-            optimize.minimize(fun, z0, method="Nelder-Mead", options={"maxiter": maxiter, "xatol": 1e-4,
-                                                                      "fatol": 1e-4})
+            res = optimize.minimize(fun, z0, method="Nelder-Mead", options={"maxiter": maxiter, "xatol": 1e-4,
+                                                                            "fatol": 1e-4})
         else:
             raise ParamError("method", f"unknown local search method {method!r}")
+        if res is not None and not res.success:
+            best["stop"] = f"scipy: {res.message}"
     except _Stop:
         log.info("local search stopped early at log-likelihood %.3f", best["loglik"])
     best["evals"] = n

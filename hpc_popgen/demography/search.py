@@ -153,7 +153,7 @@ class Search:
         # models far apart but blurs what a jump must tell apart near an optimum (on bench ga3's spectrum
         # projected to 10 per population, linear and exponential growth of CHB score within 0.1 units; on
         # the whole data exponential is 9 units higher)
-        self.ev_local = ev if self.ev_ga.dt_fac == ev.dt_fac else dataclasses.replace(ev, dt_fac=self.ev_ga.dt_fac)
+        self.ev_jump = ev if self.ev_ga.dt_fac == ev.dt_fac else dataclasses.replace(ev, dt_fac=self.ev_ga.dt_fac)
         self.ck = checkpoint
         self.seed = seed
         self.hooks = hooks
@@ -397,9 +397,8 @@ class Search:
 
             first = search(starts[j], self.ev_ga if cheap else self.ev, f"{prefix}-ga" if cheap else prefix)
             # jumps on the whole data (the islands' time step where coarser): a projection blurs dynamics
-            ev_jump = self.ev_local if cheap else self.ev
-            switched, jumped = self._jump(space, first, ev_jump, search, f"{prefix}-jump",
-                                          rescore=cheap and ev_jump is not self.ev_ga)
+            switched, jumped = self._jump(space, first, self.ev_jump if cheap else self.ev, search,
+                                          f"{prefix}-jump", rescore=cheap)
             r = search(switched["x"], self.ev, prefix) if cheap or jumped else first
             r = dict(r, source="local", evals_ga_settings=first["evals"] if cheap else 0,
                      stop_ga_settings=first["stop"] if cheap else None, jumped=jumped)
@@ -415,9 +414,9 @@ class Search:
         """``best`` or a better model a jump away (:func:`~hpc_popgen.demography.ga.jumps`: other dynamics,
         revived intervals): each jump gets a short local search (``jump_evals``) at ``ev``; the best replaces
         ``best`` while it improves, for at most ``jump_rounds`` rounds (each from the best so far: a revived
-        interval can make other dynamics pay). ``rescore``: ``best`` was found at other settings than ``ev``, so it gets the same short
-        search first (its log-likelihood is then comparable with the jumps'). Returns the best and whether
-        a jump led to it."""
+        interval can make other dynamics pay). ``rescore``: ``best`` was found at other settings than ``ev``,
+        so it gets the same short search first (its log-likelihood is then comparable with the jumps').
+        Returns the best and whether a jump led to it."""
         ls = self.cfg.local_search
         if ls.jump_rounds and rescore:
             best = search(best["x"], ev, f"{prefix}-base", ls.jump_evals)
