@@ -21,7 +21,7 @@ from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluate, expected_fs
 from hpc_popgen.demography.ga import Island, jumps, local_search
 from hpc_popgen.demography.model import ModelSpace
-from hpc_popgen.demography.search import Hooks, Search
+from hpc_popgen.demography.search import FOLLOW_SEARCHES, Hooks, Search
 from hpc_popgen.errors import InputDataError, ParamError
 from hpc_popgen.paths import YRI_CEU_FS as YRI_CEU  # shipped with the package
 
@@ -348,19 +348,24 @@ def test_islands_evaluate_at_their_settings_and_every_reported_loglik_at_the_sta
         _search(tmp_path / "b", [], ga_projection=[13])
 
 
+def _jump_search(ck: Path, rounds: int, data) -> Search:
+    """A YRI-CEU search with short local searches and ``rounds`` jump rounds."""
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, {
+        "input": {"afs": "x.fs"}, "initial_structure": [1, 1], "final_structure": [1, 1],
+        "sym_migration": True, "dt_fac": 0.1,
+        "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "max_evals": 60,
+                         "jump_rounds": rounds, "jump_evals": 80}})
+    ev = EvalConfig.from_config(cfg, data.sample_sizes)
+    hooks = Hooks(record=lambda unit, **_fields: None, report=lambda **_metrics: None,
+                  progress=lambda total, **kw: tqdm(total=total, disable=True))
+    return Search(cfg, ev, data, InProcess(data, ev), ck, seed=7, hooks=hooks, label="demography")
+
+
 def test_local_search_jumps_to_other_dynamics_and_revives_collapsed_intervals(tmp_path, yri_ceu):
     """CEU's exponential growth given as linear: the one-gene changes find the exponential model, whose
     local optimum is far above the linear one's; with jump_rounds 0 the search keeps linear."""
     def search(ck: Path, rounds: int) -> Search:
-        cfg = config_with_defaults(DemographyConfig, SCHEMA, {
-            "input": {"afs": "x.fs"}, "initial_structure": [1, 1], "final_structure": [1, 1],
-            "sym_migration": True, "dt_fac": 0.1,
-            "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "max_evals": 60,
-                             "jump_rounds": rounds, "jump_evals": 80}})
-        ev = EvalConfig.from_config(cfg, yri_ceu.sample_sizes)
-        hooks = Hooks(record=lambda unit, **_fields: None, report=lambda **_metrics: None,
-                      progress=lambda total, **kw: tqdm(total=total, disable=True))
-        return Search(cfg, ev, yri_ceu, InProcess(yri_ceu, ev), ck, seed=7, hooks=hooks, label="demography")
+        return _jump_search(ck, rounds, yri_ceu)
 
     space = space_of((1, 1), sym_migration=True)
     g = space.names.index("g2_2")
@@ -378,6 +383,35 @@ def test_local_search_jumps_to_other_dynamics_and_revives_collapsed_intervals(tm
     assert best["x"][g] == 2.0 and best["jumped"]
     assert best["loglik"] > fixed["loglik"] + 5
     assert any(t.startswith("local-s0-00-eval-jump0-") for t in changed.evals.tokens)
+
+
+def test_best_jump_is_followed_while_it_gains_faster_than_it_lags(tmp_path, yri_ceu):
+    """A jump's short search starts far from its optimum: while it gained more than it lags behind the
+    best, it is searched on (at most FOLLOW_SEARCHES times); converged or slow jumps are not."""
+    search = _jump_search(tmp_path, 1, yri_ceu)
+    calls: list[str] = []
+
+    def gains(step: float, closing: float = 0.0):  # gains step, or closing x the lag behind -5
+        def short(x: list[float], ev, prefix: str, max_evals: int) -> dict:
+            calls.append(prefix)
+            ll = x[0] + (step or closing * (-5.0 - x[0]))
+            return {"x": [ll], "loglik": ll, "start_loglik": x[0], "stop": "max_evals"}
+        return short
+
+    def at(ll: float, start: float, stop: str = "max_evals") -> dict:
+        return {"x": [ll], "loglik": ll, "start_loglik": start, "stop": stop}
+
+    best = at(-5.0, -6.0)
+    followed = search._follow(at(-10.0, -20.0), best, search.ev, gains(3.0), "p")
+    assert followed["loglik"] == -4.0 and calls == ["p0", "p1"]  # -10 -> -7 (gained 3, lags 2) -> -4
+    calls.clear()
+    assert search._follow(at(-10.0, -11.0), best, search.ev, gains(3.0), "p")["loglik"] == -10.0  # gained 1 < 5
+    assert search._follow(at(-10.0, -20.0, "converged"), best, search.ev, gains(3.0), "p")["loglik"] == -10.0
+    assert not calls
+    assert search._follow(at(-100.0, -1000.0), best, search.ev, gains(1.0), "p")["loglik"] == -99.0
+    calls.clear()  # gaining 3/4 of the lag each time never catches up: stopped after FOLLOW_SEARCHES
+    assert search._follow(at(-13.0, -100.0), best, search.ev, gains(0.0, 0.75), "p")["loglik"] == -5.125
+    assert len(calls) == FOLLOW_SEARCHES == 3
 
 
 def test_projected_evaluation_is_the_projected_data_s_loglik():

@@ -303,15 +303,16 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
     ``evaluate_many`` evaluates a list of individuals (the caller may spread them over workers): for
     BFGS, the point and its forward-difference gradient are one batch of n+1 evaluations. Discrete
     genes (dynamics) stay fixed; ``max_evals`` caps the evaluations. Returns the best point seen, its
-    log-likelihood and theta, the number of evaluations and why it stopped (``stop``: converged, max_evals,
-    target or scipy's message).
+    log-likelihood and theta, the log-likelihood of its start (``start_loglik``), the number of evaluations
+    and why it stopped (``stop``: converged, max_evals, target or scipy's message).
     """
     from scipy import optimize
 
     x0 = np.asarray(x0, float)
     cont = [i for i, p in enumerate(space.free) if not p.discrete]
     z_full = space.to_unit(x0)
-    best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None, "stop": "converged"}
+    best: dict[str, Any] = {"x": list(map(float, x0)), "loglik": WORST, "theta": None, "stop": "converged",
+                            "start_loglik": WORST}
     n = 0
     memo: dict[tuple[float, ...], tuple[float, np.ndarray | None]] = {}
 
@@ -323,6 +324,8 @@ def local_search(space: ModelSpace, x0: list[float], evaluate_many: Callable[[li
     def run(zs: list[np.ndarray]) -> list[float]:
         nonlocal n
         res = evaluate_many([point(z) for z in zs])
+        if n == 0 and res:
+            best["start_loglik"] = float(res[0]["loglik"])
         n += len(zs)
         out = []
         for z, r in zip(zs, res, strict=True):

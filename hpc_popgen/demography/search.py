@@ -40,6 +40,8 @@ from .model import ModelSpace
 
 log = logging.getLogger(__name__)
 
+FOLLOW_SEARCHES = 3  # most short searches more for the best jump of a round (see Search._follow)
+
 StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period increased to reach it)
 
 
@@ -422,16 +424,27 @@ class Search:
             best = search(best["x"], ev, f"{prefix}-base", ls.jump_evals)
         jumped = False
         for rnd in range(ls.jump_rounds):
-            cand = best
-            for k, x in enumerate(jumps(space, best["x"])):
-                r = search(x, ev, f"{prefix}{rnd}-{k:02d}", ls.jump_evals)
-                if r["loglik"] > cand["loglik"]:
-                    cand = r
-            if cand is best:
+            tried = [search(x, ev, f"{prefix}{rnd}-{k:02d}", ls.jump_evals) for k, x in enumerate(jumps(space, best["x"]))]
+            if not tried:
+                break
+            cand = self._follow(max(tried, key=lambda r: r["loglik"]), best, ev, search, f"{prefix}{rnd}-more")
+            if cand["loglik"] <= best["loglik"]:
                 break
             log.info("a jump improved the local search: LL %.3f -> %.3f", best["loglik"], cand["loglik"])
             best, jumped = cand, True
         return best, jumped
+
+    def _follow(self, cand: dict, best: dict, ev: EvalConfig, search: Callable[..., dict], prefix: str) -> dict:
+        """The best jump, searched on while behind ``best`` but gaining faster than it lags: its short search
+        started far from its optimum, ``best``'s near its own, so a short search alone favours ``best``.
+        At most :data:`FOLLOW_SEARCHES` more short searches, each from the last one's end."""
+        for k in range(FOLLOW_SEARCHES):
+            gain, lag = cand["loglik"] - cand["start_loglik"], best["loglik"] - cand["loglik"]
+            if lag < 0 or cand["stop"] != "max_evals" or gain <= lag:
+                break
+            log.info("following the best jump (LL %.3f, %.3f behind, gained %.3f)", cand["loglik"], lag, gain)
+            cand = search(cand["x"], ev, f"{prefix}{k}", self.cfg.local_search.jump_evals)  # starts at cand's LL
+        return cand
 
     def _target_noted(self) -> bool:
         """Some evaluation reached ``target_loglik`` (stops local searches under ``stop_at_target``)."""
