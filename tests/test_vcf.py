@@ -99,6 +99,9 @@ def test_region_and_samples_match_the_tree_sequence(tmp_path):
     pysam.tabix_index(str(bcf), preset="vcf", force=True)
     for other in (csi, bcf):
         assert np.array_equal(read_vcf(other, region="chr3:20001-40000", samples=names).matrix, hv.matrix)
+    # the file's only chromosome as a region: read in file order, the same as the whole file
+    whole = read_vcf(gz, region="chr3", samples=names)
+    assert np.array_equal(whole.matrix, read_vcf(gz, samples=names).matrix) and whole.n_sites > hv.n_sites
 
 
 def test_a_region_query_reads_only_that_region_and_those_samples(tmp_path):
@@ -114,6 +117,10 @@ def test_a_region_query_reads_only_that_region_and_those_samples(tmp_path):
         read_vcf(vcf, region="chr1:1-1000")
     with pytest.raises(InputDataError, match=r"r.vcf.gz: record chr1:5000: unphased genotype '0/1' for sample A;"):
         read_vcf(vcf, samples=["A"])
+    two = write_records(tmp_path / "two.vcf.gz", [("chr1", 100, ("A", "G"), None, GOOD),
+                                                  ("chr2", 50, ("A", "T"), None, [(0, 1, False)] + GOOD[1:])])
+    pysam.tabix_index(str(two), preset="vcf", force=True)  # a chromosome of two is read through the index
+    assert read_vcf(two, region="chr1", samples=["A"]).matrix.tolist() == [[0], [1]]
 
 
 def test_derived_polarisation_from_info_aa(tmp_path):

@@ -18,7 +18,7 @@ calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
   chromosome as a region) and through its VCF Zarr (:func:`hpc_popgen.images.vcz.read_region`, the
   conversion timed apart): file records per CPU-second of this process.
 - **Region query:** an 80 kb region in the middle of the longest chromosome through ``read_vcf(region=)``.
-- **Power and calibration** (``--power``): ``--replicates`` planted and as many neutral chromosomes, a
+- **Power and calibration** (``--power``): ``--replicates`` planted and ``--neutral`` neutral chromosomes, a
   model trained under the true history (simulate + train stages, as jobs/genome_scan.yaml), each
   chromosome scanned with ``scan.null``: the planted sweep's rank and q, the share of replicates with it
   in the top 1% of windows by Bayes factor, and the realised FDR at q < 0.05 on the neutral chromosomes
@@ -315,7 +315,8 @@ def ms_part(n_images: int) -> dict:
 
 def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_windows: int = 25,
               read_samples: int = 2504, read_length: float = 2.0, read_repeats: int = 3, ms_images: int = 4000,
-              do_power: bool = False, replicates: int = 10, power_length: float = 10.0, null_chromosomes: int = 20,
+              do_power: bool = False, replicates: int = 10, neutral: int = 100, power_length: float = 10.0,
+              null_chromosomes: int = 20,
               n_per_class: int = 500, epochs: int = 10, seed: int = 1) -> dict:
     """The JSON-ready result (targets' keys first, then the parts' details)."""
     lengths = sorted(lengths)
@@ -331,7 +332,7 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
         longest = truths[lengths[-1]]
         rq = region_query(longest["path"], longest["length"], longest["chrom"])
         read = reading(tmp / "read", read_samples, samples, read_length, read_repeats, seed + 500)
-        pw = power(tmp / "power", replicates=replicates, neutral=replicates, length_mb=power_length, diploids=samples,
+        pw = power(tmp / "power", replicates=replicates, neutral=neutral, length_mb=power_length, diploids=samples,
                    cores=cores, chunk_windows=chunk_windows, null_chromosomes=null_chromosomes,
                    n_per_class=n_per_class, epochs=epochs, seed=seed) if do_power else None
     ms = ms_part(ms_images) if ms_images > 0 else None
@@ -392,7 +393,10 @@ def _floats(ctx, param, value: str) -> list[float]:
 @click.option("--power/--no-power", "do_power", default=False, show_default=True,
               help="Also train a model under the true history and measure power and the realised FDR (long).")
 @click.option("--replicates", type=click.IntRange(min=1), default=10, show_default=True,
-              help="--power: planted chromosomes, and as many neutral ones.")
+              help="--power: planted chromosomes.")
+@click.option("--neutral", type=click.IntRange(min=1), default=100, show_default=True,
+              help="--power: neutral chromosomes for the realised FDR (each has a call or not: 100 give it to about "
+                   "0.02).")
 @click.option("--power-length", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="--power: chromosome length (Mb).")
 @click.option("--null-chromosomes", type=click.IntRange(min=1), default=20, show_default=True,
@@ -402,12 +406,12 @@ def _floats(ctx, param, value: str) -> list[float]:
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="--power: training epochs.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated chromosomes and runs.")
 def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, read_samples: int, read_length: float,
-            read_repeats: int, ms_images: int, do_power: bool, replicates: int, power_length: float,
+            read_repeats: int, ms_images: int, do_power: bool, replicates: int, neutral: int, power_length: float,
             null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> None:
     """Genome scans at 10 and 50 Mb (speed, driver and task memory), reading 99 of 2,504 samples, an 80 kb
     region query, power and FDR (--power), the ms reader; one JSON object."""
     res = run_bench(lengths=lengths, samples=samples, cores=cores, chunk_windows=chunk_windows,
                     read_samples=read_samples, read_length=read_length, read_repeats=read_repeats,
-                    ms_images=ms_images, do_power=do_power, replicates=replicates, power_length=power_length,
-                    null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed)
+                    ms_images=ms_images, do_power=do_power, replicates=replicates, neutral=neutral,
+                    power_length=power_length, null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed)
     click.echo(json.dumps(res))
