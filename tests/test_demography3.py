@@ -18,7 +18,7 @@ from helpers import write_yaml
 from test_demography_stage import LOCAL_PROFILE, submit_killed_at
 
 from hpc_popgen.bench.ga3 import command as bench_ga3
-from hpc_popgen.bench.ga3 import simulated_spectrum, true_space, true_values, write_fs
+from hpc_popgen.bench.ga3 import simulated_spectrum, stage_params, true_space, true_values, write_fs
 from hpc_popgen.config import config_with_defaults
 from hpc_popgen.demography import outputs
 from hpc_popgen.demography.afs import load_fs
@@ -227,7 +227,11 @@ def test_three_population_job_loads_and_ships_the_benchmark_spectrum():
     manifest = load_manifest(REPO / "jobs" / "gadma_3pop.yaml")
     params = manifest.stages[0].params
     assert params["split_sizes"] == "free" and params["input"]["populations"] == POPS
-    assert params["initial_structure"] == [1, 1, 1] and params["final_structure"] == [2, 1, 1]
+    assert params["initial_structure"] == [1, 1, 1] and params["final_structure"] == [1, 1, 1]
+    bench = stage_params("x.fs", (1, 1, 1), seed=1, ga_max_evals=600)  # the job searches as bench ga3 does
+    assert params["fixed"] == bench["fixed"] and params["islands"] == bench["islands"]
+    for key in ("ga", "local_search"):
+        assert {k: params[key][k] for k in bench[key]} == bench[key]
     shipped = load_fs(DATA_DIR / "OOA3_sim.fs", POPS)
     assert shipped.shape == (21, 21, 21)
     assert np.array_equal(np.ma.filled(shipped, -1), np.ma.filled(simulated_spectrum(20), -1))
