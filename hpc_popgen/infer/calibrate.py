@@ -151,6 +151,7 @@ def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, leng
     import msprime
 
     from ..simulate.demographies import msprime_demography
+    from ..simulate.genotypes import haplotype_matrix
 
     dem = msprime_demography(demes.Builder.fromdict(graph).resolve())
     ts = msprime.sim_ancestry(samples={population: n_diploids}, demography=dem, sequence_length=length,
@@ -158,7 +159,7 @@ def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, leng
     ts = msprime.sim_mutations(ts, rate=mutation_rate, model=msprime.BinaryMutationModel(),
                                discrete_genome=True, random_seed=seed)
     positions = ts.tables.sites.position.astype(np.int64) + 1
-    matrix = ts.genotype_matrix().T.astype(np.uint8)  # rows: sample 0 hap 0, sample 0 hap 1, ...
+    matrix = haplotype_matrix(ts)  # rows: sample 0 hap 0, sample 0 hap 1, ...
     keep = matrix.any(axis=0) & ~matrix.all(axis=0)  # back mutations can leave a site monomorphic
     if accessible is not None:
         keep &= inside(accessible, positions)

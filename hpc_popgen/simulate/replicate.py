@@ -21,6 +21,7 @@ from msprime import _msprime
 
 from ..seeds import derive_seed
 from .demographies import POPULATION, DemographyModel
+from .genotypes import haplotype_matrix
 from .trajectory import SweepTiming, sweep_timing
 from .units import selection_coefficient
 
@@ -108,7 +109,7 @@ def add_mutations(cfg: SimConfig, ts: tskit.TreeSequence, seed: int, attempt: in
 
 def haplotypes(ts: tskit.TreeSequence) -> tuple[np.ndarray, np.ndarray]:
     """(n_haps, n_sites) uint8 0/1 matrix and site positions of a mutated tree sequence."""
-    return ts.genotype_matrix().T.astype(np.uint8), ts.sites_position.copy()
+    return haplotype_matrix(ts), ts.sites_position.copy()
 
 
 def simulate_tree_sequence(cfg: SimConfig, S: float, seed: int, attempt: int,
