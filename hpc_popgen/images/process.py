@@ -204,7 +204,18 @@ def pad_to(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def image_and_sites(haps: np.ndarray, positions: np.ndarray, cfg: ImageConfig,
                     centre: float | None = None) -> tuple[np.ndarray, int]:
-    """The (H, W) uint8 image and the number of sites kept after the MAF filter."""
+    """The (H, W) uint8 image and the number of sites kept after the MAF filter (the common settings,
+    rows sorted and resized, through the compiled :mod:`.kernels`, bit for bit the same)."""
+    if cfg.sort == "rows" and cfg.resize == "resize":
+        from .kernels import image_rows_resized  # kernels reuses this module's resize operators
+
+        return image_rows_resized(haps, cfg.polarisation == "major_minor", cfg.maf, cfg.size)
+    return numpy_image_and_sites(haps, positions, cfg, centre)
+
+
+def numpy_image_and_sites(haps: np.ndarray, positions: np.ndarray, cfg: ImageConfig,
+                          centre: float | None = None) -> tuple[np.ndarray, int]:
+    """:func:`image_and_sites` in numpy for any settings (the reference the compiled kernel matches)."""
     m = np.asarray(haps, dtype=np.uint8)
     positions = np.asarray(positions, dtype=np.float64)
     m = polarise(m, cfg.polarisation)
