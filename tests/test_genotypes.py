@@ -25,6 +25,7 @@ def test_binary_infinite_sites_match_tskit(rho):
         want = ts.genotype_matrix().T.astype(np.uint8)
         got = haplotype_matrix(ts)
         assert got.dtype == np.uint8 and np.array_equal(got, want), seed
+        assert np.array_equal(haplotype_matrix(ts, binary=True), want)  # the simulate path skips the check
 
 
 def test_recurrent_and_back_mutations_match_tskit():

@@ -87,10 +87,11 @@ def _binary(ts: tskit.TreeSequence) -> bool:
             and np.array_equal(ts.samples(), np.arange(ts.num_samples)))
 
 
-def haplotype_matrix(ts: tskit.TreeSequence) -> np.ndarray:
+def haplotype_matrix(ts: tskit.TreeSequence, binary: bool = False) -> np.ndarray:
     """(n_samples, n_sites) uint8 0/1 matrix: ``ts.genotype_matrix().T`` for msprime's binary model,
-    compiled; tskit's own decoder for anything else."""
-    if not _binary(ts):
+    compiled; tskit's own decoder for anything else. ``binary``: the caller made ``ts`` with msprime's
+    ancestry and binary mutation model, so the check (about 20 us) is skipped."""
+    if not (binary or _binary(ts)):
         return ts.genotype_matrix().T.astype(np.uint8)
     out = np.zeros((ts.num_samples, ts.num_sites), dtype=np.uint8)
     if ts.num_sites:

@@ -108,8 +108,8 @@ def add_mutations(cfg: SimConfig, ts: tskit.TreeSequence, seed: int, attempt: in
 
 
 def haplotypes(ts: tskit.TreeSequence) -> tuple[np.ndarray, np.ndarray]:
-    """(n_haps, n_sites) uint8 0/1 matrix and site positions of a mutated tree sequence."""
-    return haplotype_matrix(ts), ts.sites_position.copy()
+    """(n_haps, n_sites) uint8 0/1 matrix and site positions of a tree sequence from :func:`add_mutations`."""
+    return haplotype_matrix(ts, binary=True), ts.sites_position.copy()
 
 
 def simulate_tree_sequence(cfg: SimConfig, S: float, seed: int, attempt: int,
