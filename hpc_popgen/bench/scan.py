@@ -249,6 +249,21 @@ def _planted_result(table: dict, pos: int) -> dict:
             "windows": n, "top1pct": rank <= top}
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """Wilson's 95% interval of a binomial proportion ``k / n`` (the realised FDR is one per chromosome)."""
+    if n == 0:
+        return None
+    f, d = k / n, 1 + z * z / n
+    mid, half = (f + z * z / (2 * n)) / d, z * math.sqrt(f * (1 - f) / n + z * z / (4 * n * n)) / d
+    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
+
+
+def p_calibration(p: np.ndarray, levels: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05)) -> dict:
+    """Share of neutral windows with empirical p <= each level: about the level itself when real neutral
+    windows are exchangeable with the simulated null's (the calibration the q-values rest on)."""
+    return {f"{a:g}": round(float(np.mean(p <= a)), 5) for a in levels} | {"windows": int(len(p))}
+
+
 def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploids: int, cores: int,
           chunk_windows: int, null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> dict:
     """Train under the true history, scan planted and neutral chromosomes with a null; power and realised FDR."""
@@ -287,15 +302,23 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
     for r, t in enumerate(planted):
         res = _planted_result(read_scan(tmp / "run" / f"planted{r}" / "scan.tsv"), t["sweep_position"])
         per_rep.append({"sweep_position": t["sweep_position"], **res})
-    fdp, calls, windows = [], 0, 0
+    metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
+    fdp, calls, windows, pvals, above_all = [], 0, 0, [], 0
     for r in range(neutral):
-        q = read_scan(tmp / "run" / f"neutral{r}" / "scan.tsv")["q"]
+        table = read_scan(tmp / "run" / f"neutral{r}" / "scan.tsv")
+        q, p = table["q"], table["p"]
         k = int(np.sum(q < FDR))
         fdp.append(1.0 if k else 0.0)  # every call on a neutral chromosome is false
         calls, windows = calls + k, windows + len(q)
-    metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
+        pvals.append(p[~np.isnan(p)])
+        n_null = metrics[f"neutral{r}"]["calibration"]["null_windows"]
+        above_all += int(np.nanmin(p) * (1 + n_null) < 1.5)  # the real maximum beats every null window
     return {"planted_top1pct_fraction": round(float(np.mean([p["top1pct"] for p in per_rep])), 3) if per_rep else None,
             "null_fdr_at_q05": round(float(np.mean(fdp)), 3) if fdp else None,
+            "null_fdr_ci95": wilson(int(sum(fdp)), len(fdp)),
+            "null_p_calibration": p_calibration(np.concatenate(pvals)) if pvals else None,
+            "neutral_above_every_null_window": above_all,
+            "neutral_above_every_null_window_expected": round(neutral / (1 + null_chromosomes), 2),
             "replicates": per_rep, "neutral_chromosomes": neutral, "neutral_windows": windows,
             "neutral_windows_called": calls, "null_window_call_rate": round(calls / windows, 5) if windows else None,
             "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes, "n_per_class": n_per_class,
