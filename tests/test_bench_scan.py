@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from helpers import run_cli
+
+from hpc_popgen.bench.scan import p_calibration, wilson
 
 KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "planted_top1pct_fraction",
         "null_fdr_at_q05", "ms_images_per_s"]
@@ -38,9 +41,21 @@ def test_bench_scan_prints_one_json_object_with_the_target_keys_first():
     read = out["reading"]
     assert read["samples_in_file"] == 50 and read["samples_read"] == 50 and read["records"] > 0
     assert read["read_records_per_s_vcz"] > 0 and read["read_records_per_s_cyvcf2"] == out["read_records_per_s"]
+    assert read["read_records_per_s_bcf"] > 0 and read["bcf_mb"] > 0  # the same records as an indexed BCF
     assert read["sites_kept"] > 0 and read["passes"] == 2
     assert out["region_query"]["sites"] > 0 and out["region_query"]["length_mb"] == 0.4
     assert out["ms"]["images"] == 200
     assert set(out["targets_met"]) >= {"read_records_per_s", "region_query_s", "driver_mem_ratio_50_10",
                                        "ms_images_per_s"}
     assert all(isinstance(v, bool) for v in out["targets_met"].values())
+
+
+def test_the_realised_fdr_comes_with_wilsons_interval_and_the_null_p_values_calibration():
+    assert wilson(9, 100) == [0.0481, 0.1623]  # Wilson's 95% interval of 9 / 100
+    lo, hi = wilson(0, 200)
+    assert lo == 0 and 0.018 < hi < 0.019
+    assert wilson(0, 0) is None
+    p = (np.arange(10_000) + 1) / 10_000  # exactly uniform: each level's share is the level
+    cal = p_calibration(p)
+    assert cal == {"0.001": 0.001, "0.005": 0.005, "0.01": 0.01, "0.05": 0.05, "windows": 10_000}
+    assert p_calibration(p / 2)["0.05"] == 0.1  # p-values too small (an anti-conservative null) show
