@@ -25,3 +25,6 @@ def test_bench_simulate_prints_one_json_object():
     plain = out["pipeline_images_per_s"] / out["plain_msprime_reps_per_s"]
     assert abs(out["pipeline_to_plain_msprime_ratio"] - plain) < 2e-3 and out["classes"] == [0, 200]
     assert out["bytes_per_image"] < 1024
+    bare = out["pipeline_images_per_s"] / out["msprime_bare_reps_per_s"]
+    assert out["msprime_bare_reps_per_s"] > 0 and abs(out["pipeline_to_msprime_bare_ratio"] - bare) < 2e-3
+    assert set(out["baselines"]) == {"msprime", "msprime_bare", "plain_msprime"}

@@ -1,5 +1,6 @@
 """``hpcpop bench simulate``: msprime alone (called as the pipeline calls it: one call per shard and class,
-and a plain one-call-per-replicate loop) vs the whole simulate pipeline, the image step, bytes per image.
+with tskit's genotype matrix as the issue measured msprime, and bare; and a plain one-call-per-replicate
+loop) vs the whole simulate pipeline, the image step, bytes per image.
 
 All rates are per core: work divided by the CPU seconds the measuring process used (its threads
 included), so other load on a shared machine does not distort them; wall-clock rates are printed too
@@ -86,7 +87,15 @@ def _batched_tree_sequences(plan, start: int, stop: int):
 
 
 def msprime_only(plan, start: int, stop: int) -> None:
-    """sim_ancestry + sim_mutations for replicates [start, stop) as the pipeline calls them, nothing else."""
+    """sim_ancestry + sim_mutations for replicates [start, stop) as the pipeline calls them, then tskit's
+    genotype matrix: msprime's cost per replicate as the issue measured it ("with mutations and the
+    genotype matrix"), whatever our own code does after it."""
+    for ts in _batched_tree_sequences(plan, start, stop):
+        ts.genotype_matrix()
+
+
+def msprime_bare(plan, start: int, stop: int) -> None:
+    """sim_ancestry + sim_mutations as the pipeline calls them, no genotypes (the strictest baseline)."""
     for _ts in _batched_tree_sequences(plan, start, stop):
         pass
 
@@ -114,12 +123,13 @@ class Clock:
 
 
 def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0,
-                              classes: tuple[float, ...] | None = None) -> tuple[Clock, Clock, Clock, float]:
-    """(msprime clock, plain msprime clock, pipeline clock, bytes per image on disk) for ``n`` replicates.
+                              classes: tuple[float, ...] | None = None
+                              ) -> tuple[Clock, Clock, Clock, Clock, float]:
+    """(msprime, bare msprime, plain msprime and pipeline clocks, bytes per image on disk) for ``n`` replicates.
 
-    Shard by shard, the same replicates go through msprime called as the pipeline calls it, a plain
-    one-call-per-replicate msprime loop, and the whole pipeline (simulate + image + one whole-shard
-    store write), interleaved so a busy machine slows all three alike.
+    Shard by shard, the same replicates go through msprime called as the pipeline calls it (with tskit's
+    genotype matrix, and bare), a plain one-call-per-replicate msprime loop, and the whole pipeline
+    (simulate + image + one whole-shard store write), interleaved so a busy machine slows all alike.
     """
     from ..simulate import simulate_range
     from ..store import create_store
@@ -127,7 +137,7 @@ def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0,
     plan = fig3_plan(**({"classes": list(classes)} if classes else {}))
     # a worker loads the compiled kernels (numba's cache) once per process, not once per shard: not timed
     simulate_range(plan, offset + n, offset + n + len(plan.classes))
-    msp, plain, pipe = Clock(), Clock(), Clock()
+    msp, bare, plain, pipe = Clock(), Clock(), Clock(), Clock()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.path.join(tmp, "bench.zarr")
         meta = dict(classes=list(plan.classes), prior=plan.prior_dict(), demography=plan.sim.demography.to_dict(),
@@ -139,11 +149,13 @@ def time_msprime_and_pipeline(n: int, shard_images: int, offset: int = 0,
             start, stop = store.shard_range(i)
             with msp:
                 msprime_only(plan, offset + start, offset + stop)
+            with bare:
+                msprime_bare(plan, offset + start, offset + stop)
             with plain:
                 plain_msprime(plan, offset + start, offset + stop)
             with pipe:
                 store.write_shard(i, simulate_range(plan, offset + start, offset + stop))
-        return msp, plain, pipe, store.disk_bytes("images") / n
+        return msp, bare, plain, pipe, store.disk_bytes("images") / n
 
 
 def make_ms_text(n: int, offset: int = 0) -> str:
@@ -183,8 +195,9 @@ def time_image_step(ms_path: str, repeats: int) -> dict:
 def _one_worker(args: tuple) -> dict:
     k, n, n_ms, shard_images, ms_path, repeats, classes = args
     offset = k * 1_000_003 // shard_images * shard_images  # whole shards, as the stage's ranges are
-    msp, plain, pipe, nbytes = time_msprime_and_pipeline(n, shard_images, offset, classes)
-    out = {"msprime": n / msp.cpu, "plain": n / plain.cpu, "pipeline": n / pipe.cpu, "msprime_wall": n / msp.wall,
+    msp, bare, plain, pipe, nbytes = time_msprime_and_pipeline(n, shard_images, offset, classes)
+    out = {"msprime": n / msp.cpu, "bare": n / bare.cpu, "plain": n / plain.cpu, "pipeline": n / pipe.cpu,
+           "msprime_wall": n / msp.wall,
            "plain_wall": n / plain.wall, "pipeline_wall": n / pipe.wall, "bytes": nbytes}
     out.update(time_image_step(ms_path, repeats))
     return out
@@ -219,13 +232,19 @@ def command(n: int, n_ms: int, repeats: int, shard_images: int, workers: int, en
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in results]))
 
-    msp, plain, pipe = mean("msprime"), mean("plain"), mean("pipeline")
+    msp, bare, plain, pipe = mean("msprime"), mean("bare"), mean("plain"), mean("pipeline")
     out = {
         "msprime_reps_per_s": round(msp, 2),
         "plain_msprime_reps_per_s": round(plain, 2),
         "pipeline_images_per_s": round(pipe, 2),
         "pipeline_to_msprime_ratio": round(pipe / msp, 3),
         "pipeline_to_plain_msprime_ratio": round(pipe / plain, 3),
+        "msprime_bare_reps_per_s": round(bare, 2),
+        "pipeline_to_msprime_bare_ratio": round(pipe / bare, 3),
+        "baselines": {"msprime": "batched sim_ancestry (num_replicates, as the pipeline calls it) + sim_mutations "
+                                 "+ tskit's genotype_matrix, per replicate (the issue's msprime measurement)",
+                      "msprime_bare": "the same without the genotype matrix",
+                      "plain_msprime": "one sim_ancestry + sim_mutations + genotype_matrix per replicate"},
         "image_step_images_per_s": round(mean("image"), 1),
         "msprime_reps_per_s_wall": round(mean("msprime_wall"), 2),
         "pipeline_images_per_s_wall": round(mean("pipeline_wall"), 2),
