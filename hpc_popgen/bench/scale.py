@@ -90,6 +90,40 @@ def run_plain(n_images: int, workers: int) -> dict:
     return {"images": done, "wall_s": wall, "images_per_s": done / wall}
 
 
+def own_cost(shards: int = 12) -> dict:
+    """Our own CPU cost per image (seeds, fields, genotypes, image, store write), without the engine: in
+    one process, shard by shard, the pipeline's simulate_range + write_shard against msprime called the
+    same way (batched, bare), interleaved; ms per image per core."""
+    from ..config import config_with_defaults
+    from ..simulate import Plan, simulate_range
+    from ..simulate.config import SimulateConfig
+    from ..store import create_store
+    from .simulate import Clock, msprime_bare
+
+    n = shards * SHARD_IMAGES
+    cfg = config_with_defaults(SimulateConfig, "stages/simulate.schema.json",
+                               {**REGIONS, "store": "own.zarr", "n_per_class": 2 * n})
+    plan = Plan.from_config(cfg, 3)
+    simulate_range(plan, n, n + 2)  # the compiled kernels load once per worker process: not timed
+    bare, pipe = Clock(), Clock()
+    with tempfile.TemporaryDirectory(prefix="hpcpop-bench-own-") as tmp:
+        meta = dict(classes=list(plan.classes), prior=plan.prior_dict(), demography=plan.sim.demography.to_dict(),
+                    image=plan.image.to_dict(), split=plan.split, stage_params={}, versions={}, seed=plan.seed)
+        store = create_store(os.path.join(tmp, "own.zarr"), meta, n_images=n, image_shape=plan.image.size,
+                             shard_images=SHARD_IMAGES)
+        for i in range(shards):
+            start, stop = store.shard_range(i)
+            with bare:
+                msprime_bare(plan, start, stop)
+            with pipe:
+                store.write_shard(i, simulate_range(plan, start, stop))
+    return {"own_ms_per_image": round((pipe.cpu - bare.cpu) / n * 1e3, 4),
+            "msprime_bare_ms_per_image": round(bare.cpu / n * 1e3, 4),
+            "pipeline_ms_per_image": round(pipe.cpu / n * 1e3, 4), "images": n,
+            "timing": "CPU seconds of one process, shard by shard: simulate_range + write_shard minus batched "
+                      "msprime (sim_ancestry + sim_mutations as the pipeline calls them)"}
+
+
 def _summary(run: dict) -> dict:
     per = 1e5 / run["images"]
     store, ledger = round(run["store_files"] * per), round(run["ledger_files"] * per)
@@ -100,7 +134,7 @@ def _summary(run: dict) -> dict:
 
 
 def run_bench(n_images: int, compare: int | None = None, workers: int | None = None,
-              plain_images: int | None = None) -> dict:
+              plain_images: int | None = None, own_shards: int = 12) -> dict:
     """The JSON-ready result: the run at ``n_images`` (and at ``compare``), the plain loop's rate, ratios."""
     workers = int(workers or os.cpu_count() or 1)
     n_plain = int(plain_images or min(n_images, 10_000))
@@ -115,6 +149,8 @@ def run_bench(n_images: int, compare: int | None = None, workers: int | None = N
                workers=workers, shard_images=SHARD_IMAGES,
                regions="constant size, neutral, 32 haplotypes, 2 kb (msprime)",
                timing="wall clock: the whole job (cluster start included) and the plain loop on as many processes")
+    out["own_cost"] = own_cost(own_shards)
+    out["own_ms_per_image"] = out["own_cost"]["own_ms_per_image"]
     if compare:
         other = run_pipeline(compare, workers)
         out["compare"] = _summary(other)
@@ -137,6 +173,10 @@ def run_bench(n_images: int, compare: int | None = None, workers: int | None = N
               help="Dask workers, and processes of the plain loop (default: one per core).")
 @click.option("--plain-images", type=click.IntRange(min=1), default=None,
               help="Replicates of the plain msprime loop (default: min(--images, 10000)).")
-def command(n_images: int, compare: int | None, workers: int | None, plain_images: int | None) -> None:
-    """Images/s of a simulate-only job of tiny regions, against plain msprime; driver memory; files."""
-    click.echo(json.dumps(run_bench(n_images, compare, workers, plain_images)))
+@click.option("--own-shards", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Shards of 256 timed in one process for own_ms_per_image (our cost without the engine).")
+def command(n_images: int, compare: int | None, workers: int | None, plain_images: int | None,
+            own_shards: int) -> None:
+    """Images/s of a simulate-only job of tiny regions, against plain msprime; driver memory; files; our
+    own cost per image."""
+    click.echo(json.dumps(run_bench(n_images, compare, workers, plain_images, own_shards)))
