@@ -54,6 +54,22 @@ def test_empirical_p_counts_ties_and_adds_one():
         empirical_p(np.array([1.0]), np.array([np.nan]))
 
 
+def test_on_chromosomes_exchangeable_with_the_null_bh_calls_any_window_about_q_of_the_time():
+    """The calibration's promise on a chromosome with no sweep: every call is false, and empirical p-values
+    against pooled null windows + BH at q = 0.05 call a window on about 5% of chromosomes, with windows
+    that overlap by half (correlated neighbours, heavy tails) as the scan's do."""
+    rng = np.random.default_rng(7)
+
+    def chromosome(m=249):
+        half = rng.standard_t(3, size=m + 1)
+        return half[:-1] + half[1:]  # window i shares half its sequence with window i + 1
+
+    reps = 2000
+    called = sum(bool(np.any(bh_qvalues(empirical_p(chromosome(), np.concatenate([chromosome() for _ in range(20)])))
+                             < 0.05)) for _ in range(reps))
+    assert 0.035 < called / reps < 0.065, called / reps  # 2,000 chromosomes: 0.05 +- 0.015 is about 3 SD
+
+
 def test_overlapping_and_adjacent_significant_windows_merge_into_regions():
     chrom = np.array(["c1"] * 6 + ["c2"])
     start = np.array([1, 21, 41, 81, 101, 200, 1])

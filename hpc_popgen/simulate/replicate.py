@@ -21,7 +21,6 @@ from msprime import _msprime
 
 from ..seeds import derive_seed
 from .demographies import POPULATION, DemographyModel
-from .genotypes import haplotype_matrix
 from .trajectory import SweepTiming, sweep_timing
 from .units import selection_coefficient
 
@@ -109,6 +108,8 @@ def add_mutations(cfg: SimConfig, ts: tskit.TreeSequence, seed: int, attempt: in
 
 def haplotypes(ts: tskit.TreeSequence) -> tuple[np.ndarray, np.ndarray]:
     """(n_haps, n_sites) uint8 0/1 matrix and site positions of a tree sequence from :func:`add_mutations`."""
+    from .genotypes import haplotype_matrix  # numba: loaded by the workers that simulate, not the driver
+
     return haplotype_matrix(ts, binary=True), ts.sites_position.copy()
 
 
