@@ -12,7 +12,7 @@ import json
 import numpy as np
 from helpers import run_cli
 
-from hpc_popgen.bench.scan import p_calibration, wilson
+from hpc_popgen.bench.scan import chromosome_calibration, chromosome_p, p_calibration, wilson
 
 KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "planted_top1pct_fraction",
         "null_fdr_at_q05", "ms_images_per_s"]
@@ -59,3 +59,17 @@ def test_the_realised_fdr_comes_with_wilsons_interval_and_the_null_p_values_cali
     cal = p_calibration(p)
     assert cal == {"0.001": 0.001, "0.005": 0.005, "0.01": 0.01, "0.05": 0.05, "windows": 10_000}
     assert p_calibration(p / 2)["0.05"] == 0.1  # p-values too small (an anti-conservative null) show
+
+
+def test_each_neutral_chromosome_is_placed_among_its_nulls_maxima():
+    null_max = np.array([5.0, 1.0, 9.0, 3.0])
+    assert chromosome_p(10.0, null_max) == 1 / 5  # above every null chromosome: the smallest value, 1/(K+1)
+    assert chromosome_p(9.0, null_max) == 2 / 5  # a tie counts against the real chromosome
+    assert chromosome_p(0.5, null_max) == 1.0
+    k = 20  # exchangeable: the real maximum's place is uniform on 1/21 .. 21/21
+    pc = (np.arange(21 * 50) % 21 + 1) / 21
+    cal = chromosome_calibration(pc, k)
+    assert cal["share"] == cal["expected"] and cal["mean"] == cal["mean_expected"] == round(22 / 42, 4)
+    assert cal["expected"] == {"1/(K+1)": round(1 / 21, 4), "0.25": round(5 / 21, 4), "0.5": round(10 / 21, 4)}
+    hot = chromosome_calibration(pc ** 2, k)  # real maxima too often high among the nulls
+    assert hot["share"]["0.25"] > cal["share"]["0.25"] and hot["mean"] < cal["mean"]

@@ -286,6 +286,23 @@ def p_calibration(p: np.ndarray, levels: tuple[float, ...] = (0.001, 0.005, 0.01
     return {f"{a:g}": round(float(np.mean(p <= a)), 5) for a in levels} | {"windows": int(len(p))}
 
 
+def chromosome_p(real_max: float, null_max: np.ndarray) -> float:
+    """Where a neutral chromosome's largest BF falls among its null chromosomes' largest: (1 + #null
+    maxima >= it) / (K + 1), uniform on 1/(K+1) .. 1 when real and null chromosomes are exchangeable."""
+    return (1 + int(np.sum(null_max >= real_max))) / (len(null_max) + 1)
+
+
+def chromosome_calibration(pc: np.ndarray, k: int) -> dict:
+    """Shares of chromosome-level p (:func:`chromosome_p`) at or below 1/(K+1), 1/4, 1/2 and their mean,
+    each with its value under exchangeability: every chromosome counts here, not only the called ones."""
+    levels = {"1/(K+1)": 1 / (k + 1), "0.25": 0.25, "0.5": 0.5}
+    exp = {name: math.floor(a * (k + 1) + 1e-9) / (k + 1) for name, a in levels.items()}
+    return {"share": {name: round(float(np.mean(pc <= a + 1e-12)), 4) for name, a in levels.items()},
+            "expected": {name: round(v, 4) for name, v in exp.items()},
+            "mean": round(float(np.mean(pc)), 4), "mean_expected": round((k + 2) / (2 * (k + 1)), 4),
+            "chromosomes": int(len(pc))}
+
+
 def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploids: int, cores: int,
           chunk_windows: int, null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> dict:
     """Train under the true history, scan planted and neutral chromosomes with a null; power and realised FDR."""
@@ -325,7 +342,10 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
         res = _planted_result(read_scan(tmp / "run" / f"planted{r}" / "scan.tsv"), t["sweep_position"])
         per_rep.append({"sweep_position": t["sweep_position"], **res})
     metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
-    fdp, calls, windows, pvals, above_all = [], 0, 0, [], 0
+    from ..infer.scan import COLUMNS
+
+    fdp, calls, windows, pvals, above_all, pc = [], 0, 0, [], 0, []
+    bf_col = COLUMNS.index("bayes_factor")
     for r in range(neutral):
         table = read_scan(tmp / "run" / f"neutral{r}" / "scan.tsv")
         q, p = table["q"], table["p"]
@@ -335,12 +355,17 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
         pvals.append(p[~np.isnan(p)])
         n_null = metrics[f"neutral{r}"]["calibration"]["null_windows"]
         above_all += int(np.nanmin(p) * (1 + n_null) < 1.5)  # the real maximum beats every null window
+        null_max = np.array([max(float(ln.split("\t")[bf_col]) for ln in f.read_text().splitlines())
+                             for f in sorted((tmp / "run" / f"neutral{r}" / "parts").glob("null-*.tsv"))
+                             if f.read_text().strip()])
+        pc.append(chromosome_p(float(np.nanmax(table["bayes_factor"])), null_max))
     return {"planted_top1pct_fraction": round(float(np.mean([p["top1pct"] for p in per_rep])), 3) if per_rep else None,
             "null_fdr_at_q05": round(float(np.mean(fdp)), 3) if fdp else None,
             "null_fdr_ci95": wilson(int(sum(fdp)), len(fdp)),
             "null_p_calibration": p_calibration(np.concatenate(pvals)) if pvals else None,
             "neutral_above_every_null_window": above_all,
             "neutral_above_every_null_window_expected": round(neutral / (1 + null_chromosomes), 2),
+            "neutral_max_calibration": chromosome_calibration(np.array(pc), null_chromosomes) if pc else None,
             "replicates": per_rep, "neutral_chromosomes": neutral, "neutral_windows": windows,
             "neutral_windows_called": calls, "null_window_call_rate": round(calls / windows, 5) if windows else None,
             "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes, "n_per_class": n_per_class,
