@@ -63,3 +63,17 @@ def test_configs_are_frozen_and_keyword_only(kind):
     # no field repeats a default of its own: the schema is the only home of defaults
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                for f in dataclasses.fields(cls))
+
+
+def test_every_predict_option_with_a_default_takes_it_from_a_schema():
+    from hpc_popgen.cli.predict import predict
+    from hpc_popgen.manifest import schema_default
+
+    home = {"mc_samples": "predict.schema.json", "seed": "predict.schema.json",
+            "level": ("stages/scan.schema.json", "hpdi_level"), "min_accessible": "stages/scan.schema.json"}
+    with_default = {p.name: p.default for p in predict.params if isinstance(p.default, (int, float, str))}
+    assert set(with_default) == set(home)  # a new option with a default needs a schema key
+    for name, where in home.items():
+        schema, key = where if isinstance(where, tuple) else (where, name)
+        assert with_default[name] == schema_default(schema, key), name
+    assert load_schema("predict.schema.json")["properties"]["mc_samples"]["default"] == 100_000

@@ -29,8 +29,10 @@ from ..manifest import schema_default
 @click.option("--image", "image_file", type=click.Path(dir_okay=False), help="A .npy image (H, W) or stack (n, H, W).")
 @click.option("--level", default=schema_default("stages/scan.schema.json", "hpdi_level"), show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="HPDI level.")
-@click.option("--mc-samples", default=100_000, show_default=True, help="Monte Carlo samples for the sampled HPDI.")
-@click.option("--seed", default=1, show_default=True, help="Seed of the Monte Carlo sampling.")
+@click.option("--mc-samples", default=schema_default("predict.schema.json", "mc_samples"), show_default=True,
+              type=click.IntRange(min=0), help="Monte Carlo samples for the sampled HPDI (0: none).")
+@click.option("--seed", default=schema_default("predict.schema.json", "seed"), show_default=True,
+              type=click.IntRange(min=0), help="Seed of the Monte Carlo sampling.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Write a PNG of the (first) posterior.")
 def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str | None, samples: str | None,
             mask_file: str | None, min_accessible: float, image_file: str | None, level: float, mc_samples: int,
