@@ -167,7 +167,12 @@ def run(ctx: StageContext) -> StageResult:
     cfg: DemographyConfig = ctx.config
     data = load_input(cfg, ctx.input_path, cache_dir=storage_cache(ctx.path("vcz")))
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
-    hooks = Hooks(record=ctx.ledger.record, report=ctx.report, progress=ctx.progress)
+
+    def report(**metrics: Any) -> None:
+        ctx.note_jobs()  # live, as run_units does: adaptive worker jobs may be gone by the stage's end
+        ctx.report(**metrics)
+
+    hooks = Hooks(record=ctx.ledger.record, report=report, progress=ctx.progress)
     evals = DaskEvaluations(lambda: ctx.client, ctx.name, data, ev, cfg.retries, cfg.eval_timeout,
                             on_start=lambda: ctx.run.update_report(dashboard=ctx.cluster.dashboard))
     search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
