@@ -2,7 +2,8 @@
 
 Two short planted chromosomes (0.2 and 0.4 Mb, 99 diploids) through the real scan stage on two local
 workers with an untrained model, a 50-sample 50 kb VCF for the readers, 200 ms images; no --power
-(it trains a model). About 40 s on 2 cores.
+(it trains a model). About 40 s on 2 cores. The --power part alone runs at its smallest: one planted and two
+neutral chromosomes of 0.5 Mb, 10 diploids, a null of 3 chromosomes, a model trained one epoch on 80 images.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 import numpy as np
 from helpers import run_cli
 
-from hpc_popgen.bench.scan import chromosome_calibration, chromosome_p, p_calibration, wilson
+from hpc_popgen.bench.scan import chromosome_calibration, chromosome_p, p_calibration, power, wilson
+from hpc_popgen.infer.calibrate import qvalues
+from hpc_popgen.infer.scan import read_scan
 
 KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "planted_top1pct_fraction",
         "null_fdr_at_q05", "ms_images_per_s"]
@@ -73,3 +76,22 @@ def test_each_neutral_chromosome_is_placed_among_its_nulls_maxima():
     assert cal["expected"] == {"1/(K+1)": round(1 / 21, 4), "0.25": round(5 / 21, 4), "0.5": round(10 / 21, 4)}
     hot = chromosome_calibration(pc ** 2, k)  # real maxima too often high among the nulls
     assert hot["share"]["0.25"] > cal["share"]["0.25"] and hot["mean"] < cal["mean"]
+
+
+def test_power_reports_bh_and_by_from_the_scans_own_p_values(tmp_path):
+    pw = power(tmp_path, replicates=1, neutral=2, length_mb=0.5, diploids=10, cores=2, chunk_windows=25,
+               null_chromosomes=3, n_per_class=40, epochs=1, seed=3)
+    run = tmp_path / "run"
+    neutral = [read_scan(run / f"neutral{r}" / "scan.tsv") for r in range(2)]
+    assert pw["neutral_chromosomes"] == 2 and pw["neutral_windows"] == sum(len(t["p"]) for t in neutral)
+    assert pw["null_fdr_at_q05"] == np.mean([np.any(t["q"] < 0.05) for t in neutral])
+    assert pw["null_fdr_at_q05_by"] == np.mean([np.any(qvalues(t["p"], "by") < 0.05) for t in neutral])
+    assert pw["null_fdr_at_q05_by"] <= pw["null_fdr_at_q05"]  # BY calls a subset of BH's
+    (rep,) = pw["replicates"]
+    assert rep["rank"] >= 1 and rep["q_by"] >= rep["q"] > 0
+    assert pw["planted_q05_fraction"] == float(rep["q"] < 0.05)
+    cal = pw["neutral_max_calibration"]
+    assert cal["chromosomes"] == 2 and set(cal["share"]) == {"1/(K+1)", "0.25", "0.5"}
+    assert cal["mean_expected"] == round(5 / 8, 4) and 0.25 <= cal["mean"] <= 1  # each p in 1/4 .. 4/4
+    assert abs(cal["mean"] * 8 - round(cal["mean"] * 8)) < 1e-3  # the mean of two quarters
+    assert pw["null_p_calibration"]["windows"] == pw["neutral_windows"]

@@ -15,7 +15,7 @@ import yaml
 from helpers import run_cli, write_yaml
 from test_vcz import CHROM, _random_model, make_vcf
 
-from hpc_popgen.infer.calibrate import bh_qvalues, candidates_tsv, empirical_p, merge_windows, simulate_null_chromosome
+from hpc_popgen.infer.calibrate import candidates_tsv, empirical_p, merge_windows, qvalues, simulate_null_chromosome
 from hpc_popgen.infer.scan import read_scan
 
 TWO_DEMES = """time_units: generations
@@ -31,19 +31,17 @@ demes:
 """
 
 
-def test_bh_qvalues_by_hand_and_against_scipy():
+def test_qvalues_by_hand_bh_and_by():
     p = np.array([0.01, 0.04, 0.03, 0.5])
     # sorted 0.01, 0.03, 0.04, 0.5 -> p m / rank = 0.04, 0.06, 0.0533, 0.5 -> running min from the top
-    assert np.allclose(bh_qvalues(p), [0.04, 0.0533333333, 0.0533333333, 0.5])
-    assert np.isnan(bh_qvalues(np.array([0.2, np.nan]))[1]) and bh_qvalues(np.array([0.2, np.nan]))[0] == 0.2
-    assert bh_qvalues(np.array([0.9, 0.95]))[0] == 0.95  # capped by the larger p's adjustment, never above 1
-    stats = pytest.importorskip("scipy.stats")
-    if not hasattr(stats, "false_discovery_control"):
-        pytest.skip("scipy < 1.11")
-    rng = np.random.default_rng(7)
-    for _ in range(5):
-        ps = np.concatenate([rng.random(200), rng.random(20) * 1e-3])
-        assert np.allclose(bh_qvalues(ps), stats.false_discovery_control(ps, method="bh"), rtol=1e-12)
+    assert np.allclose(qvalues(p), [0.04, 0.0533333333, 0.0533333333, 0.5])
+    assert np.isnan(qvalues(np.array([0.2, np.nan]))[1]) and qvalues(np.array([0.2, np.nan]))[0] == 0.2
+    assert qvalues(np.array([0.9, 0.95]))[0] == 0.95  # capped by the larger p's adjustment, never above 1
+    # Benjamini–Yekutieli: BH's times c(m) = 1 + 1/2 + 1/3 + 1/4 for m = 4, capped at 1; NaN not counted in m
+    by = qvalues(np.array([0.01, 0.04, np.nan, 0.03, 0.5]), "by")
+    assert np.isnan(by[2])
+    assert np.allclose(by[[0, 1, 3, 4]], np.minimum(np.array([0.04, 0.0533333333, 0.0533333333, 0.5]) * 25 / 12, 1))
+    assert np.all(qvalues(p, "by") >= qvalues(p))
 
 
 def test_empirical_p_counts_ties_and_adds_one():
@@ -65,7 +63,7 @@ def test_on_chromosomes_exchangeable_with_the_null_bh_calls_any_window_about_q_o
         return half[:-1] + half[1:]  # window i shares half its sequence with window i + 1
 
     reps = 2000
-    called = sum(bool(np.any(bh_qvalues(empirical_p(chromosome(), np.concatenate([chromosome() for _ in range(20)])))
+    called = sum(bool(np.any(qvalues(empirical_p(chromosome(), np.concatenate([chromosome() for _ in range(20)])))
                              < 0.05)) for _ in range(reps))
     assert 0.035 < called / reps < 0.065, called / reps  # 2,000 chromosomes: 0.05 +- 0.015 is about 3 SD
 
@@ -102,7 +100,7 @@ def test_null_chromosome_is_seeded_biallelic_and_sampled_in_the_named_population
     assert np.all(a1.any(axis=0)) and not np.any(a1.all(axis=0))  # polymorphic in the sample
 
 
-def _manifest(tmp_path, workers: int, null: dict | None, run_seed: int = 5) -> object:
+def _manifest(tmp_path, workers: int, null: dict | None, run_seed: int = 5, fdr_method: str | None = None) -> object:
     prof = write_yaml(tmp_path / f"prof{workers}.yaml", {
         "kind": "local", "cluster": {"n_workers": workers, "threads_per_worker": 1},
         "dashboard_address": "127.0.0.1:0", "horovod": {"launcher": "none", "ranks": 1}})
@@ -112,7 +110,9 @@ def _manifest(tmp_path, workers: int, null: dict | None, run_seed: int = 5) -> o
     if null is not None:
         scan["null"] = null
         scan["fdr"] = 0.5  # loose: an untrained model on a neutral chromosome still gives some candidates to merge
-    return write_yaml(tmp_path / f"scan{workers}.yaml", {
+        if fdr_method:
+            scan["fdr_method"] = fdr_method
+    return write_yaml(tmp_path / f"scan{workers}{fdr_method or ''}.yaml", {
         "name": "nullscan", "seed": run_seed, "profile": str(prof), "storage": str(tmp_path / "storage"),
         "stages": [{"name": "scan", "scan": scan}]})
 
@@ -147,7 +147,7 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert len(null_bf) == cal["null_windows"]
     i = int(np.argmax(table["bayes_factor"]))
     assert p[i] == pytest.approx((1 + np.sum(null_bf >= table["bayes_factor"][i])) / (1 + len(null_bf)), rel=1e-5)
-    assert np.allclose(q, bh_qvalues(p), rtol=1e-5)
+    assert np.allclose(q, qvalues(p), rtol=1e-5)
     cand = (out / "candidates.tsv").read_text().splitlines()
     assert cand[0].split("\t") == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q"]
     regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"], q, 0.5)
@@ -162,6 +162,17 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert report1["status"] == "completed"
     assert (tmp_path / "run1" / "scan" / "scan.tsv").read_text() == (out / "scan.tsv").read_text()
     assert (tmp_path / "run1" / "scan" / "candidates.tsv").read_text() == (out / "candidates.tsv").read_text()
+    assert cal["fdr_method"] == "bh"
+
+    # Benjamini–Yekutieli: the same p, q-values BY's, no more calls than BH's
+    report_by = execute(prepare(_manifest(tmp_path, 2, null, fdr_method="by"), run_dir=tmp_path / "runby"),
+                        progress=False)
+    assert report_by["status"] == "completed"
+    by = read_scan(tmp_path / "runby" / "scan" / "scan.tsv")
+    assert np.array_equal(by["p"], p) and np.allclose(by["q"], qvalues(p, "by"), rtol=1e-5)
+    assert np.all(by["q"] >= q) and np.any(by["q"] > q)
+    cal_by = report_by["stages"][0]["metrics"]["calibration"]
+    assert cal_by["fdr_method"] == "by" and cal_by["significant_windows"] == int(np.sum(by["q"] < 0.5))
 
 
 def read_scan_part(path) -> np.ndarray:

@@ -306,7 +306,6 @@ def chromosome_calibration(pc: np.ndarray, k: int) -> dict:
 def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploids: int, cores: int,
           chunk_windows: int, null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> dict:
     """Train under the true history, scan planted and neutral chromosomes with a null; power and realised FDR."""
-    from ..infer.scan import read_scan
     from ..pipeline import execute, prepare
     from ..simulate.planted import PlantedSweep
 
@@ -337,41 +336,67 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
         bad = next((s for s in report["stages"] if s.get("status") != "completed"), {})
         raise click.ClickException(f"bench scan --power: stage {bad.get('name')!r} ended {bad.get('status')!r}: "
                                    f"{bad.get('error')}")
-    per_rep = []
-    for r, t in enumerate(planted):
-        res = _planted_result(read_scan(tmp / "run" / f"planted{r}" / "scan.tsv"), t["sweep_position"])
-        per_rep.append({"sweep_position": t["sweep_position"], **res})
+    summary = power_summary(tmp / "run", [t["sweep_position"] for t in planted], neutral, null_chromosomes)
     metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
+    return {**summary, "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes,
+            "n_per_class": n_per_class, "epochs": epochs,
+            "best_val_binary_accuracy": metrics.get("train", {}).get("best_val_binary_accuracy"),
+            "history": "true (PlantedSweep's: 2,500 -> 10,000 diploids 5,000 generations ago)",
+            "wall_s": round(wall, 1)}
+
+
+def null_bayes_factors(stage_dir: Path) -> list[np.ndarray]:
+    """The BF of every window of each null chromosome of a scan stage (its parts/null-*.tsv)."""
     from ..infer.scan import COLUMNS
 
-    fdp, calls, windows, pvals, above_all, pc = [], 0, 0, [], 0, []
-    bf_col = COLUMNS.index("bayes_factor")
+    col = COLUMNS.index("bayes_factor")
+    texts = [f.read_text() for f in sorted((stage_dir / "parts").glob("null-*.tsv"))]
+    return [np.array([float(ln.split("\t")[col]) for ln in t.splitlines()]) for t in texts if t.strip()]
+
+
+def power_summary(run_dir: Path, sweep_positions: list[int], neutral: int, null_chromosomes: int) -> dict:
+    """Power and the realised FDR from the scan stages ``planted<r>`` and ``neutral<r>`` of ``run_dir``, with
+    BH's q-values (the scans') and Benjamini–Yekutieli's from the same p-values (``*_by``)."""
+    from ..infer.calibrate import qvalues
+    from ..infer.scan import read_scan
+
+    per_rep = []
+    for r, pos in enumerate(sweep_positions):
+        table = read_scan(run_dir / f"planted{r}" / "scan.tsv")
+        by = _planted_result({**table, "q": qvalues(table["p"], "by")}, pos)["q"]
+        per_rep.append({"sweep_position": pos, **_planted_result(table, pos), "q_by": by})
+    fdp, fdp_by, calls, windows, pvals, above_all, pc = [], [], 0, 0, [], 0, []
     for r in range(neutral):
-        table = read_scan(tmp / "run" / f"neutral{r}" / "scan.tsv")
+        stage = run_dir / f"neutral{r}"
+        table = read_scan(stage / "scan.tsv")
         q, p = table["q"], table["p"]
         k = int(np.sum(q < FDR))
         fdp.append(1.0 if k else 0.0)  # every call on a neutral chromosome is false
+        fdp_by.append(1.0 if np.any(qvalues(p, "by") < FDR) else 0.0)
         calls, windows = calls + k, windows + len(q)
         pvals.append(p[~np.isnan(p)])
-        n_null = metrics[f"neutral{r}"]["calibration"]["null_windows"]
+        null_bf = null_bayes_factors(stage)
+        null_max = np.array([np.nanmax(b) for b in null_bf])
+        n_null = sum(int(np.sum(~np.isnan(b))) for b in null_bf)
         above_all += int(np.nanmin(p) * (1 + n_null) < 1.5)  # the real maximum beats every null window
-        null_max = np.array([max(float(ln.split("\t")[bf_col]) for ln in f.read_text().splitlines())
-                             for f in sorted((tmp / "run" / f"neutral{r}" / "parts").glob("null-*.tsv"))
-                             if f.read_text().strip()])
         pc.append(chromosome_p(float(np.nanmax(table["bayes_factor"])), null_max))
-    return {"planted_top1pct_fraction": round(float(np.mean([p["top1pct"] for p in per_rep])), 3) if per_rep else None,
+
+    def share(key: str, test) -> float | None:
+        return round(float(np.mean([test(x[key]) for x in per_rep])), 3) if per_rep else None
+
+    return {"planted_top1pct_fraction": share("top1pct", bool),
+            "planted_q05_fraction": share("q", lambda v: v is not None and v < FDR),
+            "planted_q05_fraction_by": share("q_by", lambda v: v is not None and v < FDR),
             "null_fdr_at_q05": round(float(np.mean(fdp)), 3) if fdp else None,
             "null_fdr_ci95": wilson(int(sum(fdp)), len(fdp)),
+            "null_fdr_at_q05_by": round(float(np.mean(fdp_by)), 3) if fdp_by else None,
+            "null_fdr_ci95_by": wilson(int(sum(fdp_by)), len(fdp_by)),
             "null_p_calibration": p_calibration(np.concatenate(pvals)) if pvals else None,
             "neutral_above_every_null_window": above_all,
             "neutral_above_every_null_window_expected": round(neutral / (1 + null_chromosomes), 2),
             "neutral_max_calibration": chromosome_calibration(np.array(pc), null_chromosomes) if pc else None,
             "replicates": per_rep, "neutral_chromosomes": neutral, "neutral_windows": windows,
-            "neutral_windows_called": calls, "null_window_call_rate": round(calls / windows, 5) if windows else None,
-            "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes, "n_per_class": n_per_class,
-            "epochs": epochs, "best_val_binary_accuracy": metrics.get("train", {}).get("best_val_binary_accuracy"),
-            "history": "true (PlantedSweep's: 2,500 -> 10,000 diploids 5,000 generations ago)",
-            "wall_s": round(wall, 1)}
+            "neutral_windows_called": calls, "null_window_call_rate": round(calls / windows, 5) if windows else None}
 
 
 def ms_part(n_images: int) -> dict:

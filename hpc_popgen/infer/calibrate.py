@@ -42,25 +42,17 @@ def empirical_p(values: np.ndarray, null: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(v), np.nan, p)
 
 
-def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values): min over j >= i of p_(j) m / j, capped at 1.
+def qvalues(p: np.ndarray, method: str = "bh") -> np.ndarray:
+    """Adjusted p-values (q-values) by ``scipy.stats.false_discovery_control``: ``bh`` (Benjamini–Hochberg,
+    FDR <= q for independent or positively dependent windows) or ``by`` (Benjamini–Yekutieli, FDR <= q
+    under any dependence, at a cost in power of about ln m). NaNs stay NaN and are not counted in m."""
+    from scipy.stats import false_discovery_control
 
-    The same as ``scipy.stats.false_discovery_control(p, method="bh")``; NaNs stay NaN and are not
-    counted in m.
-    """
     p = np.asarray(p, dtype=np.float64)
     q = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
-    ps = p[ok]
-    m = len(ps)
-    if m == 0:
-        return q
-    order = np.argsort(ps, kind="stable")
-    scaled = ps[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adj, 1.0)
-    q[ok] = out
+    if ok.any():
+        q[ok] = false_discovery_control(p[ok], method=method)
     return q
 
 
@@ -124,12 +116,12 @@ def candidates_tsv(regions: list[Region]) -> str:
 
 
 def calibration_summary(q: np.ndarray, fdr: float, n_null_windows: int, n_null_chromosomes: int,
-                        regions: list[Region]) -> dict[str, Any]:
+                        regions: list[Region], method: str = "bh") -> dict[str, Any]:
     """What the report states: windows called at ``fdr`` and the expected number of false ones among
-    them (BH bounds the expected false fraction by ``fdr``, so at most ``fdr`` x calls are false)."""
+    them (BH and BY bound the expected false fraction by ``fdr``, so at most ``fdr`` x calls are false)."""
     q = np.asarray(q, dtype=np.float64)
     calls = int(np.sum(~np.isnan(q) & (q < fdr)))
-    return {"fdr": fdr, "null_chromosomes": n_null_chromosomes, "null_windows": n_null_windows,
+    return {"fdr": fdr, "fdr_method": method, "null_chromosomes": n_null_chromosomes, "null_windows": n_null_windows,
             "significant_windows": calls, "candidate_regions": len(regions),
             "expected_false_windows": fdr * calls,
             "min_q": float(np.nanmin(q)) if np.any(~np.isnan(q)) else None}

@@ -43,4 +43,5 @@ class ScanConfig:
     hpdi_level: float
     mc_samples: int
     fdr: float
+    fdr_method: str
     null: NullConfig | None

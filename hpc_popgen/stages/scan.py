@@ -242,7 +242,7 @@ def run(ctx: StageContext) -> StageResult:
     regions = None
     calibration = None
     if history is not None:
-        from ..infer.calibrate import bh_qvalues, calibration_summary, candidates_tsv, empirical_p, merge_windows
+        from ..infer.calibrate import calibration_summary, candidates_tsv, empirical_p, merge_windows, qvalues
 
         bf_col = COLUMNS.index("bayes_factor")
         null_bf = np.array([float(ln.split("\t")[bf_col]) for u in units[n_real:]
@@ -251,7 +251,7 @@ def run(ctx: StageContext) -> StageResult:
             raise InputDataError(f"{vcf}: the {len(units) - n_real} null chromosomes gave no window of {w.size} "
                                  f"{w.unit} with at least {w.min_sites} sites; check scan.null's rates")
         p = empirical_p(np.array([float(r[bf_col]) for r in rows]), null_bf)
-        q = bh_qvalues(p)
+        q = qvalues(p, cfg.fdr_method)
         for r, pi, qi in zip(rows, p, q, strict=True):
             r[-2:] = [f"{pi:.6g}", f"{qi:.6g}"]
     text = "\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
@@ -261,7 +261,8 @@ def run(ctx: StageContext) -> StageResult:
         regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"],
                                 table["q"], cfg.fdr)
         atomic.write_text(out / "candidates.tsv", candidates_tsv(regions))
-        calibration = calibration_summary(table["q"], cfg.fdr, len(null_bf), cfg.null.chromosomes, regions)
+        calibration = calibration_summary(table["q"], cfg.fdr, len(null_bf), cfg.null.chromosomes, regions,
+                                          cfg.fdr_method)
         calibration["history"] = history.source
         log.info("stage %s: %d windows with q < %g in %d candidate regions; expected false windows among them "
                  "<= %.2f", ctx.name, calibration["significant_windows"], cfg.fdr, len(regions),
