@@ -16,7 +16,7 @@ from helpers import run_cli, write_yaml
 from test_vcz import CHROM, _random_model, make_vcf
 
 from hpc_popgen.infer.calibrate import candidates_tsv, empirical_p, merge_windows, qvalues, simulate_null_chromosome
-from hpc_popgen.infer.scan import read_scan
+from hpc_popgen.infer.scan import read_part_bayes_factors, read_scan
 
 TWO_DEMES = """time_units: generations
 demes:
@@ -143,7 +143,7 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert not np.any(np.isnan(p)) and np.all((p > 0) & (p <= 1)) and np.all(q >= p - 1e-12)
     assert np.min(p) >= 1 / (1 + cal["null_windows"]) - 1e-9
     # p by hand from the null parts: the fraction of null windows with BF >= the window's (+1 correction)
-    null_bf = np.concatenate([read_scan_part(f) for f in sorted((out / "parts").glob("null-*.tsv"))])
+    null_bf = np.concatenate([read_part_bayes_factors(f) for f in sorted((out / "parts").glob("null-*.tsv"))])
     assert len(null_bf) == cal["null_windows"]
     i = int(np.argmax(table["bayes_factor"]))
     assert p[i] == pytest.approx((1 + np.sum(null_bf >= table["bayes_factor"][i])) / (1 + len(null_bf)), rel=1e-5)
@@ -173,14 +173,6 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert np.all(by["q"] >= q) and np.any(by["q"] > q)
     cal_by = report_by["stages"][0]["metrics"]["calibration"]
     assert cal_by["fdr_method"] == "by" and cal_by["significant_windows"] == int(np.sum(by["q"] < 0.5))
-
-
-def read_scan_part(path) -> np.ndarray:
-    """The bayes_factor column of a headerless scan part."""
-    from hpc_popgen.infer.scan import COLUMNS
-
-    rows = [ln.split("\t") for ln in path.read_text().splitlines()]
-    return np.array([float(r[COLUMNS.index("bayes_factor")]) for r in rows])
 
 
 def test_validate_rejects_a_bad_null_key_in_one_line(tmp_path):

@@ -346,12 +346,11 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
 
 
 def null_bayes_factors(stage_dir: Path) -> list[np.ndarray]:
-    """The BF of every window of each null chromosome of a scan stage (its parts/null-*.tsv)."""
-    from ..infer.scan import COLUMNS
+    """The BF of every window of each null chromosome of a scan stage (its parts/null-*.tsv; none if empty)."""
+    from ..infer.scan import read_part_bayes_factors
 
-    col = COLUMNS.index("bayes_factor")
-    texts = [f.read_text() for f in sorted((stage_dir / "parts").glob("null-*.tsv"))]
-    return [np.array([float(ln.split("\t")[col]) for ln in t.splitlines()]) for t in texts if t.strip()]
+    parts = [read_part_bayes_factors(f) for f in sorted((stage_dir / "parts").glob("null-*.tsv"))]
+    return [b for b in parts if len(b)]
 
 
 def power_summary(run_dir: Path, sweep_positions: list[int], neutral: int, null_chromosomes: int) -> dict:

@@ -129,6 +129,12 @@ def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     return {h: (np.array(v) if h == "chrom" else np.array(v, dtype=np.float64)) for h, v in cols.items()}
 
 
+def read_part_bayes_factors(path: str | Path) -> np.ndarray:
+    """The ``bayes_factor`` column of a headerless scan part (what :func:`scan_chunk` writes)."""
+    col = COLUMNS.index("bayes_factor")
+    return np.array([float(ln.split("\t")[col]) for ln in Path(path).read_text().splitlines()], dtype=np.float64)
+
+
 def plot_scan(table: dict[str, np.ndarray], path: str | Path, title: str = "", regions: list | None = None,
               fdr: float | None = None) -> None:
     """A Manhattan-style PNG: log10 Bayes factor (windows with q < ``fdr`` in red) and the posterior mean

@@ -172,7 +172,7 @@ def run(ctx: StageContext) -> StageResult:
     from ..images.mask import clip
     from ..images.vcf import parse_region, read_sample_list
     from ..images.vcz import ensure_vcz, plan_sites, storage_cache
-    from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_scan
+    from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_part_bayes_factors, read_scan
 
     cfg: ScanConfig = ctx.config
     vcf = ctx.input_path(cfg.vcf)
@@ -245,8 +245,7 @@ def run(ctx: StageContext) -> StageResult:
         from ..infer.calibrate import calibration_summary, candidates_tsv, empirical_p, merge_windows, qvalues
 
         bf_col = COLUMNS.index("bayes_factor")
-        null_bf = np.array([float(ln.split("\t")[bf_col]) for u in units[n_real:]
-                            for ln in (parts / f"{u.id}.tsv").read_text().splitlines()], dtype=np.float64)
+        null_bf = np.concatenate([read_part_bayes_factors(parts / f"{u.id}.tsv") for u in units[n_real:]])
         if len(null_bf) == 0:
             raise InputDataError(f"{vcf}: the {len(units) - n_real} null chromosomes gave no window of {w.size} "
                                  f"{w.unit} with at least {w.min_sites} sites; check scan.null's rates")
