@@ -13,7 +13,7 @@ import json
 import numpy as np
 from helpers import run_cli
 
-from hpc_popgen.bench.scan import chromosome_calibration, chromosome_p, p_calibration, power, wilson
+from hpc_popgen.bench.scan import chromosome_calibration, chromosome_p, null_size_effect, p_calibration, power, wilson
 from hpc_popgen.infer.calibrate import qvalues
 from hpc_popgen.infer.scan import read_scan
 
@@ -95,3 +95,10 @@ def test_power_reports_bh_and_by_from_the_scans_own_p_values(tmp_path):
     assert cal["mean_expected"] == round(5 / 8, 4) and 0.25 <= cal["mean"] <= 1  # each p in 1/4 .. 4/4
     assert abs(cal["mean"] * 8 - round(cal["mean"] * 8)) < 1e-3  # the mean of two quarters
     assert pw["null_p_calibration"]["windows"] == pw["neutral_windows"]
+    # the null-size re-analysis reproduces the scans' own q at their own null size, and borrows beyond it
+    eff = null_size_effect(run, [rep["sweep_position"]], 2, (3, 6, 100))
+    assert eff["pool"] == 9 and eff["own"] == 3 and set(eff["null_chromosomes"]) == {"3", "6"}
+    at3, at6 = eff["null_chromosomes"]["3"], eff["null_chromosomes"]["6"]
+    assert at3["null_fdr_at_q05"] == pw["null_fdr_at_q05"] and at3["null_fdr_at_q05_by"] == pw["null_fdr_at_q05_by"]
+    assert at3["planted_q05_fraction"] == pw["planted_q05_fraction"]
+    assert at6["smallest_possible_q"] == round(1 / 6, 4)

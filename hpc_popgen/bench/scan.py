@@ -51,6 +51,7 @@ IMAGE = {"polarisation": "derived", "sort": "rows", "size": [64, 64]}  # jobs/ge
 WINDOW = {"unit": "bp", "size": 80_000, "step": 40_000, "min_sites": 10}
 REGION_BP = 80_000
 FDR = 0.05
+NULL_SIZES = (20, 50, 100)  # null chromosomes per scan re-analysed from the run's pooled nulls (--power)
 TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_ratio_50_10": 1.1,
            "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500}
 
@@ -336,7 +337,10 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
         bad = next((s for s in report["stages"] if s.get("status") != "completed"), {})
         raise click.ClickException(f"bench scan --power: stage {bad.get('name')!r} ended {bad.get('status')!r}: "
                                    f"{bad.get('error')}")
-    summary = power_summary(tmp / "run", [t["sweep_position"] for t in planted], neutral, null_chromosomes)
+    positions = [t["sweep_position"] for t in planted]
+    summary = power_summary(tmp / "run", positions, neutral, null_chromosomes)
+    summary["null_size_effect"] = null_size_effect(tmp / "run", positions, neutral,
+                                                   tuple(sorted({null_chromosomes, *NULL_SIZES})))
     metrics = {s["name"]: s.get("metrics", {}) for s in report["stages"]}
     return {**summary, "length_mb": length_mb, "null_chromosomes_per_scan": null_chromosomes,
             "n_per_class": n_per_class, "epochs": epochs,
@@ -351,6 +355,49 @@ def null_bayes_factors(stage_dir: Path) -> list[np.ndarray]:
 
     parts = [read_part_bayes_factors(f) for f in sorted((stage_dir / "parts").glob("null-*.tsv"))]
     return [b for b in parts if len(b)]
+
+
+def null_size_effect(run_dir: Path, sweep_positions: list[int], neutral: int, sizes: tuple[int, ...]) -> dict:
+    """The realised FDR and power had each scan's null held ``K`` chromosomes, for each ``K`` of ``sizes``.
+
+    Every scan stage of the run simulated its own null chromosomes under the same history, rates and
+    sample size (lengths differ by the last site's position only), so all of them are draws of one null.
+    Chromosome ``r`` (neutral stages first, then planted) takes the ``K`` null chromosomes starting at its
+    own, in stage order, wrapping around: at the stages' own ``K`` this is exactly the scans' null (a check
+    the caller can make); a larger ``K`` borrows the next stages' nulls, so neighbours share some. p and q
+    come from :func:`~hpc_popgen.infer.calibrate.empirical_p` and ``qvalues``, as in the scan stage.
+    """
+    from ..infer.calibrate import empirical_p, qvalues
+    from ..infer.scan import read_scan
+
+    stages = [run_dir / f"neutral{r}" for r in range(neutral)] + \
+        [run_dir / f"planted{r}" for r in range(len(sweep_positions))]
+    per_stage = [null_bayes_factors(s) for s in stages]
+    own = len(per_stage[0]) if per_stage else 0
+    pool = [b for chroms in per_stage for b in chroms]
+    out = {}
+    for k in sizes:
+        if not pool or k > len(pool):
+            continue
+        calls, calls_by, planted_q = [], [], []
+        for i, stage in enumerate(stages):
+            table = read_scan(stage / "scan.tsv")
+            start = i * own
+            null = np.concatenate([pool[(start + j) % len(pool)] for j in range(k)])
+            p = empirical_p(table["bayes_factor"], null)
+            q, q_by = qvalues(p, "bh"), qvalues(p, "by")
+            if i < neutral:
+                calls.append(bool(np.any(q < FDR)))
+                calls_by.append(bool(np.any(q_by < FDR)))
+            else:
+                planted_q.append(_planted_result({**table, "q": q}, sweep_positions[i - neutral])["q"])
+        out[str(k)] = {"null_fdr_at_q05": round(float(np.mean(calls)), 3) if calls else None,
+                       "null_fdr_ci95": wilson(int(sum(calls)), len(calls)),
+                       "null_fdr_at_q05_by": round(float(np.mean(calls_by)), 3) if calls_by else None,
+                       "planted_q05_fraction": round(float(np.mean([v is not None and v < FDR for v in planted_q])), 3)
+                       if planted_q else None,
+                       "smallest_possible_q": round(1 / k, 4)}
+    return {"null_chromosomes": out, "pool": len(pool), "own": own}
 
 
 def power_summary(run_dir: Path, sweep_positions: list[int], neutral: int, null_chromosomes: int) -> dict:
