@@ -101,4 +101,5 @@ def test_power_reports_bh_and_by_from_the_scans_own_p_values(tmp_path):
     at3, at6 = eff["null_chromosomes"]["3"], eff["null_chromosomes"]["6"]
     assert at3["null_fdr_at_q05"] == pw["null_fdr_at_q05"] and at3["null_fdr_at_q05_by"] == pw["null_fdr_at_q05_by"]
     assert at3["planted_q05_fraction"] == pw["planted_q05_fraction"]
+    assert at3["planted_q05_fraction_by"] == pw["planted_q05_fraction_by"]
     assert at6["smallest_possible_q"] == round(1 / 6, 4)

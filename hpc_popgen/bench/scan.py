@@ -51,7 +51,7 @@ IMAGE = {"polarisation": "derived", "sort": "rows", "size": [64, 64]}  # jobs/ge
 WINDOW = {"unit": "bp", "size": 80_000, "step": 40_000, "min_sites": 10}
 REGION_BP = 80_000
 FDR = 0.05
-NULL_SIZES = (20, 50, 100)  # null chromosomes per scan re-analysed from the run's pooled nulls (--power)
+NULL_SIZES = (20, 50, 100, 200)  # null chromosomes per scan re-analysed from the run's pooled nulls (--power)
 TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_ratio_50_10": 1.1,
            "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500}
 
@@ -357,6 +357,11 @@ def null_bayes_factors(stage_dir: Path) -> list[np.ndarray]:
     return [b for b in parts if len(b)]
 
 
+def _share_below(qs: list[float | None]) -> float | None:
+    """Share of planted replicates whose sweep window has q < FDR (None without replicates)."""
+    return round(float(np.mean([v is not None and v < FDR for v in qs])), 3) if qs else None
+
+
 def null_size_effect(run_dir: Path, sweep_positions: list[int], neutral: int, sizes: tuple[int, ...]) -> dict:
     """The realised FDR and power had each scan's null held ``K`` chromosomes, for each ``K`` of ``sizes``.
 
@@ -379,7 +384,7 @@ def null_size_effect(run_dir: Path, sweep_positions: list[int], neutral: int, si
     for k in sizes:
         if not pool or k > len(pool):
             continue
-        calls, calls_by, planted_q = [], [], []
+        calls, calls_by, planted_q, planted_q_by = [], [], [], []
         for i, stage in enumerate(stages):
             table = read_scan(stage / "scan.tsv")
             start = i * own
@@ -390,12 +395,14 @@ def null_size_effect(run_dir: Path, sweep_positions: list[int], neutral: int, si
                 calls.append(bool(np.any(q < FDR)))
                 calls_by.append(bool(np.any(q_by < FDR)))
             else:
-                planted_q.append(_planted_result({**table, "q": q}, sweep_positions[i - neutral])["q"])
+                pos = sweep_positions[i - neutral]
+                planted_q.append(_planted_result({**table, "q": q}, pos)["q"])
+                planted_q_by.append(_planted_result({**table, "q": q_by}, pos)["q"])
         out[str(k)] = {"null_fdr_at_q05": round(float(np.mean(calls)), 3) if calls else None,
                        "null_fdr_ci95": wilson(int(sum(calls)), len(calls)),
                        "null_fdr_at_q05_by": round(float(np.mean(calls_by)), 3) if calls_by else None,
-                       "planted_q05_fraction": round(float(np.mean([v is not None and v < FDR for v in planted_q])), 3)
-                       if planted_q else None,
+                       "planted_q05_fraction": _share_below(planted_q),
+                       "planted_q05_fraction_by": _share_below(planted_q_by),
                        "smallest_possible_q": round(1 / k, 4)}
     return {"null_chromosomes": out, "pool": len(pool), "own": own}
 
@@ -458,7 +465,7 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
               read_samples: int = 2504, read_length: float = 2.0, read_repeats: int = 3, ms_images: int = 4000,
               do_power: bool = False, replicates: int = 10, neutral: int = 100, power_length: float = 10.0,
               null_chromosomes: int = 20,
-              n_per_class: int = 500, epochs: int = 10, seed: int = 1) -> dict:
+              n_per_class: int = 2000, epochs: int = 10, seed: int = 1) -> dict:
     """The JSON-ready result (targets' keys first, then the parts' details)."""
     lengths = sorted(lengths)
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scan-") as tmp_name:
@@ -543,7 +550,7 @@ def _floats(ctx, param, value: str) -> list[float]:
               help="--power: chromosome length (Mb).")
 @click.option("--null-chromosomes", type=click.IntRange(min=1), default=20, show_default=True,
               help="--power: neutral chromosomes simulated by each scan's null (scan.null.chromosomes).")
-@click.option("--train-images", "n_per_class", type=click.IntRange(min=1), default=500, show_default=True,
+@click.option("--train-images", "n_per_class", type=click.IntRange(min=1), default=2000, show_default=True,
               help="--power: training regions per class (neutral, sweep).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="--power: training epochs.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated chromosomes and runs.")
