@@ -21,9 +21,10 @@ KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "plant
         "null_fdr_at_q05", "ms_images_per_s"]
 
 
-def test_bench_scan_prints_one_json_object_with_the_target_keys_first():
+def test_bench_scan_prints_one_json_object_with_the_target_keys_first(tmp_path):
+    kept = tmp_path / "work"
     proc = run_cli("bench", "scan", "--lengths", "0.2,0.4", "--read-samples", "50", "--read-length", "0.05",
-                   "--ms-images", "200", "--read-repeats", "2", timeout=300)
+                   "--ms-images", "200", "--read-repeats", "2", "--keep", str(kept), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout
@@ -46,11 +47,23 @@ def test_bench_scan_prints_one_json_object_with_the_target_keys_first():
     assert read["read_records_per_s_vcz"] > 0 and read["read_records_per_s_cyvcf2"] == out["read_records_per_s"]
     assert read["read_records_per_s_bcf"] > 0 and read["bcf_mb"] > 0  # the same records as an indexed BCF
     assert read["sites_kept"] > 0 and read["passes"] == 2
+    for lib, ceiling in read["iterate_ceiling"].items():  # htslib's parse alone, in each library's own loop
+        assert ceiling["records_per_s"] > 0 and ceiling["htslib"].startswith("1."), (lib, ceiling)
+    assert read["cyvcf2_share_of_ceiling"] > 0
     assert out["region_query"]["sites"] > 0 and out["region_query"]["length_mb"] == 0.4
     assert out["ms"]["images"] == 200
     assert set(out["targets_met"]) >= {"read_records_per_s", "region_query_s", "driver_mem_ratio_50_10",
                                        "ms_images_per_s"}
     assert all(isinstance(v, bool) for v in out["targets_met"].values())
+    assert out["kept"] == str(kept.resolve())  # --keep: the chromosomes and scans stay for later analyses
+    assert len(list(kept.rglob("scan.tsv"))) == 2 and len(list(kept.rglob("*.vcf.gz"))) >= 3
+
+
+def test_bench_scan_refuses_a_keep_folder_that_is_not_empty(tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    proc = run_cli("bench", "scan", "--keep", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "--keep" in proc.stderr and "not empty" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]
 
 
 def test_the_realised_fdr_comes_with_wilsons_interval_and_the_null_p_values_calibration():

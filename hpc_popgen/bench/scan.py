@@ -16,7 +16,9 @@ calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
 - **Reading:** a ``--read-samples`` diploid VCF (1000 Genomes has 2,504) of ``--read-length`` Mb, read for
   ``--samples`` of its samples by the cyvcf2 reader (:func:`hpc_popgen.images.vcf.read_vcf`, the whole
   chromosome as a region) and through its VCF Zarr (:func:`hpc_popgen.images.vcz.read_region`, the
-  conversion timed apart): file records per CPU-second of this process.
+  conversion timed apart): file records per CPU-second of this process. Beside them, a bare record loop
+  (samples set, nothing read per record) in cyvcf2 and in pysam, with each one's htslib version: the
+  ceiling htslib's parse alone puts on a reader built on that library (``iterate_ceiling``).
 - **Region query:** an 80 kb region in the middle of the longest chromosome through ``read_vcf(region=)``.
 - **Power and calibration** (``--power``): ``--replicates`` planted and ``--neutral`` neutral chromosomes, a
   model trained under the true history (simulate + train stages, as jobs/genome_scan.yaml), each
@@ -28,6 +30,7 @@ calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -214,6 +217,45 @@ def bcf_copy(vcf: str) -> tuple[str, float]:
     return out, round(time.perf_counter() - t0, 2)
 
 
+def htslib_version(module) -> str:
+    """The htslib version an extension module was built with (its exported ``hts_version``)."""
+    import ctypes
+
+    lib = ctypes.CDLL(module.__file__)
+    lib.hts_version.restype = ctypes.c_char_p
+    return lib.hts_version().decode()
+
+
+def iterate_ceiling(vcf: str, names: list[str], repeats: int) -> dict:
+    """Records per CPU-second of a bare record loop (the chosen samples set, nothing read per record) in
+    cyvcf2 and in pysam: what htslib's parse alone allows each library's reader, and which htslib."""
+    import cyvcf2
+    import cyvcf2.cyvcf2
+    import pysam
+    import pysam.libchtslib
+
+    def cy() -> int:
+        reader = cyvcf2.VCF(vcf, lazy=True)
+        reader.set_samples(names)
+        n = sum(1 for _ in reader)
+        reader.close()
+        return n
+
+    def ps() -> int:
+        with pysam.VariantFile(vcf) as reader:
+            reader.subset_samples(names)
+            return sum(1 for _ in reader)
+
+    out = {}
+    for key, loop, module in (("cyvcf2", cy, cyvcf2.cyvcf2), ("pysam", ps, pysam.libchtslib)):
+        clock, n = Clock(), 0
+        for _ in range(repeats):
+            with clock:
+                n += loop()
+        out[key] = {"records_per_s": round(n / clock.cpu, 1), "htslib": htslib_version(module)}
+    return out
+
+
 def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int, seed: int) -> dict:
     """Records per CPU-second reading ``pick`` of ``n_samples`` diploids: cyvcf2 and the VCF Zarr path."""
     from ..images.vcf import read_vcf
@@ -244,6 +286,7 @@ def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int
         log.warning("bench scan: the cyvcf2 and VCF Zarr reads differ in shape: %s, %s", haps.matrix.shape,
                     zh.matrix.shape)
     n = records * repeats
+    ceiling = iterate_ceiling(vcf, names, repeats)
     return {"read_records_per_s_cyvcf2": round(n / cy.cpu, 1), "read_records_per_s_cyvcf2_wall": round(n / cy.wall, 1),
             "read_records_per_s_vcz": round(n / vz.cpu, 1), "read_records_per_s_vcz_wall": round(n / vz.wall, 1),
             "read_records_per_s_bcf": round(n / bc.cpu, 1), "read_records_per_s_bcf_wall": round(n / bc.wall, 1),
@@ -253,9 +296,12 @@ def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int
             "samples_read": len(names), "length_mb": length_mb, "passes": repeats,
             "vcf_mb": round(Path(vcf).stat().st_size / 2**20, 2), "simulate_s": truth["simulate_s"],
             "region_query": region_query(vcf, truth["length"], chrom),
+            "iterate_ceiling": ceiling,
+            "cyvcf2_share_of_ceiling": round(n / cy.cpu / ceiling["cyvcf2"]["records_per_s"], 3),
             "timing": "file records per CPU-second of this process (cyvcf2: read_vcf of the whole chromosome as a "
                       "region, of the bgzipped VCF and of the same records as an indexed BCF; vcz: read_region, "
-                      "conversion apart); *_wall: per wall-clock second"}
+                      "conversion apart); *_wall: per wall-clock second; iterate_ceiling: a bare record loop "
+                      "with the samples set (htslib's parse alone) in cyvcf2 and in pysam"}
 
 
 def _planted_result(table: dict, pos: int) -> dict:
@@ -460,15 +506,26 @@ def ms_part(n_images: int) -> dict:
 
 # --- the bench ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def work_folder(keep: Path | None):
+    """The bench's working folder: ``keep`` (made, and left for post-hoc analysis) or a temporary one."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scan-") as tmp_name:
+            yield Path(tmp_name)
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep
+
+
 def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_windows: int = 25,
               read_samples: int = 2504, read_length: float = 2.0, read_repeats: int = 3, ms_images: int = 4000,
               do_power: bool = False, replicates: int = 10, neutral: int = 100, power_length: float = 10.0,
               null_chromosomes: int = 20,
-              n_per_class: int = 2000, epochs: int = 10, seed: int = 1) -> dict:
-    """The JSON-ready result (targets' keys first, then the parts' details)."""
+              n_per_class: int = 2000, epochs: int = 10, seed: int = 1, keep: Path | None = None) -> dict:
+    """The JSON-ready result (targets' keys first, then the parts' details); its files stay in ``keep``
+    if given."""
     lengths = sorted(lengths)
-    with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scan-") as tmp_name:
-        tmp = Path(tmp_name)
+    with work_folder(keep) as tmp:
         model = untrained_model(tmp / "model")
         scans, truths = {}, {}
         for i, length in enumerate(lengths):
@@ -508,7 +565,7 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
                timing=("scan: wall of the scan stage (cluster start included) in a fresh driver process, per core = "
                        "windows / (wall x cores); memory sampled from /proc (driver RSS; task = the largest Dask "
                        "worker's VmHWM); the VCF Zarr conversion is done before, in its own process"),
-               cpu_count=os.cpu_count())
+               cpu_count=os.cpu_count(), kept=None if keep is None else str(keep))
     return out
 
 
@@ -553,13 +610,19 @@ def _floats(ctx, param, value: str) -> list[float]:
               help="--power: training regions per class (neutral, sweep).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="--power: training epochs.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated chromosomes and runs.")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Work in this folder (it must be empty or new) and keep it: the chromosomes, scans and nulls "
+                   "for analyses after the run. Default: a temporary folder, removed.")
 def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, read_samples: int, read_length: float,
             read_repeats: int, ms_images: int, do_power: bool, replicates: int, neutral: int, power_length: float,
-            null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> None:
+            null_chromosomes: int, n_per_class: int, epochs: int, seed: int, keep: Path | None) -> None:
     """Genome scans at 10 and 50 Mb (speed, driver and task memory), reading 99 of 2,504 samples, an 80 kb
     region query, power and FDR (--power), the ms reader; one JSON object."""
+    if keep is not None and keep.is_dir() and any(keep.iterdir()):
+        raise click.BadParameter(f"{keep}: not empty; give a new or empty folder", param_hint="--keep")
     res = run_bench(lengths=lengths, samples=samples, cores=cores, chunk_windows=chunk_windows,
                     read_samples=read_samples, read_length=read_length, read_repeats=read_repeats,
                     ms_images=ms_images, do_power=do_power, replicates=replicates, neutral=neutral,
-                    power_length=power_length, null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed)
+                    power_length=power_length, null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed,
+                    keep=None if keep is None else keep.resolve())
     click.echo(json.dumps(res))
