@@ -286,11 +286,13 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
     where: list[tuple[str, int]] = []
     flips: list[bool] = []
     records = vcf(reg[0] if reg[2] >= _WHOLE else f"{reg[0]}:{reg[1]}-{reg[2]}") if reg and not whole_file else vcf
+    counts["records"] = n_records = 0  # counted locally: this loop runs once per record of a chromosome
+    region_chrom = reg[0] if reg is not None else None  # every record read by region is on it
     for v in records:
         pos = v.POS
         if reg is not None and not reg[1] <= pos <= reg[2]:
             continue  # a long record that starts before the region and overlaps it
-        counts["records"] += 1
+        n_records += 1
         alts = v.ALT
         if len(alts) > 1:
             counts["multiallelic"] += 1
@@ -298,7 +300,7 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
         if not alts or alts[0] == "*" or alts[0].startswith("<"):
             counts["no_alt"] += 1
             continue
-        chrom = v.CHROM
+        chrom = region_chrom or v.CHROM
         if masks is not None:
             if chrom not in mask_lists:
                 raise no_mask_error(mask, chrom, list(mask_lists))
@@ -327,6 +329,7 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
             block = []
     if block:
         blocks.append(_pack(block, where[-len(block):], read_order, path))
+    counts["records"] = n_records
     counts["kept"] = len(where)
     dropped = {k: n for k, n in counts.items() if k not in ("records", "kept", "accessible_bp") and n}
     log.info("%s %s: %d records, %d kept, dropped %s", path, where_txt, counts["records"], counts["kept"],
