@@ -117,3 +117,20 @@ def test_input_layouts():
     assert_same_all(np.asfortranarray(haps))
     assert_same_all(haps[::2, ::3])
     assert_same_all(haps.astype(bool))
+
+
+def test_a_big_endian_machine_takes_the_numpy_chain(monkeypatch):
+    """The kernel packs bytes into little-endian words; elsewhere the dispatch must not call it."""
+    import hpc_popgen.images.kernels as kernels
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled kernel ran on a big-endian machine")
+
+    haps = msprime_haps(3)
+    cfg = ImageConfig(polarisation="derived", maf=0.05, sort="rows", size=(64, 64), resize="resize")
+    pos = np.arange(haps.shape[1], dtype=np.float64)
+    want = numpy_image_and_sites(haps, pos, cfg)
+    monkeypatch.setattr(kernels, "image_rows_resized", refuse)
+    monkeypatch.setattr("sys.byteorder", "big")
+    got = image_and_sites(haps, pos, cfg)
+    assert np.array_equal(got[0], want[0]) and got[1] == want[1]

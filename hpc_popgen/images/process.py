@@ -8,6 +8,7 @@ replicate gives a bit-identical image on any worker.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -205,8 +206,9 @@ def pad_to(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def image_and_sites(haps: np.ndarray, positions: np.ndarray, cfg: ImageConfig,
                     centre: float | None = None) -> tuple[np.ndarray, int]:
     """The (H, W) uint8 image and the number of sites kept after the MAF filter (the common settings,
-    rows sorted and resized, through the compiled :mod:`.kernels`, bit for bit the same)."""
-    if cfg.sort == "rows" and cfg.resize == "resize":
+    rows sorted and resized, through the compiled :mod:`.kernels`, bit for bit the same; their bit
+    packing reads bytes as little-endian words, so a big-endian machine takes the numpy chain)."""
+    if cfg.sort == "rows" and cfg.resize == "resize" and sys.byteorder == "little":
         from .kernels import image_rows_resized  # kernels reuses this module's resize operators
 
         return image_rows_resized(haps, cfg.polarisation == "major_minor", cfg.maf, cfg.size)
