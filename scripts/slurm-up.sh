@@ -20,13 +20,19 @@ case "$NODES" in ''|*[!0-9]*) echo "slurm-up: HPCPOP_SLURM_NODES must be a numbe
 [ "$NODES" -ge 1 ] || { echo "slurm-up: HPCPOP_SLURM_NODES must be at least 1" >&2; exit 2; }
 NAMES=$HOST
 for i in $(seq 2 "$NODES"); do NAMES="$NAMES $HOST-$i"; done
+# The CPUs this process may use; not OMP_NUM_THREADS, which GNU nproc obeys and which a caller (pytest,
+# a job) may have set to 1: a node of 1 CPU cannot run a 2-rank job, which then pends for ever.
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 
-# Whether SLURM answers, knows exactly the node names asked for, and one of them is usable.
+# Whether SLURM answers, knows exactly the node names asked for, each with this host's CPUs, and one of
+# them is usable.
 slurm_ready() {
   timeout 10 sinfo -h >/dev/null 2>&1 || return 1
-  local known
+  local known cpus
   known=$(timeout 10 sinfo -h -N -o %N 2>/dev/null | sort -u | paste -sd' ' -)
   [ "$known" = "$(echo "$NAMES" | tr ' ' '\n' | sort -u | paste -sd' ' -)" ] || return 1
+  cpus=$(timeout 10 sinfo -h -N -o %c 2>/dev/null | sort -u | paste -sd' ' -)
+  [ "$cpus" = "$CPUS" ] || return 1
   sinfo -h -o %T | grep -qE 'idle|mix|alloc'
 }
 
@@ -82,7 +88,6 @@ fi
 # slurm.conf
 mkdir -p "$DIR/state" "$DIR/spool" /etc/slurm
 MEM=$(awk '/MemTotal/ {printf "%d", $2/1024*0.8}' /proc/meminfo)
-CPUS=$(nproc)
 if [ "$NODES" = 1 ]; then
   SLURMD_SPOOL=$DIR/spool
   SLURMD_PID=$DIR/slurmd.pid

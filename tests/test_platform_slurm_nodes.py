@@ -109,3 +109,15 @@ def test_two_node_horovod_training_one_rank_per_node(tmp_path, two_nodes, slurm_
     assert rec["NodeCnt"] == "2" and rec["Partition"] == PARTITION, rec
     log = "".join(p.read_text() for p in (tmp_path / "run" / "train").glob("train-*.log"))
     assert "rendezvous on 127.0.0.1:" in log and "for 2 ranks on" in log, log[-2000:]
+
+
+def test_every_node_offers_this_hosts_cpus_whatever_omp_num_threads_says(slurm):
+    """slurm-up.sh counts the CPUs this process may use, not OMP_NUM_THREADS (GNU nproc obeys it; Dask's
+    nanny sets it to 1 in its process): a 1-CPU node leaves a 2-rank Horovod job pending for ever. Run
+    again with OMP_NUM_THREADS=1, it must find the cluster as it is and leave it running."""
+    cpus = len(os.sched_getaffinity(0))
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %c"], capture_output=True, text=True, timeout=20).stdout
+    assert {int(line.split()[1]) for line in out.splitlines()} == {cpus}, out
+    again = subprocess.run(["bash", str(REPO / "scripts" / "slurm-up.sh")], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
