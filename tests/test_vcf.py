@@ -212,3 +212,24 @@ def test_bad_input_is_one_line_naming_file_record_or_key(tmp_path):
     hap = write_records(tmp_path / "hap.vcf.gz", [("chr1", 100, ("A", "G"), None, [(0, P)] * 3)])
     with pytest.raises(InputDataError, match=r"hap.vcf.gz: record chr1:100: genotype of sample A is not diploid"):
         read_vcf(hap)
+
+
+def test_genotypes_packed_in_several_blocks_match_one_block(tmp_path, monkeypatch):
+    """The reader checks and packs genotypes block by block (4,096 records); at 7 records a block, the
+    simulated file spans full blocks and a partial last one: the same matrix, and a bad genotype in a
+    later block is still named by its own record."""
+    import hpc_popgen.images.vcf as vcf_module
+
+    _, plain = simulated(tmp_path)
+    gz = bgzip_index(plain)
+    one = read_vcf(gz, region="chr3")
+    monkeypatch.setattr(vcf_module, "_BLOCK", 7)
+    many = read_vcf(gz, region="chr3")
+    assert many.n_sites > 3 * 7 and many.n_sites % 7 != 0
+    assert np.array_equal(many.matrix, one.matrix) and many.positions.tolist() == one.positions.tolist()
+    records = [("chr1", 100 + i, ("A", "G"), None, GOOD) for i in range(20)]
+    records[16] = ("chr1", 116, ("A", "G"), None, [(0, 1, P), (1, 0, False), (0, 0, P)])  # in the 3rd block
+    bad = write_records(tmp_path / "b.vcf.gz", records)
+    pysam.tabix_index(str(bad), preset="vcf", force=True)
+    with pytest.raises(InputDataError, match=r"record chr1:116: unphased genotype '1/0' for sample B"):
+        read_vcf(bad, region="chr1")

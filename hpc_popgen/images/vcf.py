@@ -182,15 +182,15 @@ def genotype_error(source: str | Path, chrom: str, pos: int, sample: str, a: int
                           "phase the VCF first (e.g. with SHAPEIT or Beagle)")
 
 
-def _pack(block: list[np.ndarray], where: list[tuple[str, int]], names: list[str], path: Path) -> np.ndarray:
-    """cyvcf2 genotype arrays (n_samples, 3: allele, allele, phased) of records -> (records, 2 n) uint8."""
-    g = np.stack(block)
+def _pack(g: np.ndarray, where: list[tuple[str, int]], names: list[str], path: Path) -> np.ndarray:
+    """cyvcf2 genotype arrays of records, (records, n_samples, 3: allele, allele, phased) int16 ->
+    (records, 2 n) uint8."""
     if (g.view(np.uint16) > 1).any() or not g[:, :, 2].all():  # missing (-1, -2), allele > 1, unphased (0)
         bad = (g.view(np.uint16) > 1).any(axis=2) | (g[:, :, 2] == 0)
         r, s = np.argwhere(bad)[0]
         a, b, phased = (int(x) for x in g[r, s])
         raise genotype_error(path, where[r][0], where[r][1], names[s], a, b, bool(phased))
-    return g[:, :, :2].astype(np.uint8).reshape(len(block), -1)
+    return g[:, :, :2].astype(np.uint8).reshape(len(g), -1)
 
 
 def _ancestral_flip(variant, alt: str) -> bool | None:
@@ -282,7 +282,8 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
     mask_lists = {c: (ivs[0].tolist(), ivs[1].tolist()) for c, ivs in masks.items()} if masks else {}
 
     blocks: list[np.ndarray] = []
-    block: list[np.ndarray] = []
+    block = np.empty((_BLOCK, len(read_order), 3), dtype=np.int16)  # cyvcf2's genotype arrays, filled in place
+    filled = 0
     where: list[tuple[str, int]] = []
     flips: list[bool] = []
     records = vcf(reg[0] if reg[2] >= _WHOLE else f"{reg[0]}:{reg[1]}-{reg[2]}") if reg and not whole_file else vcf
@@ -321,14 +322,15 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
             raise InputDataError(f"{path}: record {chrom}:{pos}: no GT (genotype) field") from None
         if g.shape[1] != 3:
             raise InputDataError(f"{path}: record {chrom}:{pos}: genotype of sample {read_order[0]} is not diploid")
-        block.append(g)
+        block[filled] = g
+        filled += 1
         where.append((chrom, pos))
         flips.append(flip)
-        if len(block) == _BLOCK:
-            blocks.append(_pack(block, where[-len(block):], read_order, path))
-            block = []
-    if block:
-        blocks.append(_pack(block, where[-len(block):], read_order, path))
+        if filled == _BLOCK:
+            blocks.append(_pack(block, where[-filled:], read_order, path))
+            filled = 0
+    if filled:
+        blocks.append(_pack(block[:filled], where[-filled:], read_order, path))
     counts["records"] = n_records
     counts["kept"] = len(where)
     dropped = {k: n for k, n in counts.items() if k not in ("records", "kept", "accessible_bp") and n}
