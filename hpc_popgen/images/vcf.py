@@ -327,7 +327,7 @@ def _read(vcf, path: Path, reg: tuple[str, int, int] | None, wanted: list[str] |
         where.append((chrom, pos))
         flips.append(flip)
         if filled == _BLOCK:
-            blocks.append(_pack(block, where[-filled:], read_order, path))
+            blocks.append(_pack(block[:filled], where[-filled:], read_order, path))
             filled = 0
     if filled:
         blocks.append(_pack(block[:filled], where[-filled:], read_order, path))
