@@ -50,6 +50,7 @@ def test_bench_scan_prints_one_json_object_with_the_target_keys_first(tmp_path):
     for lib, ceiling in read["iterate_ceiling"].items():  # htslib's parse alone, in each library's own loop
         assert ceiling["records_per_s"] > 0 and ceiling["htslib"].startswith("1."), (lib, ceiling)
     assert read["cyvcf2_share_of_ceiling"] > 0
+    assert read["iterate_ceiling"]["cyvcf2"]["build"].startswith("cyvcf2 ")  # the rebuild's stamp, or the wheel
     assert out["region_query"]["sites"] > 0 and out["region_query"]["length_mb"] == 0.4
     assert out["ms"]["images"] == 200
     assert set(out["targets_met"]) >= {"read_records_per_s", "region_query_s", "driver_mem_ratio_50_10",
