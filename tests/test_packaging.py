@@ -35,3 +35,13 @@ def test_wheel_install_reads_package_data(tmp_path):
     assert got["package"].startswith(str(target))  # the installed copy, not the checkout
     assert got["schema"] == "simulate stage parameters"
     assert {"local", "slurm", "slurm-gpu"} <= set(got["profiles"]) and got["afs"] is True
+
+
+def test_cyvcf2_pgo_workload_runs(tmp_path):
+    """The workload that trains the profile-guided cyvcf2 build (scripts/build-cyvcf2.sh) runs: were it to
+    break, the install would quietly fall back to the slower plain -O3 build."""
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "cyvcf2_pgo_workload.py"), str(tmp_path)],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    records = int(out.split("pgo workload: ")[1].split()[0])
+    assert records > 1000 and "2000 diploids" in out
+    assert (tmp_path / "train.vcf.gz").stat().st_size > 0 and (tmp_path / "train.vcf.gz.tbi").exists()
