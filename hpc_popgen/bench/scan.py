@@ -254,25 +254,22 @@ def cyvcf2_build() -> str:
     return stamp.read_text().strip() if stamp.is_file() else f"cyvcf2 {cyvcf2.__version__} (wheel, as installed)"
 
 
-def iterate_ceiling(vcf: str, names: list[str], repeats: int, cyvcf2_clock: tuple[Clock, int] | None = None) -> dict:
+def iterate_ceiling(vcf: str, names: list[str], repeats: int, cyvcf2_timed: tuple[Clock, int]) -> dict:
     """Records per CPU-second of a bare record loop (the chosen samples set, nothing read per record) in
-    cyvcf2 and in pysam: what htslib's parse alone allows each library's reader, and which htslib.
-    ``cyvcf2_clock`` (clock, records): cyvcf2's loop already timed, interleaved with the reader's passes."""
+    cyvcf2 and in pysam: what htslib's parse alone allows each library's reader, which htslib, and how the
+    installed cyvcf2 was built. cyvcf2's loop comes timed, (clock, records), its passes alternating with
+    the reader's; pysam's is timed here."""
     import cyvcf2.cyvcf2
     import pysam.libchtslib
 
-    out = {}
-    for key, loop, module in (("cyvcf2", cyvcf2_iterate, cyvcf2.cyvcf2), ("pysam", pysam_iterate, pysam.libchtslib)):
-        if key == "cyvcf2" and cyvcf2_clock is not None:
-            clock, n = cyvcf2_clock
-        else:
-            clock, n = Clock(), 0
-            for _ in range(repeats):
-                with clock:
-                    n += loop(vcf, names)
-        out[key] = {"records_per_s": round(n / clock.cpu, 1), "htslib": htslib_version(module)}
-    out["cyvcf2"]["build"] = cyvcf2_build()
-    return out
+    clock, n = Clock(), 0
+    for _ in range(repeats):
+        with clock:
+            n += pysam_iterate(vcf, names)
+    cy_clock, cy_n = cyvcf2_timed
+    return {"cyvcf2": {"records_per_s": round(cy_n / cy_clock.cpu, 1), "htslib": htslib_version(cyvcf2.cyvcf2),
+                       "build": cyvcf2_build()},
+            "pysam": {"records_per_s": round(n / clock.cpu, 1), "htslib": htslib_version(pysam.libchtslib)}}
 
 
 def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int, seed: int) -> dict:
@@ -307,7 +304,7 @@ def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int
         log.warning("bench scan: the cyvcf2 and VCF Zarr reads differ in shape: %s, %s", haps.matrix.shape,
                     zh.matrix.shape)
     n = records * repeats
-    ceiling = iterate_ceiling(vcf, names, repeats, cyvcf2_clock=(bare, n_bare))
+    ceiling = iterate_ceiling(vcf, names, repeats, (bare, n_bare))
     cy_rate = n / cy.cpu
     return {"read_records_per_s_cyvcf2": round(cy_rate, 1), "read_records_per_s_cyvcf2_wall": round(n / cy.wall, 1),
             "read_records_per_s_vcz": round(n / vz.cpu, 1), "read_records_per_s_vcz_wall": round(n / vz.wall, 1),
