@@ -3,7 +3,7 @@
 A stage kind declares its parameters as a frozen, keyword-only dataclass whose field names are the
 schema's keys and which has no defaults of its own. :func:`from_params` builds it from the stage's
 parameters after :func:`hpc_popgen.manifest.fill_defaults` (as zarr builds its metadata classes from
-JSON): nested dataclasses are built recursively, lists become tuples, and a key the schema leaves
+JSON): nested dataclasses are built recursively, lists become tuples (also as mapping values), and a key the schema leaves
 optional without a default (``seed``, ``prior``) must be typed ``X | None`` and arrives as ``None``.
 A ``ParamError`` raised while building a nested config gets its parent's key prepended.
 """
@@ -49,6 +49,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         except ParamError as exc:
             raise exc.within(key) from None
     origin = typing.get_origin(tp)
+    if origin in (dict, Mapping) and isinstance(value, Mapping):
+        args = typing.get_args(tp)
+        return {k: _convert(args[1], v, key) for k, v in value.items()} if len(args) == 2 else dict(value)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if origin is tuple and isinstance(value, list | tuple):

@@ -261,22 +261,15 @@ def parse_manifest(data: Any, *, source: str = "<manifest>", base_dir: str | Pat
                         storage=resolved["storage"], stages=tuple(stages),
                         description=resolved.get("description", ""), source=source,
                         base_dir=str(base_dir))
-    _check_stages(manifest)
     return manifest
 
 
-def _check_stages(manifest: Manifest) -> None:
-    """Let each stage kind check what a schema cannot (e.g. a sweep crossing a demographic event)."""
-    from .stages import get_stage  # late: stage modules import science code
-
-    for spec in manifest.stages:
-        checker = getattr(get_stage(spec.kind), "check", None)
-        if checker is not None:
-            checker(spec, manifest)
-
-
 def load_manifest(path: str | Path) -> Manifest:
-    """Read, validate and resolve a manifest file."""
+    """Read a manifest file, validate it against the schemas and fill in defaults.
+
+    What a schema cannot check (each stage kind's ``check``) runs in :func:`hpc_popgen.pipeline.prepare`,
+    on the typed configs.
+    """
     path = Path(path)
     data = read_yaml(path)
     return parse_manifest(data, source=str(path), base_dir=path.resolve().parent)

@@ -22,3 +22,13 @@ def input_file(name: str, base_dir: str | Path) -> Path:
     """A file named in a manifest: absolute (``~`` expanded), or relative to the manifest's folder."""
     path = Path(name).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
+
+
+def is_remote(location: str) -> bool:
+    """A URL that fsspec reads (``s3://``, ``gs://``, ``https://``), as opposed to a local path or ``file://``."""
+    return "://" in location and not location.startswith("file://")
+
+
+def local_path(location: str) -> str:
+    """A local location without its ``file://`` prefix (remote URLs unchanged)."""
+    return location if is_remote(location) else location.removeprefix("file://")

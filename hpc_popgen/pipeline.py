@@ -1,8 +1,10 @@
-"""Submit, run and rerun jobs: the driver loop over a manifest's stages.
+"""Resolve, submit, run and rerun jobs: the driver loop over a manifest's stages.
 
-``submit`` creates the run directory; ``execute`` runs every stage from the recorded manifest (the
-same code path for a first run, ``hpcpop rerun`` and a detached SLURM driver job), writing
-report.json after every stage. Units already in the ledger are never redone.
+``prepare`` resolves manifest + profile into a frozen :class:`~hpc_popgen.job.Job` (typed stage
+configs, resources, seeds, profile) and runs each stage's checks on it, before anything runs;
+``create_run`` records it in a new run directory; ``execute`` runs every stage from the recorded
+manifest (the same code path for a first run, ``hpcpop rerun`` and a detached SLURM driver job),
+writing report.json after every stage. Units already in the ledger are never redone.
 """
 
 from __future__ import annotations
@@ -19,37 +21,69 @@ from pathlib import Path
 from typing import Any
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
-from .cluster.profiles import resolve_profile
+from .cluster.profiles import Profile, profile_from_data, resolve_profile
 from .cluster.sbatch import sbatch_header
 from .errors import ProfileError, StageFailed
-from .manifest import Manifest, StageSpec, load_manifest
+from .job import Job, JobStage, Resources, stage_seed
+from .manifest import Manifest, load_manifest
+from .paths import is_remote, local_path
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
-from .stages.base import StageContext, StageResult, stage_seed
+from .stages.base import StageContext, StageResult, stage_config
 
 log = logging.getLogger(__name__)
 ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker job's whole memory and GPUs
 
 
-def prepare(manifest_path: str | Path, *, profile: str | None = None,
-            run_dir: str | Path | None = None) -> RunDir:
-    """Validate the manifest and profile and create the run directory (nothing runs yet)."""
+def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
+    """Read and validate the manifest and its profile (``profile`` overrides the manifest's) and resolve
+    them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know."""
     manifest = absolute_paths(load_manifest(manifest_path))
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
         manifest = replace(manifest, profile=profile)
+    return resolve(manifest, prof)
+
+
+def resolve(manifest: Manifest, profile: Profile) -> Job:
+    """Each stage's typed config, resources and seed, built once; then each stage kind's checks on them."""
+    stages = []
+    for spec in manifest.stages:
+        config = stage_config(spec, manifest)
+        stages.append(JobStage(spec=spec, config=config, resources=Resources.from_dict(spec.resources),
+                               seed=stage_seed(manifest, spec, config)))
+    job = Job(manifest=manifest, profile=profile, stages=tuple(stages))
+    for stage in job.stages:
+        check = getattr(get_stage(stage.kind), "check", None)
+        if check is not None:
+            check(stage, job)
+    return job
+
+
+def create_run(manifest_path: str | Path, *, profile: str | None = None,
+               run_dir: str | Path | None = None) -> RunDir:
+    """Prepare the job and record it in a new run directory (nothing runs yet)."""
+    job = prepare(manifest_path, profile=profile)
     raw = Path(manifest_path).read_text(encoding="utf-8")
-    path = Path(run_dir) if run_dir else default_run_dir(manifest)
-    seeds = {s.name: stage_seed(manifest, s) for s in manifest.stages}
-    return RunDir.create(path, manifest, prof, raw, seeds)
+    path = Path(run_dir) if run_dir else default_run_dir(job.manifest)
+    seeds = {s.name: s.seed for s in job.stages}
+    return RunDir.create(path, job.manifest, job.profile.to_dict(), raw, seeds)
+
+
+def recorded_job(rd: RunDir) -> Job:
+    """The job a run directory recorded (its resolved manifest and profile), resolved again."""
+    data = rd.profile()
+    profile = profile_from_data(data, name=str(data.get("name", "recorded")),
+                                source=str(data.get("source", rd.path / "profile.resolved.yaml")))
+    return resolve(rd.manifest(), profile)
 
 
 def absolute_paths(manifest: Manifest) -> Manifest:
     """The manifest with its source file and a local ``storage`` as absolute paths, as the run records them,
     so that ``hpcpop rerun`` from any folder (or a driver job) finds the same stores and inputs."""
     storage = manifest.storage
-    if "://" not in storage or storage.startswith("file://"):
-        root = Path(storage.removeprefix("file://")).expanduser()
+    if not is_remote(storage):
+        root = Path(local_path(storage)).expanduser()
         storage = str((root if root.is_absolute() else Path(manifest.base_dir) / root).resolve())
     return replace(manifest, storage=storage, source=str(Path(manifest.source).resolve()))
 
@@ -67,16 +101,16 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:
     """Run (or resume) every stage of a run directory; returns the final report."""
-    manifest = rd.manifest()
-    profile = rd.profile()
+    job = recorded_job(rd)
+    manifest, profile = job.manifest, job.profile
     _attach_log_file(rd)
     clusters: dict[str, ClusterHandle] = {}
 
-    def factory(spec: StageSpec) -> ClusterHandle:
-        one_process = spec.kind in ONE_PROCESS_KINDS
-        key = repr(sorted(cluster_kwargs(profile, spec.resources, one_process=one_process).items()))
+    def factory(stage: JobStage) -> ClusterHandle:
+        one_process = stage.kind in ONE_PROCESS_KINDS
+        key = repr(sorted(cluster_kwargs(profile, stage.resources, one_process=one_process).items()))
         if key not in clusters:
-            handle = start_cluster(profile, spec.resources, name=f"{manifest.name}-{spec.name}",
+            handle = start_cluster(profile, stage.resources, name=f"{manifest.name}-{stage.name}",
                                    log_directory=str(rd.path / "slurm-logs"),
                                    security_directory=rd.path / "security", one_process=one_process)
             clusters[key] = handle
@@ -89,8 +123,8 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        for spec in manifest.stages:
-            ctx = StageContext(rd, manifest, spec, profile, cluster_factory=factory, show_progress=progress)
+        for stage in job.stages:
+            ctx = StageContext(rd, job, stage, cluster_factory=factory, show_progress=progress)
             _run_stage(ctx)
         status = "completed"
     except KeyboardInterrupt as exc:
@@ -163,15 +197,13 @@ def _attach_log_file(rd: RunDir) -> None:
 
 # --- detached driver on SLURM -----------------------------------------------------------------
 
-def driver_script(rd: RunDir, profile: dict) -> str:
+def driver_script(rd: RunDir, profile: Profile) -> str:
     """The sbatch script whose job runs the driver (``hpcpop rerun RUN_DIR``) on a compute node."""
-    drv = profile["driver"]
-    cl = profile["cluster"]
+    drv = profile.driver
     lines = sbatch_header(job_name=f"hpcpop-driver-{rd.manifest().name}", output=f"{rd.path}/driver-%j.log",
-                          cpus_per_task=int(drv["cores"]), memory=drv["memory"], walltime=drv["walltime"],
-                          partition=drv.get("queue") or cl.get("queue"),
-                          account=drv.get("account") or cl.get("account"),
-                          extra=drv["job_extra_directives"])
+                          cpus_per_task=drv.cores, memory=drv.memory, walltime=drv.walltime,
+                          partition=profile.queue, account=profile.account,
+                          extra=list(drv.job_extra_directives))
     lines += ["set -euo pipefail",
               f"cd {shlex.quote(str(rd.path))}",
               f"exec {shlex.quote(sys.executable)} -m hpc_popgen.cli rerun --no-progress {shlex.quote(str(rd.path))}",
@@ -181,9 +213,9 @@ def driver_script(rd: RunDir, profile: dict) -> str:
 
 def detach(rd: RunDir) -> str:
     """Submit the driver as an sbatch job; returns its job id (recorded in slurm_jobs.json)."""
-    profile = rd.profile()
-    if profile.get("kind") != "slurm":
-        raise ProfileError(f"--detach needs a SLURM profile; profile {profile.get('name')!r} is {profile.get('kind')!r}")
+    profile = recorded_job(rd).profile
+    if profile.kind != "slurm":
+        raise ProfileError(f"--detach needs a SLURM profile; profile {profile.name!r} is {profile.kind!r}")
     script = rd.path / "driver.sbatch"
     script.write_text(driver_script(rd, profile))
     try:

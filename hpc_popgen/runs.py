@@ -28,7 +28,7 @@ from . import __version__, atomic
 from .errors import RunDirError
 from .ledger import Ledger
 from .manifest import Manifest, dump_yaml, parse_manifest, read_yaml
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, is_remote, local_path
 
 TRACKED_PACKAGES = ("numpy", "scipy", "msprime", "tskit", "demes", "moments-popgen", "dadi", "zarr",
                     "numcodecs", "dask", "distributed", "dask-jobqueue", "tensorflow-cpu", "tensorflow",
@@ -193,10 +193,10 @@ def default_run_dir(manifest: Manifest) -> Path:
     """``<storage>/<name>-<YYYYmmdd-HHMMSS>`` for a local storage (relative to the manifest's folder)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     storage = manifest.storage
-    if "://" in storage and not storage.startswith("file://"):
+    if is_remote(storage):
         base = Path("hpcpop-runs")  # remote storage holds stores; the run directory stays local
     else:
-        storage = storage.removeprefix("file://")
+        storage = local_path(storage)
         base = Path(storage) if Path(storage).is_absolute() else Path(manifest.base_dir) / storage
     path = base / f"{manifest.name}-{stamp}"
     n = 1

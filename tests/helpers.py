@@ -22,6 +22,20 @@ def write_yaml(path: Path, data) -> Path:
     return path
 
 
+def profile_of(data: dict):
+    """The typed Profile of a profile mapping (schema defaults filled), as ``resolve_profile`` gives for a file."""
+    from hpc_popgen.cluster.profiles import profile_from_data
+
+    return profile_from_data(data, name=data.get("name", "test"), source="<test>")
+
+
+def resources(**values):
+    """A stage's typed Resources (keys left out are None)."""
+    from hpc_popgen.job import Resources
+
+    return Resources.from_dict(values)
+
+
 def slurm_profile_data(**cluster) -> dict:
     """A SLURM profile for the single-node test cluster, scheduler and dashboard on loopback."""
     base = {"queue": "debug", "cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:15:00",

@@ -16,8 +16,7 @@ from helpers import write_yaml
 
 from hpc_popgen.errors import ManifestError
 from hpc_popgen.ledger import Ledger
-from hpc_popgen.manifest import load_manifest
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute, prepare
 from hpc_popgen.runs import RunDir
 
 DATA = Path(__file__).parent / "data" / "demography"
@@ -63,7 +62,7 @@ def _results(run: Path) -> dict:
 def test_manifest_checks_name_the_key(tmp_path, over, match):
     path = _manifest(tmp_path, LOCAL_PROFILE, **over)
     with pytest.raises(ManifestError, match=match) as err:
-        load_manifest(path)
+        prepare(path)
     assert "\n" not in str(err.value)
 
 
@@ -89,7 +88,7 @@ def _kill_when(proc: subprocess.Popen, marker: Callable[[], bool], timeout: floa
 def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     # uninterrupted reference run
     ref_manifest = _manifest(tmp_path / "ref", LOCAL_PROFILE)
-    rd = prepare(ref_manifest, run_dir=tmp_path / "ref" / "run")
+    rd = create_run(ref_manifest, run_dir=tmp_path / "ref" / "run")
     report = execute(rd, progress=False)
     assert report["status"] == "completed"
     ref = _results(rd.path)
@@ -146,7 +145,7 @@ def test_islands_run_on_slurm_workers(tmp_path, slurm, slurm_cleanup):
                "dashboard_address": "127.0.0.1:0", "adapt": {"minimum_jobs": 1, "maximum_jobs": 2}}
     job = _manifest(tmp_path, profile, name="demo-slurm", final_structure=[1], deterministic=False,
                     ga={"size": 6, "stall_generations": 3, "max_evals": 30}, plots=False)
-    rd = prepare(job, run_dir=tmp_path / "run")
+    rd = create_run(job, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     assert report["status"] == "completed"
     metrics = report["stages"][0]["metrics"]

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import HPCPOP, run_cli, slurm_profile_data, write_yaml
+from helpers import HPCPOP, profile_of, run_cli, slurm_profile_data, write_yaml
 from test_platform_runs import done_units, read_json, sim_stage, wait_for
 
 from hpc_popgen.cluster.clusters import start_cluster
-from hpc_popgen.cluster.profiles import with_defaults
 
 
 def sim_job(tmp_path: Path, profile: Path | dict, name: str, **stage) -> Path:
@@ -87,7 +86,7 @@ def test_workers_retire_before_walltime_and_tasks_move(tmp_path, slurm_cleanup):
 
     profile = slurm_profile_data(walltime="00:01:00")
     profile["worker_lifetime"] = {"margin_seconds": 40, "stagger_seconds": 4}  # --lifetime 30s, stagger 4s
-    handle = start_cluster(with_defaults({**profile, "name": "retire"}), None, name="retire",
+    handle = start_cluster(profile_of({**profile, "name": "retire"}), None, name="retire",
                            log_directory=str(tmp_path / "slurm-logs"), security_directory=tmp_path / "security")
     try:
         assert "--lifetime 30s --lifetime-stagger 4s" in handle.cluster.job_script()
@@ -154,7 +153,7 @@ def _evaluations_with_one_that_never_ends(profile: dict, tmp_path: Path) -> None
         time.sleep(3600 if x[0] < 0 else 0.05)
         return {"loglik": -float(x[0]), "theta": 1.0, "error": None, "job": None}
 
-    handle = start_cluster(with_defaults(profile), None, name="timeout", log_directory=str(tmp_path / "logs"),
+    handle = start_cluster(profile_of(profile), None, name="timeout", log_directory=str(tmp_path / "logs"),
                            security_directory=tmp_path / "security")
     try:
         evals = DaskEvaluations(lambda: handle.client, "demography", None, None, 0,

@@ -13,8 +13,8 @@ from test_simulate_stage import arrays, assert_same_store, run_job, write_job
 
 from hpc_popgen.errors import ManifestError
 from hpc_popgen.ledger import Ledger
-from hpc_popgen.manifest import load_manifest
 from hpc_popgen.paths import YRI_CEU_FS
+from hpc_popgen.pipeline import prepare
 from hpc_popgen.store import open_store
 
 # tiny regions; the defaults (engine auto, sweep from standing variation at 1%) take the forward engine
@@ -79,7 +79,7 @@ def test_two_population_model_with_migration_and_growth_during_the_sweep(tmp_pat
 def test_engine_and_history_errors_name_the_key(tmp_path, change, error):
     job = write_job(tmp_path, "bad", {**FWD, "store": "x.zarr", **change})
     with pytest.raises(ManifestError, match=rf"stages\[0\]\.simulate\.{error}"):
-        load_manifest(job)
+        prepare(job)
 
 
 def test_msprime_model_with_several_populations_is_refused(tmp_path):
@@ -88,7 +88,7 @@ def test_msprime_model_with_several_populations_is_refused(tmp_path):
                                     "demography": {"demes": str(tmp_path / "two.yaml"), "population": "B"}})
     with pytest.raises(ManifestError, match=r"simulate\.demography: msprime cannot simulate a sweep in a model with "
                                             r"several populations \(A, B, C\)"):
-        load_manifest(job)
+        prepare(job)
 
 
 def _chain(tmp_path, ref: dict, order=("demography", "simulate"), kind="demography"):
@@ -116,11 +116,11 @@ def _chain(tmp_path, ref: dict, order=("demography", "simulate"), kind="demograp
 ])
 def test_from_stage_references_are_checked_at_validate(tmp_path, ref, order, kind, error):
     with pytest.raises(ManifestError, match=rf"stages\[\d\]\.simulate\.{error}"):
-        load_manifest(_chain(tmp_path, ref, order, kind))
+        prepare(_chain(tmp_path, ref, order, kind))
 
 
 def test_a_valid_from_stage_reference_validates(tmp_path):
-    m = load_manifest(_chain(tmp_path, {"from_stage": "demography", "structure": "best", "population": "CEU"}))
+    m = prepare(_chain(tmp_path, {"from_stage": "demography", "structure": "best", "population": "CEU"}))
     assert [s.kind for s in m.stages] == ["demography", "simulate"]
 
 
@@ -149,14 +149,14 @@ def _check_chain(run_dir, report) -> None:
 def test_chain_demography_then_simulate_under_the_inferred_history(tmp_path):
     import yaml
 
-    from hpc_popgen.pipeline import execute, prepare
+    from hpc_popgen.pipeline import create_run, execute
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump({"kind": "local", "cluster": {"n_workers": 2, "threads_per_worker": 1},
                                     "dashboard_address": "127.0.0.1:0"}))
     job = tmp_path / "chain.yaml"
     job.write_text(yaml.safe_dump(_chain_job(tmp_path, prof), sort_keys=False))
-    rd = prepare(job, run_dir=tmp_path / "run")
+    rd = create_run(job, run_dir=tmp_path / "run")
     _check_chain(tmp_path / "run", execute(rd, progress=False))
 
 
@@ -244,11 +244,11 @@ def test_ensemble_from_a_demography_stage_takes_the_top_models_by_aic(tmp_path):
 def test_ensemble_errors_name_the_key(tmp_path, change, error):
     job = write_job(tmp_path, "bad", {**FWD, "store": "x.zarr", "demography": change})
     with pytest.raises(ManifestError, match=rf"stages\[0\]\.simulate\.{error}"):
-        load_manifest(job)
+        prepare(job)
 
 
 def test_ensemble_on_msprime_is_refused(tmp_path):
     params = {**FWD, "store": "x.zarr", "engine": "msprime", "sweep": {"standing": "paper"},
               "demography": {"ensemble": {"demes": _two_models(tmp_path)}, "population": "B"}}
     with pytest.raises(ManifestError, match=r"simulate\.engine: an ensemble of histories runs on the forward engine"):
-        load_manifest(write_job(tmp_path, "m", params))
+        prepare(write_job(tmp_path, "m", params))

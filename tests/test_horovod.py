@@ -9,8 +9,8 @@ import pytest
 from helpers import slurm_profile_data, write_yaml
 from test_train_helpers import make_store, write_manifest
 
-from hpc_popgen.cluster.horovod import sbatch_script
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.cluster.sbatch import train_script
+from hpc_popgen.pipeline import create_run, execute
 
 pytestmark = pytest.mark.horovod
 
@@ -26,7 +26,7 @@ def test_two_gloo_ranks_identical_weights_disjoint_shards(tmp_path, local_profil
                                           "train": {"store": "h.zarr", "epochs": 2, "batch_size": 16,
                                                     "early_stopping": {"patience": 0}}}],
                               name="hvd", seed=5, profile=local_profile)
-    rd = prepare(manifest, run_dir=tmp_path / "run")
+    rd = create_run(manifest, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     st = report["stages"][0]
     assert report["status"] == "completed" and st["metrics"]["ranks"] == 2
@@ -43,9 +43,9 @@ def test_two_gloo_ranks_identical_weights_disjoint_shards(tmp_path, local_profil
 
 
 def test_sbatch_script_for_gpu_nodes(tmp_path):
-    text = sbatch_script(job_file=tmp_path / "job.json", run_dir=tmp_path, name="fig3-train", nodes=2,
-                         gpus_per_node=4, ranks=8, cores_per_rank=2, memory="64G", walltime="12:00:00",
-                         queue="gpu", account="proj1", launcher="horovodrun", extra=["--gres=gpu:4", "--qos=high"])
+    text = train_script(job_file=tmp_path / "job.json", run_dir=tmp_path, name="fig3-train", nodes=2,
+                        gpus_per_node=4, ranks=8, cores=8, memory="64G", walltime="12:00:00",
+                        queue="gpu", account="proj1", launcher="horovodrun", extra=["--gres=gpu:4", "--qos=high"])
     lines = text.splitlines()
     for want in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gres=gpu:4",
                  "#SBATCH --cpus-per-task=2", "#SBATCH --mem=64G", "#SBATCH --time=12:00:00",
@@ -54,27 +54,24 @@ def test_sbatch_script_for_gpu_nodes(tmp_path):
     assert sum(ln.startswith("#SBATCH --gres") for ln in lines) == 1
     assert any("horovodrun --gloo -np 8 -H \"$HOSTS\"" in ln and "hpc_popgen.train.worker" in ln for ln in lines)
     assert "export TF_USE_LEGACY_KERAS=1" in lines
-    srun = sbatch_script(job_file="j.json", run_dir=tmp_path, name="x", nodes=1, gpus_per_node=2, ranks=2,
-                         cores_per_rank=4, memory=None, walltime=None, queue=None, account=None, launcher="srun")
+    srun = train_script(job_file="j.json", run_dir=tmp_path, name="x", nodes=1, gpus_per_node=2, ranks=2,
+                        cores=8, memory=None, walltime=None, queue=None, account=None, launcher="srun")
     assert any(ln.startswith("srun --mpi=pmi2 ") for ln in srun.splitlines())
     assert "#SBATCH --partition" not in srun
 
 
 def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
     """The train stage turns the slurm-gpu profile and stage resources into the job script."""
-    from hpc_popgen.cluster.profiles import resolve_profile
-    from hpc_popgen.manifest import load_manifest
-    from hpc_popgen.runs import RunDir
+    from hpc_popgen.pipeline import prepare
     from hpc_popgen.stages.base import StageContext
     from hpc_popgen.stages.train import render_sbatch, resolve_ranks
 
     manifest = write_manifest(tmp_path, [{"name": "train", "train": {"store": "h.zarr"},
                                           "resources": {"nodes": 2, "gpus": 4, "cores": 16, "walltime": "02:00:00"}}],
                               name="gpu", seed=5, profile="slurm-gpu")
-    m = load_manifest(manifest)
-    prof = resolve_profile("slurm-gpu")
-    rd = RunDir.create(tmp_path / "run", m, prof, manifest.read_text(), {"train": 1})
-    ctx = StageContext(rd, m, m.stages[0], prof)
+    job = prepare(manifest)
+    rd = create_run(manifest, run_dir=tmp_path / "run")
+    ctx = StageContext(rd, job, job.stages[0])
     ranks, launcher = resolve_ranks(ctx)
     assert (ranks, launcher) == (8, "srun_gloo")
     text = render_sbatch(ctx, tmp_path / "job.json", ranks, launcher)
@@ -97,7 +94,7 @@ def test_two_ranks_as_a_slurm_job(tmp_path, slurm_cleanup):
     manifest = write_manifest(tmp_path, [{"name": "train", "train": {
         "store": "s.zarr", "epochs": 1, "batch_size": 16, "tensorboard": False}}], name="hvd-slurm", seed=5,
         profile=profile)
-    rd = prepare(manifest, run_dir=tmp_path / "run")
+    rd = create_run(manifest, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     st = report["stages"][0]
     assert report["status"] == "completed" and st["metrics"]["ranks"] == 2 and st["metrics"]["identical_weights"]

@@ -22,7 +22,7 @@ from hpc_popgen.infer.posterior import (
     sample_posterior,
     summarize,
 )
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute
 
 CENTRES = np.linspace(0, 400, 11)
 
@@ -86,7 +86,7 @@ def trained_classes(tmp_path_factory):
                                        "store": "c.zarr", "model": {"preset": "multiclass", "filters": [16, 16]},
                                        "labels": {"mode": "classes"}, "epochs": 4, "batch_size": 32,
                                        "tensorboard": False}}]}))
-    execute(prepare(man, run_dir=tmp / "run"), progress=False)
+    execute(create_run(man, run_dir=tmp / "run"), progress=False)
     return tmp / "run" / "train" / "model"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -205,20 +206,18 @@ def test_rerun_from_another_folder_finds_the_same_store(tmp_path, local_profile)
 
 def test_a_ledger_record_whose_output_is_gone_is_redone(tmp_path, local_profile, caplog):
     from hpc_popgen.cluster.clusters import start_cluster
-    from hpc_popgen.cluster.profiles import resolve_profile
-    from hpc_popgen.pipeline import prepare
+    from hpc_popgen.pipeline import create_run, recorded_job
     from hpc_popgen.stages.base import StageContext, Unit
 
-    rd = prepare(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
-    profile = resolve_profile(str(local_profile))
-    spec = rd.manifest().stages[0]
+    rd = create_run(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
+    job = recorded_job(rd)
     handles = []
 
-    def factory(spec):
-        handles.append(start_cluster(profile, None, name="redo"))
+    def factory(stage):
+        handles.append(start_cluster(job.profile, None, name="redo"))
         return handles[0]
 
-    ctx = StageContext(rd, rd.manifest(), spec, profile, cluster_factory=factory, show_progress=False)
+    ctx = StageContext(rd, job, job.stages[0], cluster_factory=factory, show_progress=False)
     out = tmp_path / "out"
     out.mkdir()
 
@@ -251,20 +250,19 @@ def test_units_go_out_in_waves_of_max_tasks_in_flight(tmp_path, local_profile):
     """With max_tasks_in_flight 2, the scheduler never holds more than 2 of the stage's 9 tasks, and every
     unit is still done once."""
     from hpc_popgen.cluster.clusters import start_cluster
-    from hpc_popgen.cluster.profiles import resolve_profile
-    from hpc_popgen.pipeline import prepare
+    from hpc_popgen.pipeline import create_run, recorded_job
     from hpc_popgen.stages.base import StageContext, Unit
 
-    rd = prepare(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
-    profile = {**resolve_profile(str(local_profile)), "max_tasks_in_flight": 2}
+    rd = create_run(manifest(tmp_path, local_profile), run_dir=tmp_path / "run")
+    job = recorded_job(rd)
+    job = dataclasses.replace(job, profile=dataclasses.replace(job.profile, max_tasks_in_flight=2))
     handles = []
 
-    def factory(spec):
-        handles.append(start_cluster(profile, None, name="waves"))
+    def factory(stage):
+        handles.append(start_cluster(job.profile, None, name="waves"))
         return handles[0]
 
-    ctx = StageContext(rd, rd.manifest(), rd.manifest().stages[0], profile, cluster_factory=factory,
-                       show_progress=False)
+    ctx = StageContext(rd, job, job.stages[0], cluster_factory=factory, show_progress=False)
 
     def seen(i: int) -> int:  # nested: pickled by value; how many of the stage's tasks the scheduler knows now
         from distributed import get_worker

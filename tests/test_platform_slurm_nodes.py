@@ -88,7 +88,7 @@ def test_two_node_horovod_training_one_rank_per_node(tmp_path, two_nodes, slurm_
     and srun starts one Gloo rank on each node; the ranks end with identical weights."""
     from test_train_helpers import make_store, write_manifest
 
-    from hpc_popgen.pipeline import execute, prepare
+    from hpc_popgen.pipeline import create_run, execute
 
     prof = slurm_profile_data(queue=PARTITION, memory="3GB", cores=1)
     prof["horovod"] = {"launcher": "srun_gloo", "ranks": 2}
@@ -97,7 +97,7 @@ def test_two_node_horovod_training_one_rank_per_node(tmp_path, two_nodes, slurm_
     manifest = write_manifest(tmp_path, [{"name": "train", "resources": {"nodes": 2}, "train": {
         "store": "s.zarr", "epochs": 1, "batch_size": 16, "tensorboard": False}}], name="hvd-nodes", seed=5,
         profile=profile)
-    report = execute(prepare(manifest, run_dir=tmp_path / "run"), progress=False)
+    report = execute(create_run(manifest, run_dir=tmp_path / "run"), progress=False)
     st = report["stages"][0]
     assert report["status"] == "completed", report
     assert st["metrics"]["ranks"] == 2 and st["metrics"]["identical_weights"]

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import slurm_profile_data, write_yaml
+from helpers import profile_of, resources, slurm_profile_data, write_yaml
 
 from hpc_popgen import atomic
 from hpc_popgen.cluster.clusters import cluster_kwargs
-from hpc_popgen.cluster.profiles import list_profiles, resolve_profile, with_defaults
+from hpc_popgen.cluster.profiles import list_profiles, resolve_profile
 from hpc_popgen.errors import ProfileError
 from hpc_popgen.ledger import Ledger
 from hpc_popgen.seeds import derive_seed
@@ -89,7 +89,7 @@ def test_user_profiles_shadow_packaged(tmp_path, monkeypatch):
     write_yaml(user / "slurm.yaml", {"kind": "slurm", "description": "mine", "cluster": {"queue": "long"}})
     monkeypatch.setattr(prof, "USER_PROFILE_DIR", user)
     p = resolve_profile("slurm")
-    assert p["cluster"]["queue"] == "long" and p["source"] == str(user / "slurm.yaml")
+    assert p.cluster["queue"] == "long" and p.source == str(user / "slurm.yaml")
 
 
 def test_unknown_profile_lists_known_ones():
@@ -105,7 +105,7 @@ def test_bad_profile_key_is_named(tmp_path):
 
 def test_slurm_kwargs_drop_nulls_and_apply_stage_resources():
     prof = resolve_profile("slurm")
-    kw = cluster_kwargs(prof, {"cores": 4, "memory": "8GB", "walltime": "02:00:00", "gpus": 2})
+    kw = cluster_kwargs(prof, resources(cores=4, memory="8GB", walltime="02:00:00", gpus=2))
     assert "queue" not in kw and "account" not in kw, "nulls fall back to dask-jobqueue's own config"
     assert kw["cores"] == 4 and kw["memory"] == "8GB" and kw["walltime"] == "02:00:00"
     assert "--gres=gpu:2" in kw["job_extra_directives"]
@@ -113,7 +113,7 @@ def test_slurm_kwargs_drop_nulls_and_apply_stage_resources():
 
 def test_local_kwargs_cap_workers_by_cores():
     prof = resolve_profile("local")
-    kw = cluster_kwargs(prof, {"cores": 1})
+    kw = cluster_kwargs(prof, resources(cores=1))
     assert kw["n_workers"] == 1 and kw["threads_per_worker"] == 1
     assert kw["dashboard_address"].startswith("127.0.0.1")
 
@@ -121,9 +121,9 @@ def test_local_kwargs_cap_workers_by_cores():
 def test_slurm_job_script_has_our_directives():
     from dask_jobqueue import SLURMCluster
 
-    prof = slurm_profile_data()
-    prof["cluster"]["job_extra_directives"] = ["--qos=normal"]
-    kw = cluster_kwargs(prof, {"cores": 2, "memory": "3GB", "walltime": "00:30:00"})
+    data = slurm_profile_data()
+    data["cluster"]["job_extra_directives"] = ["--qos=normal"]
+    kw = cluster_kwargs(profile_of(data), resources(cores=2, memory="3GB", walltime="00:30:00"))
     kw.pop("scheduler_options", None)
     with SLURMCluster(**kw, scheduler_options={"host": "127.0.0.1", "dashboard_address": None}) as cl:
         script = cl.job_script()
@@ -144,7 +144,7 @@ def test_driver_script_runs_rerun(tmp_path):
             return Manifest(name="job1", seed=1, profile="slurm", storage=".", stages=())
 
     rd = FakeRun(tmp_path)
-    text = driver_script(rd, with_defaults({"kind": "slurm", "cluster": {"queue": "debug"},
+    text = driver_script(rd, profile_of({"kind": "slurm", "cluster": {"queue": "debug"},
                                             "driver": {"cores": 1, "memory": "2GB", "walltime": "01:00:00"}}))
     assert "#SBATCH --job-name=hpcpop-driver-job1" in text
     assert "#SBATCH --mem=2G" in text and "#SBATCH --partition=debug" in text
@@ -171,18 +171,18 @@ def test_slurm_mem_refuses_zero_and_nonsense(mem):
 
 def test_workers_retire_before_walltime_staggered():
     prof = resolve_profile("slurm")
-    kw = cluster_kwargs(prof, {"walltime": "01:00:00"})
+    kw = cluster_kwargs(prof, resources(walltime="01:00:00"))
     assert kw["worker_extra_args"] == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
-    short = cluster_kwargs(with_defaults({"kind": "slurm", "cluster": {"walltime": "00:02:00"}}), None)
+    short = cluster_kwargs(profile_of({"kind": "slurm", "cluster": {"walltime": "00:02:00"}}), None)
     assert short["worker_extra_args"] == ["--lifetime", "60s", "--lifetime-stagger", "30s"], "at least half the walltime"
-    off = cluster_kwargs(with_defaults({"kind": "slurm", "worker_lifetime": None, "cluster": {"walltime": "1:00:00"}}), None)
+    off = cluster_kwargs(profile_of({"kind": "slurm", "worker_lifetime": None, "cluster": {"walltime": "1:00:00"}}), None)
     assert "worker_extra_args" not in off
 
 
 def test_dashboard_binds_to_loopback_unless_the_profile_says_otherwise():
     kw = cluster_kwargs(resolve_profile("slurm"), None)
     assert kw["scheduler_options"]["dashboard_address"].startswith("127.0.0.1:")
-    kw = cluster_kwargs(with_defaults({"kind": "slurm", "dashboard_address": ":8787"}), None)
+    kw = cluster_kwargs(profile_of({"kind": "slurm", "dashboard_address": ":8787"}), None)
     assert kw["scheduler_options"]["dashboard_address"] == ":8787"
 
 
@@ -209,8 +209,8 @@ def test_known_cluster_keys_of_worker_and_job_classes_pass(tmp_path):
     write_yaml(tmp_path / "l.yaml", {"kind": "local", "cluster": {"memory_limit": "1GB", "local_directory": "/tmp"}})
     write_yaml(tmp_path / "s.yaml", {"kind": "slurm", "cluster": {"job_mem": "1GB", "worker_extra_args": [],
                                                                   "job_script_prologue": []}})
-    assert resolve_profile(str(tmp_path / "l.yaml"))["kind"] == "local"
-    assert resolve_profile(str(tmp_path / "s.yaml"))["kind"] == "slurm"
+    assert resolve_profile(str(tmp_path / "l.yaml")).kind == "local"
+    assert resolve_profile(str(tmp_path / "s.yaml")).kind == "slurm"
 
 
 @pytest.mark.parametrize("text,seconds", [("30", 1800), ("30:10", 1810), ("01:00:00", 3600), ("1-12", 129600),
@@ -222,6 +222,6 @@ def test_walltime_in_every_slurm_format(text, seconds):
 
 
 def test_training_stages_get_one_worker_process_per_slurm_job():
-    prof = with_defaults({"kind": "slurm", "cluster": {"queue": "debug", "cores": 4, "memory": "8GB", "processes": 4}})
-    assert cluster_kwargs(prof, {})["processes"] == 4
-    assert cluster_kwargs(prof, {}, one_process=True)["processes"] == 1
+    prof = profile_of({"kind": "slurm", "cluster": {"queue": "debug", "cores": 4, "memory": "8GB", "processes": 4}})
+    assert cluster_kwargs(prof, resources())["processes"] == 4
+    assert cluster_kwargs(prof, resources(), one_process=True)["processes"] == 1

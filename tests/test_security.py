@@ -8,10 +8,9 @@ import ssl
 import stat
 
 import pytest
-from helpers import slurm_profile_data
+from helpers import profile_of, slurm_profile_data
 
 from hpc_popgen.cluster.clusters import run_security, start_cluster
-from hpc_popgen.cluster.profiles import with_defaults
 
 pytestmark = pytest.mark.slurm
 
@@ -20,7 +19,7 @@ def test_client_without_the_runs_certificate_is_refused(tmp_path, slurm, slurm_c
     from distributed import Client
 
     security = tmp_path / "run" / "security"
-    profile = with_defaults({**slurm_profile_data(), "name": "test-slurm"})
+    profile = profile_of({**slurm_profile_data(), "name": "test-slurm"})
     handle = start_cluster(profile, None, name="tls", log_directory=str(tmp_path / "run" / "slurm-logs"),
                            security_directory=security)
     try:

@@ -18,8 +18,7 @@ import zarr
 
 from hpc_popgen.errors import ManifestError, StoreError
 from hpc_popgen.ledger import Ledger
-from hpc_popgen.manifest import load_manifest
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute, prepare
 from hpc_popgen.store import PER_IMAGE_ARRAYS, open_store
 
 # the platform's behaviour on msprime's paper-compatible sweeps (fast, with msprime's own refusals);
@@ -41,7 +40,7 @@ def write_job(tmp: Path, name: str, params: dict, workers: int = 1, seed: int = 
 
 
 def run_job(tmp: Path, name: str, params: dict, workers: int = 1) -> tuple[Path, dict]:
-    rd = prepare(write_job(tmp, name, params, workers), run_dir=tmp / f"run-{name}")
+    rd = create_run(write_job(tmp, name, params, workers), run_dir=tmp / f"run-{name}")
     return rd.path, execute(rd, progress=False)
 
 
@@ -66,11 +65,11 @@ def reference(tmp_path_factory):
 
 def test_schema_and_check_errors_name_the_key(tmp_path):
     with pytest.raises(ManifestError, match=r"stages\[0\]\.simulate\.n_per_class: -5 is less than the minimum of 1"):
-        load_manifest(write_job(tmp_path, "a", {**BASE, "store": "x.zarr", "n_per_class": -5}))
+        prepare(write_job(tmp_path, "a", {**BASE, "store": "x.zarr", "n_per_class": -5}))
     with pytest.raises(ManifestError, match=r"stages\[0\]\.simulate\.classes: give either classes"):
-        load_manifest(write_job(tmp_path, "b", {**BASE, "store": "x.zarr", "prior": {"max": 400, "n": 10}}))
+        prepare(write_job(tmp_path, "b", {**BASE, "store": "x.zarr", "prior": {"max": 400, "n": 10}}))
     with pytest.raises(ManifestError, match=r"unknown key 'colour'"):
-        load_manifest(write_job(tmp_path, "c", {**BASE, "store": "x.zarr", "image": {"colour": 1}}))
+        prepare(write_job(tmp_path, "c", {**BASE, "store": "x.zarr", "image": {"colour": 1}}))
 
 
 @pytest.mark.parametrize("change, where", [
@@ -85,7 +84,7 @@ def test_config_errors_name_the_manifest_key(tmp_path, change, where):
     params = {k: v for k, v in {**BASE, "store": "x.zarr", **change}.items() if v is not None}
     job = write_job(tmp_path, "bad", params)
     with pytest.raises(ManifestError, match=rf"^{job}: stages\[0\]\.simulate\.{where}"):
-        load_manifest(job)
+        prepare(job)
 
 
 def test_event_inside_sweep_window_fails_before_any_work(tmp_path):
@@ -96,15 +95,15 @@ def test_event_inside_sweep_window_fails_before_any_work(tmp_path):
     job = write_job(tmp_path, "late", {**BASE, **msprime, "store": "late.zarr", "sweep": {"onset": 3200, **paper}})
     with pytest.raises(ManifestError, match=r"stages\[0\]\.simulate\.demography: size change to 2000 at 3000 "
                                             r"generations lies inside the sweep window"):
-        prepare(job, run_dir=tmp_path / "run")
+        create_run(job, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "stores").exists()
     # years: 80,000 years / 25 = 3,200 generations: the same refusal; 12,500 years = 500 generations: fine
     years = {"onset": 80_000, "onset_unit": "years", "generation_time": 25, **paper}
     with pytest.raises(ManifestError, match=r"at 3000 generations lies inside the sweep window \(1750.14, 3200\]"):
-        load_manifest(write_job(tmp_path, "y", {**BASE, **msprime, "store": "y.zarr", "sweep": years}))
-    load_manifest(write_job(tmp_path, "ok", {**BASE, **msprime, "store": "ok.zarr",
+        prepare(write_job(tmp_path, "y", {**BASE, **msprime, "store": "y.zarr", "sweep": years}))
+    prepare(write_job(tmp_path, "ok", {**BASE, **msprime, "store": "ok.zarr",
                                              "sweep": {**years, "onset": 12_500}}))
-    load_manifest(write_job(tmp_path, "auto", {**BASE, "engine": "auto", "store": "auto.zarr",
+    prepare(write_job(tmp_path, "auto", {**BASE, "engine": "auto", "store": "auto.zarr",
                                                "sweep": {"onset": 3200}}))
 
 
@@ -156,7 +155,7 @@ def test_rerun_fills_only_missing_shards_and_refuses_other_params(tmp_path, refe
     assert open_store(url).written_shards().tolist() == [0, 1, 2]
     assert_same_store(reference[0], url)
     # same store path, different parameters: refused, store untouched
-    rd = prepare(write_job(tmp_path, "other", {**BASE, "store": "re.zarr", "n_per_class": 9}),
+    rd = create_run(write_job(tmp_path, "other", {**BASE, "store": "re.zarr", "n_per_class": 9}),
                  run_dir=tmp_path / "run-other")
     with pytest.raises(StoreError, match=r"re.zarr: an image store made with different parameters .*n_images"):
         execute(rd, progress=False)
@@ -182,7 +181,7 @@ def test_a_lost_store_is_remade_on_rerun(tmp_path, reference, caplog):
 
 def test_killed_worker_shards_are_redone(tmp_path, reference):
     params = {**BASE, "store": "kill.zarr", "sequence_length": 20_000}
-    rd = prepare(write_job(tmp_path, "kill", params, workers=2), run_dir=tmp_path / "run-kill")
+    rd = create_run(write_job(tmp_path, "kill", params, workers=2), run_dir=tmp_path / "run-kill")
     out: dict = {}
     thread = threading.Thread(target=lambda: out.setdefault("report", execute(rd, progress=False)), daemon=True)
     thread.start()

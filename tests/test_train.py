@@ -17,7 +17,7 @@ from test_train_helpers import make_store, train_section, write_manifest
 from hpc_popgen.catalogue import TORADA_2019
 from hpc_popgen.errors import ManifestError, StoreError
 from hpc_popgen.ledger import Ledger
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute
 from hpc_popgen.runs import RunDir
 from hpc_popgen.store import open_store
 from hpc_popgen.train import checkpoint
@@ -280,7 +280,7 @@ def test_train_and_evaluate_end_to_end(tmp_path, single_profile):
         {"name": "evaluate", "evaluate": {}},
         {"name": "evaluate-other", "evaluate": {"model": "train", "store": "other.zarr", "title": "other store"}},
     ], profile=single_profile)
-    rd = prepare(path, run_dir=tmp_path / "run")
+    rd = create_run(path, run_dir=tmp_path / "run")
     report = execute(rd, progress=False)
     assert report["status"] == "completed"
     tr, ev, other = report["stages"]
@@ -320,7 +320,7 @@ def test_classes_gaussian_labels_and_quantify_metrics(tmp_path, single_profile):
                                     "epochs": 4, "batch_size": 32, "tensorboard": False, "flip_sites": True}},
         {"name": "evaluate", "evaluate": {"hpdi_level": 0.9}},
     ], profile=single_profile)
-    report = execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+    report = execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
     # trained with flip_sites: prediction averages both site orders, so mirrored images get one answer
     from hpc_popgen.train.saved import load_bundle
 
@@ -350,7 +350,7 @@ def test_reduce_lr_cuts_the_learning_rate_on_a_plateau(tmp_path, single_profile)
                                     "early_stopping": {"patience": 0, "min_delta": 100},
                                     "reduce_lr": {"factor": 0.5, "patience": 1, "min_lr": 0.0002}}},
     ], profile=single_profile)
-    report = execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+    report = execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
     assert report["status"] == "completed"
     history = json.loads((tmp_path / "run" / "train" / "result.json").read_text())["history"]
     assert [h["learning_rate"] for h in history] == pytest.approx([0.001, 0.001, 0.0005, 0.00025, 0.0002], rel=1e-5)
@@ -367,7 +367,7 @@ def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_pro
         {"name": "evaluate", "evaluate": {"store": "b.zarr"}},
     ], profile=single_profile)
     with pytest.raises(StoreError, match="image settings differ .*sort"):
-        execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+        execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
 
 
 @pytest.mark.parametrize("stages, message", [
@@ -383,7 +383,7 @@ def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_pro
 def test_manifest_checks_name_the_key(tmp_path, stages, message):
     path = write_manifest(tmp_path, stages)
     with pytest.raises(ManifestError, match=message):
-        prepare(path, run_dir=tmp_path / "run")
+        create_run(path, run_dir=tmp_path / "run")
 
 
 @pytest.mark.parametrize("store, train, message", [
@@ -395,7 +395,7 @@ def test_errors_found_at_run_time_name_the_file_and_key(tmp_path, single_profile
     path = write_manifest(tmp_path, [{"name": "train", "train": {"store": "e.zarr", "epochs": 1, **train}}],
                           profile=single_profile)
     with pytest.raises(ManifestError, match=r"manifest\.resolved\.yaml: " + message):
-        execute(prepare(path, run_dir=tmp_path / "run"), progress=False)
+        execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
 
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, single_profile):

@@ -11,7 +11,7 @@ from helpers import write_yaml
 from test_train_helpers import make_store, write_fake_shard, write_manifest
 
 from hpc_popgen.ledger import Ledger
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute
 
 
 def test_stream_training_follows_the_writer(tmp_path):
@@ -50,7 +50,7 @@ def test_stream_training_follows_the_writer(tmp_path):
     man = write_manifest(tmp_path, [{"name": "train", "train": {
         "store": "live.zarr", "epochs": 2, "batch_size": 16, "tensorboard": False, "early_stopping": {"patience": 0},
         "stream": {"enabled": True, "poll_s": 0.1, "timeout_s": 120}}}], name="live", seed=9, profile=prof)
-    rd = prepare(man, run_dir=tmp_path / "run")
+    rd = create_run(man, run_dir=tmp_path / "run")
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     report = execute(rd, progress=False)

@@ -82,7 +82,7 @@ def command(evals: int, target: float, seed: int, skip_run: bool) -> None:
     from ..demography.afs import load_input
     from ..demography.config import SCHEMA, DemographyConfig
     from ..demography.engine import EvalConfig
-    from ..pipeline import execute, prepare
+    from ..pipeline import create_run, execute
 
     config = config_with_defaults(DemographyConfig, SCHEMA, stage_params(target))
     data = load_input(config, str)  # an absolute path
@@ -112,7 +112,7 @@ def command(evals: int, target: float, seed: int, skip_run: bool) -> None:
                         "stages": [{"name": "demography", "demography": stage_params(target)}]}
             (tmp_path / "bench.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
             t0 = time.perf_counter()
-            rd = prepare(tmp_path / "bench.yaml", run_dir=tmp_path / "run")
+            rd = create_run(tmp_path / "bench.yaml", run_dir=tmp_path / "run")
             report = execute(rd, progress=False)
             wall = time.perf_counter() - t0
             metrics = report["stages"][0].get("metrics", {})

@@ -98,10 +98,13 @@ def simulated_spectrum(n: int = 20, seed: int = SEED, theta: float = THETA) -> A
     """The benchmark's data: the true model's spectrum x theta, Poisson-sampled (corners masked)."""
     import moments
 
+    from ..demography.config import SCHEMA
     from ..demography.engine import moments_fs
+    from ..manifest import schema_default
 
     space = true_space()
-    expected = np.asarray(moments_fs(space, true_values(), (n, n, n)))
+    dt_fac = schema_default(SCHEMA, "dt_fac")
+    expected = np.asarray(moments_fs(space, true_values(), (n, n, n), dt_fac))
     rng = np.random.default_rng(seed)
     counts = rng.poisson(np.clip(expected, 0.0, None) * theta).astype(float)
     fs = moments.Spectrum(counts, pop_ids=list(POPULATIONS))

@@ -48,11 +48,11 @@ def _manifest(tmp: Path, n_images: int, workers: int, seed: int) -> Path:
 
 def run_pipeline(n_images: int, workers: int, seed: int = 1) -> dict:
     """Submit the job the way ``hpcpop submit`` does; wall time, driver peak RSS, files, the stage's report."""
-    from ..pipeline import execute, prepare
+    from ..pipeline import create_run, execute
 
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        rd = prepare(_manifest(tmp, n_images, workers, seed), run_dir=tmp / "run")
+        rd = create_run(_manifest(tmp, n_images, workers, seed), run_dir=tmp / "run")
         with ProcSampler(children=False) as rss:
             t0 = time.perf_counter()
             report = execute(rd, progress=False)

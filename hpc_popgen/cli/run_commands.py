@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from ..cluster.profiles import list_profiles, resolve_profile
-from ..manifest import load_manifest
+from ..cluster.profiles import list_profiles
 from ..runs import RunDir
 
 
@@ -17,8 +16,9 @@ from ..runs import RunDir
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def validate(manifest: str) -> None:
     """Check MANIFEST against its schema (and each stage's checks) without running anything."""
-    m = load_manifest(manifest)
-    resolve_profile(m.profile, base_dir=m.base_dir)
+    from ..pipeline import prepare
+
+    m = prepare(manifest).manifest
     kinds = ", ".join(f"{s.name} ({s.kind})" for s in m.stages)
     click.echo(f"{manifest}: valid; {len(m.stages)} stage(s): {kinds}; profile {m.profile}")
 
@@ -31,10 +31,10 @@ def validate(manifest: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs still go to RUN_DIR/hpcpop.log).")
 def submit(manifest: str, profile: str | None, run_dir: str | None, detach: bool, no_progress: bool) -> None:
     """Run the job MANIFEST: create a run directory, start the cluster, run every stage."""
+    from ..pipeline import create_run
     from ..pipeline import detach as do_detach
-    from ..pipeline import prepare
 
-    rd = prepare(manifest, profile=profile, run_dir=run_dir)
+    rd = create_run(manifest, profile=profile, run_dir=run_dir)
     click.echo(f"run directory: {rd.path}")
     if detach:
         job = do_detach(rd)

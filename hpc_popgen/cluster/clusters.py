@@ -11,9 +11,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProfileError
+
+if TYPE_CHECKING:
+    from ..job import Resources
+    from .profiles import Profile, WorkerLifetime
 
 log = logging.getLogger(__name__)
 
@@ -51,55 +55,52 @@ def _clean(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def cluster_kwargs(profile: dict, resources: dict | None, *, one_process: bool = False) -> dict:
+def cluster_kwargs(profile: Profile, resources: Resources | None, *, one_process: bool = False) -> dict:
     """The keyword arguments for the cluster class: profile ``cluster`` with stage resources applied.
 
     ``one_process``: a SLURM worker job runs one worker process, so a training or evaluation task gets the
     job's whole memory (and GPUs) instead of a share of them.
     """
-    kind = profile["kind"]
-    kw = _clean(copy.deepcopy(profile.get("cluster") or {}))
-    res = resources or {}
-    dash = profile.get("dashboard_address", "127.0.0.1:8787")  # loopback unless the profile says otherwise
+    kind = profile.kind
+    kw = _clean(copy.deepcopy(dict(profile.cluster)))
+    dash = profile.dashboard_address
     if kind == "local":
         n_cpu = os.cpu_count() or 1
-        cores = res.get("cores")
-        if kw.get("n_workers") is None:
+        cores = resources.cores if resources else None
+        if "n_workers" not in kw:
             kw["n_workers"] = min(cores, n_cpu) if cores else n_cpu
-        if res.get("max_workers"):
-            kw["n_workers"] = min(kw["n_workers"], res["max_workers"])
-        kw.setdefault("threads_per_worker", 1)
+        if resources and resources.max_workers:
+            kw["n_workers"] = min(kw["n_workers"], resources.max_workers)
+        kw.setdefault("threads_per_worker", 1)  # simulations hold the GIL: processes, not threads
         kw.setdefault("processes", True)
-        if res.get("memory"):
-            kw["memory_limit"] = res["memory"]
-        if dash is not None:
-            kw["dashboard_address"] = dash
+        if resources and resources.memory:
+            kw["memory_limit"] = resources.memory
+        kw["dashboard_address"] = dash
         return kw
     if kind == "slurm":
-        for key in ("cores", "memory", "walltime"):
-            if res.get(key):
-                kw[key] = res[key]
+        if resources:
+            for key in ("cores", "memory", "walltime"):
+                if getattr(resources, key):
+                    kw[key] = getattr(resources, key)
         if one_process:
             kw["processes"] = 1
-        extra = list(kw.get("job_extra_directives") or [])
-        if res.get("gpus"):
-            extra = [d for d in extra if not d.startswith("--gres=gpu")] + [f"--gres=gpu:{res['gpus']}"]
-        if res.get("nodes"):
-            extra.append(f"--nodes={res['nodes']}")
+        extra = list(kw.get("job_extra_directives", ()))
+        if resources and resources.gpus:
+            extra = [d for d in extra if not d.startswith("--gres=gpu")] + [f"--gres=gpu:{resources.gpus}"]
+        if resources and resources.nodes:
+            extra.append(f"--nodes={resources.nodes}")
         if extra:
             kw["job_extra_directives"] = extra
-        lifetime = lifetime_args(kw.get("walltime"), profile.get("worker_lifetime"))
+        lifetime = lifetime_args(kw.get("walltime"), profile.worker_lifetime)
         if lifetime:
-            kw["worker_extra_args"] = [a for a in kw.get("worker_extra_args") or [] if not a.startswith("--lifetime")] + lifetime
-        sched = dict(kw.get("scheduler_options") or {})
-        if dash is not None:
-            sched.setdefault("dashboard_address", dash)
+            kw["worker_extra_args"] = [a for a in kw.get("worker_extra_args", ()) if not a.startswith("--lifetime")] + lifetime
+        sched = dict(kw.get("scheduler_options", {}))
+        sched.setdefault("dashboard_address", dash)
         if kw.get("interface") == "lo":
             sched.setdefault("host", "127.0.0.1")
-        if sched:
-            kw["scheduler_options"] = sched
+        kw["scheduler_options"] = sched
         return kw
-    raise ProfileError(f"profile {profile.get('name')}: unknown kind {kind!r}")
+    raise ProfileError(f"profile {profile.name}: unknown kind {kind!r}")
 
 
 def walltime_seconds(walltime: str) -> int:
@@ -121,7 +122,7 @@ def walltime_seconds(walltime: str) -> int:
     return d * 86400 + h * 3600 + m * 60 + sec
 
 
-def lifetime_args(walltime: str | None, lifetime: dict | None) -> list[str]:
+def lifetime_args(walltime: str | None, lifetime: WorkerLifetime | None) -> list[str]:
     """``--lifetime`` and ``--lifetime-stagger`` for workers, so they retire (tasks move to other workers)
     before SLURM kills their job at its walltime: dask-jobqueue's documented remedy.
 
@@ -131,8 +132,8 @@ def lifetime_args(walltime: str | None, lifetime: dict | None) -> list[str]:
     if not walltime or not lifetime:
         return []
     wall = walltime_seconds(walltime)
-    life = max(wall - int(lifetime["margin_seconds"]), wall // 2)
-    stagger = min(int(lifetime["stagger_seconds"]), (wall - life) // 2)
+    life = max(wall - lifetime.margin_seconds, wall // 2)
+    stagger = min(lifetime.stagger_seconds, (wall - life) // 2)
     return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"]
 
 
@@ -199,7 +200,7 @@ def run_security(directory: str | Path) -> Any:
     return Security(tls_ca_file=str(cert), require_encryption=True, **kw)
 
 
-def check_sbatch(cluster: Any, profile: dict, folder: str | Path) -> None:
+def check_sbatch(cluster: Any, profile: Profile, folder: str | Path) -> None:
     """Ask sbatch (``--test-only``: nothing is queued) whether it takes the worker job script; a refusal
     (unknown partition, account, QOS, limits) fails now, with sbatch's reason, instead of hanging."""
     import subprocess
@@ -212,16 +213,16 @@ def check_sbatch(cluster: Any, profile: dict, folder: str | Path) -> None:
         try:
             out = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
-            raise ProfileError(f"profile {profile.get('name')}: `sbatch` not found; run on a SLURM login node") from None
+            raise ProfileError(f"profile {profile.name}: `sbatch` not found; run on a SLURM login node") from None
         except subprocess.TimeoutExpired:
             log.warning("sbatch --test-only did not answer in 60 s; submitting worker jobs anyway")
             return
     if out.returncode != 0:
         reason = "; ".join(line.strip() for line in out.stderr.splitlines() if line.strip()) or f"exit {out.returncode}"
-        raise ProfileError(f"profile {profile.get('name')}: sbatch refuses the worker jobs: {reason}")
+        raise ProfileError(f"profile {profile.name}: sbatch refuses the worker jobs: {reason}")
 
 
-def start_cluster(profile: dict, resources: dict | None, *, name: str, log_directory: str | None = None,
+def start_cluster(profile: Profile, resources: Resources | None, *, name: str, log_directory: str | None = None,
                   security_directory: str | Path | None = None, one_process: bool = False) -> ClusterHandle:
     """Start the profile's cluster for one stage (SLURM worker job logs go to ``log_directory``).
 
@@ -230,7 +231,7 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str, log_direc
     """
     from distributed import Client
 
-    kind = profile["kind"]
+    kind = profile.kind
     kw = cluster_kwargs(profile, resources, one_process=one_process)
     key = repr(sorted(kw.items()))
     if kind == "local":
@@ -243,23 +244,22 @@ def start_cluster(profile: dict, resources: dict | None, *, name: str, log_direc
         kw.setdefault("job_name", f"hpcpop-{name}")
         if log_directory:
             kw.setdefault("log_directory", log_directory)
-        if profile.get("tls", True) and security_directory:
+        if profile.tls and security_directory:
             kw["security"] = run_security(security_directory)
             kw["shared_temp_directory"] = str(security_directory)
         try:
             cluster = SLURMCluster(**kw)
         except (TypeError, ValueError) as exc:
-            raise ProfileError(f"profile {profile.get('name')}: cluster settings rejected by SLURMCluster: {exc}") from None
+            raise ProfileError(f"profile {profile.name}: cluster settings rejected by SLURMCluster: {exc}") from None
         try:
             check_sbatch(cluster, profile, log_directory or ".")
         except ProfileError:
             cluster.close()
             raise
-        adapt = profile["adapt"]
-        mx = adapt["maximum_jobs"]
-        if resources and resources.get("max_workers"):
-            mx = min(mx, resources["max_workers"])
-        cluster.adapt(minimum_jobs=min(adapt["minimum_jobs"], mx), maximum_jobs=mx)
+        mx = profile.adapt.maximum_jobs
+        if resources and resources.max_workers:
+            mx = min(mx, resources.max_workers)
+        cluster.adapt(minimum_jobs=min(profile.adapt.minimum_jobs, mx), maximum_jobs=mx)
     client = Client(cluster)
     handle = ClusterHandle(cluster=cluster, client=client, kind=kind, key=key, dashboard=_dashboard(client))
     log.info("cluster %s up; dashboard %s", kind, handle.dashboard)

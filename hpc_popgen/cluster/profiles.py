@@ -6,12 +6,103 @@ dask-jobqueue's ``jobqueue.slurm`` and distributed's settings, so nothing is con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import ManifestError, ProfileError
+from ..config import from_params, to_params
+from ..errors import ManifestError, ParamError, ProfileError
 from ..manifest import fill_defaults, load_schema, read_yaml, validate_against
 from ..paths import PROFILE_DIR, USER_PROFILE_DIR
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adapt:
+    """Adaptive scaling of SLURM worker jobs."""
+
+    minimum_jobs: int
+    maximum_jobs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerLifetime:
+    """SLURM: workers retire this long before their job's walltime, staggered (see ``lifetime_args``)."""
+
+    margin_seconds: int
+    stagger_seconds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverJob:
+    """The sbatch job that runs the driver itself (``hpcpop submit --detach``)."""
+
+    cores: int
+    memory: str
+    walltime: str
+    queue: str | None
+    account: str | None
+    job_extra_directives: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HorovodSettings:
+    """How the train stage launches Horovod ranks on this profile."""
+
+    launcher: str
+    ranks: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """A cluster profile, resolved: every key of profile.schema.json with its default, plus where it came from.
+
+    ``cluster`` stays a mapping: its keys are the cluster class's own keyword arguments, passed through.
+    """
+
+    name: str
+    source: str
+    kind: str
+    description: str | None
+    cluster: Mapping[str, Any]
+    adapt: Adapt
+    dashboard_address: str
+    tls: bool
+    worker_lifetime: WorkerLifetime | None
+    max_tasks_in_flight: int
+    task_retries: int
+    gpus_per_node: int | None
+    driver: DriverJob
+    horovod: HorovodSettings
+
+    def cluster_value(self, key: str) -> Any:
+        """One ``cluster:`` setting, or None when the profile leaves it to dask's configuration."""
+        return self.cluster.get(key)
+
+    @property
+    def queue(self) -> str | None:
+        """The driver job's partition: its own, else the worker jobs'."""
+        return self.driver.queue if self.driver.queue is not None else self.cluster_value("queue")
+
+    @property
+    def account(self) -> str | None:
+        """The driver job's account: its own, else the worker jobs'."""
+        return self.driver.account if self.driver.account is not None else self.cluster_value("account")
+
+    def to_dict(self) -> dict:
+        """The resolved profile as recorded in ``RUN_DIR/profile.resolved.yaml``."""
+        return to_params(self)
+
+
+def profile_from_data(data: Mapping[str, Any], *, name: str, source: str) -> Profile:
+    """The typed Profile from a validated profile mapping (defaults filled here, from the schema)."""
+    filled = with_defaults(dict(data))
+    filled.pop("name", None)
+    filled.pop("source", None)
+    try:
+        return from_params(Profile, {**filled, "name": name, "source": source})
+    except ParamError as exc:
+        raise ProfileError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -45,6 +136,7 @@ def list_profiles() -> list[ProfileInfo]:
 
 
 def load_profile_file(path: Path) -> dict:
+    """A profile file's mapping, validated against profile.schema.json, defaults filled, cluster keys checked."""
     try:
         data = read_yaml(path, what="profile")
     except ManifestError as exc:
@@ -67,8 +159,8 @@ def with_defaults(data: dict) -> dict:
     return fill_defaults(data, load_schema("profile.schema.json"))
 
 
-def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> dict:
-    """The profile dict for a name or a YAML path, with ``name`` and ``source`` recorded in it."""
+def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
+    """The Profile for a name or a YAML path (a relative path is looked up beside the manifest)."""
     looks_like_path = name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path
     if looks_like_path:
         path = Path(name_or_path).expanduser()
@@ -77,15 +169,10 @@ def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> dict:
         if not path.exists():
             raise ProfileError(f"{name_or_path}: profile file not found")
         data = load_profile_file(path)
-        data.setdefault("name", path.stem)
-        data["source"] = str(path.resolve())
-        return data
+        return profile_from_data(data, name=path.stem, source=str(path.resolve()))
     cands = _candidates()
     if name_or_path not in cands:
         known = ", ".join(sorted(cands)) or "none"
         raise ProfileError(f"unknown cluster profile {name_or_path!r} (known: {known}; or give a path to a profile YAML)")
     path, _origin = cands[name_or_path]
-    data = load_profile_file(path)
-    data["name"] = name_or_path
-    data["source"] = str(path)
-    return data
+    return profile_from_data(load_profile_file(path), name=name_or_path, source=str(path))

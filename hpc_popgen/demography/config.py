@@ -92,13 +92,11 @@ class DemographyConfig:
     local_search: LocalSearchConfig
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bounds", {k: tuple(v) for k, v in self.bounds.items()})  # JSON gives lists
         first, final = self.initial_structure, self.final_structure
         if len(first) != len(final) or any(a > b for a, b in zip(first, final, strict=False)):
             raise ParamError("final_structure", f"{list(final)} must have the length of initial_structure "
                                                 f"{list(first)} and no smaller entry")
         if self.ga_projection is not None:
-            object.__setattr__(self, "ga_projection", tuple(int(n) for n in self.ga_projection))
             if len(self.ga_projection) != len(first):
                 raise ParamError("ga_projection", f"one sample size per population ({len(first)} populations)")
         if self.engine == "dadi" and len(first) > 3:

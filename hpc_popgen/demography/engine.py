@@ -68,7 +68,7 @@ def default_pts(sample_sizes: Sequence[int]) -> tuple[int, int, int]:
     return (base, base + 10, base + 20)
 
 
-def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], dt_fac: float = 0.02) -> Any:
+def moments_fs(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], dt_fac: float) -> Any:
     """Expected spectrum (theta = 1) of the model with moments (``dt_fac``: its largest time step)."""
     import moments
 

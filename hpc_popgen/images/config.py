@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from ..config import from_params
 from ..errors import ParamError
 
 POLARISATIONS = ("major_minor", "derived")
@@ -37,11 +38,8 @@ class ImageConfig:
                 raise ParamError(key, f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
         if not 0.0 <= float(self.maf) < 0.5:
             raise ParamError("maf", f"{self.maf!r} must be in [0, 0.5)")
-        size = tuple(int(v) for v in self.size)
-        if len(size) != 2 or min(size) < 1:
+        if len(self.size) != 2 or min(self.size) < 1:
             raise ParamError("size", f"{list(self.size)!r} must be [height, width] with both >= 1")
-        object.__setattr__(self, "size", size)
-        object.__setattr__(self, "maf", float(self.maf))
 
     def to_dict(self) -> dict:
         """JSON-ready form (size as a list), as stored in the image store's attrs."""
@@ -57,4 +55,4 @@ class ImageConfig:
         if extra or missing:
             what = f"unknown key(s) {', '.join(sorted(extra))}" if extra else f"missing {', '.join(sorted(missing))}"
             raise ParamError("", f"{what} (keys: {', '.join(sorted(known))})")
-        return cls(**d)
+        return from_params(cls, d)

@@ -1,7 +1,8 @@
 """What every stage gets (StageContext) and returns (StageResult), and the shared unit runner.
 
-A stage module defines ``run(ctx) -> StageResult`` and optionally ``check(spec, manifest)`` for
-validation a schema cannot express (raise ManifestError naming the key). Stages that spread work on
+A stage module names its config class ``CONFIG``, defines ``run(ctx) -> StageResult`` and optionally
+``check(stage, job)`` for validation a schema cannot express, run by ``pipeline.prepare`` on the resolved
+job (raise ManifestError naming the key). Stages that spread work on
 Dask call :meth:`StageContext.run_units`, which skips units already in the ledger, gives each task
 a readable key (``<stage>-shard-00042``), and writes a unit's completion record only after its task
 returned, i.e. after the task made its output durable.
@@ -9,26 +10,27 @@ returned, i.e. after the task made its output durable.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cluster.profiles import Profile
 from ..config import from_params
 from ..errors import HpcPopError, ManifestError, ParamError
+from ..job import Job, JobStage, Resources
 from ..ledger import Ledger
 from ..manifest import Manifest, StageSpec
-from ..paths import input_file
+from ..paths import input_file, is_remote, local_path
 from ..runs import RunDir
 from ..seeds import derive_seed
 
 log = logging.getLogger(__name__)
+POLL_S = 0.5  # how often the driver looks at a running task (its bars, SLURM job ids)
 
 
 @dataclass
@@ -74,13 +76,13 @@ def located(spec: StageSpec, manifest: Manifest, prefix: str = "") -> Iterator[N
 
 def input_path(manifest: Manifest, value: str) -> str:
     """A user input file (VCF, AFS, demes YAML) of ``manifest``: URLs as given, paths relative to its folder."""
-    if "://" in value and not value.startswith("file://"):
+    if is_remote(value):
         return value
-    return str(input_file(value.removeprefix("file://"), manifest.base_dir))
+    return str(input_file(local_path(value), manifest.base_dir))
 
 
 def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
-    """The stage's typed, frozen config, built once from its schema-filled parameters.
+    """A stage's typed, frozen config from its schema-filled parameters (``pipeline.prepare`` builds it once).
 
     The stage module names its config class as ``CONFIG``; a bad value names its manifest key.
     """
@@ -88,18 +90,6 @@ def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
 
     with located(spec, manifest):
         return from_params(get_stage(spec.kind).CONFIG, spec.params)
-
-
-def stage_seed(manifest: Manifest, spec: StageSpec) -> int:
-    """A stage's seed: its ``seed`` parameter if set, else derived from the manifest seed and stage name.
-
-    Keyed by name, not position, so two simulate stages never share replicate seeds and reordering
-    stages does not change outputs.
-    """
-    explicit = spec.params.get("seed") if isinstance(spec.params, dict) else None
-    if explicit:
-        return int(explicit)
-    return derive_seed(manifest.seed, zlib.crc32(spec.name.encode()))
 
 
 def worker_location() -> dict:
@@ -172,16 +162,21 @@ class ProgressWatch:
 
 
 class StageContext:
-    """Everything a stage may use: its spec, run dir, ledger, seeds, paths, the cluster, progress."""
+    """Everything a stage may use: its resolved config, resources and seed, the run dir, ledger, paths,
+    the cluster, progress."""
 
-    def __init__(self, run: RunDir, manifest: Manifest, spec: StageSpec, profile: dict,
-                 cluster_factory: Callable[[StageSpec], Any] | None = None, show_progress: bool = True):
+    def __init__(self, run: RunDir, job: Job, stage: JobStage,
+                 cluster_factory: Callable[[JobStage], Any] | None = None, show_progress: bool = True):
         self.run = run
-        self.manifest = manifest
-        self.spec = spec
-        self.profile = profile
-        self.ledger: Ledger = run.ledger(spec.name)
-        self.seed = stage_seed(manifest, spec)
+        self.job = job
+        self.stage = stage
+        self.manifest: Manifest = job.manifest
+        self.spec: StageSpec = stage.spec
+        self.profile: Profile = job.profile
+        self.config: Any = stage.config
+        self.resources: Resources = stage.resources
+        self.seed: int = stage.seed
+        self.ledger: Ledger = run.ledger(stage.name)
         self._cluster_factory = cluster_factory
         self._handle: Any = None
         self.show_progress = show_progress
@@ -191,18 +186,10 @@ class StageContext:
     def name(self) -> str:
         return self.spec.name
 
-    @functools.cached_property
-    def config(self) -> Any:
-        """The stage's typed config (see :func:`stage_config`)."""
-        return stage_config(self.spec, self.manifest)
-
     @property
     def params(self) -> dict:
+        """The stage's schema-filled parameters as written to the run (for store attrs and records)."""
         return self.spec.params
-
-    @property
-    def resources(self) -> dict:
-        return self.spec.resources
 
     @property
     def run_dir(self) -> Path:
@@ -225,18 +212,18 @@ class StageContext:
         other relative paths are under the manifest's ``storage`` (itself relative to the manifest's
         folder), so several runs can share a store.
         """
-        if "://" in value and not value.startswith("file://"):
+        if is_remote(value):
             return value
-        value = value.removeprefix("file://")
+        value = local_path(value)
         if value.startswith("@run/"):
             return str(self.run.path / value[len("@run/"):])
         p = Path(value).expanduser()
         if p.is_absolute():
             return str(p)
         storage = self.manifest.storage
-        if "://" in storage and not storage.startswith("file://"):
+        if is_remote(storage):
             return storage.rstrip("/") + "/" + value
-        root = Path(storage.removeprefix("file://"))
+        root = Path(local_path(storage))
         if not root.is_absolute():
             root = Path(self.manifest.base_dir) / root
         return str(root / value)
@@ -267,7 +254,7 @@ class StageContext:
         if self._handle is None:
             if self._cluster_factory is None:
                 raise HpcPopError(f"stage {self.name}: no cluster available")
-            self._handle = self._cluster_factory(self.spec)
+            self._handle = self._cluster_factory(self.stage)
         return self._handle
 
     @property
@@ -280,7 +267,7 @@ class StageContext:
             self.run.add_slurm_jobs(f"workers:{self.name}", self._handle.poll_job_ids())
 
     def run_task(self, fn: Callable[..., Any], *args: Any, key: str, watch: ProgressWatch | None = None,
-                 poll_s: float = 0.5, **kwargs: Any) -> tuple[Any, dict]:
+                 **kwargs: Any) -> tuple[Any, dict]:
         """Run ``fn(*args, **kwargs)`` as one Dask task on this stage's cluster, i.e. on a worker with the
         stage's resources (a SLURM worker job under SLURM profiles), never in the driver.
 
@@ -295,7 +282,7 @@ class StageContext:
         last_note = 0.0
         try:
             while not fut.done():
-                time.sleep(poll_s)
+                time.sleep(POLL_S)
                 if watch is not None:
                     watch.poll()
                 if time.time() - last_note > 5.0:
@@ -312,7 +299,7 @@ class StageContext:
 
     # --- the shared unit runner ----------------------------------------------------------------
     def run_units(self, units: Iterable[Unit], fn: Callable[..., Any], *,
-                  retries: int = 3, item_name: str = "units",
+                  item_name: str = "units",
                   on_done: Callable[[Unit, Any], dict | None] | None = None,
                   resources: dict | None = None,
                   still_done: Callable[[Unit], bool] | None = None) -> StageResult:
@@ -322,7 +309,7 @@ class StageContext:
         (e.g. a shard not flagged written in the store): such a record does not count, which is logged,
         and the unit is redone. When a task returns, ``on_done`` may turn its
         result into extra fields of the completion record. A task whose worker dies is resubmitted by
-        Dask (``retries``); a task that raises is recorded as a failure and the stage fails at the end,
+        Dask (the profile's ``task_retries``); a task that raises is recorded as a failure and the stage fails at the end,
         after every other unit had its chance.
         """
         from distributed import as_completed
@@ -353,13 +340,13 @@ class StageContext:
                 if u is None:
                     return None
                 fut = client.submit(_call_on_worker, fn, *u.args, key=f"{self.name}-{u.id}",
-                                    retries=retries, pure=False, resources=resources, **u.kwargs)
+                                    retries=self.profile.task_retries, pure=False, resources=resources, **u.kwargs)
                 by_key[fut.key] = u
                 return fut
 
             # waves: at most max_tasks_in_flight submitted at once, one more as each finishes, so the
             # driver's and scheduler's memory do not grow with the number of units
-            first = [f for f in (submit_next() for _ in range(int(self.profile["max_tasks_in_flight"]))) if f]
+            first = [f for f in (submit_next() for _ in range(self.profile.max_tasks_in_flight)) if f]
             running = as_completed(first)
             n_done = len(units) - len(pending)
             with self.progress(total_items, desc=self.name, unit=item_name, initial=done_items) as bar:

@@ -14,9 +14,10 @@ from pathlib import Path
 from .. import atomic
 from ..errors import ManifestError
 from ..infer.evaluate import EvaluateConfig
+from ..job import Job, JobStage
 from ..manifest import Manifest, StageSpec
 from ..train.progress import PROGRESS_FILE
-from .base import ProgressWatch, StageContext, StageResult, key_path, stage_config
+from .base import ProgressWatch, StageContext, StageResult, key_path
 
 log = logging.getLogger(__name__)
 CONFIG = EvaluateConfig
@@ -28,13 +29,14 @@ def _train_stage_before(manifest: Manifest, index: int) -> StageSpec | None:
     return trains[-1] if trains else None
 
 
-def check(spec: StageSpec, manifest: Manifest) -> None:
+def check(stage: JobStage, job: Job) -> None:
     """The model must name a train stage that runs earlier, or be a path; null needs an earlier train stage.
 
     Also the scan stage's check: its config's ``model`` means the same.
     """
+    spec, manifest = stage.spec, job.manifest
     where = key_path(spec, manifest, "model")
-    value = stage_config(spec, manifest).model
+    value = stage.config.model
     names = {s.name: s for s in manifest.stages}
     if value is None:
         if _train_stage_before(manifest, spec.index) is None:

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ManifestError, StoreError
-from ..manifest import Manifest, StageSpec
+from ..job import Job, JobStage
 from ..simulate import Plan
 from ..simulate.config import SimulateConfig
 from ..simulate.plan import forward_to_dict
 from ..store import ImageStore, create_store, open_store, store_exists
-from .base import StageContext, StageResult, Unit, key_path, located, stage_config
+from .base import StageContext, StageResult, Unit, key_path, located
 
 log = logging.getLogger(__name__)
 # attrs that must match for an existing store to be reused (versions may differ between reruns)
@@ -32,41 +32,42 @@ MATCH_KEYS = ("n_images", "image_shape", "shard_images", "classes", "prior", "de
 CONFIG = SimulateConfig
 
 
-def check(spec: StageSpec, manifest: Manifest) -> None:
+def check(stage: JobStage, job: Job) -> None:
     """What the schema cannot say: classes xor prior, split sums, the history, the engine it allows.
 
     A history inferred by an earlier demography stage does not exist yet: its reference is checked.
     """
-    cfg: SimulateConfig = stage_config(spec, manifest)
+    spec, manifest = stage.spec, job.manifest
+    cfg: SimulateConfig = stage.config
     if cfg.source is not None:
         from . import simulate_ms
 
-        simulate_ms.check(spec, manifest, cfg)
+        simulate_ms.check(stage, job)
         return
     ref = cfg.demography.get("ensemble", cfg.demography) if isinstance(cfg.demography, dict) else {}
     if "from_stage" in ref and "demes" in ref:
         raise ManifestError(f"{key_path(spec, manifest, 'demography.ensemble')}: give either from_stage or demes")
     if "from_stage" in ref:
-        _check_stage_reference(spec, manifest, {**ref, "population": cfg.demography["population"]},
+        _check_stage_reference(stage, job, {**ref, "population": cfg.demography["population"]},
                                "ensemble." if "ensemble" in cfg.demography else "")
         return
     with located(spec, manifest):
         Plan.from_config(cfg, 1, manifest.base_dir)
 
 
-def _check_stage_reference(spec: StageSpec, manifest: Manifest, ref: dict, prefix: str = "") -> None:
+def _check_stage_reference(stage: JobStage, job: Job, ref: dict, prefix: str = "") -> None:
     """``{from_stage, population}``: an earlier demography stage that infers that population."""
-    name, where = ref["from_stage"], key_path(spec, manifest, "demography")
-    stages = {s.name: s for s in manifest.stages}
+    name, where = ref["from_stage"], key_path(stage.spec, job.manifest, "demography")
+    stages = {s.name: s for s in job.stages}
     if name not in stages:
         raise ManifestError(f"{where}.{prefix}from_stage: no stage named {name!r} (stages: {', '.join(stages)})")
     target = stages[name]
     if target.kind != "demography":
         raise ManifestError(f"{where}.{prefix}from_stage: stage {name!r} is a {target.kind} stage, not a demography "
                             "stage")
-    if target.index > spec.index:
+    if target.index > stage.index:
         raise ManifestError(f"{where}.{prefix}from_stage: demography stage {name!r} runs after this stage")
-    populations = (target.params.get("input") or {}).get("populations")
+    populations = target.config.input.populations
     if populations and ref["population"] not in populations:
         raise ManifestError(f"{where}.population: {ref['population']!r} is not a population of stage {name!r} "
                             f"({', '.join(populations)})")

@@ -19,34 +19,28 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import HpcPopError, StoreError
-from ..manifest import Manifest, StageSpec
 from ..store import ImageStore, open_store
 from ..train.config import StreamConfig, TrainConfig
 from ..train.progress import PROGRESS_FILE
-from .base import ProgressWatch, StageContext, StageResult, located, stage_config, worker_location
+from .base import ProgressWatch, StageContext, StageResult, located, worker_location
 
 log = logging.getLogger(__name__)
 CONFIG = TrainConfig
 
 
-def check(spec: StageSpec, manifest: Manifest) -> None:
-    """Checks a schema cannot do (model preset vs label mode, label range order): those of the config."""
-    stage_config(spec, manifest)
-
-
 def resolve_ranks(ctx: StageContext) -> tuple[int, str]:
     """(ranks, launcher): stage ``ranks`` > nodes x gpus > profile horovod.ranks; launcher from the profile."""
-    hv = ctx.profile["horovod"]
-    launcher = hv["launcher"]
+    launcher = ctx.profile.horovod.launcher
     res = ctx.resources
     if ctx.config.ranks:
         ranks = ctx.config.ranks
-    elif res.get("gpus"):
-        ranks = int(res.get("nodes") or 1) * int(res["gpus"])
+    elif res.gpus:
+        ranks = (res.nodes if res.nodes is not None else 1) * res.gpus
     else:
-        ranks = int(hv["ranks"])
+        ranks = ctx.profile.horovod.ranks
     if launcher == "none":
         ranks = 1
     return ranks, launcher
@@ -87,7 +81,7 @@ def run(ctx: StageContext) -> StageResult:
         log.warning("stage %s: %d ranks requested but horovod is not installed; training as one process",
                     ctx.name, ranks)
         multi, ranks = False, 1
-    cores = int(ctx.resources.get("cores") or os.cpu_count() or 1)
+    cores = ctx.resources.cores if ctx.resources.cores is not None else (os.cpu_count() or 1)
     job = TrainJob(store=url, out_dir=str(out), model=mcfg, labels=labels, config=cfg, seed=int(ctx.seed),
                    ledger_dir=str(ctx.ledger.root), threads=max(1, cores // ranks), use_horovod=multi)
     job_file = out / "train_job.json"
@@ -98,7 +92,7 @@ def run(ctx: StageContext) -> StageResult:
     if not multi:
         result, where = ctx.run_task(train_on_worker, job.to_json(), key=f"{ctx.name}-epochs", watch=watch)
         ctx.report(**where)
-    elif ctx.profile["kind"] == "slurm":
+    elif ctx.profile.kind == "slurm":
         result = _run_slurm(ctx, job_file, ranks, launcher, watch)
     else:
         from ..cluster.horovod import run_local_gloo
@@ -180,22 +174,26 @@ def _tail(path: Path, n: int = 25) -> str:
 
 def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) -> str:
     """The sbatch script of this stage's Horovod job (nodes x GPUs ranks, one per GPU)."""
-    from ..cluster.horovod import sbatch_script
+    from ..cluster.sbatch import train_script
 
-    prof = ctx.profile
-    cl = prof.get("cluster") or {}
-    res = ctx.resources
-    nodes = int(res.get("nodes") or 1)
-    gpus = int(res.get("gpus") or prof.get("gpus_per_node") or 0)
-    cores = int(res.get("cores") or cl.get("cores") or 1)
-    per_node = max(1, ranks // nodes)
-    memory = res.get("memory") or cl.get("memory")
-    return sbatch_script(job_file=job_file, run_dir=ctx.stage_dir(), name=f"{ctx.manifest.name}-{ctx.name}",
-                         nodes=nodes, gpus_per_node=gpus, ranks=ranks, cores_per_rank=max(1, cores // per_node),
-                         memory=memory or None,
-                         walltime=res.get("walltime") or cl.get("walltime"), queue=cl.get("queue"),
-                         account=cl.get("account"), launcher=launcher, interface=cl.get("interface"),
-                         extra=list(cl.get("job_extra_directives") or []))
+    prof, res = ctx.profile, ctx.resources
+
+    def pick(stage_value: Any, cluster_key: str, fallback: Any = None) -> Any:
+        """The stage's resource if it sets one, else the profile's cluster setting, else ``fallback``."""
+        if stage_value is not None:
+            return stage_value
+        value = prof.cluster_value(cluster_key)
+        return fallback if value is None else value
+
+    nodes = pick(res.nodes, "nodes", 1)
+    gpus = res.gpus if res.gpus is not None else (prof.gpus_per_node or 0)
+    cores = pick(res.cores, "cores", 1)
+    return train_script(job_file=job_file, run_dir=ctx.stage_dir(), name=f"{ctx.manifest.name}-{ctx.name}",
+                        nodes=nodes, gpus_per_node=gpus, ranks=ranks, cores=cores,
+                        memory=pick(res.memory, "memory"), walltime=pick(res.walltime, "walltime"),
+                        queue=prof.cluster_value("queue"), account=prof.cluster_value("account"),
+                        launcher=launcher, interface=prof.cluster_value("interface"),
+                        extra=list(prof.cluster_value("job_extra_directives") or ()))
 
 
 def _run_slurm(ctx: StageContext, job_file: Path, ranks: int, launcher: str, watch: ProgressWatch) -> dict:

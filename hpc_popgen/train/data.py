@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import StoreError
 from ..seeds import rng as seeded_rng
 from ..store import SPLIT_CODES, ImageStore
+from .config import StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,16 @@ class ShardReader:
 
     store: ImageStore
     split: int | None  # None: every image
-    wait: bool = False
-    poll_s: float = 2.0
-    timeout_s: float = 3600.0
+    stream: StreamConfig | None = None  # None: the store is complete; else wait for each shard as it says
 
     def wait_written(self, shard: int) -> None:
         """Block until the simulate stage has written ``shard`` (stream mode)."""
+        assert self.stream is not None
         t0 = time.monotonic()
         while not self.store.is_written(shard):
-            if time.monotonic() - t0 > self.timeout_s:
-                raise StoreError(f"{self.store.url}: shard {shard} not written after {self.timeout_s:.0f} s")
-            time.sleep(self.poll_s)
+            if time.monotonic() - t0 > self.stream.timeout_s:
+                raise StoreError(f"{self.store.url}: shard {shard} not written after {self.stream.timeout_s:.0f} s")
+            time.sleep(self.stream.poll_s)
 
     def read(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(images (n, H, W) uint8, S (n,) float64, indices of this split's images) of ``shard``.
@@ -75,7 +75,7 @@ class ShardReader:
         Images are returned whole with the indices of the wanted split, so that they are copied only
         once more (when batches are gathered), not filtered first.
         """
-        if self.wait:
+        if self.stream is not None:
             self.wait_written(shard)
         a, b = self.store.shard_range(shard)
         images = self.store.array("images")[a:b]

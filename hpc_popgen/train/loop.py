@@ -235,8 +235,7 @@ class Trainer:
             self.callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(self.out / "tensorboard"),
                                                                  write_graph=False, profile_batch=0))
         st = cfg.stream
-        self.train_reader = ShardReader(self.store, split_code("train"), wait=st.enabled, poll_s=st.poll_s,
-                                        timeout_s=st.timeout_s)
+        self.train_reader = ShardReader(self.store, split_code("train"), stream=st if st.enabled else None)
         self.val_reader = dataclasses.replace(self.train_reader, split=split_code("validation"))
         self.plan = None if st.enabled else _plan_static(self.store, self.rank, self.size, cfg.batch_size)
         self.seen_shards: set[int] = set()
