@@ -5,7 +5,8 @@ Writing rule (measured with zarr 3.1: two processes writing different images of 
 in one assignment, then its records (one shard object, whose last column marks the shard written) in one. zarr
 writes each object atomically (temporary file, then rename), so a shard's records exist only after its
 images. Rewriting a shard writes the same bytes again, so a redone task is harmless. Stores of layouts 2
-and 3 (one array per field and a ``shard_written`` array) are read; new shards go to layout 4 only.
+and 3 (one array per field and a ``shard_written`` array) are read only; layout 4 (images packed by
+numcodecs' PackBits, outside the Zarr v3 spec) is read and filled; new stores are layout 5.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .layout import (
     ATTRS_KEY,
     FORMAT,
     IMAGES,
+    PACKED_VERSION,
+    PACKING_KEY,
     PER_IMAGE_ARRAYS,
     READABLE_VERSIONS,
     RECORD_FIELDS,
@@ -36,7 +39,11 @@ from .layout import (
     WRITTEN_COLUMN,
     codecs_for,
     n_shards_for,
+    pack_images,
+    packed_width,
+    packing_attrs,
     shard_bounds,
+    unpack_images,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,8 @@ _QUIET = "Numcodecs codecs are not in the Zarr"
 
 
 def _quiet(fn):
-    """PackBits is a numcodecs codec, outside the Zarr v3 core spec; zarr-python reads it fine: no warning."""
+    """Stores of layouts 2-4 use numcodecs' PackBits, outside the Zarr v3 spec; zarr-python reads it fine: no
+    warning. Layout 5 uses spec codecs only and raises none."""
     import functools
 
     @functools.wraps(fn)
@@ -121,8 +129,10 @@ def create_store(url: str, meta: dict, *, n_images: int, image_shape: tuple[int,
     attrs = _plain(attrs)
     _validate_attrs(url, attrs)
     group = zarr.open_group(store=normalise_url(url), mode="w-", zarr_format=3)
-    group.create_array(IMAGES.name, shape=(n_images, h, w), dtype=IMAGES.dtype, chunks=(chunk, h, w),
-                       shards=(shard_images, h, w), fill_value=0, **codecs_for(IMAGES))
+    wp = packed_width(w)  # rows bit-packed by us: the array's codecs stay Zarr v3 spec codecs
+    group.create_array(IMAGES.name, shape=(n_images, h, wp), dtype=IMAGES.dtype, chunks=(chunk, h, wp),
+                       shards=(shard_images, h, wp), fill_value=0, attributes={ATTRS_KEY: {PACKING_KEY: packing_attrs(w)}},
+                       **codecs_for(IMAGES))
     width = RECORDS_WIDTH
     group.create_array(RECORDS, shape=(n_images, width), dtype="float64", chunks=(chunk, width),
                        shards=(shard_images, width), fill_value=0.0, **codecs_for(RECORD_FIELDS[0]))
@@ -204,11 +214,18 @@ class ImageStore:
         """Layout 2 or 3: one array per field and a ``shard_written`` array (read only)."""
         return int(self.meta["version"]) < 4
 
+    @property
+    def packed(self) -> bool:
+        """Layout 5 on: the images array holds rows bit-packed by ``pack_images`` (spec codecs only)."""
+        return int(self.meta["version"]) >= PACKED_VERSION
+
     def _check_shapes(self, arrays: dict) -> None:
         n, k = self.n_images, self.shard_images
         info = arrays[IMAGES.name]
-        if info["shape"] != [n, *self.image_shape]:
-            raise StoreError(f"{self.url}: array images has shape {info['shape']}, expected {[n, *self.image_shape]}")
+        h, w = self.image_shape
+        want_images = [n, h, packed_width(w) if self.packed else w]
+        if info["shape"] != want_images:
+            raise StoreError(f"{self.url}: array images has shape {info['shape']}, expected {want_images}")
         if not info["shards"] or info["shards"][0] != k:
             raise StoreError(f"{self.url}: array images is not sharded by {k} images")
         if not self.legacy:
@@ -231,13 +248,15 @@ class ImageStore:
         return shard_bounds(i, self.n_images, self.shard_images)
 
     @_quiet
-    def array(self, name: str) -> zarr.Array:
-        """One of the store's zarr arrays (``images``, ``records``), opened once per ImageStore."""
+    def array(self, name: str) -> zarr.Array | PackedImages:
+        """One of the store's arrays (``images``, ``records``), opened once per ImageStore; ``images`` reads
+        as (N, H, W) 0/1 uint8 in every layout (layout 5 through a ``PackedImages`` view)."""
         if name not in self._arrays:
-            with warnings.catch_warnings():  # numcodecs' PackBits "not in the Zarr v3 spec": known, wanted
+            with warnings.catch_warnings():  # layouts 2-4: numcodecs' PackBits "not in the Zarr v3 spec"
                 warnings.simplefilter("ignore")
                 # a shard is written whole, so skip zarr's per-chunk "all fill value?" scan (a third of a write)
-                self._arrays[name] = self.group[name].with_config({"write_empty_chunks": True})
+                arr = self.group[name].with_config({"write_empty_chunks": True})
+            self._arrays[name] = PackedImages(arr, self.image_shape[1]) if name == IMAGES.name and self.packed else arr
         return self._arrays[name]
 
     @_quiet
@@ -316,3 +335,40 @@ class ImageStore:
     def disk_bytes(self, name: str = "images") -> int:
         """Stored (compressed) bytes of one array, as reported by zarr."""
         return int(self.array(name).nbytes_stored())
+
+
+class PackedImages:
+    """A layout-5 images array seen as (N, H, W) 0/1 uint8: reads unpack each row, writes pack it, so the
+    stored array keeps spec codecs while callers see images as in every other layout."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, packed: zarr.Array, width: int):
+        self.packed = packed
+        self.width = int(width)
+        self.shape = (*packed.shape[:2], self.width)
+
+    def __repr__(self) -> str:
+        return f"PackedImages(shape={self.shape}, stored={self.packed.shape})"
+
+    @staticmethod
+    def _split(key: Any) -> tuple[Any, Any]:
+        """A selection over (image, haplotype) for the packed array, and one over sites for the unpacked rows."""
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key) or len(key) > 3:
+            raise IndexError(f"PackedImages takes up to 3 indices, no Ellipsis (got {key!r})")
+        return key[:2], (key[2] if len(key) == 3 else None)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, sites = self._split(key)
+        out = unpack_images(np.asarray(self.packed[rows]), self.width)
+        return out if sites is None else out[..., sites]
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        rows, sites = self._split(key)
+        if sites is not None:
+            raise IndexError("PackedImages writes whole rows (every site) only")
+        self.packed[rows] = pack_images(value)
+
+    def nbytes_stored(self) -> int:
+        return int(self.packed.nbytes_stored())
