@@ -1,10 +1,11 @@
-"""Starting Horovod ranks: Gloo on this machine (loopback only), or an sbatch script for SLURM GPU nodes.
+"""Starting Horovod ranks: Gloo on this machine (loopback only), or inside a SLURM job for GPU nodes.
 
 On one machine the ranks are started the way ``horovodrun --gloo -np N -H localhost:N`` starts them
 (Horovod's own rendezvous server and slot plan, the same HOROVOD_* environment), except that the
 rendezvous server listens on 127.0.0.1 only and Gloo uses the loopback interface, so nothing is
-reachable from outside the machine. On SLURM the train stage renders an sbatch script that starts one
-rank per GPU across the allocation's nodes, by one of three launchers:
+reachable from outside the machine. On SLURM the train stage renders an sbatch script
+(:func:`hpc_popgen.cluster.sbatch.train_script`) that starts one rank per GPU across the allocation's
+nodes, by one of three launchers:
 
 - ``srun_gloo``: the batch step runs Horovod's rendezvous server on the profile's network interface
   (``cluster.interface``) and ``srun`` starts the ranks, each taking its HOROVOD_* rank variables from
@@ -17,15 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from .sbatch import sbatch_header
 
 log = logging.getLogger(__name__)
 
@@ -161,41 +159,6 @@ def run_local_gloo(job_file: str | Path, ranks: int, log_path: str | Path, *, th
             httpd.shutdown()
             httpd.server_close()
     return code
-
-
-def sbatch_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes: int, gpus_per_node: int,
-                  ranks: int, cores_per_rank: int, memory: str | None, walltime: str | None,
-                  queue: str | None, account: str | None, launcher: str, extra: list[str] | None = None,
-                  python: str | None = None, interface: str | None = "lo") -> str:
-    """The sbatch script of a Horovod training job: ``nodes`` x ``gpus_per_node`` ranks, one per GPU.
-
-    ``launcher``: ``srun_gloo``, ``horovodrun`` or ``srun`` (module docstring); ``interface``: the
-    network interface ``srun_gloo`` rendezvouses on. On one node ``horovodrun`` ranks are started by
-    :func:`run_local_gloo` instead (no ssh, loopback only).
-    """
-    python = python or sys.executable
-    per_node = max(1, ranks // max(1, nodes))
-    lines = sbatch_header(job_name=f"hpcpop-train-{name}", output=f"{run_dir}/train-%j.log", nodes=nodes,
-                          ntasks_per_node=per_node, cpus_per_task=cores_per_rank, gpus_per_node=gpus_per_node,
-                          memory=memory, walltime=walltime, partition=queue, account=account, extra=extra)
-    worker = f"{shlex.quote(python)} -m hpc_popgen.train.worker {shlex.quote(str(job_file))}"
-    lines += ["set -euo pipefail",
-              "export TF_USE_LEGACY_KERAS=1",
-              f"export OMP_NUM_THREADS={cores_per_rank}",
-              f"cd {shlex.quote(str(run_dir))}"]
-    if launcher == "srun_gloo":
-        lines.append(f"{shlex.quote(python)} -m hpc_popgen.cluster.horovod --srun {shlex.quote(str(job_file))} "
-                     f"{shlex.quote(interface or '')}")
-    elif nodes == 1 and launcher != "srun":
-        lines.append(f"{shlex.quote(python)} -m hpc_popgen.cluster.horovod {shlex.quote(str(job_file))} {ranks} "
-                     f"{shlex.quote(str(Path(run_dir) / 'train.log'))} {cores_per_rank}")
-    elif launcher == "srun":
-        lines.append(f"srun --mpi=pmi2 {worker}")
-    else:
-        horovodrun = shlex.quote(str(Path(python).parent / "horovodrun"))
-        lines += [f'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{per_node}/" | paste -sd, -)',
-                  f"{horovodrun} --gloo -np {ranks} -H \"$HOSTS\" {worker}"]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

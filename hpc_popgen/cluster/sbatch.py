@@ -1,9 +1,13 @@
-"""The ``#SBATCH`` header shared by every batch script we render (detached driver, Horovod training)."""
+"""Batch scripts for SLURM: the ``#SBATCH`` header every script we render shares (detached driver, Horovod
+training) and the Horovod training job's script. Plain values in, text out."""
 
 from __future__ import annotations
 
 import math
 import re
+import shlex
+import sys
+from pathlib import Path
 
 from ..errors import ProfileError
 
@@ -53,3 +57,40 @@ def sbatch_header(*, job_name: str, output: str, cpus_per_task: int, memory: str
     skip_gres = bool(gpus_per_node)
     lines += [f"#SBATCH {d}" for d in (extra or []) if not (skip_gres and d.startswith("--gres=gpu"))]
     return lines
+
+
+def train_script(*, job_file: str | Path, run_dir: str | Path, name: str, nodes: int, gpus_per_node: int,
+                 ranks: int, cores: int, memory: str | None, walltime: str | None,
+                 queue: str | None, account: str | None, launcher: str, extra: list[str] | None = None,
+                 python: str | None = None, interface: str | None = "lo") -> str:
+    """The sbatch script of a Horovod training job: ``nodes`` x ``gpus_per_node`` ranks, one per GPU,
+    the node's ``cores`` shared among its ranks.
+
+    ``launcher``: ``srun_gloo``, ``horovodrun`` or ``srun`` (see :mod:`hpc_popgen.cluster.horovod`);
+    ``interface``: the network interface ``srun_gloo`` rendezvouses on. On one node ``horovodrun`` ranks
+    are started by :func:`hpc_popgen.cluster.horovod.run_local_gloo` instead (no ssh, loopback only).
+    """
+    python = python or sys.executable
+    per_node = max(1, ranks // max(1, nodes))
+    cores_per_rank = max(1, int(cores) // per_node)
+    lines = sbatch_header(job_name=f"hpcpop-train-{name}", output=f"{run_dir}/train-%j.log", nodes=nodes,
+                          ntasks_per_node=per_node, cpus_per_task=cores_per_rank, gpus_per_node=gpus_per_node,
+                          memory=memory, walltime=walltime, partition=queue, account=account, extra=extra)
+    worker = f"{shlex.quote(python)} -m hpc_popgen.train.worker {shlex.quote(str(job_file))}"
+    lines += ["set -euo pipefail",
+              "export TF_USE_LEGACY_KERAS=1",
+              f"export OMP_NUM_THREADS={cores_per_rank}",
+              f"cd {shlex.quote(str(run_dir))}"]
+    if launcher == "srun_gloo":
+        lines.append(f"{shlex.quote(python)} -m hpc_popgen.cluster.horovod --srun {shlex.quote(str(job_file))} "
+                     f"{shlex.quote(interface or '')}")
+    elif nodes == 1 and launcher != "srun":
+        lines.append(f"{shlex.quote(python)} -m hpc_popgen.cluster.horovod {shlex.quote(str(job_file))} {ranks} "
+                     f"{shlex.quote(str(Path(run_dir) / 'train.log'))} {cores_per_rank}")
+    elif launcher == "srun":
+        lines.append(f"srun --mpi=pmi2 {worker}")
+    else:
+        horovodrun = shlex.quote(str(Path(python).parent / "horovodrun"))
+        lines += [f'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{per_node}/" | paste -sd, -)',
+                  f"{horovodrun} --gloo -np {ranks} -H \"$HOSTS\" {worker}"]
+    return "\n".join(lines) + "\n"
