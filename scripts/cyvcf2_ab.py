@@ -26,7 +26,7 @@ import json, sys, time
 import numpy as np
 import cyvcf2.cyvcf2
 from hpc_popgen.bench.scan import cyvcf2_iterate, htslib_version
-from hpc_popgen.images.vcf import read_vcf
+from hpc_popgen.readers.vcf import read_vcf
 vcf, n_samples, pick, records = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 idx = np.unique(np.linspace(0, n_samples - 1, pick).round().astype(int))
 names = [f"ind{i}" for i in idx]

@@ -17,7 +17,7 @@ import msprime
 import numpy as np
 import pysam
 
-from hpc_popgen.images.vcf import read_vcf
+from hpc_popgen.readers.vcf import read_vcf
 
 DIPLOIDS, LENGTH, SEED = 2000, 1_000_000, 90_417
 

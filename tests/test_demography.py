@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from hpc_popgen.config import config_with_defaults
 from hpc_popgen.demography import outputs
-from hpc_popgen.demography.afs import fs_from_vcf, load_fs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import WORST, EvalConfig, default_pts, evaluate, expected_fs
 from hpc_popgen.demography.ga import Island, jumps, local_search
@@ -24,6 +23,7 @@ from hpc_popgen.demography.model import ModelSpace
 from hpc_popgen.demography.search import FOLLOW_SEARCHES, Hooks, Search
 from hpc_popgen.errors import InputDataError, ParamError
 from hpc_popgen.paths import YRI_CEU_FS as YRI_CEU  # shipped with the package
+from hpc_popgen.readers.spectra import fs_from_vcf, load_fs
 
 DATA = Path(__file__).parent / "data" / "demography"
 DEFAULTS = config_with_defaults(DemographyConfig, SCHEMA, {"input": {"afs": "x.fs"}})  # the schema's defaults

@@ -21,7 +21,6 @@ from hpc_popgen.bench.ga3 import command as bench_ga3
 from hpc_popgen.bench.ga3 import simulated_spectrum, stage_params, true_space, true_values, write_fs
 from hpc_popgen.config import config_with_defaults
 from hpc_popgen.demography import outputs
-from hpc_popgen.demography.afs import load_fs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import EvalConfig, evaluate
 from hpc_popgen.demography.ga import local_search
@@ -29,6 +28,7 @@ from hpc_popgen.errors import ManifestError
 from hpc_popgen.manifest import load_manifest
 from hpc_popgen.paths import DATA_DIR
 from hpc_popgen.pipeline import execute
+from hpc_popgen.readers.spectra import load_fs
 from hpc_popgen.runs import RunDir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,8 +10,9 @@ from helpers import image_config
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from hpc_popgen.errors import InputDataError, ManifestError
-from hpc_popgen.images import ImageConfig, image_and_sites, make_image, read_ms, read_vcf
+from hpc_popgen.images import ImageConfig, image_and_sites, make_image
 from hpc_popgen.images.process import resize_binary, sort_columns, sort_rows, sort_rows_distance
+from hpc_popgen.readers import read_ms, read_vcf
 
 DATA = Path(__file__).parent / "data"
 

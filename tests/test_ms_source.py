@@ -14,10 +14,11 @@ import yaml
 from helpers import image_config, run_cli
 
 from hpc_popgen.errors import HpcPopError, InputDataError, ManifestError
-from hpc_popgen.images import image_and_sites, read_ms
-from hpc_popgen.images.msformat import index_file, parse_ms
+from hpc_popgen.images import image_and_sites
 from hpc_popgen.manifest import load_manifest
 from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.readers import read_ms
+from hpc_popgen.readers.msformat import index_file, parse_ms
 from hpc_popgen.seeds import derive_seed
 from hpc_popgen.simulate.plan import split_of
 from hpc_popgen.store import PER_IMAGE_ARRAYS, open_store, store_exists

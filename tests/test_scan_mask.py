@@ -20,9 +20,9 @@ from test_scan_null import TWO_DEMES
 from test_vcz import CHROM, _random_model, make_vcf
 
 from hpc_popgen.errors import InputDataError
-from hpc_popgen.images import vcz as vz
-from hpc_popgen.images.mask import accessible_shares, read_mask
 from hpc_popgen.infer.scan import accessible_windows, plan_windows, read_scan
+from hpc_popgen.readers import vcz as vz
+from hpc_popgen.readers.mask import accessible_shares, read_mask
 
 LENGTH = 400_000
 # accessible: all but a 15 kb gap (windows over it lose sites but stay) and a 70 kb gap (windows inside skipped)
@@ -178,7 +178,7 @@ def test_bad_mask_or_fasta_is_one_line_at_validate_and_nothing_is_written(tmp_pa
 
 
 def test_demography_afs_polarised_by_the_fasta_equals_info_aa(data):
-    from hpc_popgen.demography.afs import fs_from_vcf
+    from hpc_popgen.readers.spectra import fs_from_vcf
 
     popmap = data["tmp"] / "pops.txt"
     popmap.write_text("".join(f"tsk_{i}\t{'A' if i < 6 else 'B'}\n" for i in range(12)))

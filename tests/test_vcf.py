@@ -13,8 +13,8 @@ import pysam
 import pytest
 
 from hpc_popgen.errors import InputDataError
-from hpc_popgen.images import read_vcf
-from hpc_popgen.images.vcf import cache_root, vcf_chromosomes
+from hpc_popgen.readers import read_vcf
+from hpc_popgen.readers.vcf import cache_root, vcf_chromosomes
 
 
 @pytest.fixture(autouse=True)
@@ -218,7 +218,7 @@ def test_genotypes_packed_in_several_blocks_match_one_block(tmp_path, monkeypatc
     """The reader checks and packs genotypes block by block (4,096 records); at 7 records a block, the
     simulated file spans full blocks and a partial last one: the same matrix, and a bad genotype in a
     later block is still named by its own record."""
-    import hpc_popgen.images.vcf as vcf_module
+    import hpc_popgen.readers.vcf as vcf_module
 
     _, plain = simulated(tmp_path)
     gz = bgzip_index(plain)

@@ -20,10 +20,10 @@ import pysam
 import pytest
 import yaml
 
-from hpc_popgen.demography.afs import fs_from_vcf
 from hpc_popgen.errors import InputDataError
-from hpc_popgen.images import read_vcf
-from hpc_popgen.images import vcz as vz
+from hpc_popgen.readers import read_vcf
+from hpc_popgen.readers import vcz as vz
+from hpc_popgen.readers.spectra import fs_from_vcf
 
 CHROM = "chr7"
 N_A, N_B = 6, 6  # diploid samples per population
@@ -171,7 +171,7 @@ def test_a_killed_conversion_is_never_reused(data, tmp_path):
     shutil.copy(data["vcf"], vcf)
     shutil.copy(f"{data['vcf']}.csi", f"{vcf}.csi")
     cache = tmp_path / "cache"
-    code = f"from hpc_popgen.images import vcz; vcz.ensure_vcz({str(vcf)!r}, {str(cache)!r})"
+    code = f"from hpc_popgen.readers import vcz; vcz.ensure_vcz({str(vcf)!r}, {str(cache)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 60

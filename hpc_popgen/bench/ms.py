@@ -2,7 +2,7 @@
 
 The input is Fig. 3 replicates written as ms text (marth3, S in {0, 200, 300, 400}, 128 haplotypes,
 80 kb; tskit's ms writer); images are 128x128, rows sorted. Timed per file: read the bytes, parse them
-(:func:`hpc_popgen.images.msformat.parse_ms`) and image every replicate, as a shard task of a
+(:func:`hpc_popgen.readers.msformat.parse_ms`) and image every replicate, as a shard task of a
 ``source: {ms: ...}`` stage does. Rates are per CPU-second of this process. Prints ONE JSON object.
 """
 
@@ -19,8 +19,9 @@ from .simulate import Clock, fig3_plan, make_ms_text
 
 def run_bench(n_reps: int = 200, n_files: int = 4, repeats: int = 5) -> dict:
     """Write ``n_files`` ms files of ``n_reps`` replicates, then time parse + image over ``repeats`` passes."""
-    from ..images import image_and_sites, make_image, read_ms
-    from ..images.msformat import parse_ms, read_range
+    from ..images import image_and_sites, make_image
+    from ..readers import read_ms
+    from ..readers.msformat import parse_ms, read_range
 
     plan = fig3_plan()
     cfg = plan.image

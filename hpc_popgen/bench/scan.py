@@ -14,8 +14,8 @@ calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
   which holds one task at a time). The VCF -> VCF Zarr conversion runs before, in its own process, into the
   storage cache the stage then reuses; its time and memory are reported apart.
 - **Reading:** a ``--read-samples`` diploid VCF (1000 Genomes has 2,504) of ``--read-length`` Mb, read for
-  ``--samples`` of its samples by the cyvcf2 reader (:func:`hpc_popgen.images.vcf.read_vcf`, the whole
-  chromosome as a region) and through its VCF Zarr (:func:`hpc_popgen.images.vcz.read_region`, the
+  ``--samples`` of its samples by the cyvcf2 reader (:func:`hpc_popgen.readers.vcf.read_vcf`, the whole
+  chromosome as a region) and through its VCF Zarr (:func:`hpc_popgen.readers.vcz.read_region`, the
   conversion timed apart): file records per CPU-second of this process. Beside them, a bare record loop
   (samples set, nothing read per record) in cyvcf2 and in pysam, with each one's htslib version: the
   ceiling htslib's parse alone puts on a reader built on that library (``iterate_ceiling``).
@@ -66,7 +66,7 @@ def child_main(spec_json: str) -> None:
     (prepare + execute a manifest, sampled); writes one JSON line on stdout."""
     spec = json.loads(spec_json)
     if spec["mode"] == "convert":
-        from ..images.vcz import ensure_vcz
+        from ..readers.vcz import ensure_vcz
 
         clock = Clock()
         with clock:
@@ -190,7 +190,7 @@ def region_query(vcf: str, length: int, chrom: str) -> dict:
     """Wall seconds of an 80 kb region in the middle of ``vcf`` through read_vcf (first call, then best of 3)."""
     import cyvcf2  # noqa: F401 - imported before timing: a query's time, not the module's
 
-    from ..images.vcf import read_vcf
+    from ..readers.vcf import read_vcf
 
     mid = length // 2
     region = f"{chrom}:{max(1, mid - REGION_BP // 2 + 1)}-{mid + REGION_BP // 2}"
@@ -274,8 +274,8 @@ def iterate_ceiling(vcf: str, names: list[str], repeats: int, cyvcf2_timed: tupl
 
 def reading(tmp: Path, n_samples: int, pick: int, length_mb: float, repeats: int, seed: int) -> dict:
     """Records per CPU-second reading ``pick`` of ``n_samples`` diploids: cyvcf2 and the VCF Zarr path."""
-    from ..images.vcf import read_vcf
-    from ..images.vcz import ensure_vcz, read_region
+    from ..readers.vcf import read_vcf
+    from ..readers.vcz import ensure_vcz, read_region
 
     truth = chromosome(tmp, length_mb, n_samples, seed, neutral=True)
     vcf, chrom, records = truth["path"], truth["chrom"], truth["records"]

@@ -191,7 +191,8 @@ def make_ms_text(n: int, offset: int = 0) -> str:
 
 def time_image_step(ms_path: str, repeats: int) -> dict:
     """Image step rates on ms input: make_image alone (CPU and wall), parse + make_image; mean sites."""
-    from ..images import make_image, read_ms
+    from ..images import make_image
+    from ..readers import read_ms
 
     plan = fig3_plan()
     parse, image = Clock(), Clock()

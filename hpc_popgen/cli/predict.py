@@ -59,13 +59,13 @@ def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str |
         images = bundle.check_images(images, source=image_file)
         names = [f"{image_file}[{i}]" for i in range(len(images))]
     elif ms_file:
-        from ..images import read_ms
+        from ..readers import read_ms
 
         regions = read_ms(ms_file)
         images = images_from_haplotypes(bundle, regions)
         names = [f"{ms_file} replicate {i + 1}" for i in range(len(regions))]
     else:
-        from ..images import read_vcf
+        from ..readers import read_vcf
 
         sample_arg: str | list[str] | None = samples
         if samples and not Path(samples).exists():

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..readers.haplotypes import Haplotypes
 from .config import ImageConfig
-from .haplotypes import Haplotypes
 from .process import image_and_sites
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images.mask import Intervals, inside
+from ..readers.mask import Intervals, inside
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import InputDataError
-from ..images.mask import Intervals, accessible_shares
+from ..readers.mask import Intervals, accessible_shares
 from .regions import summarize_images
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """A simulate stage whose replicates come from ms/msms/discoal files made elsewhere, not from our engines.
 
 Image i is the i-th replicate of the files in the order listed. The driver indexes every file once
-(checksum, where each replicate starts; see :func:`hpc_popgen.images.msformat.index_file`); a shard's
+(checksum, where each replicate starts; see :func:`hpc_popgen.readers.msformat.index_file`); a shard's
 task reads only its replicates' byte range, parses it and images each replicate with the same steps
 as our own simulations, so the store is the same whatever the number of workers.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import InputDataError, ParamError
 from ..images import ImageConfig, image_and_sites
-from ..images.msformat import MsIndex, header_counts, parse_ms, read_header, read_range
 from ..paths import input_file
+from ..readers.msformat import MsIndex, header_counts, parse_ms, read_header, read_range
 from ..seeds import derive_seed
 from ..store import empty_shard
 from .config import SimulateConfig

@@ -16,15 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..demography.afs import check_populations, load_input, spectrum_file
+from ..demography.afs import load_input, spectrum_file
 from ..demography.config import DemographyConfig, EvalTimeoutConfig
 from ..demography.engine import EvalConfig, evaluate, failed
 from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
 from ..demography.search import Hooks, Search
 from ..errors import InputDataError, ManifestError
-from ..images.vcz import storage_cache
 from ..manifest import Manifest, StageSpec
+from ..readers.spectra import check_populations
+from ..readers.vcz import storage_cache
 from .base import StageContext, StageResult, input_path, key_path, stage_config
 
 CONFIG = DemographyConfig
@@ -44,7 +45,7 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
             raise ManifestError(f"{key_path(spec, manifest, 'input.afs')}: {exc}") from None
     fasta = cfg.input.ancestral_fasta
     if fasta and "://" not in fasta.removeprefix("file://"):
-        from ..images.ancestral import check_fasta
+        from ..readers.fasta import check_fasta
 
         try:
             check_fasta(input_path(manifest, fasta), None)  # its chromosomes are the VCF's: checked when read

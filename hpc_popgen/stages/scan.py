@@ -1,7 +1,7 @@
 """The ``scan`` stage: windows over a VCF chromosome -> posterior per window, as Dask tasks.
 
 The VCF is converted once to VCF Zarr (bio2zarr), cached in the run's storage under ``vcz/`` and
-reused by reruns and later stages (see :mod:`hpc_popgen.images.vcz`). The driver reads only
+reused by reruns and later stages (see :mod:`hpc_popgen.readers.vcz`). The driver reads only
 per-variant arrays (positions, alleles, INFO/AA) to choose sites and plan windows, and submits chunks
 of windows (units ``chunk-00003``) with their variant indices; each task reads the genotypes of its
 own windows from the Zarr chunks, writes its TSV part atomically, then the driver joins the parts
@@ -61,9 +61,9 @@ def check(spec: StageSpec, manifest: Manifest) -> None:
 def check_inputs(cfg: ScanConfig, spec: StageSpec, manifest: Manifest) -> None:
     """The mask and the ancestral FASTA exist and cover the scanned chromosome (when ``chrom`` names it;
     else the chromosome is checked when the scan reads the VCF, before any window runs)."""
-    from ..images.ancestral import check_fasta
-    from ..images.mask import read_mask
-    from ..images.vcf import parse_region
+    from ..readers.fasta import check_fasta
+    from ..readers.mask import read_mask
+    from ..readers.vcf import parse_region
 
     chrom = parse_region(cfg.chrom)[0] if cfg.chrom else None
     for key, value, test in (("mask", cfg.mask, lambda p: read_mask(p, {chrom} if chrom else None)),
@@ -136,8 +136,8 @@ def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndar
                    positions: np.ndarray, windows: list[tuple[int, int, int, int]], chrom: str, samples: list[str],
                    source: str, out_path: str, **kwargs) -> int:
     """One task: read the genotypes of its sites (``index`` into the VCF Zarr) and scan its windows."""
-    from ..images.vcz import read_sites
     from ..infer.scan import scan_chunk
+    from ..readers.vcz import read_sites
 
     matrix = read_sites(vcz, index, columns, flip, chrom=chrom, positions=positions, samples=samples, source=source)
     return scan_chunk(model_dir, matrix, positions, windows, chrom, out_path, **kwargs)
@@ -169,10 +169,10 @@ def run_unit(task: str, *args, **kwargs) -> int:
 
 def run(ctx: StageContext) -> StageResult:
     """Plan windows from the VCF Zarr's positions, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
-    from ..images.mask import clip
-    from ..images.vcf import parse_region, read_sample_list
-    from ..images.vcz import ensure_vcz, plan_sites, storage_cache
     from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_part_bayes_factors, read_scan
+    from ..readers.mask import clip
+    from ..readers.vcf import parse_region, read_sample_list
+    from ..readers.vcz import ensure_vcz, plan_sites, storage_cache
 
     cfg: ScanConfig = ctx.config
     vcf = ctx.input_path(cfg.vcf)

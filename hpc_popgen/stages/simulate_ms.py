@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from ..errors import InputDataError
-from ..images.msformat import MsIndex, index_file
 from ..manifest import Manifest, StageSpec
+from ..readers.msformat import MsIndex, index_file
 from ..simulate.config import SimulateConfig
 from ..simulate.msfiles import MsPlan, check_source, image_shard
 from ..store import open_store

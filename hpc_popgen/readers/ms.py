@@ -1,6 +1,6 @@
 """Read ms / msms / discoal text output (plain or gzip) into Haplotypes, one per replicate.
 
-One parser for the format, :func:`hpc_popgen.images.msformat.parse_ms` (numpy over the whole text,
+One parser for the format, :func:`hpc_popgen.readers.msformat.parse_ms` (numpy over the whole text,
 errors naming file and line); this module finds the sample size (the command line's, or the first
 replicate's row count for files without one) and wraps the replicates as Haplotypes.
 """

@@ -9,12 +9,12 @@ given as input (a ``.vcz`` folder) is read in place, and refused in one line whe
 release line wrote it. A VCF whose header does not define FORMAT/GT (htslib assumes the standard
 one; bio2zarr would read no genotypes) is converted from a temporary copy with that line added.
 
-Reading keeps the policies of :mod:`hpc_popgen.images.vcf` (the cyvcf2 reader of small regions), so
+Reading keeps the policies of :mod:`hpc_popgen.readers.vcf` (the cyvcf2 reader of small regions), so
 a scan through either gives the same windows: multi-allelic records are dropped (``multiallelic``),
 records without a concrete ALT too (``no_alt``), and with ``derived`` a site whose INFO/AA is neither
 REF nor ALT (``no_ancestral``; the ancestral allele from INFO/AA, or from a FASTA, see
-:mod:`hpc_popgen.images.ancestral`), and with a ``mask`` a site outside the BED (``inaccessible``,
-:mod:`hpc_popgen.images.mask`). Genotypes are read per range of variants, so a scan task reads only
+:mod:`hpc_popgen.readers.fasta`), and with a ``mask`` a site outside the BED (``inaccessible``,
+:mod:`hpc_popgen.readers.mask`). Genotypes are read per range of variants, so a scan task reads only
 the chunks of its own windows. :func:`spectrum` reads the chunks one by one for an AFS.
 """
 
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputDataError
-from .ancestral import ancestral_alleles, open_fasta
+from ..paths import is_remote, local_path
+from .fasta import ancestral_alleles, open_fasta
 from .haplotypes import Haplotypes
 from .mask import Intervals, inside, read_mask
 from .vcf import cache_root, genotype_error, indexed_path
@@ -61,7 +62,7 @@ def _line(version: str) -> str:
 def storage_cache(storage_path: str) -> Path | None:
     """The cache folder a stage passes for a store path of the run's storage (None for a URL: then
     conversions go to the default cache, since bio2zarr writes local folders)."""
-    return None if "://" in storage_path else Path(storage_path)
+    return None if is_remote(storage_path) else Path(local_path(storage_path))
 
 
 def is_vcz(path: str | Path) -> bool:
