@@ -106,26 +106,35 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     _attach_log_file(rd)
     clusters: dict[str, ClusterHandle] = {}
 
-    def factory(stage: JobStage) -> ClusterHandle:
+    def cluster_key(stage: JobStage) -> str:
+        """Stages with the same key share one cluster."""
         one_process = stage.kind in ONE_PROCESS_KINDS
-        key = repr(sorted(cluster_kwargs(profile, stage.resources, one_process=one_process).items()))
+        return repr(sorted(cluster_kwargs(profile, stage.resources, one_process=one_process).items()))
+
+    def factory(stage: JobStage) -> ClusterHandle:
+        key = cluster_key(stage)
         if key not in clusters:
             handle = start_cluster(profile, stage.resources, name=f"{manifest.name}-{stage.name}",
-                                   log_directory=str(rd.path / "slurm-logs"),
-                                   security_directory=rd.path / "security", one_process=one_process)
+                                   log_directory=str(rd.path / "slurm-logs"), security_directory=rd.path / "security",
+                                   one_process=stage.kind in ONE_PROCESS_KINDS)
             clusters[key] = handle
             log.info("Dask dashboard: %s", handle.dashboard)
-            rd.update_report(dashboard=handle.dashboard, scheduler=handle.client.scheduler.address)
-        return clusters[key]
+        handle = clusters[key]  # the report names the live cluster's, also when a stage reuses one
+        rd.update_report(dashboard=handle.dashboard, scheduler=handle.client.scheduler.address)
+        return handle
 
     rd.update_report(status="running", started_at=rd.report().get("started_at") or now_iso())
     status = "failed"
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        for stage in job.stages:
+        for i, stage in enumerate(job.stages):
             ctx = StageContext(rd, job, stage, cluster_factory=factory, show_progress=progress)
             _run_stage(ctx)
+            if i + 1 < len(job.stages):  # a cluster no later stage reuses closes now: its port is free again
+                later = {cluster_key(s) for s in job.stages[i + 1:]}
+                for key in [k for k in clusters if k not in later]:
+                    _close_cluster(rd, clusters.pop(key))
         status = "completed"
     except KeyboardInterrupt as exc:
         status = "interrupted"
@@ -136,15 +145,20 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         rd.update_report(status=status, finished_at=now_iso())  # first: closing clusters takes seconds
         for handle in clusters.values():
-            try:
-                if handle.kind == "slurm":
-                    rd.add_slurm_jobs("workers", handle.poll_job_ids())
-                handle.close()
-            except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
-                log.warning("closing cluster: %s", exc)
+            _close_cluster(rd, handle)
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return rd.report()
+
+
+def _close_cluster(rd: RunDir, handle: ClusterHandle) -> None:
+    """Close a cluster, its SLURM worker jobs recorded first; a failure to close is logged, not raised."""
+    try:
+        if handle.kind == "slurm":
+            rd.add_slurm_jobs("workers", handle.poll_job_ids())
+        handle.close()
+    except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
+        log.warning("closing cluster: %s", exc)
 
 
 def _run_stage(ctx: StageContext) -> StageResult:

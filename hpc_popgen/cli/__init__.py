@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -70,62 +71,101 @@ class ErrorHandlingGroup(LazyGroup):
 
 
 @click.group(cls=ErrorHandlingGroup, lazy=COMMANDS)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True,
+              help="Libraries' warnings and Dask's own log lines on the console too (-vv: debug lines as well).")
 @click.version_option(package_name="hpc_popgen")
 def main(verbose: int) -> None:
     """hpcpop: simulation-based inference for population genomics on Dask, Zarr, Horovod and SLURM."""
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
     # for processes started from here too (Dask workers, training jobs): TensorFlow's start-up lines
-    # (train/tfenv.py) only with -v
+    # (train/tfenv.py), workers' warnings and Dask lines only with -v
     os.environ["HPCPOP_VERBOSE"] = str(verbose)
-    root = logging.getLogger("hpc_popgen")
-    handler = next((h for h in root.handlers if getattr(h, "_hpcpop_cli", False)), None)
-    if handler is None:  # one console handler, however often main() runs in a process
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._hpcpop_cli = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO))
-    root.propagate = False  # dadi calls logging.basicConfig(): without this every line prints twice
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    ours = logging.getLogger("hpc_popgen")
+    handler = _console_handler(ours, "%(levelname)s %(name)s: %(message)s")
+    ours.setLevel(level)
+    ours.propagate = False  # dadi calls logging.basicConfig(): without this every line prints twice
     handler.setLevel(level)
-    if verbose < 1:  # Dask's own INFO lines (nanny/scheduler start and stop) drown ours
+    # every other library logs through the root logger (or py.warnings, or distributed's own handler:
+    # quiet_libraries); their console handler shows them with -v only, the run's log file always (run_log)
+    for name in ("", "py.warnings"):
+        _console_handler(logging.getLogger(name), "%(levelname)s %(name)s: %(message)s", library=True)
+    logging.getLogger("py.warnings").propagate = False
+    logging.captureWarnings(True)  # Python warnings become log lines of py.warnings
+    if verbose < 1:  # Dask's own INFO lines (nanny/scheduler start and stop) not even in the log file
         for name in ("distributed", "dask_jobqueue"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    _warnings_as_logs(handler, verbose)
 
 
-QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ResourceWarning)
+class LibraryLinesOff(logging.Filter):
+    """On a library's console handler unless -v: drops every record. A filter, not a level, because
+    LocalCluster sets the level of distributed's console handlers while it runs (``silence_logs``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
-def _warnings_as_logs(handler: logging.Handler, verbose: int) -> None:
-    """Python warnings become log lines (``py.warnings``, through the bars like ours); libraries'
-    deprecation and resource warnings, meant for their developers, only with -v (workers too)."""
-    import warnings
+def _console_handler(logger: logging.Logger, fmt: str, library: bool = False) -> logging.Handler:
+    """The logger's stderr handler of the CLI, added once however often main() runs in a process.
 
-    if verbose < 1:
-        for category in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", category=category)
-    logging.captureWarnings(True)
-    wlog = logging.getLogger("py.warnings")
-    if handler not in wlog.handlers:
-        wlog.addHandler(handler)
-    wlog.propagate = False
+    ``library``: a library's lines, shown with -v only (the handler stays, so Python's last-resort
+    handler does not print them instead, and a later ``logging.basicConfig`` adds no other)."""
+    handler = next((h for h in logger.handlers if getattr(h, "_hpcpop_cli", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(fmt))
+        handler._hpcpop_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    if library:
+        _show_library_lines(handler)
+    return handler
 
 
-def _quiet_dask() -> None:
-    """Unless -v: distributed's INFO lines (nanny and scheduler start and stop) off in the driver, where
-    importing distributed set them, and in LocalCluster workers (through the nanny's pre-spawn
-    environment, with the warnings filter); SLURM worker jobs keep theirs in their log files."""
+def _show_library_lines(handler: logging.Handler) -> None:
+    """Library lines through this console handler only with -v."""
+    for f in [f for f in handler.filters if isinstance(f, LibraryLinesOff)]:
+        handler.removeFilter(f)
+    if not tf_verbose():
+        handler.addFilter(LibraryLinesOff())
+
+
+def quiet_libraries() -> None:
+    """Unless -v: distributed's and dask-jobqueue's console lines off in the driver (where importing
+    distributed added its handler; the run's log file still gets their warnings), and in LocalCluster
+    workers, whose stderr is ours, Dask's lines below ERROR and Python warnings off (through the nanny's
+    pre-spawn environment). SLURM worker jobs keep theirs in their log files."""
     import dask
+    import distributed  # noqa: F401 - attaches distributed's console handler, filtered here
 
+    for name in ("distributed", "dask_jobqueue"):
+        for h in logging.getLogger(name).handlers:
+            if type(h) in (logging.StreamHandler, BarSafeHandler) and h.stream in (sys.stderr, sys.stdout):
+                _show_library_lines(h)
     if tf_verbose():
         return
-    for name in ("distributed", "dask_jobqueue"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    env.update(DASK_LOGGING__DISTRIBUTED="warning",
-               PYTHONWARNINGS=",".join(f"ignore::{c.__name__}" for c in QUIET_WARNINGS))
+    env.update(DASK_LOGGING__DISTRIBUTED="error", PYTHONWARNINGS="ignore")
     dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+
+
+LIBRARY_LOGGERS = ("", "py.warnings", "distributed", "dask_jobqueue")  # the root: every other library
+
+
+@contextmanager
+def run_log(path: str | Path) -> Iterator[None]:
+    """Meanwhile, libraries' warnings (and Dask's lines) also go to the run's log file, next to ours."""
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fh.setLevel(logging.WARNING if not tf_verbose() else logging.INFO)
+    # the root, and those that do not pass their records on to it (a record is written once)
+    loggers = [lg for lg in map(logging.getLogger, LIBRARY_LOGGERS) if lg is logging.root or not lg.propagate]
+    for logger in loggers:
+        logger.addHandler(fh)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(fh)
+        fh.close()
 
 
 class BarSafeHandler(logging.StreamHandler):
@@ -142,12 +182,9 @@ class BarSafeHandler(logging.StreamHandler):
 
 
 @contextmanager
-def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", "distributed", "dask_jobqueue", "py.warnings"),
-                      ) -> Iterator[None]:
+def logs_through_bars(names: tuple[str, ...] = ("hpc_popgen", *LIBRARY_LOGGERS)) -> Iterator[None]:
     """Meanwhile, the console handlers of these loggers write through tqdm (file handlers are kept)."""
-    import distributed  # noqa: F401 - its console handler is attached on import; swap that one too
-
-    _quiet_dask()
+    quiet_libraries()
 
     swapped = []
     for name in names:

@@ -10,6 +10,7 @@ import click
 
 from ..cluster.profiles import list_profiles
 from ..runs import RunDir
+from .summary import summary_lines
 
 
 @click.command()
@@ -60,14 +61,16 @@ def rerun(run_dir: str, detach: bool, no_progress: bool) -> None:
 
 
 def _run(rd: RunDir, no_progress: bool) -> None:
+    """Run the stages, libraries' lines in the run's log file (on the console with -v only); then what the
+    run found, from report.json."""
     from ..pipeline import execute
-    from . import logs_through_bars
+    from . import logs_through_bars, run_log
 
-    with logs_through_bars():
+    with logs_through_bars(), run_log(rd.log_path()):
         report = execute(rd, progress=not no_progress)
     click.echo(f"run {report.get('status')}: {rd.path}/report.json")
-    if report.get("dashboard"):
-        click.echo(f"dashboard was: {report['dashboard']}")
+    for line in summary_lines(report, rd.path):
+        click.echo(line)
 
 
 @click.command()
@@ -83,8 +86,6 @@ def status(run_dir: str, as_json: bool) -> None:
         _exit_for(rep)
         return
     click.echo(f"run {rep.get('run')}: {rep.get('status')}  ({rd.path})")
-    if rep.get("dashboard"):
-        click.echo(f"dashboard: {rep['dashboard']}")
     click.echo(f"{'stage':<20} {'kind':<11} {'status':<12} {'units':>13} {'failed':>7}")
     manifest = rd.manifest()
     by_name = {s["name"]: s for s in rep.get("stages", [])}
@@ -101,6 +102,8 @@ def status(run_dir: str, as_json: bool) -> None:
         for role, ids in jobs.items():
             shown = ", ".join(f"{j}{' (' + states[j] + ')' if j in states else ''}" for j in ids)
             click.echo(f"SLURM {role}: {shown}")
+    for line in summary_lines(rep, rd.path):
+        click.echo(line)
     _exit_for(rep)
 
 

@@ -41,6 +41,7 @@ from .model import ModelSpace
 log = logging.getLogger(__name__)
 
 FOLLOW_SEARCHES = 3  # most short searches more for the best jump of a round (see Search._follow)
+LOCAL_LOG_SECONDS = 15.0  # a local search logs its evaluations and best LL at least this often while it runs
 
 StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period increased to reach it)
 
@@ -142,6 +143,40 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         return None
+
+
+class LocalProgress:
+    """Counts a local search's evaluations (all its phases) and its best log-likelihood, and logs both at
+    most every ``every_s`` seconds, so a long local search is never silent (its bar-less phase)."""
+
+    def __init__(self, label: str, every_s: float | None = None) -> None:
+        self.label = label
+        self.every_s = LOCAL_LOG_SECONDS if every_s is None else every_s
+        self.n = 0
+        self.best = self.best_coarse = WORST
+        self.last = time.monotonic()
+
+    def seen(self, results: list[dict], coarse: bool) -> None:
+        """``results`` came back; ``coarse``: at the islands' settings (not comparable with the reported LL)."""
+        self.n += len(results)
+        top = max((float(r["loglik"]) for r in results), default=WORST)
+        if coarse:
+            self.best_coarse = max(self.best_coarse, top)
+        else:
+            self.best = max(self.best, top)
+        if time.monotonic() - self.last >= self.every_s:
+            self.log()
+
+    def log(self) -> None:
+        """One line now: evaluations so far and the best log-likelihood (at the stage's settings if any)."""
+        self.last = time.monotonic()
+        if self.best > WORST:
+            best = f"best LL {self.best:.3f}"
+        elif self.best_coarse > WORST:
+            best = f"best LL {self.best_coarse:.3f} at the islands' settings"
+        else:
+            best = "no valid model yet"
+        log.info("%s: %d evaluations, %s", self.label, self.n, best)
 
 
 class Search:
@@ -392,10 +427,19 @@ class Search:
             if stop is not None and stop():
                 break
             prefix = f"local-s{si}-{j:02d}-eval"
+            progress = LocalProgress(f"local search {j + 1}/{len(starts)} of structure {space.structure}")
+            log.info("%s: %s from the islands' #%d model, up to %d evaluations a run", progress.label, ls.method,
+                     j + 1, ls.max_evals)
 
-            def search(x: list[float], ev: EvalConfig, p: str, max_evals: int = ls.max_evals) -> dict:
-                return local_search(space, x, lambda xs: self._evaluate_many(si, space, xs, p, ev),
-                                    method=ls.method, maxiter=ls.maxiter, max_evals=max_evals, should_stop=stop)
+            def search(x: list[float], ev: EvalConfig, p: str, max_evals: int = ls.max_evals,
+                       progress: LocalProgress = progress) -> dict:
+                def evaluate_many(xs: list[list[float]]) -> list[dict]:
+                    results = self._evaluate_many(si, space, xs, p, ev)
+                    progress.seen(results, coarse=ev is not self.ev)
+                    return results
+
+                return local_search(space, x, evaluate_many, method=ls.method, maxiter=ls.maxiter,
+                                    max_evals=max_evals, should_stop=stop)
 
             first = search(starts[j], self.ev_ga if cheap else self.ev, f"{prefix}-ga" if cheap else prefix)
             # jumps on the whole data (the islands' time step where coarser): a projection blurs dynamics
@@ -407,8 +451,8 @@ class Search:
             done.append(r)
             atomic.write_json(path, done)
             self.hooks.record(f"local-s{si}-{j:02d}", best_loglik=r["loglik"], evals=r["evals"])
-            log.info("local search %d of structure %s: LL %.3f after %d evaluations (%s)%s", j, space.structure,
-                     r["loglik"], r["evals"], r["stop"], "; after a jump" if r["jumped"] else "")
+            log.info("%s: done, LL %.3f (%d evaluations in all, %d in its last run: %s)%s", progress.label,
+                     r["loglik"], progress.n, r["evals"], r["stop"], "; after a jump" if r["jumped"] else "")
         return done
 
     def _jump(self, space: ModelSpace, best: dict, ev: EvalConfig, search: Callable[..., dict], prefix: str,

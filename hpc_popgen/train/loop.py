@@ -206,7 +206,7 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         self.ledger = Ledger(job.ledger_dir) if job.ledger_dir else None
         _set_threads(tf, job.threads)
-        tf.keras.utils.set_random_seed(int(job.seed) % (2**31 - 1))
+        tfenv.set_random_seed(int(job.seed) % (2**31 - 1))
         self.store = _open_training_store(job, self.size)
         self.shape = self.store.image_shape
         labels = job.labels

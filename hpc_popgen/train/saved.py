@@ -153,9 +153,9 @@ def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: Mode
     ``image``: an ImageConfig's dict (its ``size`` is the input shape); labels: binary, prior 0.5/0.5.
     """
     from .models import build_model
-    from .tfenv import tf as get_tf
+    from .tfenv import set_random_seed
 
-    get_tf().keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     shape = (int(image["size"][0]), int(image["size"][1]))
     return save_bundle(model_dir, build_model(model_config, shape, 1, "binary"),
                        LabelSpec(mode="binary", prior=(0.5, 0.5)), image, shape, model_config,

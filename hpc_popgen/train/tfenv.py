@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import sys
 import tempfile
@@ -79,6 +80,27 @@ def tf() -> Any:
         raise RuntimeError("TensorFlow was imported before TF_USE_LEGACY_KERAS=1 was set; "
                            "hpc_popgen needs Keras 2 (tf-keras) for Horovod")
     return tf_mod
+
+
+class _IntBoundsRandom(random.Random):
+    """``random.Random`` whose ``randint`` takes whole-number floats: tf_keras draws layer seeds with
+    ``randint(1, 1e9)``, a DeprecationWarning on Python 3.10-3.11 and a TypeError from 3.12 on."""
+
+    def randint(self, a: float, b: float) -> int:
+        return super().randint(int(a), int(b))
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python, numpy, TensorFlow and Keras's layer seeds as ``tf.keras.utils.set_random_seed`` does
+    (same draws), with a seed generator that accepts tf_keras's float bound (see :class:`_IntBoundsRandom`)."""
+    tf().keras.utils.set_random_seed(seed)
+    try:
+        from tf_keras.src import backend as keras_backend
+    except ImportError:  # another Keras 2 layout: leave its own generator
+        return
+    holder = getattr(keras_backend, "_SEED_GENERATOR", None)
+    if isinstance(getattr(holder, "generator", None), random.Random):
+        holder.generator = _IntBoundsRandom(seed)  # thread-local, as set_random_seed set it
 
 
 def horovod() -> Any | None:
