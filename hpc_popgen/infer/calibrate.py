@@ -11,7 +11,7 @@ model, window plan and accessibility mask) and each real window's Bayes factor i
 
 Windows with q below the threshold are merged into regions when they overlap or touch. The neutral
 chromosomes are simulated with msprime, which is exact for a neutral coalescent under any demes model.
-No Dask, no click here: the scan stage runs :func:`simulate_null_chromosome` as one task per chromosome.
+No Dask, no click here: the scan stage runs :func:`scan_null_chromosome` as one task per chromosome.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..readers.mask import Intervals, inside
+from .scan import COLUMNS, accessible_windows, plan_windows, scan_chunk
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,41 @@ def calibration_summary(q: np.ndarray, fdr: float, n_null_windows: int, n_null_c
             "significant_windows": calls, "candidate_regions": len(regions),
             "expected_false_windows": fdr * calls,
             "min_q": float(np.nanmin(q)) if np.any(~np.isnan(q)) else None}
+
+
+def calibrate_rows(rows: list[list[str]], null_bayes_factors: np.ndarray, method: str = "bh") -> None:
+    """Fill the ``p`` and ``q`` fields of scan rows (TSV fields, as :func:`~hpc_popgen.infer.scan.scan_chunk`
+    writes them): each window's Bayes factor ranked against the pooled null windows', then adjusted."""
+    bf_col = COLUMNS.index("bayes_factor")
+    p = empirical_p(np.array([float(r[bf_col]) for r in rows]), null_bayes_factors)
+    q = qvalues(p, method)
+    for r, pi, qi in zip(rows, p, q, strict=True):
+        r[-2:] = [f"{pi:.6g}", f"{qi:.6g}"]
+
+
+def call_regions(table: dict[str, np.ndarray], fdr: float, n_null_windows: int, n_null_chromosomes: int,
+                 method: str = "bh") -> tuple[list[Region], dict[str, Any]]:
+    """The candidate regions of a calibrated scan table (windows with q < ``fdr``, merged) and the
+    calibration summary the report states."""
+    regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"],
+                            table["q"], fdr)
+    return regions, calibration_summary(table["q"], fdr, n_null_windows, n_null_chromosomes, regions, method)
+
+
+def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploids: int, length: int,
+                         mutation_rate: float, recombination_rate: float, window: dict, name: str,
+                         out_path: str, *, level: float, seed: int, accessible: tuple | None,
+                         min_accessible: float) -> int:
+    """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model, windows
+    and mask (``accessible``: the real chromosome's intervals in the same coordinates)."""
+    matrix, positions = simulate_null_chromosome(graph, population, n_diploids, length, mutation_rate=mutation_rate,
+                                                 recombination_rate=recombination_rate, seed=seed,
+                                                 accessible=accessible)
+    planned, skipped = accessible_windows(plan_windows(positions, **window), accessible, min_accessible)
+    if skipped:
+        log.info("%s: %d null windows skipped (accessible share < %g)", name, skipped, min_accessible)
+    windows = [(w.lo, w.hi, w.start, w.end) for w in planned]
+    return scan_chunk(model_dir, matrix, positions, windows, name, out_path, level=level, mc_samples=0, seed=seed)
 
 
 def simulate_null_chromosome(graph: dict, population: str, n_diploids: int, length: int, *, mutation_rate: float,

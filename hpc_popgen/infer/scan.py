@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -119,6 +120,23 @@ def _row(chrom: str, start: int, end: int, n_sites: int, s: dict) -> list[str]:
     p_neutral = s["posterior"][0] if "posterior" in s else float("nan")
     return [chrom, str(start), str(end), str(n_sites), *(f"{v:.6g}" for v in vals), f"{s['bayes_factor']:.6g}",
             f"{s['log10_bayes_factor']:.4f}", f"{p_neutral:.6g}", "nan", "nan"]
+
+
+def join_parts(paths: Iterable[str | Path]) -> list[list[str]]:
+    """The rows of headerless scan parts (what :func:`scan_chunk` writes), in the order given, as TSV fields."""
+    return [ln.split("\t") for path in paths for ln in Path(path).read_text().splitlines()]
+
+
+def scan_tsv(rows: list[list[str]]) -> str:
+    """scan.tsv's text: the header, then ``rows`` (TSV fields)."""
+    return "\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
+
+
+def strongest_window(table: dict[str, np.ndarray]) -> tuple[float, str]:
+    """The largest log10 Bayes factor of a scan table and its window as ``chrom:start-end``."""
+    best = int(np.nanargmax(table["log10_bayes_factor"]))
+    return (float(table["log10_bayes_factor"][best]),
+            f"{table['chrom'][best]}:{int(table['start'][best])}-{int(table['end'][best])}")
 
 
 def read_scan(path: str | Path) -> dict[str, np.ndarray]:

@@ -143,33 +143,25 @@ def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndar
     return scan_chunk(model_dir, matrix, positions, windows, chrom, out_path, **kwargs)
 
 
-def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploids: int, length: int,
-                         mutation_rate: float, recombination_rate: float, window: dict, name: str,
-                         out_path: str, *, level: float, seed: int, accessible: tuple | None,
-                         min_accessible: float) -> int:
-    """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model, windows
-    and mask (``accessible``: the real chromosome's intervals in the same coordinates)."""
-    from ..infer.calibrate import simulate_null_chromosome
-    from ..infer.scan import accessible_windows, plan_windows, scan_chunk
-
-    matrix, positions = simulate_null_chromosome(graph, population, n_diploids, length, mutation_rate=mutation_rate,
-                                                 recombination_rate=recombination_rate, seed=seed,
-                                                 accessible=accessible)
-    planned, skipped = accessible_windows(plan_windows(positions, **window), accessible, min_accessible)
-    if skipped:
-        log.info("%s: %d null windows skipped (accessible share < %g)", name, skipped, min_accessible)
-    windows = [(w.lo, w.hi, w.start, w.end) for w in planned]
-    return scan_chunk(model_dir, matrix, positions, windows, name, out_path, level=level, mc_samples=0, seed=seed)
-
-
 def run_unit(task: str, *args, **kwargs) -> int:
     """A scan unit: a chunk of real windows (``chunk``) or a null chromosome (``null``)."""
+    from ..infer.calibrate import scan_null_chromosome
+
     return (scan_vcz_chunk if task == "chunk" else scan_null_chromosome)(*args, **kwargs)
 
 
 def run(ctx: StageContext) -> StageResult:
     """Plan windows from the VCF Zarr's positions, run chunks as Dask tasks, join the parts into scan.tsv and scan.png."""
-    from ..infer.scan import COLUMNS, accessible_windows, plan_windows, plot_scan, read_part_bayes_factors, read_scan
+    from ..infer.scan import (
+        accessible_windows,
+        join_parts,
+        plan_windows,
+        plot_scan,
+        read_part_bayes_factors,
+        read_scan,
+        scan_tsv,
+        strongest_window,
+    )
     from ..readers.mask import clip
     from ..readers.vcf import parse_region, read_sample_list
     from ..readers.vcz import ensure_vcz, plan_sites, storage_cache
@@ -238,39 +230,30 @@ def run(ctx: StageContext) -> StageResult:
     result = ctx.run_units(units, run_unit, item_name="windows")
     if result.failures or result.units_done < result.units_total:
         return result
-    rows = [ln.split("\t") for u in units[:n_real] for ln in (parts / f"{u.id}.tsv").read_text().splitlines()]
+    rows = join_parts(parts / f"{u.id}.tsv" for u in units[:n_real])
     regions = None
     calibration = None
     if history is not None:
-        from ..infer.calibrate import calibration_summary, candidates_tsv, empirical_p, merge_windows, qvalues
+        from ..infer.calibrate import calibrate_rows, call_regions, candidates_tsv
 
-        bf_col = COLUMNS.index("bayes_factor")
         null_bf = np.concatenate([read_part_bayes_factors(parts / f"{u.id}.tsv") for u in units[n_real:]])
         if len(null_bf) == 0:
             raise InputDataError(f"{vcf}: the {len(units) - n_real} null chromosomes gave no window of {w.size} "
                                  f"{w.unit} with at least {w.min_sites} sites; check scan.null's rates")
-        p = empirical_p(np.array([float(r[bf_col]) for r in rows]), null_bf)
-        q = qvalues(p, cfg.fdr_method)
-        for r, pi, qi in zip(rows, p, q, strict=True):
-            r[-2:] = [f"{pi:.6g}", f"{qi:.6g}"]
-    text = "\t".join(COLUMNS) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
-    atomic.write_text(out / "scan.tsv", text)
+        calibrate_rows(rows, null_bf, cfg.fdr_method)
+    atomic.write_text(out / "scan.tsv", scan_tsv(rows))
     table = read_scan(out / "scan.tsv")
     if history is not None:
-        regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"],
-                                table["q"], cfg.fdr)
+        regions, calibration = call_regions(table, cfg.fdr, len(null_bf), cfg.null.chromosomes, cfg.fdr_method)
         atomic.write_text(out / "candidates.tsv", candidates_tsv(regions))
-        calibration = calibration_summary(table["q"], cfg.fdr, len(null_bf), cfg.null.chromosomes, regions,
-                                          cfg.fdr_method)
         calibration["history"] = history.source
         log.info("stage %s: %d windows with q < %g in %d candidate regions; expected false windows among them "
                  "<= %.2f", ctx.name, calibration["significant_windows"], cfg.fdr, len(regions),
                  calibration["expected_false_windows"])
     plot_scan(table, out / "scan.png", title=f"{chrom}: {len(windows)} windows", regions=regions, fdr=cfg.fdr)
-    best = int(np.nanargmax(table["log10_bayes_factor"]))
+    best_lbf, best_window = strongest_window(table)
     result.metrics.update(n_windows=len(windows), n_sites=int(len(positions)), chrom=chrom,
-                          max_log10_bayes_factor=float(table["log10_bayes_factor"][best]),
-                          max_bf_window=f"{chrom}:{int(table['start'][best])}-{int(table['end'][best])}",
+                          max_log10_bayes_factor=best_lbf, max_bf_window=best_window,
                           tsv=str(out / "scan.tsv"), plot=str(out / "scan.png"), vcz=str(vcz),
                           sites=sites.counts)
     if mask:
