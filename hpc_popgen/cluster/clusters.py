@@ -137,37 +137,6 @@ def lifetime_args(walltime: str | None, lifetime: WorkerLifetime | None) -> list
     return ["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"]
 
 
-def cluster_parameters(kind: str) -> tuple[str, set[str]]:
-    """The cluster class's name and every keyword it accepts, its workers' or jobs' included."""
-    import inspect
-
-    if kind == "local":
-        from distributed import LocalCluster, Nanny, Worker
-
-        classes: tuple[Any, ...] = (LocalCluster, Nanny, Worker)
-    else:
-        from dask_jobqueue import SLURMCluster
-        from dask_jobqueue.core import Job
-        from dask_jobqueue.slurm import SLURMJob
-
-        classes = (SLURMCluster, SLURMJob, Job)
-    names = {n for c in classes for n, p in inspect.signature(c).parameters.items()
-             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return classes[0].__name__, names - {"scheduler", "loop", "scheduler_ip", "scheduler_port"}
-
-
-def check_cluster_keys(profile: dict, source: str) -> None:
-    """Refuse ``cluster:`` keys the cluster class does not take, naming the key (before anything runs)."""
-    import difflib
-
-    cls_name, allowed = cluster_parameters(profile["kind"])
-    for key in profile.get("cluster") or {}:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ProfileError(f"{source}: cluster.{key}: unknown key for {cls_name}{hint}")
-
-
 def run_security(directory: str | Path) -> Any:
     """TLS for this run: a key and self-signed certificate made now with ``openssl`` (as
     ``Security.temporary`` does in memory), in ``directory``, readable by the user only (0700 / 0600).
