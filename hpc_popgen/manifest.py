@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -125,6 +126,15 @@ def schema_default(schema_name: str, *path: str) -> Any:
     return copy.deepcopy(node["default"])
 
 
+def schema_maximum(schema_name: str, *path: str) -> Any:
+    """The ``maximum`` of one key of a schema, e.g. ``schema_maximum("stages/simulate.schema.json", "prior", "n")``:
+    a limit that a check of several keys shares (the total images of a simulate stage) lives there, once."""
+    node: Any = load_schema(schema_name)
+    for key in path:
+        node = _deref(node, None)["properties"][key]
+    return node["maximum"]
+
+
 def _is_external(schema: Any) -> bool:
     return isinstance(schema, dict) and "$ref" in schema and not schema["$ref"].startswith("#")
 
@@ -191,15 +201,101 @@ class Manifest:
         raise ManifestError(f"{self.source}: no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
 
 
+ALIAS_EXPANSION_LIMIT = 5000  # nodes that aliases may add to a document (a manifest's anchors add tens)
+YAML_DEPTH_LIMIT = 64  # nesting levels of a YAML document (a manifest uses about 6)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader (no tags, no code) that also reads ``4.04e6`` and ``1e-8`` as floats, as YAML 1.2 does,
-    and a plain ``null`` mapping key as the string "null" (the scan stage's key), not None."""
+    and a plain ``null`` mapping key as the string "null" (the scan stage's key), not None.
+
+    Stricter than YAML: a key given twice in one mapping is an error (a merge key ``<<`` may still be
+    overridden), and aliases may add at most ``ALIAS_EXPANSION_LIMIT`` nodes, checked on the composed
+    node graph before anything is built, so an alias bomb fails at once instead of filling memory."""
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[Any, yaml.Node] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            same = self._key_identity(key)
+            if same in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key.value!r} (first on line {first[same].start_mark.line + 1})",
+                    key.start_mark)
+            first[same] = key
+        return node
+
+    def _key_identity(self, key: yaml.ScalarNode) -> Any:
+        """What a scalar key becomes as a Python key (``1`` and ``0x1`` are one key; ``"1"`` another)."""
+        if key.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"):
+            try:
+                value = self.yaml_constructors[key.tag](self, key)
+                return ("number", value) if value == value else ("nan", key.value)
+            except (ValueError, yaml.YAMLError):
+                pass
+        if key.tag == "tag:yaml.org,2002:null":
+            return ("str", "null") if key.value == "null" else ("null", None)
+        return ("str", key.value)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > YAML_DEPTH_LIMIT:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {YAML_DEPTH_LIMIT} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _bound_aliases(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:null" and key.value == "null":
                 key.tag = "tag:yaml.org,2002:str"
         return super().construct_mapping(node, deep)
+
+
+def _bound_aliases(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand to more than ``ALIAS_EXPANSION_LIMIT`` extra nodes, or refer
+    to a node that contains them: sizes are counted once per distinct node (post-order), never expanded."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in on_path:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a node that contains it",
+                                                    node.start_mark)
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    extra = size[id(root)] - len(size)
+    if extra > ALIAS_EXPANSION_LIMIT:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"aliases expand to {extra:,} more nodes (at most {ALIAS_EXPANSION_LIMIT:,}); "
+                        "write the values out instead", root.start_mark)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 _Loader.add_implicit_resolver(
@@ -209,7 +305,7 @@ _Loader.add_implicit_resolver(
 
 
 def read_yaml(path: str | Path, what: str = "manifest") -> Any:
-    """Load YAML safely (no tags, no code); errors name the file and the line."""
+    """Load YAML safely (no tags, no code, no duplicate keys, bounded aliases); errors name the file and the line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -229,10 +325,41 @@ def read_yaml(path: str | Path, what: str = "manifest") -> Any:
         raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
+def non_finite(data: Any) -> tuple[list, float] | None:
+    """The key path and value of the first NaN or infinite float in parsed YAML data (None if all are finite).
+
+    JSON Schema's ``minimum``/``maximum`` never reject NaN (every comparison with it is false), and no
+    manifest or profile key takes an infinite value, so this one walk guards them all. Iterative, and each
+    container is visited once (a YAML alias shares one), so neither depth nor aliases make it blow up.
+    """
+    stack: list[tuple[list, Any]] = [([], data)]
+    seen: set[int] = set()
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return path, node
+        if isinstance(node, (dict, list)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            items = list(node.items() if isinstance(node, dict) else enumerate(node))
+            stack.extend((path + [key], value) for key, value in reversed(items))
+    return None
+
+
+def check_finite(data: Any, *, source: str) -> None:
+    """Raise one ManifestError naming the file and key of the first NaN or infinite number in ``data``."""
+    found = non_finite(data)
+    if found is not None:
+        path, value = found
+        raise ManifestError(f"{source}: {format_path(path)}: {value} is not a finite number")
+
+
 def parse_manifest(data: Any, *, source: str = "<manifest>", base_dir: str | Path = ".") -> Manifest:
     """Validate raw manifest data and return the resolved, frozen Manifest (or raise ManifestError)."""
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: a manifest must be a YAML mapping with name, seed and stages")
+    check_finite(data, source=source)
     for i, raw in enumerate(data.get("stages") or []):
         kinds = [k for k in raw if k in STAGE_KINDS] if isinstance(raw, dict) else []
         if len(kinds) > 1:  # before the schema, whose errors for each kind would hide this one

@@ -10,6 +10,7 @@ writing report.json after every stage. Units already in the ledger are never red
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import subprocess
@@ -23,13 +24,14 @@ from typing import Any
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.profiles import Profile, profile_from_data, resolve_profile
 from .cluster.sbatch import sbatch_header
-from .errors import ProfileError, StageFailed
+from .errors import ManifestError, ProfileError, StageFailed
 from .job import Job, JobStage, Resources, stage_seed
 from .manifest import Manifest, load_manifest
 from .paths import is_remote, local_path
+from .runlock import RunLock
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
-from .stages.base import StageContext, StageResult, stage_config
+from .stages.base import StageContext, StageResult, check_url, stage_config
 
 log = logging.getLogger(__name__)
 ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker job's whole memory and GPUs
@@ -39,6 +41,7 @@ def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
     """Read and validate the manifest and its profile (``profile`` overrides the manifest's) and resolve
     them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know."""
     manifest = absolute_paths(load_manifest(manifest_path))
+    check_storage(manifest)
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
         manifest = replace(manifest, profile=profile)
@@ -58,6 +61,34 @@ def resolve(manifest: Manifest, profile: Profile) -> Job:
         if check is not None:
             check(stage, job)
     return job
+
+
+def check_storage(manifest: Manifest) -> None:
+    """``storage`` is a folder this user can write (or can create), or a URL whose fsspec protocol is installed."""
+    where = f"{manifest.source}: storage"
+    if is_remote(manifest.storage):
+        check_url(manifest.storage, where)
+        return
+    root = Path(manifest.storage)
+    existing = next(p for p in (root, *root.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        what = "is not a folder" if existing == root else f"cannot be made: {existing} is not a folder"
+        raise ManifestError(f"{where}: {root} {what}")
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_write_in(existing):
+        what = "is" if existing == root else f"cannot be made: {existing} is"
+        raise ManifestError(f"{where}: {root} {what} not writable by this user")
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (also for root, which os.access never refuses, and on a
+    read-only mount): a temporary file, removed at once."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".hpcpop-write-test-"):
+            return True
+    except OSError:
+        return False
 
 
 def create_run(manifest_path: str | Path, *, profile: str | None = None,
@@ -100,7 +131,16 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:
-    """Run (or resume) every stage of a run directory; returns the final report."""
+    """Run (or resume) every stage of a run directory, holding its driver lock; returns the final report.
+
+    A live driver on the run (submit, rerun or a detached one) refuses this one with one line, before
+    anything is written; a gone one's lock is taken over (see runlock.py)."""
+    with RunLock(rd.path):
+        return _execute(rd, progress=progress)
+
+
+def _execute(rd: RunDir, *, progress: bool) -> dict:
+    """The driver loop of ``execute``, under the run's lock."""
     job = recorded_job(rd)
     manifest, profile = job.manifest, job.profile
     _attach_log_file(rd)
@@ -143,7 +183,7 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     finally:
         if in_main:  # SLURM may signal again before its SIGKILL: let the cleanup finish
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        rd.update_report(status=status, finished_at=now_iso())  # first: closing clusters takes seconds
+        rd.finish(status)  # first: closing clusters takes seconds; counts from the ledger, whatever the signal
         for handle in clusters.values():
             _close_cluster(rd, handle)
         if in_main:

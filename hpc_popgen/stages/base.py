@@ -81,6 +81,86 @@ def input_path(manifest: Manifest, value: str) -> str:
     return str(input_file(local_path(value), manifest.base_dir))
 
 
+RUN_PREFIX = "@run/"
+
+
+def resolve_location(manifest: Manifest, value: str, run_dir: Path | None) -> str:
+    """Where a store or output path of the manifest lives.
+
+    URLs (``s3://…``) and absolute paths are used as given; ``@run/x`` is inside the run directory (kept
+    as ``@run/x`` when ``run_dir`` is None, as at validation, before the run exists); other relative paths
+    are under the manifest's ``storage`` (itself relative to the manifest's folder), so runs can share a store.
+    """
+    if is_remote(value):
+        return value
+    value = local_path(value)
+    if value.startswith(RUN_PREFIX):
+        rest = value[len(RUN_PREFIX):]
+        return str(run_dir / rest) if run_dir is not None else RUN_PREFIX + str(Path(rest))
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    storage = manifest.storage
+    if is_remote(storage):
+        return storage.rstrip("/") + "/" + value
+    root = Path(local_path(storage))
+    if not root.is_absolute():
+        root = Path(manifest.base_dir) / root
+    return str(root / value)
+
+
+def check_url(url: str, where: str) -> None:
+    """A remote URL's fsspec protocol must be known and the package that implements it installed."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(f"{where}: {url}: the {protocol}:// protocol needs a package that is not installed "
+                            f"({reason})") from None
+    except ValueError:
+        raise ManifestError(f"{where}: {url}: {protocol!r} is not a protocol fsspec knows") from None
+
+
+def check_store_reference(stage: JobStage, job: Job, value: str | None, key: str = "store", *,
+                          may_appear: bool = False) -> tuple[int, int] | None:
+    """A store a stage reads is written by an earlier simulate stage of the job or is an image store now.
+
+    Returns its image shape where validation can know it (the simulate stage's image size, the store's);
+    ``may_appear``: another job may still create it (train's stream mode), so its absence is no error.
+    """
+    if value is None:
+        return None
+    manifest = job.manifest
+    where = key_path(stage.spec, manifest, key)
+    loc = resolve_location(manifest, value, None)
+    writers = [s for s in job.stages if s.kind == "simulate"
+               and resolve_location(manifest, s.config.store, None) == loc]
+    earlier = [s for s in writers if s.index < stage.index]
+    if earlier:
+        return tuple(earlier[-1].config.image.size)
+    if writers:
+        raise ManifestError(f"{where}: {value!r} is written by stage {writers[0].name!r}, which runs after this one")
+    if is_remote(loc):
+        check_url(loc, where)
+        return None
+    if loc.startswith(RUN_PREFIX):
+        raise ManifestError(f"{where}: {value!r} is in the run directory, but no earlier simulate stage of this "
+                            "manifest writes it")
+    if not Path(loc).exists():
+        if may_appear:
+            return None
+        raise ManifestError(f"{where}: no image store at {loc}, and no earlier simulate stage writes {value!r}")
+    from ..store import open_store
+
+    try:
+        return tuple(open_store(loc).image_shape)
+    except HpcPopError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
 def stage_config(spec: StageSpec, manifest: Manifest) -> Any:
     """A stage's typed, frozen config from its schema-filled parameters (``pipeline.prepare`` builds it once).
 
@@ -206,27 +286,8 @@ class StageContext:
         return d
 
     def path(self, value: str) -> str:
-        """Resolve a store or file path from the manifest.
-
-        URLs (``s3://…``) and absolute paths are used as given; ``@run/x`` is inside the run directory;
-        other relative paths are under the manifest's ``storage`` (itself relative to the manifest's
-        folder), so several runs can share a store.
-        """
-        if is_remote(value):
-            return value
-        value = local_path(value)
-        if value.startswith("@run/"):
-            return str(self.run.path / value[len("@run/"):])
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return str(p)
-        storage = self.manifest.storage
-        if is_remote(storage):
-            return storage.rstrip("/") + "/" + value
-        root = Path(local_path(storage))
-        if not root.is_absolute():
-            root = Path(self.manifest.base_dir) / root
-        return str(root / value)
+        """Resolve a store or file path from the manifest (see :func:`resolve_location`)."""
+        return resolve_location(self.manifest, value, self.run.path)
 
     def input_path(self, value: str) -> str:
         """Resolve a user input file (VCF, AFS, demes YAML): relative to the manifest's folder."""

@@ -16,8 +16,19 @@ from ..errors import ManifestError
 from ..infer.evaluate import EvaluateConfig
 from ..job import Job, JobStage
 from ..manifest import Manifest, StageSpec
+from ..paths import is_remote
 from ..train.progress import PROGRESS_FILE
-from .base import ProgressWatch, StageContext, StageResult, key_path
+from ..train.saved import META_FILE
+from .base import (
+    RUN_PREFIX,
+    ProgressWatch,
+    StageContext,
+    StageResult,
+    check_store_reference,
+    check_url,
+    key_path,
+    resolve_location,
+)
 
 log = logging.getLogger(__name__)
 CONFIG = EvaluateConfig
@@ -30,23 +41,64 @@ def _train_stage_before(manifest: Manifest, index: int) -> StageSpec | None:
 
 
 def check(stage: JobStage, job: Job) -> None:
-    """The model must name a train stage that runs earlier, or be a path; null needs an earlier train stage.
+    """The model names a train stage that runs earlier, or a model directory that exists (null: the last
+    train stage before this one); the store (evaluate's) exists or an earlier simulate stage writes it,
+    and its images have the model's size where both are known.
 
-    Also the scan stage's check: its config's ``model`` means the same.
+    Also the scan stage's check: its config's ``model`` means the same (a scan has no ``store``).
     """
     spec, manifest = stage.spec, job.manifest
     where = key_path(spec, manifest, "model")
     value = stage.config.model
-    names = {s.name: s for s in manifest.stages}
+    stages = {s.name: s for s in job.stages}
+    train: JobStage | None = None
+    model_shape: tuple[int, int] | None = None
     if value is None:
-        if _train_stage_before(manifest, spec.index) is None:
+        before = _train_stage_before(manifest, spec.index)
+        if before is None:
             raise ManifestError(f"{where}: no train stage before this stage; name a model directory")
-    elif value in names:
-        target = names[value]
-        if target.kind != "train":
-            raise ManifestError(f"{where}: stage {value!r} is a {target.kind} stage, not a train stage")
-        if target.index > spec.index:
+        train = stages[before.name]
+    elif value in stages:
+        train = stages[value]
+        if train.kind != "train":
+            raise ManifestError(f"{where}: stage {value!r} is a {train.kind} stage, not a train stage")
+        if train.index > spec.index:
             raise ManifestError(f"{where}: train stage {value!r} runs after this stage")
+    else:
+        model_shape = _model_shape(manifest, value, where, list(stages))
+    if train is not None:
+        model_shape = check_store_reference(train, job, train.config.store,
+                                            may_appear=train.config.stream.enabled)
+    store = getattr(stage.config, "store", None)
+    shape = check_store_reference(stage, job, store)
+    if shape is not None and model_shape is not None and tuple(shape) != tuple(model_shape):
+        model = f"the model of stage {train.name!r}" if train is not None else f"the model {value}"
+        raise ManifestError(f"{key_path(spec, manifest, 'store')}: {store!r} holds {shape[0]}x{shape[1]} images; "
+                            f"{model} takes {model_shape[0]}x{model_shape[1]} images")
+
+
+def _model_shape(manifest: Manifest, value: str, where: str, stage_names: list[str]) -> tuple[int, int] | None:
+    """The image shape of the model directory ``value`` names (None where it cannot be read before the run)."""
+    loc = resolve_location(manifest, value, None)
+    if is_remote(loc):
+        check_url(loc, where)
+        return None
+    if loc.startswith(RUN_PREFIX):
+        return None  # made by this run
+    path = Path(loc)
+    if path.name == META_FILE or path.suffix == ".keras":
+        path = path.parent
+    if not path.exists():
+        named = "" if "/" in value else f"no stage named {value!r} (stages: {', '.join(stage_names)}) and "
+        raise ManifestError(f"{where}: {named}no model directory at {loc}")
+    meta = path / META_FILE
+    try:
+        return tuple(json.loads(meta.read_text())["image_shape"])
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: {path}: not a trained model (no {META_FILE}; point to "
+                            "RUN_DIR/<train stage>/model)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(f"{where}: {meta}: not a readable model description ({exc})") from None
 
 
 def model_dir(ctx: StageContext) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ManifestError, StoreError
 from ..job import Job, JobStage
+from ..manifest import schema_maximum
 from ..simulate import Plan
 from ..simulate.config import SimulateConfig
 from ..simulate.plan import forward_to_dict
@@ -30,6 +31,7 @@ MATCH_KEYS = ("n_images", "image_shape", "shard_images", "classes", "prior", "de
 
 
 CONFIG = SimulateConfig
+MAX_SHARDS = 1_000_000  # Dask tasks of one store: the scheduler's bookkeeping stays small
 
 
 def check(stage: JobStage, job: Job) -> None:
@@ -39,6 +41,7 @@ def check(stage: JobStage, job: Job) -> None:
     """
     spec, manifest = stage.spec, job.manifest
     cfg: SimulateConfig = stage.config
+    check_size(stage, job)
     if cfg.source is not None:
         from . import simulate_ms
 
@@ -53,6 +56,26 @@ def check(stage: JobStage, job: Job) -> None:
         return
     with located(spec, manifest):
         Plan.from_config(cfg, 1, manifest.base_dir)
+
+
+def check_size(stage: JobStage, job: Job) -> None:
+    """At most prior.n's schema maximum images in all (n_per_class x classes too), in at most MAX_SHARDS
+    shards: a typo of a few digits is refused here, before anything is planned or allocated."""
+    cfg: SimulateConfig = stage.config
+    if cfg.classes is not None and cfg.n_per_class is not None:
+        n, key = cfg.n_per_class * len(cfg.classes), "n_per_class"
+    elif cfg.prior is not None:
+        n, key = cfg.prior.n, "prior.n"
+    else:
+        return  # ms files: as many images as they hold
+    most = schema_maximum("stages/simulate.schema.json", "prior", "n")
+    where = key_path(stage.spec, job.manifest, key)
+    if n > most:
+        raise ManifestError(f"{where}: {n:,} images in all; at most {most:,}")
+    shards = -(-n // cfg.shard_images)
+    if shards > MAX_SHARDS:
+        raise ManifestError(f"{where}: {n:,} images in shards of {cfg.shard_images} are {shards:,} shards (Dask "
+                            f"tasks); at most {MAX_SHARDS:,}: raise shard_images")
 
 
 def _check_stage_reference(stage: JobStage, job: Job, ref: dict, prefix: str = "") -> None:

@@ -21,14 +21,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import HpcPopError, StoreError
+from ..errors import HpcPopError, ManifestError, ParamError, StoreError
+from ..job import Job, JobStage
 from ..store import ImageStore, open_store
 from ..train.config import StreamConfig, TrainConfig
 from ..train.progress import PROGRESS_FILE
-from .base import ProgressWatch, StageContext, StageResult, located, worker_location
+from .base import ProgressWatch, StageContext, StageResult, check_store_reference, key_path, located, worker_location
 
 log = logging.getLogger(__name__)
 CONFIG = TrainConfig
+
+
+def check(stage: JobStage, job: Job) -> None:
+    """The store exists or an earlier simulate stage writes it, and the network fits its images."""
+    from ..train.models import check_input_size, resolve_model
+
+    cfg: TrainConfig = stage.config
+    shape = check_store_reference(stage, job, cfg.store, may_appear=cfg.stream.enabled)
+    with located(stage.spec, job.manifest, "model"):
+        mcfg = resolve_model(cfg.model)
+    if shape is None:
+        return
+    try:
+        check_input_size(mcfg, shape)
+    except ParamError as exc:  # the preset's own filters: name the preset the user chose
+        key = "model.filters" if cfg.model.filters else "model.preset"
+        what = f"preset {cfg.model.preset!r}: " if not cfg.model.filters else ""
+        raise ManifestError(f"{key_path(stage.spec, job.manifest, key)}: {what}{exc.reason}") from None
 
 
 def resolve_ranks(ctx: StageContext) -> tuple[int, str]:
