@@ -230,14 +230,32 @@ def start_cluster(profile: Profile, resources: Resources | None, *, name: str, l
             mx = min(mx, resources.max_workers)
         cluster.adapt(minimum_jobs=min(profile.adapt.minimum_jobs, mx), maximum_jobs=mx)
     client = Client(cluster)
-    handle = ClusterHandle(cluster=cluster, client=client, kind=kind, key=key, dashboard=_dashboard(client))
+    handle = ClusterHandle(cluster=cluster, client=client, kind=kind, key=key, dashboard=_dashboard(cluster, client))
     log.info("cluster %s up; dashboard %s", kind, handle.dashboard)
     return handle
 
 
-def _dashboard(client: Any) -> str | None:
+def _dashboard(cluster: Any, client: Any) -> str | None:
+    """The dashboard's URL from the address its server bound, not the scheduler's (Dask's ``dashboard_link``
+    names the scheduler's host, where nothing listens when the dashboard is on loopback, as on SLURM)."""
     try:
-        return client.dashboard_link
+        server = getattr(getattr(cluster, "scheduler", None), "http_server", None)
+        if server is not None:
+            host, port = server.address, server.port
+        else:  # a scheduler in another process: ask it
+            host, port = client.run_on_scheduler(_bound_dashboard)
     except Exception:  # noqa: BLE001 - no bokeh, or dashboard disabled
         return None
+    if host in ("", "0.0.0.0", "::"):  # every interface: the scheduler's own address is one of them
+        from distributed.comm import get_address_host
+
+        host = get_address_host(client.scheduler.address)
+    from distributed.utils import format_dashboard_link
+
+    return format_dashboard_link(f"[{host}]" if ":" in host else host, port)
+
+
+def _bound_dashboard(dask_scheduler: Any) -> tuple[str, int]:
+    """On the scheduler: the host and port its dashboard's HTTP server listens on."""
+    return dask_scheduler.http_server.address, dask_scheduler.http_server.port
 

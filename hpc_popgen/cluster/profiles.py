@@ -6,6 +6,8 @@ dask-jobqueue's ``jobqueue.slurm`` and distributed's settings, so nothing is con
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,11 @@ from typing import Any
 
 from ..config import from_params, to_params
 from ..errors import ManifestError, ParamError, ProfileError
-from ..manifest import fill_defaults, load_schema, read_yaml, validate_against
+from ..manifest import fill_defaults, load_schema, read_yaml, schema_default, validate_against
 from ..paths import PROFILE_DIR, USER_PROFILE_DIR
+
+log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # profiles that run code, warned about once per process
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,9 +101,16 @@ class Profile:
 
 def profile_from_data(data: Mapping[str, Any], *, name: str, source: str) -> Profile:
     """The typed Profile from a validated profile mapping (defaults filled here, from the schema)."""
+    found = check_code(data, source, read_back=True)
+    if found and (str(source), tuple(found)) not in _WARNED:
+        _WARNED.add((str(source), tuple(found)))
+        log.warning("profile %s runs code named by the user: %s", source,
+                    ", ".join(f.split(": ", 1)[0] for f in found))
     filled = with_defaults(dict(data))
     filled.pop("name", None)
     filled.pop("source", None)
+    if filled.get("dashboard_address") is None:  # null: loopback, as when absent
+        filled["dashboard_address"] = schema_default("profile.schema.json", "dashboard_address")
     try:
         return from_params(Profile, {**filled, "name": name, "source": source})
     except ParamError as exc:
@@ -149,7 +161,139 @@ def load_profile_file(path: Path) -> dict:
         raise ProfileError(str(exc)) from None
     data = with_defaults(data)
     check_cluster_keys(data, str(path))
+    check_code(data, path, read_back=False)
     return data
+
+
+# Keyword arguments of LocalCluster, Nanny, Worker, SLURMCluster and SLURMJob that load or run code, or
+# pass keywords on unchecked: a profile may name them only from the user's own folder (USER_PROFILE_DIR).
+RUNS_CODE = {
+    "preload": "imports a module or runs a file in every worker",
+    "preload_argv": "arguments for preloaded code",
+    "preload_nanny": "imports a module or runs a file in every nanny",
+    "preload_nanny_argv": "arguments for preloaded code",
+    "plugins": "worker plugins (code)",
+    "extensions": "worker extensions (classes)",
+    "worker_class": "a class imported by name",
+    "job_cls": "a class imported by name",
+    "scheduler_cls": "a class imported by name",
+    "WorkerStateClass": "a class",
+    "executor": "executors (objects)",
+    "data": "a storage class or callable",
+    "metrics": "callables run by every worker",
+    "startup_information": "callables run by every worker",
+    "services": "extra servers (classes imported by name, ports opened)",
+    "worker_services": "extra servers (classes imported by name, ports opened)",
+    "jupyter": "a Jupyter server on the scheduler",
+    "worker_kwargs": "keywords passed on unchecked",
+    "scheduler_kwargs": "keywords passed on unchecked",
+    "service_kwargs": "keywords passed on unchecked",
+    "job_kwargs": "keywords passed on unchecked",
+    "base_class_kwargs": "keywords passed on unchecked",
+    "env": "environment of worker processes (LD_PRELOAD, PYTHONPATH)",
+    "config": "dask configuration of worker processes (distributed.worker.preload)",
+    "python": "the interpreter the SLURM job runs",
+    "worker_command": "the module the SLURM job runs",
+    "shebang": "the interpreter of the SLURM job script",
+    "job_script_prologue": "shell lines in the SLURM job script",
+    "env_extra": "shell lines in the SLURM job script",
+}
+# Set by hpcpop from the profile's own keys, so that what is recorded is what runs.
+SET_BY_HPCPOP = {"dashboard_address": "the profile's top-level `dashboard_address`",
+                 "security": "the profile's `tls`", "shared_temp_directory": "the profile's `tls`"}
+WORKER_OPTIONS_RUNNING_CODE = ("--preload", "--worker-class")  # dask worker's command-line options
+DIRECTIVES_RUNNING_CODE = ("--export", "--wrap", "--bb")  # sbatch options that set the job's environment or script
+SHELL_SPECIAL = set(";&|<>()`\\")  # in the worker command line of the SLURM job script, unquoted by dask-jobqueue
+DIRECTIVE_KEYS = ("job_extra_directives", "job_extra")  # #SBATCH lines: a comment to the shell
+
+
+def code_settings(data: Mapping[str, Any]) -> list[str]:
+    """The settings of a profile mapping that would run code the user names, each as ``key: value (why)``.
+
+    Keywords of ``RUNS_CODE``, ``scheduler_options`` that do, worker options that preload, sbatch directives
+    that set the job's environment, and, on SLURM, strings with shell syntax or control characters in what
+    becomes the job script (dask-jobqueue writes them unquoted).
+    """
+    found: list[str] = []
+    cluster = data.get("cluster") or {}
+    slurm = data.get("kind") == "slurm"
+    for key, value in cluster.items():
+        plain = _plain(value)
+        if key in RUNS_CODE and plain not in (None, False, "", [], {}):  # an empty setting runs nothing
+            found.append(f"cluster.{key}: {plain!r} ({RUNS_CODE[key]})")
+        elif key == "scheduler_options" and isinstance(value, Mapping):
+            found += [f"cluster.scheduler_options.{k}: {_plain(v)!r} ({RUNS_CODE[k]})"
+                      for k, v in value.items() if k in RUNS_CODE and _plain(v) not in (None, False, "", [], {})]
+        for text in _strings(plain):
+            why = _unsafe_text(text, directive=key in DIRECTIVE_KEYS, slurm=slurm)
+            if why:
+                found.append(f"cluster.{key}: {text!r} ({why})")
+    for text in _strings(_plain((data.get("driver") or {}).get("job_extra_directives") or [])):
+        why = _unsafe_text(text, directive=True, slurm=True)
+        if why:
+            found.append(f"driver.job_extra_directives: {text!r} ({why})")
+    return found
+
+
+def _unsafe_text(text: str, *, directive: bool, slurm: bool) -> str | None:
+    """Why a string of a profile could run code (None when it cannot)."""
+    if slurm and any(ord(c) < 32 for c in text):
+        return "a control character ends the job script's line"
+    tokens = text.split()
+    if directive:
+        if any(t.startswith(DIRECTIVES_RUNNING_CODE) for t in tokens):
+            return "sets the job's environment or script"
+        return None
+    if any(t.startswith(WORKER_OPTIONS_RUNNING_CODE) for t in tokens):
+        return "a worker option that loads code"
+    if slurm and SHELL_SPECIAL & set(text):
+        return "shell syntax in the job script"
+    return None
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
+
+
+def _plain(value: Any) -> Any:
+    """Lists for tuples and dicts for mappings, so recorded and read settings compare equal."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def in_user_folder(path: str | Path) -> bool:
+    """Whether a profile file lies in the user's own profile folder (``USER_PROFILE_DIR``)."""
+    folder = Path(USER_PROFILE_DIR).expanduser()
+    p = Path(path).expanduser()
+    return (Path(os.path.abspath(p)).parent == Path(os.path.abspath(folder))
+            or p.resolve().parent == folder.resolve())
+
+
+def check_code(data: Mapping[str, Any], source: str | Path, *, read_back: bool) -> list[str]:
+    """The settings of ``data`` that run code (see :func:`code_settings`), allowed only from the user's own
+    profile folder: refused (one line naming the first) for any other file.
+
+    ``read_back``: ``data`` did not come from ``source`` just now (a recorded or typed profile), so it is
+    allowed only while the file in the user's folder still holds the same settings.
+    """
+    found = code_settings(data)
+    if not found:
+        return found
+    if not (in_user_folder(source) and Path(source).is_file()):
+        raise ProfileError(f"{source}: {found[0]}: a profile runs code only from your own profile folder, "
+                           f"{USER_PROFILE_DIR}")
+    if read_back and code_settings(load_profile_file(Path(source))) != found:
+        raise ProfileError(f"{source}: {found[0]}: recorded, but the profile file no longer says so")
+    return found
 
 
 def cluster_parameters(kind: str) -> tuple[str, set[str]]:
@@ -172,15 +316,35 @@ def cluster_parameters(kind: str) -> tuple[str, set[str]]:
 
 
 def check_cluster_keys(profile: dict, source: str) -> None:
-    """Refuse ``cluster:`` keys the cluster class does not take, naming the key (before anything runs)."""
+    """Refuse ``cluster:`` keys the cluster class does not take (``scheduler_options``: the Scheduler's) and
+    keys hpcpop sets itself, naming the key (before anything runs)."""
+    cls_name, allowed = cluster_parameters(profile["kind"])
+    _known_keys(profile["cluster"], allowed, "cluster", cls_name, source)
+    options = profile["cluster"].get("scheduler_options")
+    if isinstance(options, Mapping):
+        _known_keys(options, scheduler_parameters(), "cluster.scheduler_options", "Scheduler", source)
+
+
+def _known_keys(settings: Mapping[str, Any], allowed: set[str], where: str, cls_name: str, source: str) -> None:
     import difflib
 
-    cls_name, allowed = cluster_parameters(profile["kind"])
-    for key in profile["cluster"]:
+    for key in settings:
+        if key in SET_BY_HPCPOP:
+            raise ProfileError(f"{source}: {where}.{key}: set by hpcpop from {SET_BY_HPCPOP[key]}")
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ProfileError(f"{source}: cluster.{key}: unknown key for {cls_name}{hint}")
+            raise ProfileError(f"{source}: {where}.{key}: unknown key for {cls_name}{hint}")
+
+
+def scheduler_parameters() -> set[str]:
+    """The Scheduler's keywords (what SLURMCluster's ``scheduler_options`` passes to it)."""
+    import inspect
+
+    from distributed import Scheduler
+
+    return {n for n, p in inspect.signature(Scheduler).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
 def with_defaults(data: dict) -> dict:
@@ -198,7 +362,7 @@ def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
         if not path.exists():
             raise ProfileError(f"{name_or_path}: profile file not found")
         data = load_profile_file(path)
-        return profile_from_data(data, name=path.stem, source=str(path.resolve()))
+        return profile_from_data(data, name=path.stem, source=os.path.abspath(path))
     cands = _candidates()
     if name_or_path not in cands:
         known = ", ".join(sorted(cands)) or "none"
