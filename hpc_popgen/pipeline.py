@@ -28,7 +28,6 @@ from .errors import ManifestError, ProfileError, StageFailed
 from .job import Job, JobStage, Resources, stage_seed
 from .manifest import Manifest, load_manifest
 from .paths import is_remote, local_path
-from .runlock import RunLock
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
 from .stages.base import StageContext, StageResult, check_url, stage_config
@@ -131,16 +130,7 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:
-    """Run (or resume) every stage of a run directory, holding its driver lock; returns the final report.
-
-    A live driver on the run (submit, rerun or a detached one) refuses this one with one line, before
-    anything is written; a gone one's lock is taken over (see runlock.py)."""
-    with RunLock(rd.path):
-        return _execute(rd, progress=progress)
-
-
-def _execute(rd: RunDir, *, progress: bool) -> dict:
-    """The driver loop of ``execute``, under the run's lock."""
+    """Run (or resume) every stage of a run directory; returns the final report."""
     job = recorded_job(rd)
     manifest, profile = job.manifest, job.profile
     _attach_log_file(rd)
@@ -183,7 +173,7 @@ def _execute(rd: RunDir, *, progress: bool) -> dict:
     finally:
         if in_main:  # SLURM may signal again before its SIGKILL: let the cleanup finish
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        rd.finish(status)  # first: closing clusters takes seconds; counts from the ledger, whatever the signal
+        rd.update_report(status=status, finished_at=now_iso())  # first: closing clusters takes seconds
         for handle in clusters.values():
             _close_cluster(rd, handle)
         if in_main:
