@@ -28,6 +28,7 @@ from .errors import ManifestError, ProfileError, StageFailed
 from .job import Job, JobStage, Resources, stage_seed
 from .manifest import Manifest, load_manifest
 from .paths import is_remote, local_path
+from .runlock import RunLock
 from .runs import RunDir, default_run_dir, now_iso
 from .stages import get_stage
 from .stages.base import StageContext, StageResult, check_url, stage_config
@@ -130,7 +131,16 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def execute(rd: RunDir, *, progress: bool = True) -> dict:
-    """Run (or resume) every stage of a run directory; returns the final report."""
+    """Run (or resume) every stage of a run directory, holding its driver lock; returns the final report.
+
+    A live driver on the run (submit, rerun or a detached one) refuses this one with one line, before
+    anything is written; a gone one's lock is taken over (see runlock.py)."""
+    with RunLock(rd.path):
+        return _execute(rd, progress=progress)
+
+
+def _execute(rd: RunDir, *, progress: bool) -> dict:
+    """The driver loop of ``execute``, under the run's lock."""
     job = recorded_job(rd)
     manifest, profile = job.manifest, job.profile
     _attach_log_file(rd)
@@ -173,9 +183,11 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     finally:
         if in_main:  # SLURM may signal again before its SIGKILL: let the cleanup finish
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        rd.update_report(status=status, finished_at=now_iso())  # first: closing clusters takes seconds
+        rd.finish(status)  # first: closing clusters takes seconds; counts from the ledger, whatever the signal
         for handle in clusters.values():
             _close_cluster(rd, handle)
+        if clusters:  # again: a unit a worker recorded (a training epoch) while its cluster closed counts too
+            rd.finish(status)
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return rd.report()
@@ -219,8 +231,9 @@ def _run_stage(ctx: StageContext) -> StageResult:
                     seconds=round(seconds, 3), finished_at=now_iso(), throughput=throughput,
                     metrics=result.metrics)
     if not ok:
+        first = f" (first: {result.error})" if result.error else ""
         raise StageFailed(f"stage {ctx.name}: {result.units_done}/{result.units_total} units done, "
-                          f"{result.failures} failed; errors in {rd.path}/ledger/{ctx.name}/records.jsonl (`hpcpop status`); run "
+                          f"{result.failures} failed{first}; errors in {rd.path}/ledger/{ctx.name}/records.jsonl (`hpcpop status`); run "
                           f"`hpcpop rerun {rd.path}`")
     log.info("stage %s done: %d/%d units in %.1f s", ctx.name, result.units_done, result.units_total, seconds)
     return result

@@ -7,6 +7,7 @@ Layout of ``RUN_DIR``::
     profile.resolved.yaml    the cluster profile, resolved
     provenance.json          package versions, git commit, host, start time, seeds
     report.json              run status, then per stage: status, units, failures, timings, metrics
+    driver.lock, driver.json the live driver's lock and its host, pid and heartbeat (runlock.py)
     ledger/<stage>/records.jsonl  the stage's completion and failure records, appended one per line
     slurm_jobs.json          SLURM job ids (driver and workers), when on SLURM
 """
@@ -142,10 +143,36 @@ class RunDir:
         }
 
     def report(self) -> dict:
+        """report.json as written ({} before the first); a damaged one is a one-line RunDirError."""
+        path = self.path / "report.json"
         try:
-            return json.loads((self.path / "report.json").read_text())
+            rep = json.loads(path.read_text())
         except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{path}: not a readable report ({exc}); `hpcpop rerun {self.path}` writes it anew") from None
+        if not isinstance(rep, dict):
+            raise RunDirError(f"{path}: not a readable report (a JSON object is expected)")
+        return rep
+
+    def with_ledger_counts(self, report: dict) -> dict:
+        """``report`` with every stage's ``units_done`` and ``failures`` counted in its ledger, the record
+        that is written first: after a signal the two agree whatever report.json last saw."""
+        rep = json.loads(json.dumps(report))
+        for st in rep.get("stages", []):
+            ledger = self.ledger(st["name"])
+            done = len(ledger.done())
+            total = st.get("units_total")
+            st["units_done"] = min(done, total) if isinstance(total, int) else done
+            st["failures"] = len(ledger.failures())
+        return rep
+
+    def finish(self, status: str) -> dict:
+        """Write the run's final ``status`` with every stage's counts from its ledger."""
+        rep = self.with_ledger_counts(self.report())
+        rep.update(status=status, finished_at=now_iso())
+        self.write_report(rep)
+        return rep
 
     def write_report(self, report: dict) -> None:
         report["updated_at"] = now_iso()

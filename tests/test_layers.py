@@ -22,6 +22,7 @@ LAYERS: list[tuple[tuple[str, ...], str]] = [
     (("images", "store"), "image steps on what readers give; the Zarr image store"),
     (("simulate", "train", "demography"), "science: simulations into stores, training from them, spectrum searches"),
     (("infer",), "inference with a trained model, scans and their null simulations"),
+    (("runlock",), "one driver per run directory: its file lock and heartbeat record"),
     (("runs",), "run directories: manifests, reports, ledgers on disk"),
     (("cluster.profiles", "cluster.sbatch"), "cluster profiles and batch scripts, plain values in"),
     (("job",), "the resolved job: each stage's config, resources and profile"),
