@@ -224,7 +224,7 @@ def code_settings(data: Mapping[str, Any]) -> list[str]:
         elif key == "scheduler_options" and isinstance(value, Mapping):
             found += [f"cluster.scheduler_options.{k}: {_plain(v)!r} ({RUNS_CODE[k]})"
                       for k, v in value.items() if k in RUNS_CODE and _plain(v) not in (None, False, "", [], {})]
-        for text in _strings(plain):
+        for text in [] if key in RUNS_CODE else _strings(plain):
             why = _unsafe_text(text, directive=key in DIRECTIVE_KEYS, slurm=slurm)
             if why:
                 found.append(f"cluster.{key}: {text!r} ({why})")
@@ -361,8 +361,8 @@ def resolve_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
             path = Path(base_dir) / path
         if not path.exists():
             raise ProfileError(f"{name_or_path}: profile file not found")
-        data = load_profile_file(path)
-        return profile_from_data(data, name=path.stem, source=os.path.abspath(path))
+        path = Path(os.path.abspath(path))  # errors and records name the file in full
+        return profile_from_data(load_profile_file(path), name=path.stem, source=str(path))
     cands = _candidates()
     if name_or_path not in cands:
         known = ", ".join(sorted(cands)) or "none"
