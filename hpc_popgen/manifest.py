@@ -302,6 +302,10 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
+# no base-60 numbers (YAML 1.2 has none): ``walltime: 12:00:00`` is the text, not 43200
+for _first in "-+0123456789":
+    _Loader.yaml_implicit_resolvers[_first].insert(
+        0, ("tag:yaml.org,2002:str", re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")))
 
 
 def read_yaml(path: str | Path, what: str = "manifest") -> Any:

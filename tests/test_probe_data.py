@@ -340,3 +340,15 @@ def test_slurm_dashboard_url_is_the_loopback_it_listens_on():
         url = _dashboard(cluster, client)
         assert url.startswith("http://127.0.0.1:") and _listens(url), url
         assert not _listens(client.dashboard_link), "the node address Dask names has no dashboard"
+
+
+def test_times_are_text_not_base_60_numbers(hpcpop, tmp_path):
+    """YAML 1.1 reads ``12:00:00`` as 43200; as YAML 1.2 does, hpcpop reads the text a user means."""
+    (tmp_path / "p.yaml").write_text("kind: slurm\ncluster: {cores: 1, memory: 1GB, walltime: 12:00:00}\n"
+                                     "driver: {walltime: 24:00:00}\n")
+    job = manifest(tmp_path, "p.yaml")
+    job.write_text(job.read_text().replace("- simulate:", "- resources: {walltime: 2:30:00}\n  simulate:"))
+    result = hpcpop("validate", job)
+    assert result.exit_code == 0, result.output
+    prof = profiles.resolve_profile(str(tmp_path / "p.yaml"))
+    assert prof.cluster_value("walltime") == "12:00:00" and prof.driver.walltime == "24:00:00"
