@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import platform
 import socket
 import subprocess
@@ -30,6 +31,8 @@ from .errors import RunDirError
 from .ledger import Ledger
 from .manifest import Manifest, dump_yaml, parse_manifest, read_yaml
 from .paths import REPO_ROOT, is_remote, local_path
+
+log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = ("numpy", "scipy", "msprime", "tskit", "demes", "moments-popgen", "dadi", "zarr",
                     "numcodecs", "dask", "distributed", "dask-jobqueue", "tensorflow-cpu", "tensorflow",
@@ -150,7 +153,8 @@ class RunDir:
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{path}: not a readable report ({exc}); `hpcpop rerun {self.path}` writes it anew") from None
+            raise RunDirError(f"{path}: not a readable report ({exc}); `hpcpop rerun {self.path}` writes it anew "
+                              "from the ledger") from None
         if not isinstance(rep, dict):
             raise RunDirError(f"{path}: not a readable report (a JSON object is expected)")
         return rep
@@ -169,7 +173,7 @@ class RunDir:
 
     def finish(self, status: str) -> dict:
         """Write the run's final ``status`` with every stage's counts from its ledger."""
-        rep = self.with_ledger_counts(self.report())
+        rep = self.with_ledger_counts(self._editable_report())
         rep.update(status=status, finished_at=now_iso())
         self.write_report(rep)
         return rep
@@ -178,14 +182,22 @@ class RunDir:
         report["updated_at"] = now_iso()
         atomic.write_json(self.path / "report.json", report)
 
+    def _editable_report(self) -> dict:
+        """report.json to update; a damaged one is started again (the ledger keeps what is done)."""
+        try:
+            return self.report()
+        except RunDirError as exc:
+            log.warning("%s", exc)
+            return self.initial_report(self.manifest())
+
     def update_report(self, **fields: Any) -> dict:
-        rep = self.report()
+        rep = self._editable_report()
         rep.update(fields)
         self.write_report(rep)
         return rep
 
     def update_stage(self, name: str, **fields: Any) -> dict:
-        rep = self.report()
+        rep = self._editable_report()
         for st in rep.get("stages", []):
             if st["name"] == name:
                 metrics = fields.pop("metrics", None)
