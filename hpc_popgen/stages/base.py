@@ -21,7 +21,7 @@ from typing import Any
 
 from ..cluster.profiles import Profile
 from ..config import from_params
-from ..errors import HpcPopError, ManifestError, ParamError
+from ..errors import HpcPopError, ManifestError, ParamError, StageFailed
 from ..job import Job, JobStage, Resources
 from ..ledger import Ledger
 from ..manifest import Manifest, StageSpec
@@ -53,6 +53,7 @@ class StageResult:
     metrics: dict = field(default_factory=dict)
     items: int | None = None  # e.g. images, evaluations: throughput is items per second
     item_name: str = "units"
+    error: str | None = None  # the first failed unit and its one-line error, for the stage's last line
 
 
 def key_path(spec: StageSpec, manifest: Manifest, key: str = "") -> str:
@@ -183,9 +184,51 @@ def worker_location() -> dict:
     return where
 
 
+@dataclass(frozen=True)
+class TaskError:
+    """A task's own exception, returned as its value: Dask then neither retries the task (its retries are
+    for lost workers) nor logs a traceback block per attempt, and the driver records the unit's failure once.
+
+    ``exception`` is the original when it survives pickling (it is re-raised in the driver), else None.
+    """
+
+    type_name: str
+    message: str
+    exception: BaseException | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> TaskError:
+        import pickle
+
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        if len(message) > 1000:
+            message = message[:997] + "..."
+        try:
+            kept: BaseException | None = exc if type(pickle.loads(pickle.dumps(exc))) is type(exc) else None
+        except Exception:  # noqa: BLE001 - e.g. an __init__ that unpickling cannot call
+            kept = None
+        return cls(type(exc).__name__, message, kept)
+
+    def line(self) -> str:
+        """``StoreError: x.zarr: ...`` (the type is left out for our own errors, whose text says it all)."""
+        ours = isinstance(self.exception, HpcPopError)
+        return self.message if ours else f"{self.type_name}: {self.message}"
+
+    def raise_(self, key: str) -> None:
+        """In the driver: our own error as it was raised; anything else as one StageFailed line naming the task."""
+        if isinstance(self.exception, HpcPopError):
+            raise self.exception
+        raise StageFailed(f"task {key}: {self.line()}") from self.exception
+
+
 def _call_on_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-    """Run a unit's task and say where it ran (host, SLURM job), for the completion record."""
-    result = fn(*args, **kwargs)
+    """Run a unit's task and say where it ran (host, SLURM job), for the completion record; the task's own
+    exception comes back as a :class:`TaskError` value (its traceback goes to the worker's log at debug)."""
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a deterministic error: no retry, recorded once by the driver
+        log.debug("task failed", exc_info=True)
+        result = TaskError.of(exc)
     return result, worker_location()
 
 
@@ -335,7 +378,7 @@ class StageContext:
         The driver waits, polling ``watch`` for its bars and noting worker job ids. The task's key (e.g.
         ``train-epochs``) names it on the dashboard. Returns the task's result and where it ran (host,
         SLURM job). A lost worker's task is rescheduled by Dask (its ``allowed-failures``); an exception
-        in the task is raised here.
+        in the task is raised here once (no retries): our own errors as they were, others as StageFailed.
         """
         client = self.client
         self.run.update_report(dashboard=self.cluster.dashboard)
@@ -349,7 +392,7 @@ class StageContext:
                 if time.time() - last_note > 5.0:
                     last_note = time.time()
                     self.note_jobs()
-            return fut.result()
+            result, where = fut.result()
         except BaseException:
             fut.cancel()
             raise
@@ -357,6 +400,9 @@ class StageContext:
             self.note_jobs()
             if watch is not None:
                 watch.close()
+        if isinstance(result, TaskError):
+            result.raise_(key)
+        return result, where
 
     # --- the shared unit runner ----------------------------------------------------------------
     def run_units(self, units: Iterable[Unit], fn: Callable[..., Any], *,
@@ -370,8 +416,8 @@ class StageContext:
         (e.g. a shard not flagged written in the store): such a record does not count, which is logged,
         and the unit is redone. When a task returns, ``on_done`` may turn its
         result into extra fields of the completion record. A task whose worker dies is resubmitted by
-        Dask (the profile's ``task_retries``); a task that raises is recorded as a failure and the stage fails at the end,
-        after every other unit had its chance.
+        Dask (the profile's ``task_retries``); a task that raises is recorded as a failure once (no retry: its
+        error is deterministic) and the stage fails at the end, after every other unit had its chance.
         """
         from distributed import as_completed
 
@@ -389,6 +435,7 @@ class StageContext:
         done_items = total_items - sum(u.weight for u in pending)
         self.run.update_stage(self.name, units_total=len(units), units_done=len(units) - len(pending))
         failures = 0
+        first_error: str | None = None
         t0 = time.time()
         if pending:
             client = self.client
@@ -416,15 +463,16 @@ class StageContext:
                     u = by_key.pop(fut.key)
                     try:
                         result, where = fut.result()
-                        error = None
-                    except Exception as exc:  # noqa: BLE001 - a unit's own error: record, go on
-                        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                        error = result.line() if isinstance(result, TaskError) else None
+                    except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker once retries are spent
+                        error = " ".join("".join(traceback.format_exception_only(type(exc), exc)).split())
                     fut.release()  # the scheduler forgets it: then the next unit goes out
                     nxt = submit_next()
                     if nxt is not None:
                         running.add(nxt)
                     if error is not None:
                         failures += 1
+                        first_error = first_error or f"{u.id}: {error}"
                         self.ledger.record_failure(u.id, error)
                         log.error("unit %s failed: %s", u.id, error)
                         continue
@@ -441,4 +489,4 @@ class StageContext:
         n_done = len(set(self.ledger.done()) & {u.id for u in units})
         return StageResult(units_total=len(units), units_done=n_done, failures=failures,
                            items=total_items, item_name=item_name,
-                           metrics={"seconds_this_attempt": round(elapsed, 3)})
+                           metrics={"seconds_this_attempt": round(elapsed, 3)}, error=first_error)

@@ -22,7 +22,7 @@ from ..simulate import Plan
 from ..simulate.config import SimulateConfig
 from ..simulate.plan import forward_to_dict
 from ..store import ImageStore, create_store, open_store, store_exists
-from .base import StageContext, StageResult, Unit, key_path, located
+from .base import RUN_PREFIX, StageContext, StageResult, Unit, check_url, key_path, located, resolve_location
 
 log = logging.getLogger(__name__)
 # attrs that must match for an existing store to be reused (versions may differ between reruns)
@@ -42,6 +42,7 @@ def check(stage: JobStage, job: Job) -> None:
     spec, manifest = stage.spec, job.manifest
     cfg: SimulateConfig = stage.config
     check_size(stage, job)
+    check_output_store(stage, job)
     if cfg.source is not None:
         from . import simulate_ms
 
@@ -76,6 +77,28 @@ def check_size(stage: JobStage, job: Job) -> None:
     if shards > MAX_SHARDS:
         raise ManifestError(f"{where}: {n:,} images in shards of {cfg.shard_images} are {shards:,} shards (Dask "
                             f"tasks); at most {MAX_SHARDS:,}: raise shard_images")
+
+
+def check_output_store(stage: JobStage, job: Job) -> None:
+    """The store to write is a remote URL whose protocol is installed, a path with nothing there yet, or an
+    image store (a rerun's; its parameters are compared when the stage runs), not a file or another folder."""
+    from ..paths import is_remote
+
+    loc = resolve_location(job.manifest, stage.config.store, None)
+    where = key_path(stage.spec, job.manifest, "store")
+    if is_remote(loc):
+        check_url(loc, where)
+        return
+    path = Path(loc)
+    if loc.startswith(RUN_PREFIX) or not path.exists():
+        return
+    if not path.is_dir():
+        raise ManifestError(f"{where}: {loc} is a file, not an image store")
+    if any(path.iterdir()):
+        try:
+            open_store(loc)
+        except StoreError as exc:
+            raise ManifestError(f"{where}: {exc}; remove it or choose another `store` path") from None
 
 
 def _check_stage_reference(stage: JobStage, job: Job, ref: dict, prefix: str = "") -> None:
@@ -134,13 +157,56 @@ def open_or_create_store(url: str, meta: dict, n_images: int, image_shape: tuple
         want = json.loads(json.dumps({**meta, "n_images": n_images, "image_shape": list(image_shape),
                                       "shard_images": shard}))
         diff = [k for k in MATCH_KEYS if st.meta.get(k) != want.get(k)]
-        if diff:
+        written = len(st.written_shards())
+        if diff and written:
             raise StoreError(f"{url}: an image store made with different parameters is already here "
                              f"(differs in: {', '.join(diff)}); remove it or choose another `store` path")
-        log.info("reusing image store %s (%d/%d shards written)", url, len(st.written_shards()), st.n_shards)
-        return st
+        if diff:  # a failed attempt's empty store: nothing in it to keep
+            log.warning("replacing image store %s: made with other parameters (%s) but no shard was ever written",
+                        url, ", ".join(diff))
+            remove_store(url)
+        else:
+            log.info("reusing image store %s (%d/%d shards written)", url, written, st.n_shards)
+            return st
     return create_store(url, meta, n_images=n_images, image_shape=image_shape, shard_images=shard,
                         chunk_images=cfg.chunk_images)
+
+
+def remove_store(url: str) -> None:
+    """Delete the image store at ``url`` (a local folder or an fsspec URL), whole."""
+    import fsspec
+
+    from ..store.imagestore import normalise_url
+
+    fs, path = fsspec.core.url_to_fs(normalise_url(url))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def run_shards(ctx: StageContext, url: str, store: ImageStore, units: list[Unit], fn: Any,
+               on_done: Any = None) -> StageResult:
+    """``ctx.run_units`` over a store's shards (a unit counts as done only while its shard is flagged
+    written); a stage that wrote no shard at all leaves no store behind, so a corrected manifest starts afresh."""
+    flagged = set(store.written_shards().tolist())
+    try:
+        result = ctx.run_units(units, fn, item_name="images", still_done=lambda u: u.args[1] in flagged,
+                               on_done=on_done)
+    except Exception:
+        _discard_if_empty(url, store)
+        raise
+    if result.units_done < result.units_total:
+        _discard_if_empty(url, store)
+    return result
+
+
+def _discard_if_empty(url: str, store: ImageStore) -> None:
+    try:
+        empty = len(store.written_shards()) == 0
+    except Exception:  # noqa: BLE001 - unreadable: leave it for the user to look at
+        return
+    if empty:
+        remove_store(url)
+        log.info("removed image store %s: no shard of it was written", url)
 
 
 def simulate_shard(url: str, shard: int, plan_dict: dict) -> dict[str, Any]:
@@ -174,10 +240,9 @@ def run(ctx: StageContext) -> StageResult:
     for i in range(store.n_shards):
         start, stop = store.shard_range(i)
         units.append(Unit(id=f"shard-{i:05d}", args=(url, i, plan.to_dict()), weight=stop - start))
-    flagged = set(store.written_shards().tolist())  # a ledger record counts only while its shard is flagged
-    result = ctx.run_units(units, simulate_shard, item_name="images", still_done=lambda u: u.args[1] in flagged,
-                           on_done=lambda u, r: {k: r[k] for k in ("attempts", "retried", "seconds", "skipped") if k in r})
-    written = store.written_shards()
+    result = run_shards(ctx, url, store, units, simulate_shard,
+                        on_done=lambda u, r: {k: r[k] for k in ("attempts", "retried", "seconds", "skipped") if k in r})
+    written = store.written_shards() if store_exists(url) else np.array([], dtype=np.int64)  # removed: none
     metrics = dict(result.metrics)
     metrics.update(store=url, n_images=store.n_images, n_shards=store.n_shards, shards_written=int(len(written)),
                    engine=plan.engine_record(), history=(plan.history or {}).get("source"))

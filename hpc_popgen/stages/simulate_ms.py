@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..errors import InputDataError
-from ..manifest import Manifest, StageSpec
+from ..job import Job, JobStage
 from ..readers.msformat import MsIndex, index_file
 from ..simulate.config import SimulateConfig
 from ..simulate.msfiles import MsPlan, check_source, image_shard
@@ -22,10 +22,10 @@ from .base import StageContext, StageResult, Unit, located
 log = logging.getLogger(__name__)
 
 
-def check(spec: StageSpec, manifest: Manifest, cfg: SimulateConfig) -> None:
+def check(stage: JobStage, job: Job) -> None:
     """Validation: the files exist, every file's S resolves, each command line agrees with n_haplotypes."""
-    with located(spec, manifest):
-        check_source(cfg, manifest.base_dir)
+    with located(stage.spec, job.manifest):
+        check_source(stage.config, job.manifest.base_dir)
 
 
 def _index_all(ctx: StageContext, paths: list[str], n_haplotypes: int) -> list[MsIndex]:
@@ -88,7 +88,8 @@ def image_ms_shard(url: str, shard: int, task: dict) -> dict[str, Any]:
 
 
 def run(ctx: StageContext, cfg: SimulateConfig) -> StageResult:
-    from .simulate import open_or_create_store
+    from ..store import store_exists
+    from .simulate import open_or_create_store, run_shards
 
     plan = plan_for(ctx, cfg)
     url = ctx.path(cfg.store)
@@ -98,10 +99,9 @@ def run(ctx: StageContext, cfg: SimulateConfig) -> StageResult:
     for i in range(store.n_shards):
         start, stop = store.shard_range(i)
         units.append(Unit(id=f"shard-{i:05d}", args=(url, i, plan.shard_task(start, stop)), weight=stop - start))
-    flagged = set(store.written_shards().tolist())
-    result = ctx.run_units(units, image_ms_shard, item_name="images", still_done=lambda u: u.args[1] in flagged,
-                           on_done=lambda u, r: {k: r[k] for k in ("seconds", "skipped") if k in r})
-    written = store.written_shards()
+    result = run_shards(ctx, url, store, units, image_ms_shard,
+                        on_done=lambda u, r: {k: r[k] for k in ("seconds", "skipped") if k in r})
+    written = store.written_shards() if store_exists(url) else []  # none written: the store is removed
     metrics = dict(result.metrics)
     metrics.update(store=url, n_images=store.n_images, n_shards=store.n_shards, shards_written=int(len(written)),
                    engine={"name": "ms_files"}, ms_files=len(plan.files))
