@@ -9,6 +9,9 @@ PIP := $(PY) -m pip
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 PYTEST_ARGS ?=
+# two test processes (pytest-xdist); tests on the SLURM cluster or with Horovod ranks stay in one of them,
+# one after another (tests/conftest.py groups them). PYTEST_XDIST= runs everything in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup
 
 .PHONY: install run test slurm-up slurm-down lint clean
 
@@ -38,7 +41,7 @@ slurm-down:
 
 test: install slurm-up
 	$(VENV)/bin/ruff check hpc_popgen tests
-	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check hpc_popgen tests

@@ -8,6 +8,9 @@
 # static, like the wheel's. Skipped when cyvcf2 already is this build (a stamp in its package folder).
 # If the profile-guided build fails, a plain -O3 one is tried; if that fails too, the wheel stays and this
 # says so: everything works with any of them, only reading VCF text is slower.
+# A profile-guided wheel is kept in a user cache ($HPCPOP_WHEEL_CACHE, default ~/.cache/hpcpop/wheels), as pip
+# keeps the wheels it builds, keyed by cyvcf2's and htslib's versions, the Python tag and platform, the
+# compiler and a hash of this script and the training workload: a fresh venv installs it in seconds.
 #   usage: scripts/build-cyvcf2.sh [PYTHON]   (default .venv/bin/python)
 set -euo pipefail
 PY=${1:-.venv/bin/python}
@@ -32,6 +35,22 @@ if [[ "$have" == "$want" && -f "$stamp" ]] && grep -q "profile-guided" "$stamp";
 fi
 cy_version=$("$PY" -c 'import cyvcf2; print(cyvcf2.__version__)')
 ps_version=$("$PY" -c 'import pysam; print(pysam.__version__)')
+# the cached build for this cyvcf2, htslib, Python, compiler and build recipe (the path is the key)
+tag=$("$PY" -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{sysconfig.get_platform()}")')
+recipe=$({ cat "$here/build-cyvcf2.sh" "$here/cyvcf2_pgo_workload.py"; "${CC:-cc}" --version 2>&1 | head -n 1; } \
+    | sha256sum | cut -c1-16)
+cache_root=${HPCPOP_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hpcpop/wheels}
+cached="$cache_root/cyvcf2-$cy_version-htslib-$want-$tag-$recipe"
+if [[ -f "$cached/BUILD" ]] && compgen -G "$cached/cyvcf2-*.whl" >/dev/null; then
+    if "$PY" -m pip install -q --no-deps --force-reinstall "$cached"/cyvcf2-*.whl \
+        && [[ "$(hts_of cyvcf2.cyvcf2)" == "$want" ]]; then
+        cp "$cached/BUILD" "$stamp"
+        echo "build-cyvcf2: installed from the cache: $(cat "$stamp") ($cached)"
+        exit 0
+    fi
+    echo "build-cyvcf2: the cached wheel in $cached did not install; rebuilding" >&2
+    rm -rf "$cached"
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/hpcpop-cyvcf2-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 log="$work/build.log"
@@ -103,3 +122,9 @@ deflate=$(grep -q '^#define HAVE_LIBDEFLATE 1' "$hts/config.h" && echo libdeflat
 desc="cyvcf2 $cy_version on htslib $now ($kind; inflating with $deflate)"
 echo "$desc" >"$stamp"
 echo "build-cyvcf2: $desc"
+# keep a profile-guided wheel for the next fresh venv (written aside, then renamed: never half there)
+if [[ "$kind" == *profile-guided* ]] && mkdir -p "$cache_root" 2>/dev/null; then
+    part=$(mktemp -d "$cache_root/.part-XXXXXX") && cp "$work"/wheel/cyvcf2-*.whl "$part"/ \
+        && cp "$stamp" "$part/BUILD" && mv -T "$part" "$cached" 2>/dev/null \
+        && echo "build-cyvcf2: wheel kept in $cached" || rm -rf "${part:-/nonexistent}"
+fi

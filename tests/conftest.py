@@ -12,6 +12,25 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``) tests on the one SLURM cluster or with Horovod ranks run
+    in one worker, one after another: they share its nodes and CPUs, and each cancels the jobs left behind."""
+    for item in items:
+        if "slurm" in item.fixturenames or item.get_closest_marker("slurm") or item.get_closest_marker("horovod"):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
+def pytest_collection_finish(session):
+    """Refuse to run when pytest-xdist did not tag the grouped tests (pytest 9.2 made its loadgroup silently
+    a plain load, pytest-dev/pytest-xdist#1386): SLURM tests would then cancel each other's jobs."""
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+        if lost:
+            raise pytest.UsageError(f"--dist loadgroup does not group tests with this pytest ({lost[0]}): "
+                                    "install the test extras' pytest (setup.cfg), or run without -n")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def vcf_cache(tmp_path_factory):
     """Indexed copies of the tests' plain VCFs go to a temporary cache, not the home folder."""
