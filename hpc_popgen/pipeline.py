@@ -70,7 +70,15 @@ def check_storage(manifest: Manifest) -> None:
         check_url(manifest.storage, where)
         return
     root = Path(manifest.storage)
-    existing = next(p for p in (root, *root.parents) if p.exists() or p == p.parent)
+    existing = root
+    for existing in (root, *root.parents):  # the nearest folder that exists: where storage will be made
+        try:
+            existing.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise ManifestError(f"{where}: {root}: cannot look at {existing}: {exc.strerror}") from None
     if not existing.is_dir():
         what = "is not a folder" if existing == root else f"cannot be made: {existing} is not a folder"
         raise ManifestError(f"{where}: {root} {what}")

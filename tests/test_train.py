@@ -388,7 +388,6 @@ def test_manifest_checks_name_the_key(tmp_path, stages, message):
 
 @pytest.mark.parametrize("store, train, message", [
     (dict(classes=(100.0, 200.0)), {}, r"stages\[0\]\.train\.labels\.mode: binary labels need neutral images"),
-    (dict(size=16), {}, r"stages\[0\]\.train\.model\.filters: 3 convolution blocks need images of at least 22x22"),
 ])
 def test_errors_found_at_run_time_name_the_file_and_key(tmp_path, single_profile, store, train, message):
     make_store(tmp_path / "storage" / "e.zarr", **{"n_per_class": 20, "shard_images": 20, **store})
@@ -396,6 +395,16 @@ def test_errors_found_at_run_time_name_the_file_and_key(tmp_path, single_profile
                           profile=single_profile)
     with pytest.raises(ManifestError, match=r"manifest\.resolved\.yaml: " + message):
         execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
+
+
+def test_a_preset_too_deep_for_an_existing_store_is_refused_before_the_run(tmp_path, single_profile):
+    make_store(tmp_path / "storage" / "e.zarr", n_per_class=20, shard_images=20, size=16)
+    path = write_manifest(tmp_path, [{"name": "train", "train": {"store": "e.zarr", "epochs": 1}}],
+                          profile=single_profile)
+    with pytest.raises(ManifestError, match=rf"^{path}: stages\[0\]\.train\.model\.preset: preset 'binary': 3 "
+                                            r"convolution blocks need images of at least 22x22; the store's images are 16x16"):
+        create_run(path, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, single_profile):
