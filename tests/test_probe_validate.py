@@ -115,6 +115,15 @@ DATA_CASES = [
     ("null_chromosomes_huge", lambda d: {**d, "stages": [{"name": "scan", "scan": {
         "vcf": "x.vcf", "model": "m", "null": {"chromosomes": 10 ** 7}}}]},
      "stages[0].scan.null.chromosomes", "maximum of 10000"),
+    ("batch_size_huge", lambda d: set_key(d, 2, "evaluate", batch_size=10 ** 7), "stages[2].evaluate.batch_size",
+     "maximum of 65536"),
+    ("shuffle_buffer_huge", lambda d: set_key(d, 1, "train", shuffle_buffer=10 ** 12), "stages[1].train.shuffle_buffer",
+     "maximum of 10000000"),
+    ("window_huge", lambda d: {**d, "stages": [{"name": "scan", "scan": {"vcf": "x.vcf", "model": "m",
+                                                                          "window": {"size": 10 ** 12}}}]},
+     "stages[0].scan.window.size", "maximum of 1000000000"),
+    ("max_evals_huge", lambda d: {**d, "stages": [demography_stage(ga={"max_evals": 10 ** 20})]},
+     "stages[0].demography.ga.max_evals", "maximum of 100000000"),
     ("ga_size_huge", lambda d: {**d, "stages": [demography_stage(ga={"size": 10 ** 9})]},
      "stages[0].demography.ga.size", "maximum of 10000"),
     ("fixed_parameter_nan", lambda d: {**d, "stages": [demography_stage(fixed={"g1_1": float("nan")})]},
@@ -148,6 +157,32 @@ def test_what_validate_can_know_is_one_line_naming_the_key(tmp_path, edit, key, 
     line = one_error_line(*validate(path))
     assert line.startswith(f"Error: {path}: {key}: ") and says in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"], "validate wrote nothing"
+
+
+NAN, INF = float("nan"), float("inf")
+SCAN = {"name": "scan", "scan": {"vcf": "x.vcf", "model": "train"}}
+# (stage index, kind, values) put into the probe manifest (a scan appended), and the key the line must name
+NON_FINITE = [
+    (1, "train", {"model": {"learning_rate": NAN}}, "stages[1].train.model.learning_rate", "nan"),
+    (1, "train", {"labels": {"mode": "binary", "sd": INF}}, "stages[1].train.labels.sd", "inf"),
+    (1, "train", {"early_stopping": {"min_delta": -INF}}, "stages[1].train.early_stopping.min_delta", "-inf"),
+    (2, "evaluate", {"hpdi_level": NAN}, "stages[2].evaluate.hpdi_level", "nan"),
+    (0, "simulate", {"split": {"validation": NAN}}, "stages[0].simulate.split.validation", "nan"),
+    (0, "simulate", {"image": {"size": [32, 32], "maf": NAN}}, "stages[0].simulate.image.maf", "nan"),
+    (0, "simulate", {"sweep": {"onset": INF}}, "stages[0].simulate.sweep.onset", "inf"),
+    (3, "scan", {"fdr": NAN}, "stages[3].scan.fdr", "nan"),
+    (3, "scan", {"null": {"reference_ne": NAN}}, "stages[3].scan.null.reference_ne", "nan"),
+    (3, "scan", {"min_accessible": -INF}, "stages[3].scan.min_accessible", "-inf"),
+]
+
+
+@pytest.mark.parametrize("index,kind,values,key,value", NON_FINITE, ids=[c[3] for c in NON_FINITE])
+def test_no_stage_takes_a_non_finite_number(tmp_path, index, kind, values, key, value):
+    data = manifest()
+    data["stages"].append(SCAN)
+    path = write_yaml(tmp_path / "job.yaml", set_key(data, index, kind, **values))
+    line = one_error_line(*validate(path))
+    assert line == f"Error: {path}: {key}: {value} is not a finite number", line
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")
