@@ -1,9 +1,11 @@
-"""Fixtures: loopback-only cluster profiles and the real single-node SLURM (helpers live in helpers.py)."""
+"""Fixtures: loopback-only cluster profiles, the real single-node SLURM, and artefacts made once per session
+(a tiny trained model); helpers live in helpers.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from helpers import REPO, scancel_ours, sinfo_ok, slurm_profile_data, write_yaml
@@ -14,11 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n 2 --dist loadgroup``) tests on the one SLURM cluster or with Horovod ranks run
-    in one worker, one after another: they share its nodes and CPUs, and each cancels the jobs left behind."""
+    """Groups for pytest-xdist (``-n 2 --dist loadgroup``): tests on the one SLURM cluster or with Horovod ranks
+    run in one worker, one after another (they share its nodes and CPUs, and each cancels the jobs left
+    behind); every other test runs in the worker of its module, so module and session artefacts are made once."""
     for item in items:
         if "slurm" in item.fixturenames or item.get_closest_marker("slurm") or item.get_closest_marker("horovod"):
             item.add_marker(pytest.mark.xdist_group("cluster"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def pytest_collection_finish(session):
@@ -70,3 +75,29 @@ def slurm_cleanup(slurm):
     """Cancel jobs the test leaves behind, even when it fails."""
     yield
     scancel_ours()
+
+
+@pytest.fixture(scope="session")
+def tiny_binary_run(tmp_path_factory):
+    """A tiny binary CNN trained on a fake store (320 images, 32x32, 3 epochs, one rank on one LocalCluster
+    worker) and evaluated on its test split and on a second store: made once, for the tests that need a
+    trained model. Fields: ``tmp`` (its storage is ``tmp/storage``), ``run`` (the run directory), ``report``."""
+    from test_train_helpers import make_store, write_manifest
+
+    from hpc_popgen.pipeline import create_run, execute
+
+    tmp = tmp_path_factory.mktemp("tiny-binary")
+    profile = write_yaml(tmp / "profiles" / "one.yaml", {
+        "kind": "local", "cluster": {"n_workers": 1}, "dashboard_address": "127.0.0.1:0",
+        "horovod": {"launcher": "horovodrun", "ranks": 1}})
+    make_store(tmp / "storage" / "fake.zarr", n_per_class=160, size=32, shard_images=64)
+    make_store(tmp / "storage" / "other.zarr", n_per_class=30, size=32, shard_images=64, split=(0, 0, 1), seed=99)
+    path = write_manifest(tmp, [
+        {"name": "train", "resources": {"cores": 2},
+         "train": {"store": "fake.zarr", "model": {"preset": "binary"}, "labels": {"mode": "binary"},
+                   "epochs": 3, "batch_size": 32}},
+        {"name": "evaluate", "evaluate": {}},
+        {"name": "evaluate-other", "evaluate": {"model": "train", "store": "other.zarr", "title": "other store"}},
+    ], profile=profile)
+    rd = create_run(path, run_dir=tmp / "run")
+    return SimpleNamespace(tmp=tmp, run=rd.path, rd=rd, report=execute(rd, progress=False))

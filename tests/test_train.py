@@ -269,19 +269,9 @@ def test_loader_bench_command_prints_json():
 
 # --- training end to end ------------------------------------------------------------------------
 
-def test_train_and_evaluate_end_to_end(tmp_path, single_profile):
-    make_store(tmp_path / "storage" / "fake.zarr", n_per_class=160, size=32, shard_images=64)
-    make_store(tmp_path / "storage" / "other.zarr", n_per_class=30, size=32, shard_images=64, split=(0, 0, 1),
-               seed=99)
-    path = write_manifest(tmp_path, [
-        {"name": "train", "resources": {"cores": 2},
-         "train": {"store": "fake.zarr", "model": {"preset": "binary"}, "labels": {"mode": "binary"},
-                   "epochs": 3, "batch_size": 32}},
-        {"name": "evaluate", "evaluate": {}},
-        {"name": "evaluate-other", "evaluate": {"model": "train", "store": "other.zarr", "title": "other store"}},
-    ], profile=single_profile)
-    rd = create_run(path, run_dir=tmp_path / "run")
-    report = execute(rd, progress=False)
+def test_train_and_evaluate_end_to_end(tiny_binary_run):
+    """The session's tiny binary run (tests/conftest.py): train, evaluate, evaluate another store, rerun."""
+    tmp_path, rd, report = tiny_binary_run.tmp, tiny_binary_run.rd, tiny_binary_run.report
     assert report["status"] == "completed"
     tr, ev, other = report["stages"]
     assert other["metrics"]["n_images"] == 60 and other["metrics"]["store"].endswith("other.zarr")
@@ -356,15 +346,14 @@ def test_reduce_lr_cuts_the_learning_rate_on_a_plateau(tmp_path, single_profile)
     assert [h["learning_rate"] for h in history] == pytest.approx([0.001, 0.001, 0.0005, 0.00025, 0.0002], rel=1e-5)
 
 
-def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_profile):
-    make_store(tmp_path / "storage" / "a.zarr", n_per_class=80, size=32, shard_images=40)
+def test_evaluate_refuses_a_store_with_other_image_settings(tmp_path, single_profile, tiny_binary_run):
+    """The session's tiny model (trained on a store of make_store's image settings) on a store sorted otherwise."""
     other = make_store(tmp_path / "storage" / "b.zarr", n_per_class=20, size=32, shard_images=40)
     attrs = other.group.attrs.asdict()["hpc_popgen"]
     attrs["image"]["sort"] = "none"
     other.group.attrs["hpc_popgen"] = attrs
     path = write_manifest(tmp_path, [
-        {"name": "train", "train": {"store": "a.zarr", "epochs": 1, "batch_size": 32, "tensorboard": False}},
-        {"name": "evaluate", "evaluate": {"store": "b.zarr"}},
+        {"name": "evaluate", "evaluate": {"model": str(tiny_binary_run.run / "train" / "model"), "store": "b.zarr"}},
     ], profile=single_profile)
     with pytest.raises(StoreError, match="image settings differ .*sort"):
         execute(create_run(path, run_dir=tmp_path / "run"), progress=False)
