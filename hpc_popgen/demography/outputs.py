@@ -1,4 +1,4 @@
-"""Results of a demographic inference: demes YAML, standalone moments/dadi code, plots.
+"""Results of a demographic inference: demes YAML, standalone moments/dadi code, plots, summary.md.
 
 The generated Python files depend only on numpy and moments (or dadi) and print the log-likelihood
 of the fitted model on the data file, so a result can be checked without hpc_popgen.
@@ -15,6 +15,7 @@ import numpy as np
 from .. import atomic
 from .engine import EvalConfig, default_pts, expected_fs, physical
 from .model import DYNAMICS, ModelSpace, size_functions
+from .uncertainty import at_bounds
 
 log = logging.getLogger(__name__)
 
@@ -236,29 +237,98 @@ def plot_afs(model: Any, data: Any, path: Path, poisson_theta: float | None = No
     plt.close("all")
 
 
-def write_results(out_dir: Path, state: dict[str, Any], data: Any, cfg: EvalConfig, data_path: str,
-                  plots: bool) -> dict[str, Any]:
-    """``results.json``, and per structure of ``state`` the demes YAML, moments/dadi code and plots.
+CLAIC_NOTE = "CLAIC needs bootstrap spectra: VCF input"
 
-    Returns the summary written to results.json; it warns when the best-LL and best-AIC models differ.
+
+def choose_best(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The structure ``best`` means: the lowest CLAIC where every structure has one (bootstrap spectra),
+    else the lowest AIC; never the highest likelihood, which for nested structures is always the largest."""
+    if entries and all(e.get("claic") is not None for e in entries):
+        pick, criterion = min(entries, key=lambda e: e["claic"]), "CLAIC"
+    else:
+        pick, criterion = min(entries, key=lambda e: e["aic"]), "AIC"
+    return {"structure": pick["structure"], "criterion": criterion, "dir": pick["dir"]}
+
+
+def write_results(out_dir: Path, state: dict[str, Any], data: Any, cfg: EvalConfig, data_path: str,
+                  plots: bool, uncertainty: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``results.json``, ``summary.md``, and per structure of ``state`` the demes YAML, moments/dadi code and
+    plots; ``uncertainty``: structure key (``1-1``) -> its intervals (:mod:`.uncertainty`).
+
+    Returns the summary written to results.json: ``best`` names the structure an information criterion
+    prefers (and which); it warns when the best-LL and best-AIC models differ.
     """
+    uncertainty = uncertainty or {}
     summary: dict[str, Any] = {"structures": []}
     for _si, res in sorted(state["results"].items(), key=lambda kv: int(kv[0])):
-        summary["structures"].append(_write_structure(out_dir, res, data, cfg, data_path, plots))
+        entry = _write_structure(out_dir, res, data, cfg, data_path, plots)
+        key = "-".join(map(str, entry["structure"]))
+        if key in uncertainty:
+            entry["uncertainty"] = uncertainty[key]
+        summary["structures"].append(entry)
     if summary["structures"]:
         by_ll = max(summary["structures"], key=lambda e: e["loglik"])
         by_aic = min(summary["structures"], key=lambda e: e["aic"])
         summary["best_by_loglik"] = by_ll["structure"]
         summary["best_by_aic"] = by_aic["structure"]
+        summary["best"] = choose_best(summary["structures"])
+        summary["comparison"] = (summary["best"]["criterion"] if summary["best"]["criterion"] == "CLAIC"
+                                 else f"AIC ({CLAIC_NOTE})")
         if by_ll is not by_aic:
             summary["warning"] = (f"best log-likelihood model {by_ll['structure']} differs from best AIC model "
-                                  f"{by_aic['structure']}")
+                                  f"{by_aic['structure']}; `best` is {summary['best']['structure']} "
+                                  f"(by {summary['best']['criterion']})")
             log.warning(summary["warning"])
     summary["seconds_to_target"] = state.get("seconds_to_target")
     summary["data"] = data_path
     summary["engine"] = cfg.to_dict()
     atomic.write_json(out_dir / "results.json", summary)
+    atomic.write_text(out_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _num(v: Any) -> str:
+    """A number for the summary table (4 significant digits; ``-`` for none)."""
+    return "-" if v is None else f"{float(v):.4g}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The results as Markdown: the structures compared, ``best``, and each model's parameters with standard
+    errors and 95% intervals (genetic and physical units), sizes or times at a bound flagged beside them."""
+    lines = ["# Demographic inference", ""]
+    best = summary.get("best")
+    if best:
+        lines += [f"`best` = structure {'-'.join(map(str, best['structure']))} (lowest {best['criterion']}).",
+                  f"Structures compared by {summary.get('comparison')}.", ""]
+    if summary.get("warning"):
+        lines += [f"Note: {summary['warning']}.", ""]
+    lines += ["| structure | parameters | log-likelihood | AIC |", "|---|---|---|---|"]
+    lines += [f"| {'-'.join(map(str, e['structure']))} | {e['n_params']} | {e['loglik']:.2f} | {e['aic']:.2f} |"
+              for e in summary["structures"]]
+    for e in summary["structures"]:
+        key = "-".join(map(str, e["structure"]))
+        u = e.get("uncertainty") or {}
+        bound = e.get("at_bound") or {}
+        lines += ["", f"## Structure {key}", "", f"Intervals: {u.get('method', 'none computed')}"
+                  + (f"; {u['error']}" if u.get("error") else "") + ".", ""]
+        lines += ["| parameter | estimate | SE | 95% interval | |", "|---|---|---|---|---|"]
+        genetic = u.get("params") or {n: {"value": v} for n, v in e["params"].items() if not n.startswith("g")}
+        for name, p in genetic.items():
+            flag = f"**at {bound[name]}**" if name in bound else ""
+            lines.append(f"| {name} | {_num(p['value'])} | {_num(p.get('se'))} | "
+                         f"[{_num(p.get('lower'))}, {_num(p.get('upper'))}] | {flag} |")
+        if u.get("physical"):
+            lines += ["", f"Physical units ({u.get('physical_note')}; sizes in individuals, times in years and "
+                          "generations, migration per generation):", "",
+                      "| quantity | estimate | SE | 95% interval | |", "|---|---|---|---|---|"]
+            for name, p in u["physical"].items():
+                base = name.rsplit("_", 1)[0] if name.endswith(("_years", "_generations")) else name
+                flag = f"**at {bound[base]}**" if base in bound else ""
+                lines.append(f"| {name} | {_num(p['value'])} | {_num(p['se'])} | "
+                             f"[{_num(p['lower'])}, {_num(p['upper'])}] | {flag} |")
+        elif bound:
+            lines += ["", "At a bound: " + ", ".join(f"{n} ({b})" for n, b in bound.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _write_structure(out_dir: Path, res: dict[str, Any], data: Any, cfg: EvalConfig, data_path: str,
@@ -279,7 +349,10 @@ def _write_structure(out_dir: Path, res: dict[str, Any], data: Any, cfg: EvalCon
              "params": {k: (int(round(v)) if k.startswith("g") else v) for k, v in values.items()},
              "physical": phys, "best_loglik_per_island": res["best_loglik_per_island"],
              "ga_best_loglik": res.get("ga_best_loglik"), "local_search": res.get("local_search"),
-             "dir": name}
+             "at_bound": at_bounds(space, values), "dir": name}
+    if entry["at_bound"]:
+        log.warning("structure %s: fitted at a bound: %s", name,
+                    ", ".join(f"{k} ({v})" for k, v in entry["at_bound"].items()))
     graph = demes_graph(space, values, nanc or 1e4, list(data.pop_ids), cfg.generation_time if nanc else None)
     demes.dump(graph, sdir / "model.demes.yaml")
     demes.load(sdir / "model.demes.yaml")  # validated by the demes library on the way back

@@ -152,29 +152,43 @@ def stdpopsim_history(model_id: str, population: str | None) -> History:
                    source=f"stdpopsim:{model_id}")
 
 
-def stage_models(stage_dir: str | Path) -> list[dict[str, Any]]:
-    """The models a demography stage wrote (one per structure: structure, loglik, aic, dir), from results.json."""
+def stage_results(stage_dir: str | Path) -> dict[str, Any]:
+    """A demography stage's results.json (its ``structures``: structure, loglik, aic, dir; ``best``)."""
     results = Path(stage_dir) / "results.json"
     try:
         summary = json.loads(results.read_text())
     except FileNotFoundError:
         raise ParamError("from_stage", f"{results}: the demography stage has no results yet") from None
-    entries = summary.get("structures") or []
-    if not entries:
+    if not summary.get("structures"):
         raise ParamError("from_stage", f"{results}: no structure was inferred")
-    return entries
+    return summary
+
+
+def stage_models(stage_dir: str | Path) -> list[dict[str, Any]]:
+    """The models a demography stage wrote (one per structure: structure, loglik, aic, dir), from results.json."""
+    return stage_results(stage_dir)["structures"]
 
 
 def stage_model_dir(stage_dir: str | Path, structure: str) -> str:
-    """The folder of the model a demography stage wrote for ``structure`` (``best``, ``best_aic`` or ``2-1``)."""
-    entries = stage_models(stage_dir)
-    if structure in ("best", "best_aic"):
-        pick = max(entries, key=lambda e: e["loglik"]) if structure == "best" else min(entries, key=lambda e: e["aic"])
-    else:
-        pick = next((e for e in entries if "-".join(map(str, e["structure"])) == structure), None)
-        if pick is None:
-            have = ", ".join("-".join(map(str, e["structure"])) for e in entries)
-            raise ParamError("structure", f"{structure!r} was not inferred by that stage (structures: {have})")
+    """The folder of the model a demography stage wrote for ``structure``: ``best`` (what an information
+    criterion prefers: the stage's ``best``, CLAIC where it had bootstraps, else AIC), ``best_aic``,
+    ``best_loglik`` (the highest likelihood: for nested structures always the largest) or ``2-1``."""
+    summary = stage_results(stage_dir)
+    entries = summary["structures"]
+    if structure == "best":
+        chosen = summary.get("best")
+        if chosen:
+            return chosen["dir"]
+        have_claic = all(e.get("claic") is not None for e in entries)
+        return min(entries, key=lambda e: e["claic"] if have_claic else e["aic"])["dir"]
+    if structure == "best_aic":
+        return min(entries, key=lambda e: e["aic"])["dir"]
+    if structure == "best_loglik":
+        return max(entries, key=lambda e: e["loglik"])["dir"]
+    pick = next((e for e in entries if "-".join(map(str, e["structure"])) == structure), None)
+    if pick is None:
+        have = ", ".join("-".join(map(str, e["structure"])) for e in entries)
+        raise ParamError("structure", f"{structure!r} was not inferred by that stage (structures: {have})")
     return pick["dir"]
 
 

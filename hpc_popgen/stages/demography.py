@@ -5,7 +5,9 @@ Dask tasks keyed ``<stage>-<token>`` (``demography-island-KK-eval-GGGGG-III``,
 ``demography-local-sSI-JJ-eval-NNNNNN``), taken from ``distributed.as_completed`` over all islands'
 futures so that a slow evaluation only holds back its own island. Island checkpoints go to
 ``<stage_dir>/checkpoint/`` and their units (``island-KK-gen-GGGGG``, ``local-sSI-JJ``) to the ledger;
-``hpcpop rerun`` resumes every island from its last checkpoint.
+``hpcpop rerun`` resumes every island from its last checkpoint. Then the best model of each structure gets
+its Fisher-information intervals (:mod:`hpc_popgen.demography.uncertainty`), one task and unit
+(``uncertainty-<structure>-NN``) per slice of its finite-difference stencil.
 """
 
 from __future__ import annotations
@@ -16,35 +18,39 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .. import atomic
 from ..demography.afs import load_input, spectrum_file
 from ..demography.config import DemographyConfig, EvalTimeoutConfig
 from ..demography.engine import EvalConfig, evaluate, failed
 from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
-from ..demography.search import Hooks, Search
+from ..demography.search import Hooks, Search, read_json
+from ..demography.uncertainty import FIM_METHOD, FimProblem, fim_result, loglik_at
 from ..errors import InputDataError, ManifestError
-from ..manifest import Manifest, StageSpec
+from ..job import Job, JobStage
+from ..paths import is_remote
 from ..readers.spectra import check_populations
 from ..readers.vcz import storage_cache
-from .base import StageContext, StageResult, input_path, key_path, stage_config
+from .base import StageContext, StageResult, Unit, input_path, key_path
 
 CONFIG = DemographyConfig
 
 log = logging.getLogger(__name__)
 
 
-def check(spec: StageSpec, manifest: Manifest) -> None:
-    """What the schema cannot express (input choice, structures, engine limits, parameter names), and
-    that a local AFS file exists and matches ``input.populations``, and an ancestral FASTA opens."""
-    cfg: DemographyConfig = stage_config(spec, manifest)  # checks itself; errors name file and key
+def check(stage: JobStage, job: Job) -> None:
+    """That a local AFS file exists and matches ``input.populations``, and an ancestral FASTA opens (the
+    config checked itself when built: input choice, structures, engine limits, parameter names)."""
+    spec, manifest = stage.spec, job.manifest
+    cfg: DemographyConfig = stage.config
     afs = cfg.input.afs
-    if afs and "://" not in afs.removeprefix("file://"):
+    if afs and not is_remote(afs):
         try:
             check_populations(input_path(manifest, afs), list(cfg.input.populations or []))
         except InputDataError as exc:
             raise ManifestError(f"{key_path(spec, manifest, 'input.afs')}: {exc}") from None
     fasta = cfg.input.ancestral_fasta
-    if fasta and "://" not in fasta.removeprefix("file://"):
+    if fasta and not is_remote(fasta):
         from ..readers.fasta import check_fasta
 
         try:
@@ -163,6 +169,80 @@ class DaskEvaluations:
                 log.warning("could not restart worker(s) %s: %s", sorted(set(stuck.values())), exc)
 
 
+FIM_NO_BOOTSTRAP = "FIM (no bootstrap spectra)"  # VCF input until its block bootstraps exist
+FIM_SPECTRA_PER_TASK = 8  # model spectra one uncertainty task computes (a 7-parameter model needs 99)
+
+
+def _uncertainty(ctx: StageContext, state: dict[str, Any], data: Any, ev: EvalConfig,
+                 method: str) -> dict[str, dict[str, Any]]:
+    """The Fisher-information intervals of each structure's best model: the log-likelihoods at its finite-
+    difference stencil as Dask tasks over the stage's workers (units ``uncertainty-<structure>-NN``, each kept
+    in ``checkpoint/`` so that a rerun reuses it), then assembled here; structure key (``1-1``) -> the
+    result of :func:`~hpc_popgen.demography.uncertainty.fim_result`."""
+    ck = ctx.stage_dir() / "checkpoint"
+    units, problems = [], {}
+    for res in state["results"].values():
+        key = "-".join(map(str, res["structure"]))
+        prob = FimProblem(res["space"], res["x"], res["theta"], ev)
+        groups: dict[tuple, list] = {}
+        for q in prob.points():
+            groups.setdefault(prob.model_key(q), []).append(list(q))
+        keys = list(groups)
+        parts = [keys[i: i + FIM_SPECTRA_PER_TASK] for i in range(0, len(keys), FIM_SPECTRA_PER_TASK)]
+        problems[key] = (res, [f"uncertainty-{key}-{j:02d}" for j in range(len(parts))])
+        for j, part in enumerate(parts):
+            pts = [q for k in part for q in groups[k]]
+            units.append(Unit(id=f"uncertainty-{key}-{j:02d}", args=(res["space"], res["x"], res["theta"], data, ev,
+                                                                     pts), weight=len(part)))
+
+    def path(unit_id: str) -> Any:
+        return ck / f"{unit_id}.json"
+
+    def keep(u: Unit, lls: list[float]) -> dict[str, Any]:
+        atomic.write_json(path(u.id), [[q, ll] for q, ll in zip(u.args[-1], lls, strict=True)])  # before the record
+        return {"points": len(lls)}
+
+    t0 = time.perf_counter()
+    if units:
+        done = ctx.run_units(units, loglik_at, item_name="spectra (FIM)", on_done=keep,
+                             still_done=lambda u: path(u.id).exists())
+        if done.failures:
+            log.warning("uncertainty: %s", done.error)
+    out = {}
+    for key, (res, ids) in problems.items():
+        saved = [read_json(path(i)) for i in ids]
+        if any(s is None for s in saved):
+            log.warning("structure %s: no intervals (a part of its Fisher information failed)", key)
+            continue
+        lls = {tuple(float(v) for v in q): (float("nan") if ll is None else float(ll)) for s in saved for q, ll in s}
+        out[key] = fim_result(res["space"], res["x"], res["theta"], ev, lls, method)
+        out[key]["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def result_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What report.json says of the chosen model and the intervals: ``best`` (structure, criterion), per
+    structure each free parameter's 95% interval and the sizes or times fitted at a bound."""
+    out: dict[str, Any] = {"best": summary.get("best"), "comparison": summary.get("comparison")}
+    intervals, bounds, methods = {}, {}, set()
+    for s in summary["structures"]:
+        key = "-".join(map(str, s["structure"]))
+        if s.get("at_bound"):
+            bounds[key] = s["at_bound"]
+        u = s.get("uncertainty")
+        if not u:
+            continue
+        methods.add(u["method"])
+        intervals[key] = {n: [p["lower"], p["upper"]] for n, p in u["params"].items()}
+        intervals[key].update({f"physical:{n}": [p["lower"], p["upper"]] for n, p in u["physical"].items()})
+    if intervals:
+        out["uncertainty_method"] = ", ".join(sorted(methods))
+        out["intervals_95"] = intervals
+    if bounds:
+        out["at_bound"] = bounds
+    return out
+
+
 def run(ctx: StageContext) -> StageResult:
     """Load the AFS, search every structure (islands, local search), write results and outputs."""
     cfg: DemographyConfig = ctx.config
@@ -179,9 +259,10 @@ def run(ctx: StageContext) -> StageResult:
     search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
     search.run()
     out_dir = ctx.stage_dir()
+    uncertainty = _uncertainty(ctx, search.state, data, ev, FIM_METHOD if cfg.input.afs else FIM_NO_BOOTSTRAP)
     summary = write_results(out_dir, search.state, data, ev, spectrum_file(cfg, data, ctx.input_path, out_dir),
-                            cfg.plots)
-    metrics = {**search.metrics(summary), "timed_out_evaluations": evals.n_timed_out}
+                            cfg.plots, uncertainty=uncertainty)
+    metrics = {**search.metrics(summary), **result_metrics(summary), "timed_out_evaluations": evals.n_timed_out}
     ctx.report(**metrics)
     n_units = len(ctx.ledger.done())
     return StageResult(units_total=n_units, units_done=n_units, metrics=metrics,
