@@ -226,41 +226,122 @@ class FimProblem:
             return out
         return fs
 
-    def points(self) -> list[tuple[float, ...]]:
-        """Where the log-likelihood is needed (:func:`stencil`)."""
-        return stencil(self.q0, self.eps)
+    @property
+    def q0_model(self) -> np.ndarray:
+        """``q0`` without theta: the part that needs its own spectrum."""
+        return self.q0[:-1] if self.multinom else self.q0
+
+    def points(self, information: str = "expected") -> list[tuple[float, ...]]:
+        """The model points (theta left out) whose spectra the information needs: ``expected``, the fit and a
+        step either way in each parameter (2k + 1); ``observed``, the Hessian's :func:`stencil` (2k² + 1)."""
+        if information == "observed":
+            return list(dict.fromkeys(self.model_key(q) for q in stencil(self.q0, self.eps)))
+        q0 = self.q0_model
+        h = steps(q0, self.eps)
+        out = [tuple(float(v) for v in q0)]
+        for j in range(len(q0)):
+            for m in ((1, -1) if q0[j] != 0 else (1,)):
+                q = q0.copy()
+                q[j] = q0[j] + m * h[j]
+                out.append(tuple(float(v) for v in q))
+        return out
 
     def model_key(self, q: Sequence[float]) -> tuple[float, ...]:
         """The part of a point that needs its own spectrum (theta steps share one)."""
-        return tuple(q[:-1]) if self.multinom else tuple(q)
+        return tuple(float(v) for v in (q[:-1] if self.multinom else q))
 
 
-def loglik_at(space_dict: dict[str, Any], x: Sequence[float], theta: float, data: Any, cfg: EvalConfig,
-              points: Sequence[Sequence[float]]) -> list[float]:
-    """The log-likelihood at each point (one spectrum per distinct model part; NaN where a step fails): the
-    work of one Dask task, a slice of a structure's :func:`stencil`."""
+def spectra_at(space_dict: dict[str, Any], x: Sequence[float], theta: float, data: Any, cfg: EvalConfig,
+               points: Sequence[Sequence[float]]) -> np.ndarray:
+    """Expected spectra at model points (theta = 1 under the multinomial likelihood; masked cells 0; all NaN
+    where a step fails), stacked: the work of one Dask task, a slice of a structure's points."""
     prob = FimProblem(space_dict, x, theta, cfg)
-    ll = spectrum_loglik(prob.model(data), data, prob.multinom)
-    return [ll(np.array([float(v) for v in q])) for q in points]
+    model = prob.model(data)
+    out = np.full((len(points),) + tuple(np.shape(data)), np.nan)
+    for i, q in enumerate(points):
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                fs = model(np.array([float(v) for v in q]))
+                bad = check_model(fs)
+        except Exception as exc:  # noqa: BLE001 - a failed step means no intervals, not a crash
+            bad = f"{type(exc).__name__}: {exc}"
+        if bad is not None:
+            log.info("FIM step at %s failed: %s", tuple(q), bad)
+            continue
+        out[i] = np.ma.filled(fs, 0.0)
+    return out
+
+
+def expected_information(prob: FimProblem, spectra: dict[tuple[float, ...], np.ndarray], data: Any) -> np.ndarray:
+    """Fisher information of the Poisson likelihood, sum over cells of grad(lambda) grad(lambda)^T / lambda,
+    with the gradient of the expected counts lambda by differences (one-sided for a parameter at 0)."""
+    keep = ~np.ma.getmaskarray(data)
+    q0 = prob.q0_model
+    h = steps(q0, prob.eps)
+    scale = prob.theta if prob.multinom else 1.0
+
+    def at(j: int, m: int) -> np.ndarray:
+        q = q0.copy()
+        if m:
+            q[j] = q0[j] + m * h[j]
+        return np.asarray(spectra[tuple(float(v) for v in q)])[keep]
+
+    base = at(0, 0)
+    grads = []
+    for j in range(len(q0)):
+        if q0[j] != 0:
+            grads.append((at(j, 1) - at(j, -1)) / (2 * h[j]) * scale)
+        else:
+            grads.append((at(j, 1) - base) / h[j] * scale)
+    if prob.multinom:
+        grads.append(base)  # d lambda / d theta
+    g = np.array(grads)
+    lam = np.clip(base * scale, 1e-300, None)
+    return (g / lam) @ g.T
+
+
+def observed_information(prob: FimProblem, spectra: dict[tuple[float, ...], np.ndarray], data: Any) -> np.ndarray:
+    """Minus the Hessian of the Poisson log-likelihood at the fit (what ``moments.Godambe.FIM_uncert`` inverts)."""
+    import moments
+
+    def fs_of(key: tuple[float, ...]) -> Any:
+        arr = np.asarray(spectra[key])
+        return moments.Spectrum(np.clip(arr, 1e-300, None), mask=np.ma.getmaskarray(data))
+
+    def ll(q: np.ndarray) -> float:
+        arr = spectra[prob.model_key(q)]
+        if not np.all(np.isfinite(arr)):
+            return math.nan
+        fs = fs_of(prob.model_key(q))
+        with np.errstate(all="ignore"):
+            return float(moments.Inference.ll(fs * q[-1] if prob.multinom else fs, data))
+
+    return -hessian(ll, prob.q0, prob.eps)
 
 
 def fim_result(space_dict: dict[str, Any], x: Sequence[float], theta: float, cfg: EvalConfig,
-               lls: dict[tuple[float, ...], float], method: str = FIM_METHOD, eps: float = EPS) -> dict[str, Any]:
-    """Standard errors and 95% intervals from the log-likelihoods at the stencil, in genetic and physical units.
+               spectra: dict[tuple[float, ...], np.ndarray], data: Any, method: str = FIM_METHOD,
+               information: str = "expected", eps: float = EPS) -> dict[str, Any]:
+    """Standard errors and 95% intervals from the spectra at :meth:`FimProblem.points`, in genetic and
+    physical units.
 
     Genetic units: the free continuous parameters (and theta under the multinomial likelihood, with Nanc =
     theta / (4 mu L)); physical units by the delta method with the full covariance, so they include Nanc's
     uncertainty. ``error`` says why intervals are missing (never raises for a numerical failure).
     """
     prob = FimProblem(space_dict, x, theta, cfg, eps)
-    cov = covariance(lambda q: lls[tuple(float(v) for v in q)], prob.q0, eps)
+    if all(np.all(np.isfinite(v)) for v in spectra.values()):
+        info = (observed_information if information == "observed" else expected_information)(prob, spectra, data)
+    else:
+        info = np.full((len(prob.q0), len(prob.q0)), np.nan)
+    cov = _inverse(info)
     values = prob.values_of(prob.q0)
-    out: dict[str, Any] = {"method": method, "level": 0.95, "eps": eps, "error": None,
-                           "evaluations": len({prob.model_key(q) for q in lls}),
-                           "at_bound": at_bounds(prob.space, values)}
+    out: dict[str, Any] = {"method": method, "information": information, "level": 0.95, "eps": eps,
+                           "error": None, "evaluations": len(spectra), "at_bound": at_bounds(prob.space, values)}
     se = np.sqrt(np.abs(np.diag(cov)))
     if not np.all(np.isfinite(se)):
-        out["error"] = ("the Fisher information is not positive definite at the fit (not a maximum, a parameter "
+        out["error"] = ("the Fisher information is not positive definite at the fit (a flat direction, a parameter "
                         "at its bound, or a failed step): no intervals")
     q0 = prob.q0
     params = {n: _interval(float(v), _finite(e), k) for n, v, e, k in zip(prob.names, q0, se, prob.kinds, strict=False)}
@@ -277,9 +358,10 @@ def fim_result(space_dict: dict[str, Any], x: Sequence[float], theta: float, cfg
 
 
 def structure_uncertainty(space_dict: dict[str, Any], x: Sequence[float], data: Any, cfg: EvalConfig,
-                          theta: float | None = None, method: str = FIM_METHOD, eps: float = EPS) -> dict[str, Any]:
-    """:func:`fim_result` in one process: the stencil's log-likelihoods here (``theta``: the fit's optimal
-    scaling under the multinomial likelihood; None computes it)."""
+                          theta: float | None = None, method: str = FIM_METHOD, information: str = "expected",
+                          eps: float = EPS) -> dict[str, Any]:
+    """:func:`fim_result` in one process (``theta``: the fit's optimal scaling under the multinomial likelihood;
+    None computes it; ``information``: expected, 2k + 1 spectra, or observed, moments' Hessian, 2k² + 1)."""
     t0 = time.perf_counter()
     if theta is None:
         import moments
@@ -290,9 +372,9 @@ def structure_uncertainty(space_dict: dict[str, Any], x: Sequence[float], data: 
             theta = float(moments.Inference.optimal_sfs_scaling(prob.model(data)(prob.q0[:-1]), data)) \
                 if prob.multinom else 1.0
     prob = FimProblem(space_dict, x, theta, cfg, eps)
-    pts = prob.points()
-    lls = dict(zip(pts, loglik_at(space_dict, x, theta, data, cfg, pts), strict=True))
-    out = fim_result(space_dict, x, theta, cfg, lls, method, eps)
+    pts = prob.points(information)
+    spectra = dict(zip(pts, spectra_at(space_dict, x, theta, data, cfg, pts), strict=True))
+    out = fim_result(space_dict, x, theta, cfg, spectra, data, method, information, eps)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("FIM of structure %s: %d spectra in %.1f s%s", prob.space.structure, out["evaluations"],
              out["seconds"], f" ({out['error']})" if out["error"] else "")
@@ -328,5 +410,5 @@ def _physical_intervals(prob: FimProblem, cov: np.ndarray) -> dict[str, Any]:
             for k, v in zip(keys, var, strict=True)}
 
 
-__all__ = ["FIM_METHOD", "FimProblem", "at_bounds", "covariance", "fim_result", "hessian", "loglik_at", "spectrum_loglik",
-           "stencil", "structure_uncertainty"]
+__all__ = ["FIM_METHOD", "FimProblem", "at_bounds", "covariance", "expected_information", "fim_result", "hessian",
+           "observed_information", "spectra_at", "spectrum_loglik", "stencil", "structure_uncertainty"]

@@ -7,16 +7,19 @@ futures so that a slow evaluation only holds back its own island. Island checkpo
 ``<stage_dir>/checkpoint/`` and their units (``island-KK-gen-GGGGG``, ``local-sSI-JJ``) to the ledger;
 ``hpcpop rerun`` resumes every island from its last checkpoint. Then the best model of each structure gets
 its Fisher-information intervals (:mod:`hpc_popgen.demography.uncertainty`), one task and unit
-(``uncertainty-<structure>-NN``) per slice of its finite-difference stencil.
+(``uncertainty-<structure>-NN``) per slice of the spectra its expected information needs.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
 
 from .. import atomic
 from ..demography.afs import load_input, spectrum_file
@@ -24,8 +27,8 @@ from ..demography.config import DemographyConfig, EvalTimeoutConfig
 from ..demography.engine import EvalConfig, evaluate, failed
 from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
-from ..demography.search import Hooks, Search, read_json
-from ..demography.uncertainty import FIM_METHOD, FimProblem, fim_result, loglik_at
+from ..demography.search import Hooks, Search
+from ..demography.uncertainty import FIM_METHOD, FimProblem, fim_result, spectra_at
 from ..errors import InputDataError, ManifestError
 from ..job import Job, JobStage
 from ..paths import is_remote
@@ -170,52 +173,51 @@ class DaskEvaluations:
 
 
 FIM_NO_BOOTSTRAP = "FIM (no bootstrap spectra)"  # VCF input until its block bootstraps exist
-FIM_SPECTRA_PER_TASK = 8  # model spectra one uncertainty task computes (a 7-parameter model needs 99)
+FIM_SPECTRA_PER_TASK = 4  # model spectra one uncertainty task computes (k free parameters need 2k + 1)
 
 
 def _uncertainty(ctx: StageContext, state: dict[str, Any], data: Any, ev: EvalConfig,
                  method: str) -> dict[str, dict[str, Any]]:
-    """The Fisher-information intervals of each structure's best model: the log-likelihoods at its finite-
-    difference stencil as Dask tasks over the stage's workers (units ``uncertainty-<structure>-NN``, each kept
-    in ``checkpoint/`` so that a rerun reuses it), then assembled here; structure key (``1-1``) -> the
-    result of :func:`~hpc_popgen.demography.uncertainty.fim_result`."""
+    """The Fisher-information intervals of each structure's best model: the spectra at the fit and a step
+    either way in each parameter, as Dask tasks over the stage's workers (units ``uncertainty-<structure>-NN``,
+    each kept in ``checkpoint/<unit>.npz`` so that a rerun reuses it), assembled here; structure key (``1-1``)
+    -> the result of :func:`~hpc_popgen.demography.uncertainty.fim_result`."""
     ck = ctx.stage_dir() / "checkpoint"
     units, problems = [], {}
     for res in state["results"].values():
         key = "-".join(map(str, res["structure"]))
-        prob = FimProblem(res["space"], res["x"], res["theta"], ev)
-        groups: dict[tuple, list] = {}
-        for q in prob.points():
-            groups.setdefault(prob.model_key(q), []).append(list(q))
-        keys = list(groups)
-        parts = [keys[i: i + FIM_SPECTRA_PER_TASK] for i in range(0, len(keys), FIM_SPECTRA_PER_TASK)]
-        problems[key] = (res, [f"uncertainty-{key}-{j:02d}" for j in range(len(parts))])
-        for j, part in enumerate(parts):
-            pts = [q for k in part for q in groups[k]]
-            units.append(Unit(id=f"uncertainty-{key}-{j:02d}", args=(res["space"], res["x"], res["theta"], data, ev,
-                                                                     pts), weight=len(part)))
+        pts = FimProblem(res["space"], res["x"], res["theta"], ev).points()
+        parts = [pts[i: i + FIM_SPECTRA_PER_TASK] for i in range(0, len(pts), FIM_SPECTRA_PER_TASK)]
+        ids = [f"uncertainty-{key}-{j:02d}" for j in range(len(parts))]
+        problems[key] = (res, ids)
+        units += [Unit(id=i, args=(res["space"], res["x"], res["theta"], data, ev, part), weight=len(part))
+                  for i, part in zip(ids, parts, strict=True)]
 
     def path(unit_id: str) -> Any:
-        return ck / f"{unit_id}.json"
+        return ck / f"{unit_id}.npz"
 
-    def keep(u: Unit, lls: list[float]) -> dict[str, Any]:
-        atomic.write_json(path(u.id), [[q, ll] for q, ll in zip(u.args[-1], lls, strict=True)])  # before the record
-        return {"points": len(lls)}
+    def keep(u: Unit, spectra: Any) -> dict[str, Any]:
+        buf = io.BytesIO()
+        np.savez(buf, points=np.array(u.args[-1], dtype=float), spectra=spectra)
+        atomic.write_bytes(path(u.id), buf.getvalue())  # durable before the unit's record
+        return {"spectra": len(spectra)}
 
     t0 = time.perf_counter()
     if units:
-        done = ctx.run_units(units, loglik_at, item_name="spectra (FIM)", on_done=keep,
+        done = ctx.run_units(units, spectra_at, item_name="spectra (FIM)", on_done=keep,
                              still_done=lambda u: path(u.id).exists())
         if done.failures:
             log.warning("uncertainty: %s", done.error)
     out = {}
     for key, (res, ids) in problems.items():
-        saved = [read_json(path(i)) for i in ids]
-        if any(s is None for s in saved):
+        if not all(path(i).exists() for i in ids):
             log.warning("structure %s: no intervals (a part of its Fisher information failed)", key)
             continue
-        lls = {tuple(float(v) for v in q): (float("nan") if ll is None else float(ll)) for s in saved for q, ll in s}
-        out[key] = fim_result(res["space"], res["x"], res["theta"], ev, lls, method)
+        spectra = {}
+        for i in ids:
+            with np.load(path(i)) as z:
+                spectra.update({tuple(float(v) for v in q): fs for q, fs in zip(z["points"], z["spectra"], strict=True)})
+        out[key] = fim_result(res["space"], res["x"], res["theta"], ev, spectra, data, method)
         out[key]["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
