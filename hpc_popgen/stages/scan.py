@@ -27,8 +27,10 @@ import numpy as np
 from .. import atomic
 from ..errors import InputDataError, ManifestError, ParamError
 from ..infer.config import NullConfig, ScanConfig
+from ..job import Job, JobStage
 from ..manifest import Manifest, StageSpec
-from .base import StageContext, StageResult, Unit, input_path, key_path, located, stage_config
+from ..paths import is_remote
+from .base import StageContext, StageResult, Unit, input_path, key_path, located
 from .evaluate import check as check_model
 from .evaluate import model_dir
 
@@ -37,10 +39,15 @@ CONFIG = ScanConfig
 NULL_KEY = 1_000_003  # ctx.unit_seed(NULL_KEY, i) seeds null chromosome i (chunks use unit_seed(c))
 
 
-def check(spec: StageSpec, manifest: Manifest) -> None:
-    """The model reference must be usable (see the evaluate stage), and so must the null's history."""
-    check_model(spec, manifest)
-    cfg: ScanConfig = stage_config(spec, manifest)
+def check(stage: JobStage, job: Job) -> None:
+    """The inputs and the null's history must be usable, then the model reference (see the evaluate stage)."""
+    _check_inputs_and_null(stage, job)
+    check_model(stage, job)
+
+
+def _check_inputs_and_null(stage: JobStage, job: Job) -> None:
+    spec, manifest = stage.spec, job.manifest
+    cfg: ScanConfig = stage.config
     check_inputs(cfg, spec, manifest)
     if cfg.null is None:
         return
@@ -68,7 +75,7 @@ def check_inputs(cfg: ScanConfig, spec: StageSpec, manifest: Manifest) -> None:
     chrom = parse_region(cfg.chrom)[0] if cfg.chrom else None
     for key, value, test in (("mask", cfg.mask, lambda p: read_mask(p, {chrom} if chrom else None)),
                              ("ancestral_fasta", cfg.ancestral_fasta, lambda p: check_fasta(p, chrom))):
-        if value is None or "://" in value.removeprefix("file://"):
+        if value is None or is_remote(value):
             continue
         try:
             test(input_path(manifest, value))
