@@ -1,11 +1,13 @@
 """Uncertainty of a fitted demographic model from the Fisher information of the spectrum's likelihood.
 
 For a spectrum without the genome it came from there are no bootstrap spectra, so the standard errors are
-the square roots of the inverse observed Fisher information (the Hessian of the Poisson log-likelihood at
-the fit, as ``moments.Godambe.FIM_uncert``; under the multinomial likelihood theta is a parameter too).
-Linkage between sites makes these intervals too narrow; only bootstraps over genome blocks (Godambe) fix
-that. Physical units follow by the delta method, so Nanc's own uncertainty is carried into every size,
-time and rate. A fitted size or time within 1% of its bound is flagged: its interval means little there.
+the square roots of the inverse Fisher information of the Poisson likelihood at the fit: by default the
+expected information (sum over cells of grad(lambda) grad(lambda)^T / lambda: 2k + 1 spectra for k
+parameters), or the observed one (minus the Hessian, as ``moments.Godambe.FIM_uncert``: 2k² + 1). Under the
+multinomial likelihood theta is a parameter too. Linkage between sites makes these intervals too narrow;
+only bootstraps over genome blocks (Godambe) fix that. Physical units follow by the delta method, so Nanc's
+own uncertainty is carried into every size, time and rate. A fitted size or time within 1% of its bound is
+flagged: its interval means little there.
 """
 
 from __future__ import annotations
