@@ -25,9 +25,8 @@ from hpc_popgen.demography.config import SCHEMA, DemographyConfig
 from hpc_popgen.demography.engine import EvalConfig, evaluate
 from hpc_popgen.demography.ga import local_search
 from hpc_popgen.errors import ManifestError
-from hpc_popgen.manifest import load_manifest
 from hpc_popgen.paths import DATA_DIR
-from hpc_popgen.pipeline import execute
+from hpc_popgen.pipeline import execute, prepare
 from hpc_popgen.readers.spectra import load_fs
 from hpc_popgen.runs import RunDir
 
@@ -177,7 +176,7 @@ def _job3(tmp_path: Path, afs: Path, **over) -> Path:
 def test_bad_split_sizes_input_is_one_line_naming_the_key(tmp_path, data3, over, match):
     job = _job3(tmp_path, data3[0], **over)
     with pytest.raises(ManifestError, match=match) as err:
-        load_manifest(job)
+        prepare(job)
     assert "\n" not in str(err.value)
 
 
@@ -224,7 +223,7 @@ def test_three_population_stage_killed_resumes_and_writes_valid_outputs(tmp_path
 
 
 def test_three_population_job_loads_and_ships_the_benchmark_spectrum():
-    manifest = load_manifest(REPO / "jobs" / "gadma_3pop.yaml")
+    manifest = prepare(REPO / "jobs" / "gadma_3pop.yaml").manifest
     params = manifest.stages[0].params
     assert params["split_sizes"] == "free" and params["input"]["populations"] == POPS
     assert params["initial_structure"] == [1, 1, 1] and params["final_structure"] == [1, 1, 1]

@@ -15,8 +15,7 @@ from helpers import image_config, run_cli
 
 from hpc_popgen.errors import HpcPopError, InputDataError, ManifestError
 from hpc_popgen.images import image_and_sites
-from hpc_popgen.manifest import load_manifest
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute, prepare
 from hpc_popgen.readers import read_ms
 from hpc_popgen.readers.msformat import index_file, parse_ms
 from hpc_popgen.seeds import derive_seed
@@ -85,7 +84,7 @@ def write_job(tmp: Path, name: str, params: dict, workers: int = 1) -> Path:
 
 
 def run_job(tmp: Path, name: str, params: dict, workers: int = 1) -> dict:
-    rd = prepare(write_job(tmp, name, params, workers), run_dir=tmp / f"run-{name}")
+    rd = create_run(write_job(tmp, name, params, workers), run_dir=tmp / f"run-{name}")
     return execute(rd, progress=False)
 
 
@@ -189,7 +188,7 @@ def test_bad_source_is_one_line_at_validation(tmp_path, msdata, change, where):
     source = {"ms": ["*.ms", "*.ms.gz"], "s": {"from_name": r"_S(?P<S>[0-9.]+)\.ms"}, **change}
     job = write_job(folder, "bad", {**BASE, "store": "x.zarr", "source": source})
     with pytest.raises(ManifestError, match=rf"^{job}: stages\[0\]\.simulate\.{where}") as err:
-        load_manifest(job)
+        prepare(job)
     one_line(str(err.value))
 
 
@@ -202,7 +201,7 @@ def test_validate_checks_headers_and_keys_in_one_line(tmp_path, msdata):
     assert f"{folder / 'neutral_S0.ms'}:1 (its command line) says 16 haplotypes" in proc.stderr
     both = write_job(tmp_path, "both", {**by_name(folder), "store": "x.zarr", "classes": [0], "n_per_class": 1})
     with pytest.raises(ManifestError, match=r"simulate\.source: ms files bring their own S"):
-        load_manifest(both)
+        prepare(both)
     ok = run_cli("validate", write_job(tmp_path, "ok", {**by_name(folder), "store": "x.zarr"}))
     assert ok.returncode == 0 and "valid" in ok.stdout
 

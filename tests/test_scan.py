@@ -9,7 +9,7 @@ from helpers import sim_config
 
 from hpc_popgen.errors import InputDataError
 from hpc_popgen.infer.scan import plan_windows, read_scan
-from hpc_popgen.pipeline import execute, prepare
+from hpc_popgen.pipeline import create_run, execute
 from hpc_popgen.simulate.demographies import load_demography
 from hpc_popgen.simulate.replicate import simulate_replicate
 
@@ -78,7 +78,7 @@ def test_scan_puts_the_highest_bayes_factor_at_the_sweep(tmp_path):
              "scan": {"vcf": "chrom.vcf", "window": {"unit": "bp", "size": 80000, "step": 40000},
                       "chunk_windows": 10}},
         ]}))
-    report = execute(prepare(man, run_dir=tmp_path / "run"), progress=False)
+    report = execute(create_run(man, run_dir=tmp_path / "run"), progress=False)
     assert report["status"] == "completed"
     assert report["stages"][2]["metrics"]["test_accuracy"] >= 0.85, report["stages"][2]["metrics"]
     m = report["stages"][3]["metrics"]

@@ -110,7 +110,7 @@ def test_fasta_polarisation_equals_info_aa(data, tmp_path):
 
 
 def test_scan_stage_masks_real_and_null_windows_and_polarises_from_the_fasta(data, tmp_path):
-    from hpc_popgen.pipeline import execute, prepare
+    from hpc_popgen.pipeline import create_run, execute
 
     shutil.copy(data["vcf"], tmp_path / "chrom.vcf.gz")
     shutil.copy(f"{data['vcf']}.csi", tmp_path / "chrom.vcf.gz.csi")
@@ -130,7 +130,7 @@ def test_scan_stage_masks_real_and_null_windows_and_polarises_from_the_fasta(dat
         "stages": [{"name": "aa", "scan": base},
                    {"name": "fasta", "scan": {**base, "ancestral_fasta": "anc.fa"}},
                    {"name": "masked", "scan": {**base, "mask": "acc.bed", "null": null, "fdr": 0.5}}]})
-    report = execute(prepare(man, run_dir=tmp_path / "run"), progress=False)
+    report = execute(create_run(man, run_dir=tmp_path / "run"), progress=False)
     assert report["status"] == "completed", report
     run = tmp_path / "run"
     assert (run / "fasta" / "scan.tsv").read_text() == (run / "aa" / "scan.tsv").read_text()

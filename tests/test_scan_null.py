@@ -118,7 +118,7 @@ def _manifest(tmp_path, workers: int, null: dict | None, run_seed: int = 5, fdr_
 
 
 def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
-    from hpc_popgen.pipeline import execute, prepare
+    from hpc_popgen.pipeline import create_run, execute
 
     (tmp_path / "src").mkdir()
     vcf = make_vcf(tmp_path / "src" / "sim.vcf")
@@ -128,7 +128,7 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     (tmp_path / "two.demes.yaml").write_text(TWO_DEMES)
     null = {"demography": {"demes": "two.demes.yaml", "population": "A"}, "chromosomes": 3,
             "mutation_rate": 1e-7, "recombination_rate": 1e-8}
-    report = execute(prepare(_manifest(tmp_path, 2, null), run_dir=tmp_path / "run2"), progress=False)
+    report = execute(create_run(_manifest(tmp_path, 2, null), run_dir=tmp_path / "run2"), progress=False)
     assert report["status"] == "completed", report
     st = report["stages"][0]
     m = st["metrics"]
@@ -158,14 +158,14 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert (out / "scan.png").stat().st_size > 5000
 
     # one worker: the same null seeds, so the same p and q, bit for bit
-    report1 = execute(prepare(_manifest(tmp_path, 1, null), run_dir=tmp_path / "run1"), progress=False)
+    report1 = execute(create_run(_manifest(tmp_path, 1, null), run_dir=tmp_path / "run1"), progress=False)
     assert report1["status"] == "completed"
     assert (tmp_path / "run1" / "scan" / "scan.tsv").read_text() == (out / "scan.tsv").read_text()
     assert (tmp_path / "run1" / "scan" / "candidates.tsv").read_text() == (out / "candidates.tsv").read_text()
     assert cal["fdr_method"] == "bh"
 
     # Benjamini–Yekutieli: the same p, q-values BY's, no more calls than BH's
-    report_by = execute(prepare(_manifest(tmp_path, 2, null, fdr_method="by"), run_dir=tmp_path / "runby"),
+    report_by = execute(create_run(_manifest(tmp_path, 2, null, fdr_method="by"), run_dir=tmp_path / "runby"),
                         progress=False)
     assert report_by["status"] == "completed"
     by = read_scan(tmp_path / "runby" / "scan" / "scan.tsv")

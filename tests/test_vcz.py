@@ -201,7 +201,7 @@ def _random_model(path: Path) -> Path:
 
 def test_scan_stage_reads_vcz_windows_equal_to_cyvcf2_and_reuses_the_zarr(data, tmp_path):
     from hpc_popgen.infer.scan import plan_windows, read_scan, scan_chunk
-    from hpc_popgen.pipeline import execute, prepare
+    from hpc_popgen.pipeline import create_run, execute
 
     model = _random_model(tmp_path / "model")
     shutil.copy(data["vcf"], tmp_path / "chrom.vcf.gz")
@@ -216,7 +216,7 @@ def test_scan_stage_reads_vcz_windows_equal_to_cyvcf2_and_reuses_the_zarr(data, 
         "name": "vczscan", "seed": 5, "profile": str(prof), "storage": str(tmp_path / "storage"),
         "stages": [{"name": "scan", "scan": {"model": str(model), "vcf": "chrom.vcf.gz", "chrom": CHROM,
                                              "window": window, "chunk_windows": 6}}]}))
-    report = execute(prepare(man, run_dir=tmp_path / "run1"), progress=False)
+    report = execute(create_run(man, run_dir=tmp_path / "run1"), progress=False)
     assert report["status"] == "completed", report
     m = report["stages"][0]["metrics"]
     store = Path(m["vcz"])
@@ -238,7 +238,7 @@ def test_scan_stage_reads_vcz_windows_equal_to_cyvcf2_and_reuses_the_zarr(data, 
                        rtol=1e-5, equal_nan=True)
 
     before = (store / ".zattrs").stat()
-    report2 = execute(prepare(man, run_dir=tmp_path / "run2"), progress=False)
+    report2 = execute(create_run(man, run_dir=tmp_path / "run2"), progress=False)
     assert report2["status"] == "completed"
     assert report2["stages"][0]["metrics"]["vcz"] == str(store)
     after = (store / ".zattrs").stat()

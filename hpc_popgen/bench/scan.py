@@ -5,7 +5,7 @@ calibration, the ms reader (issue 12, item 7). Prints ONE JSON object.
   (:mod:`hpc_popgen.simulate.planted`: INFO/AA, bgzipped, CSI-indexed), ``--samples`` diploids, one per
   ``--lengths`` (Mb), into a temporary folder.
 - **Scan:** each chromosome through the real scan stage (a one-stage manifest run by
-  :func:`hpc_popgen.pipeline.prepare` / :func:`~hpc_popgen.pipeline.execute` on the local profile with
+  :func:`hpc_popgen.pipeline.create_run` / :func:`~hpc_popgen.pipeline.execute` on the local profile with
   ``--cores`` workers), with an untrained model bundle (random seeded weights; a scan costs the same with
   any weights) of the genome_scan job's image settings. Each scan runs in a fresh driver process, as
   ``hpcpop submit`` does, so the memory of one length does not linger into the next: its RSS is sampled
@@ -63,7 +63,7 @@ TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_rati
 
 def child_main(spec_json: str) -> None:
     """Entry of a driver process: ``convert`` (VCF -> VCF Zarr into the stage's cache) or ``scan``
-    (prepare + execute a manifest, sampled); writes one JSON line on stdout."""
+    (create_run + execute a manifest, sampled); writes one JSON line on stdout."""
     spec = json.loads(spec_json)
     if spec["mode"] == "convert":
         from ..readers.vcz import ensure_vcz
@@ -73,9 +73,9 @@ def child_main(spec_json: str) -> None:
             ensure_vcz(spec["vcf"], spec["cache"])
         out = {"wall_s": clock.wall, "cpu_s": clock.cpu, "peak_rss_mb": status_mb("self", "VmHWM")}
     else:
-        from ..pipeline import execute, prepare
+        from ..pipeline import create_run, execute
 
-        rd = prepare(Path(spec["manifest"]), run_dir=Path(spec["run_dir"]))
+        rd = create_run(Path(spec["manifest"]), run_dir=Path(spec["run_dir"]))
         base_mb = rss_mb()
         with ProcSampler() as s:
             t0 = time.perf_counter()
@@ -373,7 +373,7 @@ def chromosome_calibration(pc: np.ndarray, k: int) -> dict:
 def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploids: int, cores: int,
           chunk_windows: int, null_chromosomes: int, n_per_class: int, epochs: int, seed: int) -> dict:
     """Train under the true history, scan planted and neutral chromosomes with a null; power and realised FDR."""
-    from ..pipeline import execute, prepare
+    from ..pipeline import create_run, execute
     from ..simulate.planted import PlantedSweep
 
     c = PlantedSweep()
@@ -397,7 +397,7 @@ def power(tmp: Path, *, replicates: int, neutral: int, length_mb: float, diploid
                for r, t in enumerate(nulls)]
     man = _write_manifest(tmp / "power.yaml", tmp / "storage", stages, seed)
     t0 = time.perf_counter()
-    report = execute(prepare(man, run_dir=tmp / "run"), progress=False)
+    report = execute(create_run(man, run_dir=tmp / "run"), progress=False)
     wall = time.perf_counter() - t0
     if report["status"] != "completed":
         bad = next((s for s in report["stages"] if s.get("status") != "completed"), {})
