@@ -66,6 +66,7 @@ def test_train_stage_renders_sbatch_from_slurm_gpu_profile(tmp_path):
     from hpc_popgen.stages.base import StageContext
     from hpc_popgen.stages.train import render_sbatch, resolve_ranks
 
+    make_store(tmp_path / "storage" / "h.zarr", n_per_class=8, shard_images=8)  # validate needs the store
     manifest = write_manifest(tmp_path, [{"name": "train", "train": {"store": "h.zarr"},
                                           "resources": {"nodes": 2, "gpus": 4, "cores": 16, "walltime": "02:00:00"}}],
                               name="gpu", seed=5, profile="slurm-gpu")
