@@ -88,6 +88,7 @@ class DemographyConfig:
     retries: int
     eval_timeout: EvalTimeoutConfig
     plots: bool
+    uncertainty: str  # fim | none
     ga: GAConfig
     local_search: LocalSearchConfig
 

@@ -261,7 +261,8 @@ def run(ctx: StageContext) -> StageResult:
     search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
     search.run()
     out_dir = ctx.stage_dir()
-    uncertainty = _uncertainty(ctx, search.state, data, ev, FIM_METHOD if cfg.input.afs else FIM_NO_BOOTSTRAP)
+    uncertainty = (_uncertainty(ctx, search.state, data, ev, FIM_METHOD if cfg.input.afs else FIM_NO_BOOTSTRAP)
+                   if cfg.uncertainty == "fim" else None)
     summary = write_results(out_dir, search.state, data, ev, spectrum_file(cfg, data, ctx.input_path, out_dir),
                             cfg.plots, uncertainty=uncertainty)
     metrics = {**search.metrics(summary), **result_metrics(summary), "timed_out_evaluations": evals.n_timed_out}
