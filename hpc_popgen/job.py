@@ -64,13 +64,6 @@ class Job:
     profile: Profile
     stages: tuple[JobStage, ...]
 
-    def stage(self, name: str) -> JobStage:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        self.manifest.stage(name)  # raises, naming the stages
-        raise AssertionError(name)
-
 
 def stage_seed(manifest: Manifest, spec: StageSpec, config: Any) -> int:
     """A stage's seed: its config's ``seed`` if set, else derived from the manifest seed and stage name.

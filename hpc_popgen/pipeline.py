@@ -109,12 +109,16 @@ def create_run(manifest_path: str | Path, *, profile: str | None = None,
     return RunDir.create(path, job.manifest, job.profile.to_dict(), raw, seeds)
 
 
+def recorded_profile(rd: RunDir) -> Profile:
+    """The profile a run directory recorded (schema defaults filled: older runs may lack newer keys)."""
+    data = rd.profile()
+    return profile_from_data(data, name=str(data.get("name", "recorded")),
+                             source=str(data.get("source", rd.path / "profile.resolved.yaml")))
+
+
 def recorded_job(rd: RunDir) -> Job:
     """The job a run directory recorded (its resolved manifest and profile), resolved again."""
-    data = rd.profile()
-    profile = profile_from_data(data, name=str(data.get("name", "recorded")),
-                                source=str(data.get("source", rd.path / "profile.resolved.yaml")))
-    return resolve(rd.manifest(), profile)
+    return resolve(rd.manifest(), recorded_profile(rd))
 
 
 def absolute_paths(manifest: Manifest) -> Manifest:
@@ -278,7 +282,7 @@ def driver_script(rd: RunDir, profile: Profile) -> str:
 
 def detach(rd: RunDir) -> str:
     """Submit the driver as an sbatch job; returns its job id (recorded in slurm_jobs.json)."""
-    profile = recorded_job(rd).profile
+    profile = recorded_profile(rd)  # the stages' checks run in the driver job, not here
     if profile.kind != "slurm":
         raise ProfileError(f"--detach needs a SLURM profile; profile {profile.name!r} is {profile.kind!r}")
     script = rd.path / "driver.sbatch"
