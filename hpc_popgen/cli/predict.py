@@ -47,26 +47,28 @@ def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str |
         raise click.UsageError("--mask applies to --vcf input only")
     from ..infer.posterior import plot_posterior
     from ..infer.regions import images_from_haplotypes, summarize_images
-    from ..train.saved import load_bundle
+    from ..train.saved import check_pixels, load_bundle
 
-    bundle = load_bundle(model)
+    # the input is read and checked before the model loads (TensorFlow): a bad file is refused at once
     names: list[str]
     if image_file:
-        try:
-            images = np.load(image_file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"{image_file}: not a readable .npy array: {exc}") from None
+        images = check_pixels(_load_npy(image_file), source=image_file)
+        bundle = load_bundle(model)
         images = bundle.check_images(images, source=image_file)
+        if len(images) == 0:
+            raise InputDataError(f"{image_file}: holds no images (shape {list(np.shape(images))})")
         names = [f"{image_file}[{i}]" for i in range(len(images))]
     elif ms_file:
         from ..readers import read_ms
 
         regions = read_ms(ms_file)
+        bundle = load_bundle(model)
         images = images_from_haplotypes(bundle, regions)
         names = [f"{ms_file} replicate {i + 1}" for i in range(len(regions))]
     else:
         from ..readers import read_vcf
 
+        bundle = load_bundle(model)
         sample_arg: str | list[str] | None = samples
         if samples and not Path(samples).exists():
             sample_arg = [s.strip() for s in samples.split(",") if s.strip()]
@@ -82,3 +84,16 @@ def predict(model: str, ms_file: str | None, vcf_file: str | None, region: str |
         plot_posterior(results[0], plot_file, title=names[0])
     click.echo(json.dumps({"model": bundle.path, "labels": bundle.labels.mode, "image": bundle.image,
                            "results": results}, indent=2))
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """One array from a .npy file (no pickles); anything else (a .npz archive, text, an empty or truncated
+    file) is one line naming the file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file (click would print "Aborted!")
+        raise InputDataError(f"{path}: not a readable .npy array: {exc or 'empty file'}") from None
+    if not isinstance(data, np.ndarray):  # a .npz archive opens as a mapping of arrays
+        data.close()
+        raise InputDataError(f"{path}: not a readable .npy array: a .npz archive (save one array with numpy.save)")
+    return data

@@ -11,6 +11,7 @@ import io
 import logging
 from pathlib import Path
 
+from ..errors import InputDataError
 from .haplotypes import Haplotypes
 from .msformat import header_counts, parse_ms, read_range
 
@@ -34,12 +35,19 @@ def _first_replicate_rows(buf: bytes) -> int:
 
 
 def read_ms(path: str | Path) -> list[Haplotypes]:
-    """All replicates of an ms-format file; positions are fractions of the region (length 1.0)."""
+    """All replicates of an ms-format file; positions are fractions of the region (length 1.0).
+
+    A command line that asks for more replicates than the file holds means a truncated file: refused, as
+    :func:`~hpc_popgen.readers.msformat.index_file` refuses it (more is fine: concatenated runs).
+    """
     buf = read_range(path)
     end = buf.find(b"\n")
     counts = header_counts(buf[:end if end >= 0 else len(buf)].decode("ascii", errors="replace"))
     n = counts[0] if counts else _first_replicate_rows(buf)
     reps = parse_ms(buf, n, str(path))
+    if counts is not None and len(reps) < counts[1]:
+        raise InputDataError(f"{path}: the command line asks for {counts[1]} replicates, the file holds "
+                             f"{len(reps)} (truncated?)")
     out = [Haplotypes(m, p, length=1.0, source=f"{path}:{line}")
            for m, p, line in zip(reps.matrices, reps.positions, reps.lines, strict=True)]
     log.debug("read %d replicates from %s", len(out), path)

@@ -268,6 +268,9 @@ def parse_ms(buf: bytes, n_haplotypes: int, where: str, first_line: int = 1, bas
                 raise _fail(where, pos_lines[r], "positions are not numbers") from None
         else:
             p = values[cuts[r]:cuts[r + 1]]
+        if not np.isfinite(p).all():
+            bad = float(p[~np.isfinite(p)][0])
+            raise _fail(where, pos_lines[r], f"positions must be finite numbers (found {bad})")
         if p.size and (p[0] < 0 or p[-1] > 1 or (np.diff(p) < 0).any()):
             raise _fail(where, pos_lines[r], "positions must be increasing fractions of the region in [0, 1]")
         out.positions.append(p)

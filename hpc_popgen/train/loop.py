@@ -357,7 +357,8 @@ class Trainer:
             info = {"store": job.store, "seed": job.seed, "epochs_run": self.epoch, "best_epoch": best,
                     "history": self.history, "ranks": self.size,
                     "store_classes": store.classes, "store_prior": store.meta.get("prior"),
-                    "demography": store.meta.get("demography"), "flip_sites": job.config.flip_sites}
+                    "demography": store.meta.get("demography"), "flip_sites": job.config.flip_sites,
+                    "n_haplotypes": (store.meta.get("stage_params") or {}).get("n_haplotypes")}
             clean = build_model(job.model, self.shape, job.labels.n_outputs, job.labels.head)
             clean.set_weights(final_weights)
             save_bundle(self.out / "model", clean, job.labels, store.meta["image"], self.shape, job.model, info)

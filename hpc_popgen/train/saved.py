@@ -54,17 +54,12 @@ class TrainedModel:
         return ImageConfig.from_dict(self.image)
 
     def check_images(self, images: np.ndarray, source: str = "images") -> np.ndarray:
-        """``images`` as (n, H, W) uint8, or InputDataError when their shape is not the training shape."""
-        x = np.asarray(images)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim == 4 and x.shape[-1] == 1:
-            x = x[..., 0]
+        """``images`` as (n, H, W) uint8, or InputDataError when their shape is not the training shape or a
+        pixel is not exactly 0 or 1 (see :func:`check_pixels`)."""
+        x = check_pixels(images, source)
         if x.ndim != 3 or tuple(x.shape[1:]) != tuple(self.image_shape):
             raise InputDataError(f"{source}: images of shape {list(x.shape[1:]) if x.ndim >= 2 else list(x.shape)} "
                                  f"do not match the model's {list(self.image_shape)} (model {self.path})")
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise InputDataError(f"{source}: image values must be 0/1 (found {x.min()}..{x.max()})")
         return x.astype(np.uint8, copy=False)
 
     def _logit_parts(self) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -121,11 +116,46 @@ class TrainedModel:
         pr = np.asarray(self.labels.prior, dtype=np.float64)
         return pr if len(pr) == n else np.full(n, 1.0 / n)
 
+    @property
+    def n_haplotypes(self) -> int | None:
+        """Haplotypes per training image (the simulate stage's ``n_haplotypes``); None for bundles that
+        do not record it."""
+        n = self.info.get("n_haplotypes")
+        return int(n) if n is not None else None
+
     def image_from_haplotypes(self, haps: Any) -> np.ndarray:
-        """The (H, W) image of a Haplotypes region, made with the training store's settings."""
+        """The (H, W) image of a Haplotypes region, made with the training store's settings; a region with
+        another number of haplotypes than the training images had is refused (it would be resized or
+        cropped into an image of a sample the network never saw)."""
         from ..images import make_image
 
+        if self.n_haplotypes is not None and haps.n_haps != self.n_haplotypes:
+            raise InputDataError(f"{haps.source or 'region'}: {haps.n_haps} haplotypes; the model was trained on "
+                                 f"{self.n_haplotypes} (n_haplotypes of its training store; model {self.path})")
         return make_image(haps.matrix, haps.positions, self.image_config(), centre=haps.centre())
+
+
+def check_pixels(images: Any, source: str = "images") -> np.ndarray:
+    """``images`` as an array with (H, W) and (n, H, W, 1) made (n, H, W), or InputDataError naming the first
+    pixel that is not exactly 0 or 1 (NaN, 0.5, 255) or a dtype that is not numbers: the network never saw
+    such pixels, and a cast to uint8 would hide them. Needs no model, so input is checked before one loads."""
+    x = np.asarray(images)
+    if x.dtype.kind not in "biuf":
+        what = f"text ({x.dtype})" if x.dtype.kind in "US" else str(x.dtype)
+        raise InputDataError(f"{source}: image values must be 0/1 numbers, not {what}")
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.dtype.kind != "b" and x.size:
+        bad = (x != 0) & (x != 1)  # NaN compares unequal to both, so it is caught too
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = (f"image {where[0]} row {where[1]} column {where[2]}" if len(where) == 3
+                  else f"index {list(where)}")
+            raise InputDataError(f"{source}: image values must be 0/1; {at} is {x[where].item()!r} "
+                                 f"({int(bad.sum())} such pixel(s))")
+    return x
 
 
 def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, image: dict,
@@ -145,12 +175,14 @@ def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, imag
     return d
 
 
-def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: ModelConfig, seed: int = 3) -> Path:
+def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: ModelConfig, seed: int = 3,
+                          n_haplotypes: int | None = None) -> Path:
     """A real binary model bundle with random (seeded) weights, for the images ``image`` describes.
 
     Scans and predictions run through it exactly as through a trained one (same loading, image checks,
     Bayes factors), so tests and speed/memory benchmarks need no training; its posteriors mean nothing.
-    ``image``: an ImageConfig's dict (its ``size`` is the input shape); labels: binary, prior 0.5/0.5.
+    ``image``: an ImageConfig's dict (its ``size`` is the input shape); labels: binary, prior 0.5/0.5;
+    ``n_haplotypes``: recorded as a trained bundle records its store's, so predict checks regions against it.
     """
     from .models import build_model
     from .tfenv import set_random_seed
@@ -159,7 +191,8 @@ def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: Mode
     shape = (int(image["size"][0]), int(image["size"][1]))
     return save_bundle(model_dir, build_model(model_config, shape, 1, "binary"),
                        LabelSpec(mode="binary", prior=(0.5, 0.5)), image, shape, model_config,
-                       {"untrained": True, "seed": seed})
+                       {"untrained": True, "seed": seed,
+                        **({"n_haplotypes": n_haplotypes} if n_haplotypes is not None else {})})
 
 
 def load_bundle(model_dir: str | Path) -> TrainedModel:
