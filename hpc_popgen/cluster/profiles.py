@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import from_params, to_params
 from ..errors import ManifestError, ParamError, ProfileError
-from ..manifest import fill_defaults, load_schema, read_yaml, schema_default, validate_against
+from ..manifest import check_finite, fill_defaults, load_schema, read_yaml, schema_default, validate_against
 from ..paths import PROFILE_DIR, USER_PROFILE_DIR
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Profile:
     worker_lifetime: WorkerLifetime | None
     max_tasks_in_flight: int
     task_retries: int
+    stall_timeout_s: float
     gpus_per_node: int | None
     driver: DriverJob
     horovod: HorovodSettings
@@ -156,6 +157,7 @@ def load_profile_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile must be a YAML mapping with at least `kind`")
     try:
+        check_finite(data, source=str(path))  # the schema's minimum/maximum never reject NaN
         validate_against(data, "profile.schema.json", source=str(path))
     except ManifestError as exc:
         raise ProfileError(str(exc)) from None

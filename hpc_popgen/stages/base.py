@@ -31,6 +31,8 @@ from ..seeds import derive_seed
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often the driver looks at a running task (its bars, SLURM job ids)
+WAIT_S = 0.05  # how long the unit runner sleeps when no task has finished
+WATCH_S = 5.0  # how often (at most) the watchdog asks the scheduler whether a task runs
 
 
 @dataclass
@@ -284,6 +286,46 @@ class ProgressWatch:
             self.epoch_bar.close()
 
 
+class Watchdog:
+    """Fails a stage that waits for nothing: ``timeout`` seconds in which no unit finished and no task ran on
+    any worker (every worker gone, none able to take the tasks, worker jobs still queued) raise StageFailed
+    with one line, instead of waiting forever. A task that runs is progress, however long it takes.
+    ``timeout`` 0 turns it off (the profile's ``stall_timeout_s``)."""
+
+    def __init__(self, ctx: StageContext, timeout: float, units_done: int = 0, units_total: int | None = None):
+        self.ctx = ctx
+        self.timeout = float(timeout)
+        self.units_done, self.units_total = units_done, units_total
+        self.every = min(WATCH_S, self.timeout / 4)
+        self.last_progress = self.next_look = time.monotonic()
+
+    def progressed(self) -> None:
+        """A unit finished (done or failed)."""
+        self.last_progress = time.monotonic()
+        self.units_done += 1
+
+    def check(self) -> None:
+        """Ask the scheduler (at most every few seconds) whether a task runs; raise when stalled too long."""
+        now = time.monotonic()
+        if not self.timeout or now < self.next_look:
+            return
+        self.next_look = now + self.every
+        client = self.ctx.client
+        workers = len(client.nthreads())
+        if workers and any(client.processing().values()):
+            self.last_progress = now
+            return
+        idle = now - self.last_progress
+        if idle < self.timeout:
+            return
+        why = (f"{workers} worker(s) connected, none running a task" if workers
+               else "no Dask worker left (all gone, or worker jobs still queued)")
+        done = f"; {self.units_done}/{self.units_total} units finished" if self.units_total is not None else ""
+        raise StageFailed(f"stage {self.ctx.name}: stalled: no unit finished and no task ran for {idle:.0f} s "
+                          f"({why}; the profile's stall_timeout_s is {self.timeout:g}){done}; "
+                          f"`hpcpop rerun {self.ctx.run_dir}` goes on from there")
+
+
 class StageContext:
     """Everything a stage may use: its resolved config, resources and seed, the run dir, ledger, paths,
     the cluster, progress."""
@@ -384,9 +426,11 @@ class StageContext:
         self.run.update_report(dashboard=self.cluster.dashboard)
         fut = client.submit(_call_on_worker, fn, *args, key=key, pure=False, **kwargs)
         last_note = 0.0
+        dog = Watchdog(self, self.profile.stall_timeout_s)
         try:
             while not fut.done():
                 time.sleep(POLL_S)
+                dog.check()
                 if watch is not None:
                     watch.poll()
                 if time.time() - last_note > 5.0:
@@ -417,7 +461,9 @@ class StageContext:
         and the unit is redone. When a task returns, ``on_done`` may turn its
         result into extra fields of the completion record. A task whose worker dies is resubmitted by
         Dask (the profile's ``task_retries``); a task that raises is recorded as a failure once (no retry: its
-        error is deterministic) and the stage fails at the end, after every other unit had its chance.
+        error is deterministic) and the stage fails at the end, after every other unit had its chance. A
+        stage where no unit finishes and no task runs for the profile's ``stall_timeout_s`` fails at once
+        (:class:`Watchdog`); its unfinished units are cancelled and a rerun does them.
         """
         from distributed import as_completed
 
@@ -457,9 +503,11 @@ class StageContext:
             first = [f for f in (submit_next() for _ in range(self.profile.max_tasks_in_flight)) if f]
             running = as_completed(first)
             n_done = len(units) - len(pending)
+            dog = Watchdog(self, self.profile.stall_timeout_s, n_done, len(units))
             with self.progress(total_items, desc=self.name, unit=item_name, initial=done_items) as bar:
                 last_note = 0.0
-                for fut in running:
+                for fut in _finished(running, dog.check):
+                    dog.progressed()
                     u = by_key.pop(fut.key)
                     try:
                         result, where = fut.result()
@@ -490,3 +538,22 @@ class StageContext:
         return StageResult(units_total=len(units), units_done=n_done, failures=failures,
                            items=total_items, item_name=item_name,
                            metrics={"seconds_this_attempt": round(elapsed, 3)}, error=first_error)
+
+
+def _finished(running: Any, check: Callable[[], None]) -> Iterator[Any]:
+    """The futures of ``running`` (distributed's as_completed) as they finish; while none has, ``check()``
+    runs between short sleeps. When it raises (the watchdog), the futures still out are cancelled first."""
+    while not running.is_empty():
+        batch = running.next_batch(block=False)
+        if batch:
+            yield from batch
+            continue
+        try:
+            check()
+        except BaseException:
+            out = list(running.futures)
+            running.clear()
+            for fut in out:
+                fut.cancel()
+            raise
+        time.sleep(WAIT_S)
