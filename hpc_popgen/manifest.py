@@ -364,7 +364,8 @@ def parse_manifest(data: Any, *, source: str = "<manifest>", base_dir: str | Pat
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: a manifest must be a YAML mapping with name, seed and stages")
     check_finite(data, source=source)
-    for i, raw in enumerate(data.get("stages") or []):
+    stages_raw = data.get("stages")
+    for i, raw in enumerate(stages_raw if isinstance(stages_raw, list) else []):  # else the schema names it
         kinds = [k for k in raw if k in STAGE_KINDS] if isinstance(raw, dict) else []
         if len(kinds) > 1:  # before the schema, whose errors for each kind would hide this one
             raise ManifestError(f"{source}: stages[{i}]: a stage needs exactly one kind key out of "
