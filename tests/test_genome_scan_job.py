@@ -81,7 +81,8 @@ def test_planted_sweep_script_remakes_the_data_and_the_job_finds_the_sweep(tmp_p
     far = np.abs((table["start"] + table["end"]) / 2 - pos) > 400_000
     assert np.all(q[far] >= 0.05), "a window far from the planted sweep is a candidate"
     cand = [ln.split("\t") for ln in (out / "candidates.tsv").read_text().splitlines()]
-    assert cand[0] == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q"]
+    assert cand[0] == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q", "model_check"]
+    assert {r[7] for r in cand[1:]} == {metrics["scan"]["model_check"]["verdict"]}
     best = max(cand[1:], key=lambda r: float(r[4]))  # the top candidate region holds the planted site
     assert int(best[1]) <= pos <= int(best[2]) and float(best[6]) < 0.05, (best, pos)
     cal = metrics["scan"]["calibration"]

@@ -16,6 +16,7 @@ from helpers import run_cli, write_yaml
 from test_vcz import CHROM, _random_model, make_vcf
 
 from hpc_popgen.infer.calibrate import candidates_tsv, empirical_p, merge_windows, qvalues, simulate_null_chromosome
+from hpc_popgen.infer.modelcheck import with_verdict_column
 from hpc_popgen.infer.scan import read_part_bayes_factors, read_scan
 
 TWO_DEMES = """time_units: generations
@@ -149,10 +150,12 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert p[i] == pytest.approx((1 + np.sum(null_bf >= table["bayes_factor"][i])) / (1 + len(null_bf)), rel=1e-5)
     assert np.allclose(q, qvalues(p), rtol=1e-5)
     cand = (out / "candidates.tsv").read_text().splitlines()
-    assert cand[0].split("\t") == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q"]
+    assert cand[0].split("\t") == ["chrom", "start", "end", "windows", "best_bayes_factor", "max_mean", "min_q",
+                                    "model_check"]  # the model check's verdict (tests/test_modelcheck.py)
     regions = merge_windows(table["chrom"], table["start"], table["end"], table["bayes_factor"], table["mean"], q, 0.5)
     assert len(cand) - 1 == len(regions) == cal["candidate_regions"] >= 1
-    assert (out / "candidates.tsv").read_text() == candidates_tsv(regions)
+    assert (out / "candidates.tsv").read_text() == with_verdict_column(candidates_tsv(regions),
+                                                                       m["model_check"]["verdict"])
     assert sum(r.windows for r in regions) == cal["significant_windows"] == int(np.sum(q < 0.5))
     assert cal["expected_false_windows"] == pytest.approx(0.5 * cal["significant_windows"])
     assert (out / "scan.png").stat().st_size > 5000

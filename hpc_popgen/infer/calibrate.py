@@ -150,9 +150,10 @@ def call_regions(table: dict[str, np.ndarray], fdr: float, n_null_windows: int, 
 def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploids: int, length: int,
                          mutation_rate: float, recombination_rate: float, window: dict, name: str,
                          out_path: str, *, level: float, seed: int, accessible: tuple | None,
-                         min_accessible: float) -> int:
+                         min_accessible: float, stats_path: str | None = None) -> int:
     """One task: simulate a neutral chromosome (msprime) and scan it with the real scan's model, windows
-    and mask (``accessible``: the real chromosome's intervals in the same coordinates)."""
+    and mask (``accessible``: the real chromosome's intervals in the same coordinates); with ``stats_path``,
+    also save its windows' model-check statistics (:mod:`hpc_popgen.infer.modelcheck`) there."""
     matrix, positions = simulate_null_chromosome(graph, population, n_diploids, length, mutation_rate=mutation_rate,
                                                  recombination_rate=recombination_rate, seed=seed,
                                                  accessible=accessible)
@@ -160,6 +161,10 @@ def scan_null_chromosome(model_dir: str, graph: dict, population: str, n_diploid
     if skipped:
         log.info("%s: %d null windows skipped (accessible share < %g)", name, skipped, min_accessible)
     windows = [(w.lo, w.hi, w.start, w.end) for w in planned]
+    if stats_path:
+        from .modelcheck import window_statistics, write_statistics
+
+        write_statistics(stats_path, window_statistics(matrix, positions, windows))
     return scan_chunk(model_dir, matrix, positions, windows, name, out_path, level=level, mc_samples=0, seed=seed)
 
 

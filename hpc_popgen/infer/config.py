@@ -28,6 +28,14 @@ class NullConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelCheckConfig:
+    """The scan's model check (:mod:`hpc_popgen.infer.modelcheck`): on or off, and its verdict's threshold."""
+
+    enabled: bool
+    threshold: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScanConfig:
     """Everything a scan stage is given; see storage_schemas/stages/scan.schema.json."""
 
@@ -44,4 +52,5 @@ class ScanConfig:
     mc_samples: int
     fdr: float
     fdr_method: str
+    model_check: ModelCheckConfig
     null: NullConfig | None

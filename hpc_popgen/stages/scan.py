@@ -21,6 +21,7 @@ share is below ``min_accessible`` are skipped: left out of scan.tsv, counted in 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -147,6 +148,11 @@ def scan_vcz_chunk(model_dir: str, vcz: str, index: np.ndarray, columns: np.ndar
     from ..readers.vcz import read_sites
 
     matrix = read_sites(vcz, index, columns, flip, chrom=chrom, positions=positions, samples=samples, source=source)
+    stats_path = kwargs.pop("stats_path", None)
+    if stats_path:  # the model check's window statistics, from the matrix this task read anyway
+        from ..infer.modelcheck import window_statistics, write_statistics
+
+        write_statistics(stats_path, window_statistics(matrix, positions, windows))
     return scan_chunk(model_dir, matrix, positions, windows, chrom, out_path, **kwargs)
 
 
@@ -216,6 +222,10 @@ def run(ctx: StageContext) -> StageResult:
                           weight=len(chunk)))
     n_real = len(units)
     history = None
+    check = cfg.null is not None and cfg.model_check.enabled
+    if check:  # each task also saves its windows' statistics for the model check
+        for u in units:
+            u.kwargs["stats_path"] = str(parts / f"{u.id}.stats.npz")
     if cfg.null is not None:
         settings = null_settings(cfg.null, ctx.spec, ctx.manifest)
         stage_dirs = {s.name: ctx.run_dir / s.name for s in ctx.manifest.stages if s.kind == "demography"}
@@ -230,7 +240,8 @@ def run(ctx: StageContext) -> StageResult:
             units.append(Unit(uid, args=("null", mdir, graph, history.population, len(sites.samples), length,
                                          float(settings["mutation_rate"]), float(settings["recombination_rate"]),
                                          wdict, f"null{i}", str(parts / f"{uid}.tsv")),
-                              kwargs={"level": cfg.hpdi_level, "seed": ctx.unit_seed(NULL_KEY, i), **null_mask},
+                              kwargs={"level": cfg.hpdi_level, "seed": ctx.unit_seed(NULL_KEY, i), **null_mask,
+                                      "stats_path": str(parts / f"{uid}.stats.npz") if check else None},
                               weight=len(windows)))
         log.info("stage %s: null of %d neutral chromosomes of %d bp, %d diploids of %s under %s",
                  ctx.name, cfg.null.chromosomes, length, len(sites.samples), history.population, history.source)
@@ -250,9 +261,15 @@ def run(ctx: StageContext) -> StageResult:
         calibrate_rows(rows, null_bf, cfg.fdr_method)
     atomic.write_text(out / "scan.tsv", scan_tsv(rows))
     table = read_scan(out / "scan.tsv")
+    model_check = _model_check(ctx, units, n_real, out) if check else None
     if history is not None:
         regions, calibration = call_regions(table, cfg.fdr, len(null_bf), cfg.null.chromosomes, cfg.fdr_method)
-        atomic.write_text(out / "candidates.tsv", candidates_tsv(regions))
+        text = candidates_tsv(regions)
+        if model_check is not None:
+            from ..infer.modelcheck import with_verdict_column
+
+            text = with_verdict_column(text, model_check["verdict"])
+        atomic.write_text(out / "candidates.tsv", text)
         calibration["history"] = history.source
         log.info("stage %s: %d windows with q < %g in %d candidate regions; expected false windows among them "
                  "<= %.2f", ctx.name, calibration["significant_windows"], cfg.fdr, len(regions),
@@ -267,4 +284,34 @@ def run(ctx: StageContext) -> StageResult:
         result.metrics.update(mask=mask, min_accessible=cfg.min_accessible, windows_skipped={"inaccessible": skipped})
     if calibration is not None:
         result.metrics.update(calibration=calibration, candidates=str(out / "candidates.tsv"))
+    if model_check is not None:
+        result.metrics.update(model_check=model_check)
     return result
+
+
+def _model_check(ctx: StageContext, units: list[Unit], n_real: int, out) -> dict:
+    """Compare the real windows' statistics with the null chromosomes' (saved by the tasks), write
+    model_check.json and model_check.png; the report's summary (verdict ``not_run`` when a task's
+    statistics are missing, e.g. a run started before the check existed, or with fewer than 2 nulls)."""
+    from ..infer.modelcheck import check_model, plot_model_check, read_statistics
+
+    cfg: ScanConfig = ctx.config
+    paths = [u.kwargs["stats_path"] for u in units]
+    missing = [p for p in paths if not Path(p).exists()]
+    n_null = len(units) - n_real
+    if missing or n_null < 2:
+        why = (f"{len(missing)} task(s) saved no window statistics (first: {missing[0]})" if missing
+               else f"it needs at least 2 null chromosomes, there are {n_null}")
+        log.warning("stage %s: model check not run: %s", ctx.name, why)
+        return {"verdict": "not_run", "reason": why}
+    real = read_statistics(paths[:n_real])
+    nulls = [read_statistics([p]) for p in paths[n_real:]]
+    result = check_model(real, nulls, cfg.model_check.threshold)
+    atomic.write_json(out / "model_check.json", result)
+    plot_model_check(real, nulls, result, out / "model_check.png")
+    log.info("stage %s: model check: the history %s (largest score %.2f, %s; threshold %.2f)", ctx.name,
+             "fits" if result["verdict"] == "fits" else "does NOT fit", result["max_score"],
+             result["worst_statistic"], result["threshold"])
+    return {"verdict": result["verdict"], "max_score": result["max_score"], "worst_statistic": result["worst_statistic"],
+            "threshold": result["threshold"], "scores": {k: v["score"] for k, v in result["statistics"].items()},
+            "json": str(out / "model_check.json"), "plot": str(out / "model_check.png")}
