@@ -19,6 +19,8 @@ BENCHES = {
     "scale": "bench.scale:command",
     "train": "bench.train:command",
     "scan": "bench.scan:command",
+    "modelcheck": "bench.modelcheck:command",
+    "calibration": "bench.calibration:command",
 }
 
 

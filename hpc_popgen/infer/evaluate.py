@@ -1,7 +1,8 @@
 """Evaluate a trained model on a store's split: accuracy, confusion matrix, RMSE and bias of S estimates.
 
 Reads the store shard by shard (never whole), predicts in batches, and summarises every image's
-posterior (MAP, posterior mean, exact HPDI) against its true S. No Dask here.
+posterior (MAP, posterior mean, exact HPDI) against its true S; for classes of S, the coverage of the
+true S at levels 0.1-0.95 (coverage.py) goes to metrics.json and calibration.png. No Dask here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..errors import StoreError
 from ..store import SPLIT_CODES, ImageStore
 from ..train.progress import ProgressFile
 from ..train.saved import TrainedModel
+from .coverage import coverage_curve, plot_coverage
 from .metrics import bias, confusion_matrix, plot_confusion, rmse
 from .posterior import hpdi_discrete
 
@@ -89,7 +91,8 @@ def predict_store(model: TrainedModel, store: ImageStore, split: str, batch_size
 
 def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, split: str, level: float,
              batch_size: int, title: str, progress: ProgressFile | None = None) -> dict:
-    """Metrics of ``model`` on ``split`` of ``store``; writes confusion.{json,png} and predictions.npz."""
+    """Metrics of ``model`` on ``split`` of ``store``; writes confusion.{json,png}, predictions.npz and, for
+    classes of S, calibration.png (coverage curve; in metrics.json as ``calibration``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     y, s_true = predict_store(model, store, split, batch_size, progress)
@@ -121,6 +124,11 @@ def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, spl
         metrics.update(rmse_map=rmse(s_map, s_true), bias_map=bias(s_map, s_true),
                        rmse_posterior_mean=rmse(s_mean, s_true), bias_posterior_mean=bias(s_mean, s_true),
                        hpdi_level=level, hpdi_coverage=float(np.mean(inside)))
+        curve = coverage_curve(probs, centres, s_true, true_cls)
+        metrics["calibration"] = {"temperature": model.temperature,
+                                  "method": model.calibration.get("method", "none"), **curve}
+        plot_coverage({f"T = {model.temperature:.3g}": curve}, out / "calibration.png",
+                      title=f"coverage of S, {len(s_true)} images ({split})")
         np.savez_compressed(out / "predictions.npz", s_true=s_true, posterior=probs, s_map=s_map, s_mean=s_mean)
     else:
         np.savez_compressed(out / "predictions.npz", s_true=s_true, posterior=probs)

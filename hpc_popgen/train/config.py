@@ -56,6 +56,7 @@ class TrainConfig:
     flip_sites: bool
     early_stopping: EarlyStoppingConfig
     reduce_lr: ReduceLRConfig | None
+    calibrate: str
     stream: StreamConfig
     ranks: int | None
     tensorboard: bool

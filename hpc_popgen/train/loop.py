@@ -25,12 +25,13 @@ from ..errors import StoreError
 from ..ledger import Ledger
 from ..store import ImageStore, open_store
 from . import checkpoint, tfenv
+from .calibration import calibrate
 from .config import TrainJob
 from .data import ShardReader, blocks, rank_shards, split_code, split_counts, to_dataset
 from .handlers import EarlyStopping, ReduceLROnPlateau
 from .models import build_model, make_optimizer
 from .progress import PROGRESS_FILE, ProgressFile
-from .saved import save_bundle
+from .saved import TrainedModel, save_bundle
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,11 @@ class Trainer:
                     "n_haplotypes": (store.meta.get("stage_params") or {}).get("n_haplotypes")}
             clean = build_model(job.model, self.shape, job.labels.n_outputs, job.labels.head)
             clean.set_weights(final_weights)
-            save_bundle(self.out / "model", clean, job.labels, store.meta["image"], self.shape, job.model, info)
+            cal = calibrate(TrainedModel(keras_model=clean, labels=job.labels, image=store.meta["image"],
+                                         image_shape=self.shape, model_config=job.model, info=info),
+                            store, job.config.calibrate)
+            result["calibration"] = cal
+            save_bundle(self.out / "model", clean, job.labels, store.meta["image"], self.shape, job.model, info, cal)
             atomic.write_json(self.out / "result.json", result)
         self.progress.update(force=True, phase="done")
         return result

@@ -2,7 +2,8 @@
 
 ``MODEL_DIR/model.keras`` is a plain tf.keras (Keras 2) model; ``MODEL_DIR/hpcpop_model.json`` holds
 the label mapping (classes, encoding, training prior), the image processing settings and image shape
-of the training store, and the network config. Prediction goes through :class:`TrainedModel`, which
+of the training store, the network config and the posterior's calibration (a softmax temperature fitted
+on the validation split; bundles without one use T = 1). Prediction goes through :class:`TrainedModel`, which
 refuses images of another shape and builds images from genotypes with the stored settings, so new
 data cannot silently be preprocessed differently from the training data.
 """
@@ -40,12 +41,18 @@ class TrainedModel:
     model_config: ModelConfig
     path: str = ""
     info: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def centres(self) -> np.ndarray:
         """The S value (or binary label) of each posterior class."""
         return self.labels.centres
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the class posterior divides logits by (1: uncalibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
 
     def image_config(self) -> Any:
         """The training store's ImageConfig (how genotypes must be turned into images)."""
@@ -99,10 +106,11 @@ class TrainedModel:
         return self.posterior_from_outputs(self.raw_predict(images, batch_size))
 
     def posterior_from_outputs(self, z: np.ndarray) -> np.ndarray:
-        """Class probabilities from logits (see :meth:`raw_predict`), computed in float64."""
+        """Class probabilities from logits (see :meth:`raw_predict`), computed in float64, with the
+        bundle's calibration applied (logits divided by :attr:`temperature`)."""
         from scipy.special import expit, softmax
 
-        z = np.asarray(z, dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64) / self.temperature
         if self.labels.mode == "binary":
             zz = z.reshape(-1)
             return np.stack([expit(-zz), expit(zz)], axis=1)
@@ -159,7 +167,8 @@ def check_pixels(images: Any, source: str = "images") -> np.ndarray:
 
 
 def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, image: dict,
-                image_shape: tuple[int, int], model_config: ModelConfig, info: dict) -> Path:
+                image_shape: tuple[int, int], model_config: ModelConfig, info: dict,
+                calibration: dict | None = None) -> Path:
     """Write the bundle: the Keras model first, the JSON (which makes the bundle valid) last."""
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -171,8 +180,18 @@ def save_bundle(model_dir: str | Path, keras_model: Any, labels: LabelSpec, imag
     atomic.fsync_dir(d)
     meta = {"format": BUNDLE_FORMAT, "version": 1, "labels": labels.to_dict(), "image": image,
             "image_shape": list(image_shape), "model": model_config.to_dict(), "info": info}
+    if calibration:
+        meta["calibration"] = calibration
     atomic.write_json(d / META_FILE, meta)
     return d
+
+
+def write_calibration(model_dir: str | Path, calibration: dict) -> None:
+    """Replace the calibration record of a saved bundle (atomically rewrites its JSON)."""
+    path = Path(model_dir) / META_FILE
+    meta = json.loads(path.read_text())
+    meta["calibration"] = calibration
+    atomic.write_json(path, meta)
 
 
 def save_untrained_bundle(model_dir: str | Path, image: dict, model_config: ModelConfig, seed: int = 3,
@@ -215,4 +234,13 @@ def load_bundle(model_dir: str | Path) -> TrainedModel:
     km = tf.keras.models.load_model(d / MODEL_FILE, compile=False)
     return TrainedModel(keras_model=km, labels=LabelSpec.from_dict(meta["labels"]), image=meta["image"],
                         image_shape=tuple(meta["image_shape"]), model_config=ModelConfig.from_dict(meta["model"]),
-                        path=str(d), info=meta.get("info", {}))
+                        path=str(d), info=meta.get("info", {}), calibration=_calibration(meta_path, meta))
+
+
+def _calibration(meta_path: Path, meta: dict) -> dict:
+    """The bundle's calibration record ({} for bundles saved before there was one: T = 1)."""
+    cal = meta.get("calibration") or {}
+    t = cal.get("temperature", 1.0) if isinstance(cal, dict) else cal
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not np.isfinite(t) or t <= 0:
+        raise InputDataError(f"{meta_path}: calibration.temperature must be a positive number (got {t!r})")
+    return cal
