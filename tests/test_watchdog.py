@@ -115,6 +115,26 @@ def test_a_single_task_with_no_worker_fails_too(stage):
         ctx.run_task(nap, 1, 0, key="lonely")
 
 
+def test_demography_evaluations_with_no_worker_fail_too(stage):
+    """The GA's evaluations wait in their own loop: the same watchdog guards it."""
+    from hpc_popgen.demography.config import EvalTimeoutConfig
+    from hpc_popgen.stages.base import Watchdog
+    from hpc_popgen.stages.demography import DaskEvaluations
+
+    def fitness(space, x, data, ev):
+        return {"loglik": -float(x[0]), "theta": 1.0, "error": None, "job": None}
+
+    ctx, _ = stage(0)
+    evals = DaskEvaluations(lambda: ctx.client, "demography", None, None, 0,
+                            EvalTimeoutConfig(multiple=5, floor_seconds=3), fn=fitness,
+                            watchdog=Watchdog(ctx, ctx.profile.stall_timeout_s))
+    evals.submit("island-00-eval-00000-000", None, [1.0])
+    start = time.monotonic()
+    with pytest.raises(StageFailed, match=r"^stage simulate: stalled: .*no Dask worker left"):
+        list(evals.completed())
+    assert time.monotonic() - start < 10
+
+
 @pytest.mark.parametrize("value,says", [
     (-1, "stall_timeout_s: -1 is less than the minimum of 0"),
     ("1h", "stall_timeout_s: '1h' is not of type 'number'"),

@@ -290,23 +290,31 @@ class Watchdog:
     """Fails a stage that waits for nothing: ``timeout`` seconds in which no unit finished and no task ran on
     any worker (every worker gone, none able to take the tasks, worker jobs still queued) raise StageFailed
     with one line, instead of waiting forever. A task that runs is progress, however long it takes.
-    ``timeout`` 0 turns it off (the profile's ``stall_timeout_s``)."""
+    ``timeout`` 0 turns it off (the profile's ``stall_timeout_s``). Its clock starts at the first check.
+    """
 
     def __init__(self, ctx: StageContext, timeout: float, units_done: int = 0, units_total: int | None = None):
         self.ctx = ctx
         self.timeout = float(timeout)
         self.units_done, self.units_total = units_done, units_total
         self.every = min(WATCH_S, self.timeout / 4)
-        self.last_progress = self.next_look = time.monotonic()
+        self.last_progress: float | None = None
+        self.next_look = 0.0
 
     def progressed(self) -> None:
         """A unit finished (done or failed)."""
         self.last_progress = time.monotonic()
         self.units_done += 1
 
+    def touch(self) -> None:
+        """New work was submitted: the stall clock starts again."""
+        self.last_progress = time.monotonic()
+
     def check(self) -> None:
         """Ask the scheduler (at most every few seconds) whether a task runs; raise when stalled too long."""
         now = time.monotonic()
+        if self.last_progress is None:
+            self.last_progress = now
         if not self.timeout or now < self.next_look:
             return
         self.next_look = now + self.every

@@ -34,7 +34,7 @@ from ..job import Job, JobStage
 from ..paths import is_remote
 from ..readers.spectra import check_populations
 from ..readers.vcz import storage_cache
-from .base import StageContext, StageResult, Unit, input_path, key_path
+from .base import StageContext, StageResult, Unit, Watchdog, input_path, key_path
 
 CONFIG = DemographyConfig
 
@@ -84,9 +84,10 @@ class DaskEvaluations:
 
     def __init__(self, client: Callable[[], Any], name: str, data: Any, ev: EvalConfig, retries: int,
                  timeout: EvalTimeoutConfig, *, on_start: Callable[[], Any] | None = None,
-                 fn: Callable[..., dict[str, Any]] = evaluate) -> None:
+                 fn: Callable[..., dict[str, Any]] = evaluate, watchdog: Watchdog | None = None) -> None:
         self._client, self.name, self.data, self.ev, self.retries = client, name, data, ev, retries
         self.timeout, self.on_start, self.fn = timeout, on_start, fn
+        self.watchdog = watchdog  # fails the stage when no evaluation finishes and none runs (stall_timeout_s)
         self._tokens: dict[str, str] = {}  # task key -> token
         self._futures: dict[str, Any] = {}  # task key -> future, while pending
         self._submitted: dict[str, float] = {}  # task key -> submit time
@@ -110,6 +111,8 @@ class DaskEvaluations:
         self._futures[fut.key] = fut
         self._submitted[fut.key] = time.monotonic()
         self._done.add(fut)
+        if self.watchdog is not None:
+            self.watchdog.touch()  # new work: the stall clock starts again
 
     def limit(self) -> float:
         """Seconds an evaluation may run now (see ``eval_timeout`` in the stage schema)."""
@@ -128,6 +131,8 @@ class DaskEvaluations:
                 if self._done.is_empty():
                     return
                 yield from self._overdue()
+                if self.watchdog is not None:
+                    self.watchdog.check()
                 with self._done.thread_condition:
                     self._done.thread_condition.wait(timeout=0.1)
 
@@ -137,6 +142,8 @@ class DaskEvaluations:
         self._submitted.pop(fut.key, None)
         if token is None:  # cancelled for running too long: already given the worst fitness
             return
+        if self.watchdog is not None:
+            self.watchdog.progressed()
         try:
             result, seconds = fut.result()
             self._seconds.append(seconds)
@@ -257,7 +264,8 @@ def run(ctx: StageContext) -> StageResult:
 
     hooks = Hooks(record=ctx.ledger.record, report=report, progress=ctx.progress)
     evals = DaskEvaluations(lambda: ctx.client, ctx.name, data, ev, cfg.retries, cfg.eval_timeout,
-                            on_start=lambda: ctx.run.update_report(dashboard=ctx.cluster.dashboard))
+                            on_start=lambda: ctx.run.update_report(dashboard=ctx.cluster.dashboard),
+                            watchdog=Watchdog(ctx, ctx.profile.stall_timeout_s))
     search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
     search.run()
     out_dir = ctx.stage_dir()

@@ -17,7 +17,7 @@ from ..readers.msformat import MsIndex, index_file
 from ..simulate.config import SimulateConfig
 from ..simulate.msfiles import MsPlan, check_source, image_shard
 from ..store import open_store
-from .base import StageContext, StageResult, Unit, located
+from .base import WAIT_S, StageContext, StageResult, Unit, Watchdog, located
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,21 @@ def check(stage: JobStage, job: Job) -> None:
 
 
 def _index_all(ctx: StageContext, paths: list[str], n_haplotypes: int) -> list[MsIndex]:
-    """Index every file on the workers (one task each); the first bad file in listed order is raised."""
-    from distributed import wait
-
+    """Index every file on the workers (one task each); the first bad file in listed order is raised.
+    The wait has the stage's watchdog (no worker and nothing finishing for ``stall_timeout_s``: one line)."""
     futures = [ctx.client.submit(index_file, p, n_haplotypes, key=f"{ctx.name}-index-{k:05d}", pure=False)
                for k, p in enumerate(paths)]
+    dog = Watchdog(ctx, ctx.profile.stall_timeout_s)
     try:
-        wait(futures)
+        n_done = 0
+        while n_done < len(futures):
+            now_done = sum(f.done() for f in futures)
+            if now_done > n_done:
+                dog.touch()
+                n_done = now_done
+                continue
+            dog.check()
+            time.sleep(WAIT_S)
         for fut in futures:
             if fut.status == "error":
                 exc = fut.exception()
