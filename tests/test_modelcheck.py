@@ -121,7 +121,7 @@ def test_scan_stage_writes_the_model_check_and_the_verdict_beside_candidates(tmp
     assert m["model_check"]["verdict"] == check["verdict"] in (FITS, DOES_NOT_FIT)
     assert check["real_windows"] == m["n_windows"] and check["null_chromosomes"] == 3
     assert check["null_windows"] == m["calibration"]["null_windows"]
-    assert check["threshold"] == 2.0 and (check["max_score"] > 2.0) == (check["verdict"] == DOES_NOT_FIT)
+    assert check["threshold"] == 2.75 and (check["max_score"] > 2.0) == (check["verdict"] == DOES_NOT_FIT)
     assert (out / "model_check.png").stat().st_size > 5000
     cand = [ln.split("\t") for ln in (out / "candidates.tsv").read_text().splitlines()]
     assert cand[0][-1] == "model_check" and len(cand) > 1

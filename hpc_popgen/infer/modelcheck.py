@@ -24,7 +24,7 @@ the largest score over the statistics exceeds ``threshold``, else it ``fits``.
 **The threshold** (the schema's ``model_check.threshold``) was chosen on simulated data, seeds apart from
 those of ``hpcpop bench modelcheck``: 100 chromosomes simulated under the history used for training,
 each checked against 20 null chromosomes of that history; the threshold is the 98th percentile of their
-largest score (so about 2% of chromosomes that do follow the history are flagged).
+largest score (so about 2% of chromosomes that do follow the history are flagged): 2.75.
 ``hpcpop bench modelcheck`` reruns that choice and measures the flag rates on other seeds. It was
 chosen at 20 null chromosomes (the scan's default): with fewer, the leave-one-out scale is noisier.
 

@@ -11,6 +11,9 @@ With ``null``, the same stage also simulates and scans neutral chromosomes (unit
 Dask task each, seeded from the stage seed and the chromosome's index, so the result does not depend on
 the worker count), then gives each real window an empirical p-value and a Benjamini–Hochberg q-value
 (:mod:`hpc_popgen.infer.calibrate`) and writes the windows with q < ``fdr`` merged into candidates.tsv.
+With ``model_check`` (on by default), every task also saves its windows' summary statistics and the
+driver compares the real windows with the null's (:mod:`hpc_popgen.infer.modelcheck`): model_check.json,
+model_check.png, the verdict in the report and beside each candidate.
 
 With ``mask`` (a BED of accessible sequence), sites outside it are dropped and windows whose accessible
 share is below ``min_accessible`` are skipped: left out of scan.tsv, counted in the report
