@@ -21,6 +21,7 @@ BENCHES = {
     "scan": "bench.scan:command",
     "modelcheck": "bench.modelcheck:command",
     "calibration": "bench.calibration:command",
+    "uncertainty": "bench.uncertainty:command",
 }
 
 
