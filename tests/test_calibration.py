@@ -15,7 +15,7 @@ from hpc_popgen.config import config_with_defaults
 from hpc_popgen.errors import InputDataError
 from hpc_popgen.infer.coverage import class_set_covers, coverage_curve, hpd_covers, pit
 from hpc_popgen.infer.posterior import bin_edges
-from hpc_popgen.train.calibration import calibrate, fit_temperature, nll
+from hpc_popgen.train.calibration import calibrate, fit_coverage_temperature, fit_temperature, nll
 from hpc_popgen.train.config import TrainConfig
 from hpc_popgen.train.labels import LabelSpec
 from hpc_popgen.train.saved import META_FILE, load_bundle, save_bundle, write_calibration
@@ -40,6 +40,14 @@ def test_fit_temperature_recovers_a_known_temperature(t_true):
     assert fit["temperature"] == pytest.approx(t_true, rel=0.05)
     assert fit["val_nll_after"] < fit["val_nll_before"]
     assert fit["val_nll_after"] == pytest.approx(nll(z, k), abs=1e-3)
+
+
+def test_coverage_fit_recovers_a_known_temperature():
+    z, _, s = calibrated_sample(4000, seed=3)
+    fit = fit_coverage_temperature(z * 0.5, s, CENTRES)  # too wide a posterior: the fit must sharpen it
+    assert fit["temperature"] == pytest.approx(0.5, rel=0.1)
+    assert fit["val_coverage_loss_after"] < fit["val_coverage_loss_before"]
+    assert np.allclose(fit["val_coverage_after"], fit["levels"], atol=0.03)
 
 
 def test_fit_temperature_refuses_mismatched_input():
@@ -112,16 +120,24 @@ def test_calibrate_on_validation_split_and_evaluate_writes_the_coverage_curve(tm
     store = make_store(tmp_path / "s.zarr", prior={"min": 0, "max": 400, "n": 300}, size=16, shard_images=64)
     m = load_bundle(tiny_classes_bundle(tmp_path / "m"))
     rec = calibrate(m, store)
-    assert rec["method"] == "temperature" and rec["n_validation"] > 10
-    assert rec["val_nll_after"] <= rec["val_nll_before"] and rec["temperature"] > 0
+    assert rec["method"] == "coverage" and rec["n_validation"] > 10 and rec["temperature"] > 0
+    assert rec["temperature"] == rec["temperature_coverage"]
+    assert rec["val_coverage_loss_after"] <= rec["val_coverage_loss_before"]
+    nll_rec = calibrate(m, store, "temperature")
+    assert nll_rec["temperature"] == nll_rec["temperature_temperature"] == rec["temperature_temperature"]
+    assert nll_rec["val_nll_after"] <= nll_rec["val_nll_before"]
     assert calibrate(m, store, "none") == {"method": "none", "temperature": 1.0}
     write_calibration(m.path, rec)
     m = load_bundle(m.path)
     assert m.temperature == rec["temperature"]
 
+    discrete = make_store(tmp_path / "d.zarr", classes=(0.0, 200.0, 400.0), n_per_class=60, size=16)
+    rec_d = calibrate(m, discrete)  # S only at the class centres: the coverage of a density means nothing
+    assert rec_d["method"] == "temperature" and "discrete" in rec_d["reason"]
+
     metrics = evaluate(m, store, tmp_path / "ev", split="test", level=0.95, batch_size=64, title="")
     cal = metrics["calibration"]
-    assert cal["temperature"] == rec["temperature"] and cal["method"] == "temperature"
+    assert cal["temperature"] == rec["temperature"] and cal["method"] == "coverage"
     assert cal["levels"][-1] == 0.95 and len(cal["hpd"]) == len(cal["levels"]) == len(cal["classes"])
     assert all(0 <= v <= 1 for v in cal["hpd"] + cal["classes"])
     assert "hpdi_coverage" in metrics

@@ -18,44 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .posterior import bin_edges
+from ..train.calibration import LEVELS, bin_edges, hpd_covers
 
-LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-
-
-def hpd_covers(probs: np.ndarray, centres: np.ndarray, s_true: np.ndarray, level: float) -> np.ndarray:
-    """(n,) whether each true S lies in the ``level`` highest-density region of its piecewise-uniform posterior."""
-    p = np.asarray(probs, dtype=np.float64)
-    p = p / p.sum(axis=1, keepdims=True)
-    edges = bin_edges(centres)
-    width = np.maximum(np.diff(edges), 1e-12)
-    n, k = p.shape
-    s = np.clip(np.asarray(s_true, dtype=np.float64), edges[0], edges[-1])
-    b = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, k - 1)   # the bin of each true S
-    order = np.argsort(-(p / width), axis=1, kind="stable")
-    rows = np.arange(n)[:, None]
-    cum = np.cumsum(p[rows, order], axis=1)
-    before = cum - p[rows, order]
-    full = cum <= level + 1e-12                    # whole bins inside the region
-    part = (~full) & (before < level - 1e-12)       # the one bin that is partly inside
-    rank = np.empty_like(order)
-    rank[rows, order] = np.arange(k)[None, :]
-    r = rank[np.arange(n), b]                       # where the true bin comes in the density order
-    inside = full[np.arange(n), r]
-    in_part = part[np.arange(n), r]
-    if in_part.any():
-        i = np.flatnonzero(in_part)
-        kb = b[i]
-        frac = (level - before[i, r[i]]) / np.maximum(p[i, kb], 1e-300)
-        inc = np.zeros((len(i), k + 2), dtype=bool)  # included whole bins, padded at both ends
-        inc[:, 1:-1] = full[i[:, None], rank[i]]
-        left, right = inc[np.arange(len(i)), kb], inc[np.arange(len(i)), kb + 2]
-        lo_e, w = edges[kb], width[kb]
-        piece = frac * w
-        start = np.where(left & ~right, lo_e, np.where(right & ~left, lo_e + w - piece, lo_e + (w - piece) / 2))
-        x = s[i]
-        inside[i] = (x >= start) & (x <= start + piece)
-    return inside
+__all__ = ["LEVELS", "class_set_covers", "coverage_curve", "hpd_covers", "pit", "plot_coverage"]
 
 
 def class_set_covers(probs: np.ndarray, true_class: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

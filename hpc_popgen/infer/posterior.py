@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..train.calibration import bin_edges
+
+__all__ = ["bayes_factor", "bin_edges", "hpdi_discrete", "hpdi_samples", "neutral_index", "plot_posterior",
+           "sample_posterior", "summarize"]
 EPS = 1e-300
 
 
@@ -29,15 +33,6 @@ def hpdi_discrete(probs: np.ndarray, centres: np.ndarray, level: float) -> tuple
     chosen = order[: min(n, len(order))]
     c = np.asarray(centres, dtype=np.float64)[chosen]
     return float(c.min()), float(c.max()), float(probs[chosen].sum())
-
-
-def bin_edges(centres: np.ndarray) -> np.ndarray:
-    """Edges of the bins around sorted class centres (midpoints; the ends are the outer centres)."""
-    c = np.asarray(centres, dtype=np.float64)
-    if len(c) == 1:
-        return np.array([c[0], c[0]])
-    mids = (c[1:] + c[:-1]) / 2
-    return np.concatenate([[c[0]], mids, [c[-1]]])
 
 
 def sample_posterior(probs: np.ndarray, centres: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
