@@ -350,6 +350,10 @@ def fim_result(space_dict: dict[str, Any], x: Sequence[float], theta: float, cfg
     if prob.multinom:
         params["theta"] = _interval(float(q0[-1]), _finite(se[-1]), "theta")
     out["params"] = params
+    # what a simulate stage's ``draw: uncertainty`` draws from: the normal approximation N(q0, cov) of the fit
+    out["covariance"] = {"names": prob.names + (["theta"] if prob.multinom else []),
+                         "matrix": cov.tolist() if np.all(np.isfinite(cov)) else None}
+    out["fit"] = {"space": space_dict, "x": [float(v) for v in x], "theta": float(theta)}
     out["physical"] = _physical_intervals(prob, cov)
     if out["physical"]:
         out["physical_note"] = ("delta method with the full covariance: Nanc = theta / (4 mu L), its own "

@@ -8,6 +8,7 @@ can be re-simulated from the store's records.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from ..images import ImageConfig
 from ..paths import input_file
 from ..seeds import MAX_SEED, derive_seed, rng
 from .config import SimulateConfig
-from .demographies import model_from_graph, msms_model
-from .engines import choose_engine, choose_scaling
+from .demographies import DemographyModel, model_from_graph, msms_model
+from .engines import choose_engine, choose_scaling, msprime_exact
 from .forward import ForwardConfig, check_forward
 from .histories import History, ensemble_histories, resolve_history
 from .replicate import SimConfig
@@ -35,6 +36,7 @@ SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
 PRIOR_KEY = 4  # rng(replicate seed, PRIOR_KEY) draws S under a continuous prior
 MODEL_KEY = 5  # derive_seed(replicate seed, MODEL_KEY) draws the history of an ensemble
 BATCH_KEY = 6  # derive_seed(stage seed, BATCH_KEY, first image, class, position) seeds a batch's ancestry
+DRAWS_KEY = 7  # derive_seed(stage seed, DRAWS_KEY) seeds the histories drawn from an inferred model's uncertainty
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,22 +61,27 @@ class Plan:
     history: dict | None = None
     ensemble: tuple[ForwardConfig, ...] | None = None  # one forward config per history of an ensemble
     weights: tuple[float, ...] | None = None  # the ensemble's model weights
+    models: tuple[DemographyModel, ...] | None = None  # msprime's model per drawn history (draw: uncertainty)
 
     @classmethod
     def from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".",
-                    stage_dirs: dict[str, Path] | None = None) -> Plan:
+                    stage_dirs: dict[str, Path] | None = None, drawn: dict | None = None) -> Plan:
         """The plan of a simulate stage's config (demes files relative to ``base_dir``; ``stage_dirs``: the
-        output folders of demography stages a ``from_stage`` history may name)."""
+        output folders of demography stages a ``from_stage`` history may name; ``drawn``: for ``draw:
+        uncertainty``, the histories drawn from the inferred model (``graphs``, ``names``, ``vectors``, ...))."""
         ensemble = isinstance(cfg.demography, dict) and "ensemble" in cfg.demography
+        drawing = isinstance(cfg.demography, dict) and "draw" in cfg.demography
         try:
             if ensemble:
                 histories, weights = ensemble_histories(cfg.demography, base_dir, stage_dirs)
+            elif drawing:
+                histories, weights = _drawn_histories(cfg.demography, drawn)
             else:
                 histories, weights = [resolve_history(cfg.demography, cfg.reference_ne, base_dir, stage_dirs)], [1.0]
         except ParamError as exc:
             raise exc.within("demography") if exc.key != "demography" else exc from None
         sw = cfg.sweep
-        sim = SimConfig(demography=None if ensemble else _msprime_model(cfg, histories[0], base_dir),
+        sim = SimConfig(demography=None if ensemble or drawing else _msprime_model(cfg, histories[0], base_dir),
                         n_haplotypes=cfg.n_haplotypes, sequence_length=cfg.sequence_length,
                         mutation_rate=cfg.mutation_rate, recombination_rate=cfg.recombination_rate,
                         reference_ne=cfg.reference_ne, onset=onset_generations(sw.onset, sw.onset_unit, sw.generation_time),
@@ -95,27 +102,41 @@ class Plan:
                 raise ParamError("sweep.onset", f"{sim.onset:g} generations ago is older than population "
                                  f"{history.population!r} ({history.deme().start_time:g} generations) in "
                                  f"{history.source}")
+        models: list[DemographyModel] = []
+        record: dict[str, Any] | None = None
         if ensemble:
             if cfg.engine == "msprime":
                 raise ParamError("engine", "an ensemble of histories runs on the forward engine (fwdpy11 or auto)")
             engine = "fwdpy11"
+        elif drawing:
+            engine, models = _drawn_engine(cfg, sim, histories, strengths)
         else:
             engine = choose_engine(cfg.engine, histories[0], sim, strengths, standing=sw.standing,
                                    dominance=sw.dominance)
+        if drawing:
+            assert drawn is not None
+            record = {"source": f"draws:{drawn['source']}", "draw": "uncertainty", "method": drawn.get("method"),
+                      "seed": drawn.get("seed"), "tried": drawn.get("tried"), "names": list(drawn["names"]),
+                      "vectors": [list(v) for v in drawn["vectors"]], "models": [h.to_dict() for h in histories]}
+        elif ensemble:
+            record = {"source": "ensemble", "weights_rule": cfg.demography["ensemble"]["weights"],
+                      "weights": list(weights), "models": [h.to_dict() for h in histories]}
         if engine == "msprime":
+            if drawing:
+                return dataclasses.replace(plan, engine=engine, models=tuple(models), weights=tuple(weights),
+                                           history=record)
             return dataclasses.replace(plan, engine=engine, history=histories[0].to_dict())
         scaling = min(choose_scaling(cfg.scaling, h, sim, strengths) for h in histories)  # one Q for every model
         forwards = tuple(_forward_config(cfg, sim, h, scaling, strengths) for h in histories)
-        if not ensemble:
+        if not (ensemble or drawing):
             return dataclasses.replace(plan, engine=engine, forward=forwards[0], history=histories[0].to_dict())
-        record = {"source": "ensemble", "weights_rule": cfg.demography["ensemble"]["weights"],
-                  "weights": list(weights), "models": [h.to_dict() for h in histories]}
         return dataclasses.replace(plan, engine=engine, forward=forwards[0], ensemble=forwards,
                                    weights=tuple(weights), history=record)
 
     def model_of(self, seed: int) -> int:
-        """The history replicate ``seed`` is simulated under: its index in the ensemble (0 without one)."""
-        if not self.ensemble:
+        """The history replicate ``seed`` is simulated under: its index in the ensemble or the drawn histories
+        (0 without either)."""
+        if not (self.ensemble or self.models):
             return 0
         assert self.weights is not None
         u = derive_seed(seed, MODEL_KEY) / MAX_SEED  # uniform in (0, 1]
@@ -145,8 +166,8 @@ class Plan:
             f = self.forward
             out.update(scaling=f.scaling, dominance=f.dominance, start_frequency_rtol=f.start_frequency_rtol,
                        end_frequency_atol=f.end_frequency_atol, population=f.population)
-        if self.ensemble:
-            out.update(models=len(self.ensemble), weights=list(self.weights or ()))
+        if self.ensemble or self.models:
+            out.update(models=len(self.ensemble or self.models or ()), weights=list(self.weights or ()))
         return out
 
     @property
@@ -164,7 +185,7 @@ class Plan:
         """Whether a range's replicates of one S come from one msprime call (classes, or a prior on a grid,
         on msprime; a continuous prior's S differs per replicate, the forward engine runs them one by one)."""
         has_groups = self.classes is not None or bool((self.prior or {}).get("grid"))
-        return self.engine == "msprime" and self.forward is None and has_groups
+        return self.engine == "msprime" and self.forward is None and not self.models and has_groups
 
     def batch_key(self, i: int, seed: int) -> int:
         """Which batch of its range replicate i joins: its class index, or its grid value's index."""
@@ -209,7 +230,8 @@ class Plan:
                 "engine": self.engine, "history": self.history,
                 "forward": forward_to_dict(self.forward) if self.forward is not None else None,
                 "ensemble": [forward_to_dict(f) for f in self.ensemble] if self.ensemble else None,
-                "weights": list(self.weights) if self.weights else None}
+                "weights": list(self.weights) if self.weights else None,
+                "models": [m.to_dict() for m in self.models] if self.models else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
@@ -220,7 +242,51 @@ class Plan:
                    forward=forward_from_dict(d["forward"]) if d["forward"] else None,
                    ensemble=tuple(forward_from_dict(f) for f in d["ensemble"]) if d["ensemble"] else None,
                    weights=tuple(d["weights"]) if d["weights"] else None,
+                   models=tuple(DemographyModel.from_dict(m) for m in d["models"]) if d.get("models") else None,
                    split=dict(d["split"]))
+
+
+def _drawn_histories(spec: dict, drawn: dict | None) -> tuple[list[History], list[float]]:
+    """The histories of ``draw: uncertainty`` (drawn when the stage runs, after its demography stage), equally
+    weighted: replicate i takes one of them at random."""
+    if drawn is None:
+        raise ParamError("draw", "the histories are drawn when the stage runs, from its demography stage's results")
+    population, source = spec["population"], drawn["source"]
+    histories = [History(graph=g, population=population, source=f"{source}#draw-{k}")
+                 for k, g in enumerate(drawn["graphs"])]
+    for h in histories[:1]:
+        if population not in [d.name for d in h.graph.demes]:
+            raise ParamError("population", f"{population!r} is not a population of {source}")
+    return histories, [1.0 / len(histories)] * len(histories)
+
+
+def _drawn_engine(cfg: SimulateConfig, sim: SimConfig, histories: Sequence[History],
+                  strengths: list[tuple[float, str]]) -> tuple[str, list[DemographyModel]]:
+    """msprime (with each drawn history's epochs) where every draw allows it, else the forward engine: one
+    engine makes the whole store. ``engine: msprime`` with a draw msprime cannot run is refused, naming it."""
+    sw = cfg.sweep
+    models: list[DemographyModel] = []
+    why_not: tuple[int, tuple[str, str]] | None = None
+    for k, h in enumerate(histories):
+        if h.n_populations > 1:
+            names = ", ".join(d.name for d in h.graph.demes)
+            why_not = why_not or (k, ("demography", f"msprime cannot run a model with several populations ({names})"))
+            continue
+        model = model_from_graph(h.graph, h.source, h.source)
+        models.append(model)
+        why = msprime_exact(h, dataclasses.replace(sim, demography=model), strengths, standing=sw.standing,
+                            dominance=sw.dominance)
+        if why is not None and why_not is None:
+            why_not = (k, why)
+    if cfg.engine != "fwdpy11" and why_not is None:
+        return "msprime", models
+    if cfg.engine == "msprime":
+        assert why_not is not None
+        k, (key, reason) = why_not
+        raise ParamError(key, f"drawn history {k}: {reason}: use engine fwdpy11 (or auto)")
+    for h in histories:  # the forward engine's own refusals (e.g. standing: paper is msprime's model)
+        choose_engine("fwdpy11", h, sim, strengths, standing=sw.standing, dominance=sw.dominance)
+    return "fwdpy11", []
 
 
 def _forward_config(cfg: SimulateConfig, sim: SimConfig, history: History, scaling: float,

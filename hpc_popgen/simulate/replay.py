@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import StoreError
 from ..images import ImageConfig, make_image
 from ..store import ImageStore
+from .demographies import DemographyModel
 from .forward import simulate_forward
 from .plan import end_frequency, forward_from_dict
 from .replicate import SimConfig, simulate_member, simulate_once
@@ -43,10 +44,16 @@ def replay(store: ImageStore, index: int) -> dict:
     if forward:  # the forward engine: a replicate is determined by its seed (and its history) alone
         fwd = simulate_forward(forward_from_dict(forward), S, seed, end_frequency=end_frequency(cfg, S))
         matrix, positions = fwd.matrix, fwd.positions
+    elif store.meta.get("models"):  # drawn histories on msprime: the image's own history, simulated alone
+        own = dataclasses.replace(cfg, demography=DemographyModel.from_dict(store.meta["models"][int(rec["model_index"])]))
+        matrix, positions = simulate_once(own, S, seed, int(rec["attempts"]) - 1)
     elif int(rec["batch_seed"]):
         matrix, positions = simulate_member(cfg, S, seed, int(rec["batch_seed"]), int(rec["batch_index"]))
     else:
         matrix, positions = simulate_once(cfg, S, seed, int(rec["attempts"]) - 1)
+    drawn = store.meta.get("demography") or {}
+    if drawn.get("draw") and drawn.get("vectors"):  # which drawn history, as parameter values
+        out["info"]["history"] = dict(zip(drawn["names"], drawn["vectors"][int(rec["model_index"])], strict=True))
     centre = cfg.position * cfg.sequence_length
     for view in VIEWS:
         out[view] = make_image(matrix, positions, dataclasses.replace(base, sort=view), centre=centre)

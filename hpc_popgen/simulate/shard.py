@@ -44,6 +44,19 @@ def _alone(plan: Plan, start: int, stop: int, seeds: list[int], demography) -> I
         yield k, simulate_replicate(plan.sim, S, seeds[k], demography), 0, 0
 
 
+def _drawn(plan: Plan, start: int, stop: int, seeds: list[int],
+           model_index: np.ndarray) -> Iterator[tuple[int, Replicate, int, int]]:
+    """(k, replicate, 0, 0) for every image k of [start, stop), each alone under its own drawn history."""
+    assert plan.models is not None
+    built: dict[int, object] = {}  # msprime Demography per history index, built once per shard
+    for k, i in enumerate(range(start, stop)):
+        m = int(model_index[k])
+        if m not in built:
+            built[m] = plan.models[m].msprime()
+        S, _ = plan.s_of(i, seeds[k])
+        yield k, simulate_replicate(plan.sim, S, seeds[k], built[m]), 0, 0
+
+
 def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
     """Replicates [start, stop) -> {images, s, class_index, onset, ..., attempts, split, batch_seed,
     batch_index} arrays."""
@@ -68,9 +81,12 @@ def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
             _record(out, k, plan, centre, fwd.matrix, fwd.positions, fwd.attempts, fwd.start_frequency,
                     fwd.frequency)
         return out
-    demography = plan.sim.demography.msprime()
-    reps = (_batched(plan, start, stop, seeds, out["s"], demography) if plan.batched
-            else _alone(plan, start, stop, seeds, demography))
+    if plan.models:
+        reps = _drawn(plan, start, stop, seeds, out["model_index"])
+    else:
+        demography = plan.sim.demography.msprime()
+        reps = (_batched(plan, start, stop, seeds, out["s"], demography) if plan.batched
+                else _alone(plan, start, stop, seeds, demography))
     for k, rep, batch_seed, batch_index in reps:
         start_freq = rep.timing.start_frequency if rep.timing else 0.0
         end_freq = rep.timing.end_frequency if rep.timing else 0.0

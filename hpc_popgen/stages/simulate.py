@@ -54,6 +54,8 @@ def check(stage: JobStage, job: Job) -> None:
     if "from_stage" in ref:
         _check_stage_reference(stage, job, {**ref, "population": cfg.demography["population"]},
                                "ensemble." if "ensemble" in cfg.demography else "")
+        if "draw" in ref:
+            _check_draw(stage, job, ref)
         return
     with located(spec, manifest):
         Plan.from_config(cfg, 1, manifest.base_dir)
@@ -119,6 +121,50 @@ def _check_stage_reference(stage: JobStage, job: Job, ref: dict, prefix: str = "
                             f"({', '.join(populations)})")
 
 
+def _check_draw(stage: JobStage, job: Job, ref: dict) -> None:
+    """``draw: uncertainty`` needs a demography stage that computes intervals."""
+    target = next(s for s in job.stages if s.name == ref["from_stage"])
+    if target.config.uncertainty == "none":
+        where = key_path(stage.spec, job.manifest, "demography.draw")
+        raise ManifestError(f"{where}: demography stage {target.name!r} has uncertainty: none, so there is no "
+                            "uncertainty to draw histories from: give it uncertainty: fim, or leave out draw")
+
+
+def drawn_histories(cfg: SimulateConfig, seed: int, dirs: dict[str, Path]) -> dict | None:
+    """For ``draw: uncertainty``: ``draws`` histories from the uncertainty of the demography stage's chosen
+    model, seeded by the stage's seed, each one a history where the population exists at the sweep's onset;
+    None otherwise. ParamErrors name keys under ``demography``."""
+    demo = cfg.demography
+    if not (isinstance(demo, dict) and "draw" in demo):
+        return None
+    from ..demography.draws import draw_histories
+    from ..errors import ParamError
+    from ..seeds import derive_seed
+    from ..simulate.histories import stage_history, stage_model_dir
+    from ..simulate.plan import DRAWS_KEY
+    from ..simulate.units import onset_generations
+
+    name, population = demo["from_stage"], demo["population"]
+    if name not in dirs:
+        raise ParamError("demography.from_stage", f"stage {name!r} has no output folder here")
+    sw = cfg.sweep
+    onset = onset_generations(sw.onset, sw.onset_unit, sw.generation_time)
+    needs_onset = (cfg.classes is not None and any(S > 0 for S in cfg.classes)) or cfg.prior is not None
+
+    def exists_at_onset(graph) -> bool:
+        return not needs_onset or graph[population].start_time >= onset
+
+    try:
+        model_dir = stage_model_dir(dirs[name], demo["structure"])
+        stage_history(dirs[name], demo["structure"], population, name)  # the population is one of the model's
+        drawn = draw_histories(dirs[name], model_dir, int(demo["draws"]), derive_seed(seed, DRAWS_KEY),
+                               accept=exists_at_onset)
+    except ParamError as exc:
+        raise exc.within("demography") from None
+    drawn.update(source=f"stage:{name}/{model_dir}", seed=derive_seed(seed, DRAWS_KEY))
+    return drawn
+
+
 def stage_dirs(ctx: StageContext) -> dict[str, Path]:
     """Output folders of this run's demography stages (where a ``from_stage`` history is read)."""
     return {s.name: ctx.run_dir / s.name for s in ctx.manifest.stages if s.kind == "demography"}
@@ -136,6 +182,7 @@ def _store_meta(plan: Plan, params: dict) -> dict:
             "engine": plan.engine_record(),
             "forward": forward_to_dict(plan.forward) if plan.forward is not None else None,
             "ensemble": [forward_to_dict(f) for f in plan.ensemble] if plan.ensemble else None,
+            **({"models": [m.to_dict() for m in plan.models]} if plan.models else {}),
             "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
             "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
 
@@ -233,7 +280,8 @@ def run(ctx: StageContext) -> StageResult:
 
         return simulate_ms.run(ctx, cfg)
     with located(ctx.spec, ctx.manifest):
-        plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir, stage_dirs(ctx))
+        drawn = drawn_histories(cfg, ctx.seed, stage_dirs(ctx))
+        plan = Plan.from_config(cfg, ctx.seed, ctx.manifest.base_dir, stage_dirs(ctx), drawn)
     url = ctx.path(cfg.store)
     store = open_or_create(url, plan, cfg, ctx.params)
     units = []
