@@ -9,7 +9,7 @@ from helpers import run_cli
 
 from hpc_popgen.bench.uncertainty import TRUTH, coverage, covered
 
-KEYS = ["coverage_95", "targets", "target_met", "per_parameter"]
+KEYS = ["coverage_95", "targets", "targets_met", "per_parameter"]
 
 
 def test_bench_uncertainty_prints_one_json_object_with_coverage(tmp_path):
@@ -49,3 +49,9 @@ def test_coverage_counts_intervals_that_contain_the_truth():
     assert c["per_parameter"] == {"a": 0.75, "b": 0.25}
     assert c["covered"] == 4 and c["intervals"] == 8 and c["missing"] == 2
     assert c["pooled"] == 0.5
+
+
+def test_bench_uncertainty_refuses_bad_sample_sizes_in_one_line():
+    proc = run_cli("bench", "uncertainty", "--ns", "10", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--ns" in proc.stderr and "Traceback" not in proc.stderr

@@ -257,7 +257,7 @@ def command(n: int, seed: int, ns: str, theta: float, information: str, workers:
     newton = np.array([r["newton_step_se"] for r in rows])
     out: dict[str, Any] = {
         "coverage_95": exp["pooled"], "targets": TARGETS,
-        "target_met": exp["pooled"] is not None and TARGETS["coverage_95"][0] <= exp["pooled"] <= TARGETS["coverage_95"][1],
+        "targets_met": exp["pooled"] is not None and TARGETS["coverage_95"][0] <= exp["pooled"] <= TARGETS["coverage_95"][1],
         "per_parameter": exp["per_parameter"], "pooled_wilson95": exp["pooled_wilson95"],
         "intervals": exp["intervals"], "missing_intervals": exp["missing"], "z": exp["z"],
         "datasets": n, "seed": seed, "dev_seed": DEV_SEED, "dataset_seeds": f"numpy default_rng([{seed}, i]), i = 0..{n - 1}",
