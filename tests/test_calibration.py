@@ -150,3 +150,12 @@ def test_train_stage_records_its_calibration(tiny_binary_run):
     meta = json.loads((tiny_binary_run.run / "train" / "model" / META_FILE).read_text())
     assert meta["calibration"]["method"] == "none" and meta["calibration"]["temperature"] == 1.0
     assert json.loads((tiny_binary_run.run / "train" / "result.json").read_text())["calibration"] == meta["calibration"]
+
+
+def test_bench_refuses_a_model_that_is_not_a_classes_bundle(tmp_path):
+    from click.testing import CliRunner
+
+    from hpc_popgen.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "calibration", "--model", str(tmp_path), "--test-store", "x.zarr"])
+    assert res.exit_code == 2 and "not a classes-of-S model bundle" in res.output

@@ -97,7 +97,8 @@ def curves(model_dir: Path, test_store: str, plot: str | None) -> dict:
 
     bundle = load_bundle(model_dir)
     if bundle.labels.mode != "classes":
-        raise click.ClickException(f"{model_dir}: a {bundle.labels.mode} model; the bench needs classes of S")
+        raise click.BadParameter(f"{model_dir}: a {bundle.labels.mode} model; the bench needs classes of S",
+                                 param_hint="--model")
     z, s = predict_store(bundle, open_store(test_store), "test", 256)
     centres, cls = bundle.centres, bundle.labels.class_of(s)
     out: dict = {}
@@ -175,6 +176,13 @@ def command(n: int, test_n: int, epochs: int, seed: int, test_seed: int, label_s
         if model_dir:
             if not test_store:
                 raise click.UsageError("--model needs --test-store")
+            from ..train.saved import META_FILE
+
+            mode = json.loads((Path(model_dir) / META_FILE).read_text())["labels"]["mode"] \
+                if (Path(model_dir) / META_FILE).exists() else None
+            if mode != "classes":
+                raise click.BadParameter(f"{model_dir}: not a classes-of-S model bundle (labels.mode {mode!r})",
+                                         param_hint="--model")
             calibrate_bundle(model_dir, method=method)
             mdir, store = Path(model_dir), test_store
         else:
