@@ -151,7 +151,7 @@ def test_demes_graph_of_free_split_sizes_is_the_chain_with_its_founders(tmp_path
 def _params3(afs: str, **over) -> dict:
     p = {"input": {"afs": afs, "populations": POPS}, "initial_structure": [1, 1, 1], "final_structure": [1, 1, 1],
          "split_sizes": "free", "sym_migration": True, "dynamics": ["sudden", "exponential"],
-         "bounds": {"nu": [0.05, 20.0], "t": [0.01, 2.0]}, "pts": [30, 40, 50],
+         "bounds": {"nu": [0.05, 20.0], "t": [0.01, 2.0]}, "pts": [12, 16, 20],
          "mu": 2.35e-8, "sequence_length": 1e6, "generation_time": 25, "islands": 2, "migrate_every": 2,
          "deterministic": True, "ga": {"size": 6, "init_factor": 2, "stall_generations": 3, "max_evals": 30},
          "local_search": {"method": "BFGS", "starts": 1, "maxiter": 1, "max_evals": 20, "jump_rounds": 0}}
@@ -185,7 +185,7 @@ def test_three_population_stage_killed_resumes_and_writes_valid_outputs(tmp_path
 
     from hpc_popgen.simulate.histories import stage_history
 
-    job = _job3(tmp_path, data3[0], uncertainty="none")  # intervals: tests/test_demography_uncertainty.py
+    job = _job3(tmp_path, data3[0], uncertainty="none", dt_fac=0.1)  # intervals: tests/test_demography_uncertainty.py
     run = tmp_path / "run"
     submit_killed_at(job, run, "demography", "island-01-gen-00002")
     assert not (run / "demography" / "results.json").exists()
@@ -214,7 +214,7 @@ def test_three_population_stage_killed_resumes_and_writes_valid_outputs(tmp_path
     assert abs(lls["model_moments.py"] - entry["loglik"]) < 1e-6
     space = config_with_defaults(DemographyConfig, SCHEMA, _params3("x.fs")).space((1, 1, 1))
     x = [entry["params"][n] for n in space.names]
-    dadi_ll = evaluate(space, x, data3[1], evc("dadi", (30, 40, 50)))["loglik"]
+    dadi_ll = evaluate(space, x, data3[1], evc("dadi", (12, 16, 20)))["loglik"]
     assert abs(lls["model_dadi.py"] - dadi_ll) < 1e-6
     assert abs(dadi_ll - entry["loglik"]) < 0.05 * abs(entry["loglik"])
     # the simulate stage takes the inferred history from the stage's folder

@@ -4,14 +4,9 @@ stage writing model_check.json, its plot, the verdict in the report and beside e
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import msprime
 import numpy as np
 import pytest
-from test_scan_null import TWO_DEMES, _manifest
-from test_vcz import _random_model, make_vcf
 
 from hpc_popgen.infer.calibrate import simulate_null_chromosome
 from hpc_popgen.infer.modelcheck import (
@@ -101,29 +96,4 @@ def test_a_matched_simulation_fits_and_a_tenfold_population_does_not():
     assert text == "chrom\tstart\tmodel_check\nc1\t5\tfits\n"
 
 
-def test_scan_stage_writes_the_model_check_and_the_verdict_beside_candidates(tmp_path):
-    """One small scan with 3 null chromosomes on one worker (tests/test_scan_null.py's set-up; most of its
-    15-45 s is TensorFlow and the LocalCluster starting)."""
-    from hpc_popgen.pipeline import create_run, execute
-
-    (tmp_path / "src").mkdir()
-    vcf = make_vcf(tmp_path / "src" / "sim.vcf")
-    shutil.copy(vcf, tmp_path / "chrom.vcf.gz")
-    shutil.copy(f"{vcf}.csi", tmp_path / "chrom.vcf.gz.csi")
-    _random_model(tmp_path / "model")
-    (tmp_path / "two.demes.yaml").write_text(TWO_DEMES)
-    null = {"demography": {"demes": "two.demes.yaml", "population": "A"}, "chromosomes": 3,
-            "mutation_rate": 1e-7, "recombination_rate": 1e-8}
-    report = execute(create_run(_manifest(tmp_path, 1, null), run_dir=tmp_path / "run"), progress=False)
-    assert report["status"] == "completed", report
-    m = report["stages"][0]["metrics"]
-    out = tmp_path / "run" / "scan"
-    check = json.loads((out / "model_check.json").read_text())
-    assert m["model_check"]["verdict"] == check["verdict"] in (FITS, DOES_NOT_FIT)
-    assert check["real_windows"] == m["n_windows"] and check["null_chromosomes"] == 3
-    assert check["null_windows"] == m["calibration"]["null_windows"]
-    assert check["threshold"] == 2.75 and (check["max_score"] > 2.0) == (check["verdict"] == DOES_NOT_FIT)
-    assert (out / "model_check.png").stat().st_size > 5000
-    cand = [ln.split("\t") for ln in (out / "candidates.tsv").read_text().splitlines()]
-    assert cand[0][-1] == "model_check" and len(cand) > 1
-    assert all(row[-1] == check["verdict"] for row in cand[1:])
+# The scan stage's model_check.json, plot and candidates column: tests/test_scan_null.py (its null run).

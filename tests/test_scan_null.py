@@ -7,6 +7,7 @@ the same two-population demes history, sampling population A.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -159,6 +160,14 @@ def test_scan_with_a_neutral_null_writes_p_q_candidates_and_plot(tmp_path):
     assert sum(r.windows for r in regions) == cal["significant_windows"] == int(np.sum(q < 0.5))
     assert cal["expected_false_windows"] == pytest.approx(0.5 * cal["significant_windows"])
     assert (out / "scan.png").stat().st_size > 5000
+    # the model check (hpc_popgen.infer.modelcheck) compares the real windows with the null's
+    check = json.loads((out / "model_check.json").read_text())
+    assert m["model_check"]["verdict"] == check["verdict"] in ("fits", "does_not_fit")
+    assert check["real_windows"] == m["n_windows"] and check["null_chromosomes"] == 3
+    assert check["null_windows"] == cal["null_windows"]
+    assert check["threshold"] == 2.75 and (check["max_score"] > 2.75) == (check["verdict"] == "does_not_fit")
+    assert (out / "model_check.png").stat().st_size > 5000
+    assert all(row.split("\t")[-1] == check["verdict"] for row in cand[1:])
 
     # one worker: the same null seeds, so the same p and q, bit for bit
     report1 = execute(create_run(_manifest(tmp_path, 1, null), run_dir=tmp_path / "run1"), progress=False)
