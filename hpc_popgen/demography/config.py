@@ -56,6 +56,14 @@ class EvalTimeoutConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BootstrapConfig:
+    """Block bootstrap spectra of a VCF input (the stage's ``bootstrap``): blocks of ``block_bp`` bp, ``n`` bootstraps."""
+
+    block_bp: int
+    n: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class DemographyConfig:
     """Everything a demographic inference needs besides the data (keys as in the stage schema)."""
 
@@ -88,7 +96,8 @@ class DemographyConfig:
     retries: int
     eval_timeout: EvalTimeoutConfig
     plots: bool
-    uncertainty: str  # fim | none
+    uncertainty: str  # auto | godambe | fim | none
+    bootstrap: BootstrapConfig
     ga: GAConfig
     local_search: LocalSearchConfig
 
@@ -105,6 +114,9 @@ class DemographyConfig:
         if (self.likelihood == "poisson" or self.max_split_years) and not (self.mu and self.sequence_length):
             raise ParamError("mu", "mu and sequence_length are required for the Poisson likelihood "
                                    "and for max_split_years")
+        if self.uncertainty == "godambe" and not self.input.vcf:
+            raise ParamError("uncertainty", "godambe needs block bootstrap spectra, which come from a VCF "
+                                            "(input.vcf); for a spectrum file use fim or auto")
         self.initial_points(self.space(first))
 
     def space(self, structure: tuple[int, ...]) -> ModelSpace:

@@ -265,6 +265,8 @@ def write_results(out_dir: Path, state: dict[str, Any], data: Any, cfg: EvalConf
         key = "-".join(map(str, entry["structure"]))
         if key in uncertainty:
             entry["uncertainty"] = uncertainty[key]
+            if uncertainty[key].get("claic") is not None:  # Godambe: CLAIC beside AIC, and `best` by it
+                entry["claic"] = uncertainty[key]["claic"]
         summary["structures"].append(entry)
     if summary["structures"]:
         by_ll = max(summary["structures"], key=lambda e: e["loglik"])
@@ -302,9 +304,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                   f"Structures compared by {summary.get('comparison')}.", ""]
     if summary.get("warning"):
         lines += [f"Note: {summary['warning']}.", ""]
-    lines += ["| structure | parameters | log-likelihood | AIC |", "|---|---|---|---|"]
-    lines += [f"| {'-'.join(map(str, e['structure']))} | {e['n_params']} | {e['loglik']:.2f} | {e['aic']:.2f} |"
-              for e in summary["structures"]]
+    if any(e.get("claic") is not None for e in summary["structures"]):
+        lines += ["| structure | parameters | log-likelihood | AIC | CLAIC |", "|---|---|---|---|---|"]
+        lines += [f"| {'-'.join(map(str, e['structure']))} | {e['n_params']} | {e['loglik']:.2f} | {e['aic']:.2f} | "
+                  f"{_num(e.get('claic'))} |" for e in summary["structures"]]
+    else:
+        lines += ["| structure | parameters | log-likelihood | AIC |", "|---|---|---|---|"]
+        lines += [f"| {'-'.join(map(str, e['structure']))} | {e['n_params']} | {e['loglik']:.2f} | {e['aic']:.2f} |"
+                  for e in summary["structures"]]
     for e in summary["structures"]:
         key = "-".join(map(str, e["structure"]))
         u = e.get("uncertainty") or {}

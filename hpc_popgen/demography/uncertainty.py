@@ -197,6 +197,7 @@ class FimProblem:
     def __init__(self, space_dict: dict[str, Any], x: Sequence[float], theta: float, cfg: EvalConfig,
                  eps: float = EPS) -> None:
         self.space = ModelSpace.from_dict(space_dict)
+        self.space_dict, self.theta_fit = space_dict, float(theta)  # as given: results.json's ``fit``
         self.x = [float(v) for v in x]
         self.cfg, self.eps = cfg, eps
         self.cont = [i for i, p in enumerate(self.space.free) if not p.discrete]
@@ -278,6 +279,13 @@ def spectra_at(space_dict: dict[str, Any], x: Sequence[float], theta: float, dat
 def expected_information(prob: FimProblem, spectra: dict[tuple[float, ...], np.ndarray], data: Any) -> np.ndarray:
     """Fisher information of the Poisson likelihood, sum over cells of grad(lambda) grad(lambda)^T / lambda,
     with the gradient of the expected counts lambda by differences (one-sided for a parameter at 0)."""
+    g, lam = gradients(prob, spectra, data)
+    return (g / lam) @ g.T
+
+
+def gradients(prob: FimProblem, spectra: dict[tuple[float, ...], np.ndarray], data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The expected counts lambda of the data's unmasked cells at the fit (flattened) and their gradient
+    (parameters x cells) by differences from the spectra at :meth:`FimProblem.points` (``expected``)."""
     keep = ~np.ma.getmaskarray(data)
     q0 = prob.q0_model
     h = steps(q0, prob.eps)
@@ -298,9 +306,7 @@ def expected_information(prob: FimProblem, spectra: dict[tuple[float, ...], np.n
             grads.append((at(j, 1) - base) / h[j] * scale)
     if prob.multinom:
         grads.append(base)  # d lambda / d theta
-    g = np.array(grads)
-    lam = np.clip(base * scale, 1e-300, None)
-    return (g / lam) @ g.T
+    return np.array(grads), np.clip(base * scale, 1e-300, None)
 
 
 def observed_information(prob: FimProblem, spectra: dict[tuple[float, ...], np.ndarray], data: Any) -> np.ndarray:
@@ -337,13 +343,20 @@ def fim_result(space_dict: dict[str, Any], x: Sequence[float], theta: float, cfg
         info = (observed_information if information == "observed" else expected_information)(prob, spectra, data)
     else:
         info = np.full((len(prob.q0), len(prob.q0)), np.nan)
-    cov = _inverse(info)
+    return intervals_result(prob, _inverse(info), method, information, len(spectra))
+
+
+def intervals_result(prob: FimProblem, cov: np.ndarray, method: str, information: str, evaluations: int,
+                     what: str = "the Fisher information") -> dict[str, Any]:
+    """Standard errors and 95% intervals (genetic and physical units) of ``prob``'s fit from a covariance of
+    its vector (NaN: none, and ``error`` says so; ``what`` names the matrix it came from)."""
     values = prob.values_of(prob.q0)
+    x, theta, space_dict, eps = prob.x, prob.theta_fit, prob.space_dict, prob.eps
     out: dict[str, Any] = {"method": method, "information": information, "level": 0.95, "eps": eps,
-                           "error": None, "evaluations": len(spectra), "at_bound": at_bounds(prob.space, values)}
+                           "error": None, "evaluations": evaluations, "at_bound": at_bounds(prob.space, values)}
     se = np.sqrt(np.abs(np.diag(cov)))
     if not np.all(np.isfinite(se)):
-        out["error"] = ("the Fisher information is not positive definite at the fit (a flat direction, a parameter "
+        out["error"] = (f"{what} is not positive definite at the fit (a flat direction, a parameter "
                         "at its bound, or a failed step): no intervals")
     q0 = prob.q0
     params = {n: _interval(float(v), _finite(e), k) for n, v, e, k in zip(prob.names, q0, se, prob.kinds, strict=False)}
@@ -416,5 +429,6 @@ def _physical_intervals(prob: FimProblem, cov: np.ndarray) -> dict[str, Any]:
             for k, v in zip(keys, var, strict=True)}
 
 
-__all__ = ["FIM_METHOD", "FimProblem", "at_bounds", "covariance", "expected_information", "fim_result", "hessian",
-           "observed_information", "spectra_at", "spectrum_loglik", "stencil", "structure_uncertainty"]
+__all__ = ["FIM_METHOD", "FimProblem", "at_bounds", "covariance", "expected_information", "fim_result", "gradients",
+           "hessian", "intervals_result", "observed_information", "spectra_at", "spectrum_loglik", "stencil",
+           "structure_uncertainty"]

@@ -113,7 +113,17 @@ def read_popmap(path: str | Path) -> dict[str, str]:
 def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projections: list[int],
                 polarized: bool = False, cache_dir: str | Path | None = None,
                 ancestral_fasta: str | Path | None = None) -> Any:
-    """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population.
+    """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population
+    (:func:`fs_and_blocks_from_vcf` without blocks)."""
+    return fs_and_blocks_from_vcf(vcf, popmap, pops, projections, polarized, cache_dir, ancestral_fasta)[0]
+
+
+def fs_and_blocks_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projections: list[int],
+                           polarized: bool = False, cache_dir: str | Path | None = None,
+                           ancestral_fasta: str | Path | None = None, block_bp: int | None = None) -> tuple[Any, Any]:
+    """Spectrum from a VCF and a popmap, projected to ``projections`` haploid sample sizes per population,
+    and with ``block_bp`` the spectra of the genome's blocks of that many bp from the same read
+    (:class:`~hpc_popgen.readers.vcz.BlockSpectra`; None without).
 
     The genotypes are read through the VCF's VCF Zarr (bio2zarr; converted once into ``cache_dir``, see
     :mod:`hpc_popgen.readers.vcz`), chunk by chunk, with the site rules of moments' own VCF reader (which
@@ -121,7 +131,7 @@ def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projection
     and counted), and for ``polarized`` an INFO/AA (or ``ancestral_fasta`` base) that is REF or ALT;
     otherwise the spectrum is folded.
     """
-    from .vcz import spectrum
+    from .vcz import spectrum_and_blocks
 
     vcf, popmap = Path(vcf), Path(popmap)
     if not vcf.exists():
@@ -136,9 +146,10 @@ def fs_from_vcf(vcf: str | Path, popmap: str | Path, pops: list[str], projection
     for p, n in zip(pops, projections, strict=True):
         if n < 2 or n > counts[p]:
             raise InputDataError(f"projections: {p} has {counts[p]} haplotypes in {popmap}; cannot project to {n}")
-    fs, sites = spectrum(vcf, pm, list(pops), list(projections), polarized=polarized, cache_dir=cache_dir,
-                         popmap_path=popmap, ancestral_fasta=ancestral_fasta)
+    fs, sites, blocks = spectrum_and_blocks(vcf, pm, list(pops), list(projections), polarized=polarized,
+                                            cache_dir=cache_dir, popmap_path=popmap, ancestral_fasta=ancestral_fasta,
+                                            block_bp=block_bp)
     _check(fs, str(vcf))
     log.info("AFS from %s: %d populations, sample sizes %s, S = %.1f; records %s", vcf, fs.ndim, fs.sample_sizes,
              fs.S(), sites)
-    return fs
+    return fs, blocks

@@ -388,7 +388,43 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
              polarized: bool, cache_dir: str | Path | None = None, popmap_path: str | Path | None = None,
              ancestral_fasta: str | Path | None = None) -> tuple[Any, dict[str, int]]:
     """The AFS of ``pops`` (a moments.Spectrum, folded unless ``polarized``) over every chromosome of the
-    VCF Zarr of ``vcf``, and the counts of records read, used and dropped.
+    VCF Zarr of ``vcf``, and the counts of records read, used and dropped (:func:`spectrum_and_blocks`
+    without blocks)."""
+    fs, counts, _ = spectrum_and_blocks(vcf, popmap, pops, projections, polarized=polarized, cache_dir=cache_dir,
+                                        popmap_path=popmap_path, ancestral_fasta=ancestral_fasta)
+    return fs, counts
+
+
+@dataclass
+class BlockSpectra:
+    """Spectra of genome blocks of ``block_bp`` bp (block i: ``contigs[i]``, positions ``starts[i]`` + 1 to
+    ``starts[i] + block_bp``), in one array (blocks, *spectrum shape), folded like the whole spectrum with its
+    masked cells 0; only blocks with at least one used site. They sum to the whole spectrum."""
+
+    spectra: np.ndarray
+    contigs: list[str]
+    starts: np.ndarray
+    sites: np.ndarray  # used sites per block
+    block_bp: int
+
+
+def _block_sum(parts: list[np.ndarray], idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The projected spectrum of the site combinations ``idx`` with multiplicities ``w`` (vectorised
+    outer products of the per-population projection weights ``parts``)."""
+    acc = parts[0][idx] * w[:, None].astype(np.float64)
+    for part in parts[1:-1]:
+        acc = (acc[:, :, None] * part[idx][:, None, :]).reshape(len(idx), -1)
+    out = acc.T @ parts[-1][idx] if len(parts) > 1 else acc.sum(axis=0)
+    return out.reshape([len(p[0]) for p in parts])
+
+
+def spectrum_and_blocks(vcf: str | Path, popmap: dict[str, str], pops: list[str], projections: list[int], *,
+                        polarized: bool, cache_dir: str | Path | None = None, popmap_path: str | Path | None = None,
+                        ancestral_fasta: str | Path | None = None,
+                        block_bp: int | None = None) -> tuple[Any, dict[str, int], BlockSpectra | None]:
+    """The AFS of ``pops`` (a moments.Spectrum, folded unless ``polarized``) over every chromosome of the
+    VCF Zarr of ``vcf``, the counts of records read, used and dropped, and with ``block_bp`` the spectra of
+    the blocks of that many bp along each chromosome from the same read (for block bootstraps; else None).
 
     Sites as moments' VCF reader takes them: FILTER PASS or ``.``, REF and one ALT single bases
     (``not_snp``; more than one ALT: ``multiallelic``), with ``polarized`` an INFO/AA (or the base of
@@ -416,6 +452,7 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
         pass_col = fids.index("PASS") if "PASS" in fids else None
     counts: Counter[str] = Counter()
     rows: list[np.ndarray] = []
+    where: list[np.ndarray] = []  # with block_bp: (contig index, block index) of every used site
     fasta = open_fasta(ancestral_fasta) if polarized and ancestral_fasta is not None else None
     contig_ids = [str(c) for c in _strings(root["contig_id"][:])]
     for v0 in range(0, gt.shape[0], step):
@@ -454,6 +491,9 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
             derived = np.where(flip[keep], n_ref, n_alt)
             per_pop.extend([n_ref + n_alt, derived])
         rows.append(np.stack(per_pop, axis=1))
+        if block_bp is not None:
+            where.append(np.stack([root["variant_contig"][sl][keep].astype(np.int64),
+                                   (root["variant_position"][sl][keep].astype(np.int64) - 1) // int(block_bp)], axis=1))
     if fasta is not None:
         fasta.close()
     counts["used"] = int(sum(len(r) for r in rows))
@@ -472,4 +512,24 @@ def spectrum(vcf: str | Path, popmap: dict[str, str], pops: list[str], projectio
     dropped = {k: n for k, n in counts.items() if k not in ("records", "used") and n}
     log.info("AFS from %s (VCF Zarr %s): %d records, %d used, dropped %s", vcf, vcz, counts["records"],
              counts["used"], dropped or "none")
-    return (out if polarized else out.fold()), {k: int(v) for k, v in counts.items()}
+    blocks = None
+    if block_bp is not None:
+        allrows = np.concatenate(rows)
+        keys, b_of = np.unique(np.concatenate(where), axis=0, return_inverse=True)
+        combos_b, c_of = np.unique(allrows, axis=0, return_inverse=True)
+        nc = len(combos_b)
+        pairs, pw = np.unique(b_of.reshape(-1).astype(np.int64) * nc + c_of.reshape(-1), return_counts=True)
+        pb, pc = pairs // nc, pairs % nc
+        parts_b = [_projection(p, combos_b[:, 2 * i], combos_b[:, 2 * i + 1]) for i, p in enumerate(projections)]
+        cuts = np.searchsorted(pb, np.arange(len(keys) + 1))
+        spectra = []
+        for b in range(len(keys)):
+            sel = slice(cuts[b], cuts[b + 1])
+            one = moments.Spectrum(_block_sum(parts_b, pc[sel], pw[sel]), mask_corners=True)
+            spectra.append(np.ma.filled(one if polarized else one.fold(), 0.0))
+        blocks = BlockSpectra(spectra=np.array(spectra), contigs=[contig_ids[int(c)] for c in keys[:, 0]],
+                              starts=keys[:, 1] * int(block_bp), sites=np.bincount(b_of.reshape(-1), minlength=len(keys)),
+                              block_bp=int(block_bp))
+        log.info("%s: %d blocks of %d bp with used sites (median %d sites)", vcf, len(keys), block_bp,
+                 int(np.median(blocks.sites)))
+    return (out if polarized else out.fold()), {k: int(v) for k, v in counts.items()}, blocks

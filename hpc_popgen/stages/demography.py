@@ -7,7 +7,9 @@ futures so that a slow evaluation only holds back its own island. Island checkpo
 ``<stage_dir>/checkpoint/`` and their units (``island-KK-gen-GGGGG``, ``local-sSI-JJ``) to the ledger;
 ``hpcpop rerun`` resumes every island from its last checkpoint. Then the best model of each structure gets
 its Fisher-information intervals (:mod:`hpc_popgen.demography.uncertainty`), one task and unit
-(``uncertainty-<structure>-NN``) per slice of the spectra its expected information needs.
+(``uncertainty-<structure>-NN``) per slice of the spectra its expected information needs; for a VCF the
+same spectra and the block-bootstrap spectra (``bootstrap.npz``) give Godambe intervals and CLAIC
+(:mod:`hpc_popgen.demography.godambe`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..demography.afs import load_input, spectrum_file
+from ..demography.afs import load_input_blocks, spectrum_file
 from ..demography.config import DemographyConfig, EvalTimeoutConfig
 from ..demography.engine import EvalConfig, evaluate, failed
+from ..demography.godambe import MIN_BLOCKS, bootstrap_spectra, godambe_method, godambe_result, too_few_blocks_method
 from ..demography.model import ModelSpace
 from ..demography.outputs import write_results
 from ..demography.search import Hooks, Search
@@ -179,16 +182,34 @@ class DaskEvaluations:
                 log.warning("could not restart worker(s) %s: %s", sorted(set(stuck.values())), exc)
 
 
-FIM_NO_BOOTSTRAP = "FIM (no bootstrap spectra)"  # VCF input until its block bootstraps exist
+FIM_NO_BOOTSTRAP = "FIM (no bootstrap spectra: uncertainty: fim)"  # VCF input with uncertainty: fim
 FIM_SPECTRA_PER_TASK = 4  # model spectra one uncertainty task computes (k free parameters need 2k + 1)
 
 
+def _bootstraps(ctx: StageContext, cfg: DemographyConfig, blocks: Any) -> tuple[Any, str]:
+    """The bootstrap spectra of a VCF's blocks (seeded by the stage seed) and the uncertainty method's name;
+    blocks, their places and the bootstraps are saved as ``<stage>/bootstrap.npz``. Too few blocks with data:
+    no bootstraps (None) and the FIM route, named so."""
+    n_blocks, bp = len(blocks.spectra), cfg.bootstrap.block_bp
+    boots = bootstrap_spectra(blocks.spectra, cfg.bootstrap.n, ctx.seed) if n_blocks >= MIN_BLOCKS else None
+    buf = io.BytesIO()
+    np.savez(buf, blocks=blocks.spectra, contigs=np.array(blocks.contigs, dtype=str), starts=blocks.starts,
+             sites=blocks.sites, block_bp=bp, bootstraps=boots if boots is not None else np.zeros((0,)),
+             seed=ctx.seed)
+    atomic.write_bytes(ctx.stage_dir() / "bootstrap.npz", buf.getvalue())
+    if boots is None:
+        log.warning("only %d blocks of %d bp with data: Fisher-information intervals instead of Godambe", n_blocks, bp)
+        return None, too_few_blocks_method(n_blocks, bp)
+    return boots, godambe_method(cfg.bootstrap.n, bp)
+
+
 def _uncertainty(ctx: StageContext, state: dict[str, Any], data: Any, ev: EvalConfig,
-                 method: str) -> dict[str, dict[str, Any]]:
-    """The Fisher-information intervals of each structure's best model: the spectra at the fit and a step
-    either way in each parameter, as Dask tasks over the stage's workers (units ``uncertainty-<structure>-NN``,
-    each kept in ``checkpoint/<unit>.npz`` so that a rerun reuses it), assembled here; structure key (``1-1``)
-    -> the result of :func:`~hpc_popgen.demography.uncertainty.fim_result`."""
+                 method: str, boots: Any = None) -> dict[str, dict[str, Any]]:
+    """The Fisher-information (or, with bootstrap spectra ``boots``, Godambe) intervals of each structure's best
+    model: the spectra at the fit and a step either way in each parameter, as Dask tasks over the stage's
+    workers (units ``uncertainty-<structure>-NN``, each kept in ``checkpoint/<unit>.npz`` so that a rerun
+    reuses it), assembled here; structure key (``1-1``) -> the result of
+    :func:`~hpc_popgen.demography.uncertainty.fim_result` or :func:`~hpc_popgen.demography.godambe.godambe_result`."""
     ck = ctx.stage_dir() / "checkpoint"
     units, problems = [], {}
     for res in state["results"].values():
@@ -224,7 +245,9 @@ def _uncertainty(ctx: StageContext, state: dict[str, Any], data: Any, ev: EvalCo
         for i in ids:
             with np.load(path(i)) as z:
                 spectra.update({tuple(float(v) for v in q): fs for q, fs in zip(z["points"], z["spectra"], strict=True)})
-        out[key] = fim_result(res["space"], res["x"], res["theta"], ev, spectra, data, method)
+        out[key] = (fim_result(res["space"], res["x"], res["theta"], ev, spectra, data, method) if boots is None
+                    else godambe_result(res["space"], res["x"], res["theta"], ev, spectra, data, boots, res["loglik"],
+                                        method))
         out[key]["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
@@ -247,6 +270,9 @@ def result_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     if intervals:
         out["uncertainty_method"] = ", ".join(sorted(methods))
         out["intervals_95"] = intervals
+    claic = {"-".join(map(str, s["structure"])): s["claic"] for s in summary["structures"] if s.get("claic") is not None}
+    if claic:
+        out["claic"] = claic
     if bounds:
         out["at_bound"] = bounds
     return out
@@ -255,7 +281,11 @@ def result_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 def run(ctx: StageContext) -> StageResult:
     """Load the AFS, search every structure (islands, local search), write results and outputs."""
     cfg: DemographyConfig = ctx.config
-    data = load_input(cfg, ctx.input_path, cache_dir=storage_cache(ctx.path("vcz")))
+    godambe = cfg.uncertainty in ("auto", "godambe") and bool(cfg.input.vcf)
+    data, blocks = load_input_blocks(cfg, ctx.input_path, cache_dir=storage_cache(ctx.path("vcz")),
+                                     block_bp=cfg.bootstrap.block_bp if godambe else None)
+    boots, method = _bootstraps(ctx, cfg, blocks) if blocks is not None else \
+        (None, FIM_METHOD if cfg.input.afs else FIM_NO_BOOTSTRAP)
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
 
     def report(**metrics: Any) -> None:
@@ -269,8 +299,7 @@ def run(ctx: StageContext) -> StageResult:
     search = Search(cfg, ev, data, evals, ctx.stage_dir() / "checkpoint", ctx.seed, hooks, label=ctx.name)
     search.run()
     out_dir = ctx.stage_dir()
-    uncertainty = (_uncertainty(ctx, search.state, data, ev, FIM_METHOD if cfg.input.afs else FIM_NO_BOOTSTRAP)
-                   if cfg.uncertainty == "fim" else None)
+    uncertainty = _uncertainty(ctx, search.state, data, ev, method, boots) if cfg.uncertainty != "none" else None
     summary = write_results(out_dir, search.state, data, ev, spectrum_file(cfg, data, ctx.input_path, out_dir),
                             cfg.plots, uncertainty=uncertainty)
     metrics = {**search.metrics(summary), **result_metrics(summary), "timed_out_evaluations": evals.n_timed_out}
