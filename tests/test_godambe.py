@@ -82,6 +82,7 @@ def test_godambe_matches_fim_on_unlinked_sites_and_widens_when_sites_are_linked(
     god = godambe_result(sd, x, theta, cfg, spectra, data, boots, ll, method)
     fim = fim_result(sd, x, theta, cfg, spectra, data)
     assert god["error"] is None and god["method"] == "Godambe (400 block bootstraps of 1000000 bp)"
+    assert god["score_statistic"] == pytest.approx(0.0, abs=1e-6)  # the data are the model's expectation
     ratio = _se(god, names) / _se(fim, names)
     assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio  # independent sites: J ~ H
     assert god["se_fim"] == pytest.approx({n: fim["params"][n]["se"] for n in names})
@@ -123,6 +124,7 @@ def test_godambe_agrees_with_moments_gim_uncert():
     ref = moments.Godambe.GIM_uncert(func_ex, [moments.Spectrum(b, mask=data.mask) for b in boots], x, data,
                                      multinom=True, eps=0.01)
     assert np.allclose(_se(ours, list(space.names) + ["theta"]), ref, rtol=0.01), (ours["params"], ref)
+    assert ours["score_statistic"] > 1  # the true parameters are not these noisy data's maximum
 
 
 def test_the_stages_godambe_at_the_fit_is_near_moments_gim_uncert():
@@ -147,6 +149,7 @@ def test_the_stages_godambe_at_the_fit_is_near_moments_gim_uncert():
                                      multinom=True, eps=0.01)
     ratio = _se(ours, list(space.names) + ["theta"]) / ref
     assert np.all(np.abs(ratio - 1) < 0.15), ratio
+    assert ours["score_statistic"] < 0.1  # at the maximum
 
 
 def _model(space, cfg, p, data):
@@ -196,6 +199,7 @@ def test_stage_on_a_vcf_writes_godambe_intervals_claic_and_the_blocks(tmp_path, 
     u = entry["uncertainty"]
     assert u["method"] == "Godambe (50 block bootstraps of 20000 bp)" and u["bootstraps"] == 50
     assert u["error"] is None and u["params"]["t1"]["se"] > 0 and entry["claic"] == u["claic"]
+    assert u["score_statistic"] >= 0 and set(u["se_fim"]) == {"t1", "nu1_1", "theta"}
     assert results["best"]["criterion"] == "CLAIC" and results["comparison"] == "CLAIC"
     with np.load(stage / "bootstrap.npz") as z:
         assert z["bootstraps"].shape == (50, 9) and int(z["block_bp"]) == 20_000 and len(z["blocks"]) >= 10

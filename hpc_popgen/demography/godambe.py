@@ -122,6 +122,17 @@ def godambe_result(space_dict: dict[str, Any], x: Sequence[float], theta: float,
         cov = np.full((k, k), np.nan)
     out = intervals_result(prob, cov, method, information, len(spectra), what="the Godambe information")
     out["bootstraps"] = len(boots)
+    # the data's own score statistic s^T H^-1 s: about 0 at the likelihood's maximum; where the fit is not there
+    # (e.g. no local search), J (uncentred, as moments') holds s s^T too and the intervals come out wider
+    s0 = scores(prob, spectra, data, np.ma.filled(data, 0.0)[None])[0] if np.all(np.isfinite(h)) else None
+    try:
+        stat = None if s0 is None else float(s0 @ np.linalg.solve(h, s0))
+    except np.linalg.LinAlgError:
+        stat = None
+    out["score_statistic"] = stat if stat is None or math.isfinite(stat) else None
+    if out["score_statistic"] is not None and out["score_statistic"] > 1.0:
+        log.warning("structure %s: the fit is not at the likelihood's maximum (score statistic %.3g): its Godambe "
+                    "intervals and CLAIC penalty are inflated", prob.space.structure, out["score_statistic"])
     pen = claic_penalty(h, j, prob.multinom)
     out["claic_penalty"] = pen
     out["claic"] = None if pen is None else -2.0 * float(loglik) + 2.0 * pen
