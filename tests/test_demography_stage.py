@@ -87,7 +87,7 @@ def _kill_when(proc: subprocess.Popen, marker: Callable[[], bool], timeout: floa
 
 def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
     # uninterrupted reference run
-    ref_manifest = _manifest(tmp_path / "ref", LOCAL_PROFILE)
+    ref_manifest = _manifest(tmp_path / "ref", LOCAL_PROFILE, uncertainty="none")  # intervals: test_demography_uncertainty
     rd = create_run(ref_manifest, run_dir=tmp_path / "ref" / "run")
     report = execute(rd, progress=False)
     assert report["status"] == "completed"
@@ -117,7 +117,7 @@ def test_stage_outputs_kill_rerun_equals_uninterrupted(tmp_path):
                 assert abs(ll - s["loglik"]) < 1.0  # dadi vs moments: close, not equal
 
     # the same job, killed after island 01 checkpointed generation 3, then rerun
-    job = _manifest(tmp_path / "kill", LOCAL_PROFILE)
+    job = _manifest(tmp_path / "kill", LOCAL_PROFILE, uncertainty="none")
     run = tmp_path / "kill" / "run"
     submit_killed_at(job, run, "demography", "island-01-gen-00003")
     assert not (run / "demography" / "results.json").exists()

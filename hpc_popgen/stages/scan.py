@@ -3,11 +3,11 @@
 The VCF is converted once to VCF Zarr (bio2zarr), cached in the run's storage under ``vcz/`` and
 reused by reruns and later stages (see :mod:`hpc_popgen.readers.vcz`). The driver reads only
 per-variant arrays (positions, alleles, INFO/AA) to choose sites and plan windows, and submits chunks
-of windows (units ``chunk-00003``) with their variant indices; each task reads the genotypes of its
+of windows (units ``chunk-<input>-00003``) with their variant indices; each task reads the genotypes of its
 own windows from the Zarr chunks, writes its TSV part atomically, then the driver joins the parts
 into scan.tsv and plots scan.png.
 
-With ``null``, the same stage also simulates and scans neutral chromosomes (units ``null-00003``, one
+With ``null``, the same stage also simulates and scans neutral chromosomes (units ``null-<input>-00003``, one
 Dask task each, seeded from the stage seed and the chromosome's index, so the result does not depend on
 the worker count), then gives each real window an empirical p-value and a Benjamini–Hochberg q-value
 (:mod:`hpc_popgen.infer.calibrate`) and writes the windows with q < ``fdr`` merged into candidates.tsv.
@@ -23,6 +23,7 @@ share is below ``min_accessible`` are skipped: left out of scan.tsv, counted in 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -212,12 +213,13 @@ def run(ctx: StageContext) -> StageResult:
     parts = out / "parts"
     parts.mkdir(exist_ok=True)
     k = cfg.chunk_windows
+    tag = _input_tag(vcz)  # in every unit id: a rerun on a changed VCF reuses no unit made from the old one
     units = []
     for c, i0 in enumerate(range(0, len(windows), k)):
         chunk = windows[i0:i0 + k]
         lo, hi = chunk[0].lo, max(x.hi for x in chunk)
         rel = [(x.lo - lo, x.hi - lo, x.start, x.end) for x in chunk]
-        uid = f"chunk-{c:05d}"
+        uid = f"chunk-{tag}-{c:05d}"
         units.append(Unit(uid, args=("chunk", mdir, str(vcz), sites.index[lo:hi].copy(), sites.columns, sites.flip[lo:hi].copy(),
                                      positions[lo:hi].copy(), rel, chrom, sites.samples, vcf, str(parts / f"{uid}.tsv")),
                           kwargs={"level": cfg.hpdi_level, "mc_samples": cfg.mc_samples,
@@ -239,7 +241,7 @@ def run(ctx: StageContext) -> StageResult:
         null_mask = {"accessible": None if sites.accessible is None else clip(sites.accessible, length),
                      "min_accessible": cfg.min_accessible}
         for i in range(cfg.null.chromosomes):
-            uid = f"null-{i:05d}"
+            uid = f"null-{tag}-{i:05d}"
             units.append(Unit(uid, args=("null", mdir, graph, history.population, len(sites.samples), length,
                                          float(settings["mutation_rate"]), float(settings["recombination_rate"]),
                                          wdict, f"null{i}", str(parts / f"{uid}.tsv")),
@@ -290,6 +292,15 @@ def run(ctx: StageContext) -> StageResult:
     if model_check is not None:
         result.metrics.update(model_check=model_check)
     return result
+
+
+def _input_tag(vcz: Path) -> str:
+    """8 hex digits naming the scanned input: the VCF Zarr's path (a converted VCF's cache entry is named by
+    the VCF's path, size and mtime) and the time its root was written. Null chromosomes take the scanned
+    length and sample count from it, so their units carry it too."""
+    root = Path(vcz)
+    stamp = max((f.stat().st_mtime_ns for f in (root / "zarr.json", root / ".zgroup") if f.exists()), default=0)
+    return hashlib.sha256(f"{root.resolve()}\0{stamp}".encode()).hexdigest()[:8]
 
 
 def _model_check(ctx: StageContext, units: list[Unit], n_real: int, out) -> dict:
