@@ -60,6 +60,12 @@ def test_planted_sweep_script_remakes_the_data_and_the_job_finds_the_sweep(tmp_p
     metrics = {s["name"]: s["metrics"] for s in report["stages"]}
     assert metrics["simulate"]["engine"]["name"] == "msprime"  # the inferred size change is older than the sweeps
     assert metrics["simulate"]["history"] == "stage:demography/structure-1"
+    # the inferred history's 95% intervals: Godambe from the VCF's 100 kb block bootstraps, CLAIC beside AIC
+    [entry] = json.loads((run / "demography" / "results.json").read_text())["structures"]
+    u = entry["uncertainty"]
+    assert u["method"].startswith("Godambe (100 block bootstraps of 100000 bp") and u["error"] is None, u["method"]
+    assert entry["claic"] is not None and u["params"] and all(
+        iv["lower"] <= iv["value"] <= iv["upper"] for iv in u["params"].values()), u["params"]
 
     out = run / "scan"
     header = (out / "scan.tsv").read_text().splitlines()[0].split("\t")
