@@ -70,3 +70,22 @@ def test_local_search_logs_its_evaluations_and_best_loglik(tmp_path, caplog, mon
     counts = [int(m.split(": ")[1].split()[0]) for m in lines[1:-1]]
     assert counts and counts == sorted(counts) and all("best LL -" in m for m in lines[1:-1]), lines
     assert f"({counts[-1]} evaluations in all" in lines[-1] and ": done, LL -" in lines[-1], lines
+
+
+def test_the_summary_names_the_criterion_the_intervals_and_the_model_check(tmp_path):
+    """The last lines of a run name what ``best`` chose and by which criterion, the intervals' method, and the
+    scan's model-check verdict (read from report.json, as ``hpcpop status`` does)."""
+    from hpc_popgen.cli.summary import summary_lines
+
+    demo = {"name": "demography", "kind": "demography", "status": "completed", "seconds": 12.0, "metrics": {
+        "best": {"structure": [1], "criterion": "CLAIC", "dir": "structure-1"}, "best_by_aic": [2],
+        "best_loglik_per_structure": {"1": -101.5, "2": -100.0},
+        "uncertainty_method": "Godambe (100 block bootstraps of 100000 bp)", "intervals_95": {"1": {"t1": [0.1, 0.3]}}}}
+    scan = {"name": "scan", "kind": "scan", "status": "completed", "seconds": 3.0, "metrics": {
+        "n_windows": 74, "chrom": "chr1", "candidates": "c.tsv", "model_check": {"verdict": "does_not_fit"}}}
+    lines = summary_lines({"status": "completed", "stages": [demo, scan]}, tmp_path)
+    assert "model structure 1 (best by CLAIC), log-likelihood -101.50; 95% intervals: Godambe;" in lines[0]
+    assert "74 windows scanned (chr1); model check: the history does not fit; results: c.tsv" in lines[1]
+    demo["metrics"] = {"best_by_aic": [2], "best_loglik": -7.0}  # a report written before `best` existed
+    assert "model structure 2 (best by AIC), log-likelihood -7.00; demes YAML" in summary_lines(
+        {"status": "completed", "stages": [demo]}, tmp_path)[0]

@@ -31,14 +31,17 @@ def summary_lines(report: dict[str, Any], run_dir: str | Path) -> list[str]:
 
 def _demography(st: Stage, run: Path) -> str:
     m = st.get("metrics") or {}
-    structure = m.get("best_by_aic") or m.get("best_by_loglik")
+    best = m.get("best") or {}
+    structure = best.get("structure") or m.get("best_by_aic") or m.get("best_by_loglik")
     if not structure:
         return _units(st, run)
     key = "-".join(map(str, structure))
     ll = (m.get("best_loglik_per_structure") or {}).get(key, m.get("best_loglik"))
     folder = run / st["name"] / f"structure-{key}"
-    return (f"model structure {key} (best by AIC), log-likelihood {_num(ll, '.2f')}; "
-            f"demes YAML, code and plots: {folder}/")
+    method = m.get("uncertainty_method")
+    intervals = f"; 95% intervals: {method.split(' (')[0]}" if method and key in (m.get("intervals_95") or {}) else ""
+    return (f"model structure {key} (best by {best.get('criterion', 'AIC')}), log-likelihood {_num(ll, '.2f')}"
+            f"{intervals}; demes YAML, code and plots: {folder}/")
 
 
 def _simulate(st: Stage, run: Path) -> str:
@@ -67,7 +70,9 @@ def _evaluate(st: Stage, run: Path) -> str:
 def _scan(st: Stage, run: Path) -> str:
     m = st.get("metrics") or {}
     where = m.get("candidates") or f"{run / st['name']}/"
-    return f"{m.get('n_windows', '?')} windows scanned ({m.get('chrom', '?')}); results: {where}"
+    verdict = (m.get("model_check") or {}).get("verdict")
+    check = f"; model check: the history {verdict.replace('_', ' ')}" if verdict and verdict != "not_run" else ""
+    return f"{m.get('n_windows', '?')} windows scanned ({m.get('chrom', '?')}){check}; results: {where}"
 
 
 def _units(st: Stage, run: Path) -> str:

@@ -220,17 +220,17 @@ def code_settings(data: Mapping[str, Any]) -> list[str]:
     cluster = data.get("cluster") or {}
     slurm = data.get("kind") == "slurm"
     for key, value in cluster.items():
-        plain = _plain(value)
+        plain = to_params(value)
         if key in RUNS_CODE and plain not in (None, False, "", [], {}):  # an empty setting runs nothing
             found.append(f"cluster.{key}: {plain!r} ({RUNS_CODE[key]})")
         elif key == "scheduler_options" and isinstance(value, Mapping):
-            found += [f"cluster.scheduler_options.{k}: {_plain(v)!r} ({RUNS_CODE[k]})"
-                      for k, v in value.items() if k in RUNS_CODE and _plain(v) not in (None, False, "", [], {})]
+            found += [f"cluster.scheduler_options.{k}: {to_params(v)!r} ({RUNS_CODE[k]})"
+                      for k, v in value.items() if k in RUNS_CODE and to_params(v) not in (None, False, "", [], {})]
         for text in [] if key in RUNS_CODE else _strings(plain):
             why = _unsafe_text(text, directive=key in DIRECTIVE_KEYS, slurm=slurm)
             if why:
                 found.append(f"cluster.{key}: {text!r} ({why})")
-    for text in _strings(_plain((data.get("driver") or {}).get("job_extra_directives") or [])):
+    for text in _strings(to_params((data.get("driver") or {}).get("job_extra_directives") or [])):
         why = _unsafe_text(text, directive=True, slurm=True)
         if why:
             found.append(f"driver.job_extra_directives: {text!r} ({why})")
@@ -261,15 +261,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [s for v in value.values() for s in _strings(v)]
     return []
-
-
-def _plain(value: Any) -> Any:
-    """Lists for tuples and dicts for mappings, so recorded and read settings compare equal."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def in_user_folder(path: str | Path) -> bool:
