@@ -246,7 +246,11 @@ def test_bench_ga3_smoke_prints_one_json_object():
     s = out["structures"]["1-1-1"]
     assert list(s["best_loglik_at_minutes"]) == ["0.015", "0.0375", "0.075", "0.15"]
     assert s["evaluations"] > 0 and s["evals_per_s"] > 0
-    assert out["loglik_gap_0.15min"] == pytest.approx(out["true_loglik"] - out["best_loglik"], abs=1e-3)
+    if out["best_loglik"] is None:  # 9 s on a loaded machine can end before any model is scored at the
+        assert s["best_loglik"] is None and out["loglik_gap_0.15min"] is None  # reported settings: no gap then
+        assert out["target_met"] is False
+    else:
+        assert out["loglik_gap_0.15min"] == pytest.approx(out["true_loglik"] - out["best_loglik"], abs=1e-3)
 
 
 def test_bench_ga3_evals_only_reports_rates_and_rankings_per_setting():
