@@ -45,6 +45,7 @@ slurm-down:
 
 test: install slurm-up
 	$(VENV)/bin/ruff check hpc_popgen tests
+	$(PY) -m compileall -q -j 0 hpc_popgen tests > /dev/null  # our bytecode too, for the same reason as in install
 	$(VENV)/bin/pytest -ra $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: install
