@@ -15,7 +15,14 @@ from hpc_popgen.config import config_with_defaults
 from hpc_popgen.errors import InputDataError
 from hpc_popgen.infer.coverage import class_set_covers, coverage_curve, hpd_covers, pit
 from hpc_popgen.infer.posterior import bin_edges
-from hpc_popgen.train.calibration import calibrate, fit_coverage_temperature, fit_temperature, nll
+from hpc_popgen.train.calibration import (
+    calibrate,
+    fit_coverage_temperature,
+    fit_level_map,
+    fit_temperature,
+    mass_for,
+    nll,
+)
 from hpc_popgen.train.config import TrainConfig
 from hpc_popgen.train.labels import LabelSpec
 from hpc_popgen.train.saved import META_FILE, load_bundle, save_bundle, write_calibration
@@ -48,6 +55,27 @@ def test_coverage_fit_recovers_a_known_temperature():
     assert fit["temperature"] == pytest.approx(0.5, rel=0.1)
     assert fit["val_coverage_loss_after"] < fit["val_coverage_loss_before"]
     assert np.allclose(fit["val_coverage_after"], fit["levels"], atol=0.03)
+
+
+def distorted(z: np.ndarray) -> np.ndarray:
+    """Too sharp near the mode and too heavy in the tails: a sharpened softmax with a flat floor under it."""
+    return 0.6 * softmax(z * 2.0, axis=1) + 0.4 / z.shape[1]
+
+
+def test_level_map_mends_what_no_temperature_can():
+    """Fitted on one sample, the level map makes another sample's regions cover at their levels, where the
+    best single temperature leaves the low levels under and the high ones over."""
+    zv, _, sv = calibrated_sample(6000, seed=11)
+    zt, kt, st = calibrated_sample(6000, seed=12)
+    lmap = fit_level_map(distorted(zv), sv, CENTRES)["level_map"]
+    assert lmap["nominal"][0] == lmap["mass"][0] == 0.0 and lmap["nominal"][-1] == lmap["mass"][-1] == 1.0
+    assert np.all(np.diff(lmap["mass"]) >= 0)
+    raw = coverage_curve(distorted(zt), CENTRES, st, kt)
+    fixed = coverage_curve(distorted(zt), CENTRES, st, kt, mass_of=lambda x: mass_for(lmap, x))
+    lv = np.asarray(raw["levels"])
+    assert np.max(np.abs(np.asarray(raw["hpd"]) - lv)) > 0.05          # the distortion shows
+    assert np.allclose(fixed["hpd"], lv, atol=0.02)                     # and the map mends it out of sample
+    assert mass_for(None, 0.95) == 0.95 and mass_for(lmap, 1.0) == 1.0
 
 
 def test_fit_temperature_refuses_mismatched_input():
@@ -113,13 +141,22 @@ def test_bundle_round_trips_its_temperature_and_old_bundles_load_as_t1(tmp_path)
     with pytest.raises(InputDataError, match="calibration.temperature must be a positive number"):
         load_bundle(old)
 
+    lmap = {"nominal": [0.0, 0.5, 0.95, 1.0], "mass": [0.0, 0.4, 0.8, 1.0]}
+    write_calibration(old, {"method": "levels", "temperature": 1.0, "level_map": lmap})
+    m = load_bundle(old)
+    assert m.credible_mass(0.95) == pytest.approx(0.8) and m.credible_mass(0.725) == pytest.approx(0.6)
+    assert m.temperature == 1.0
+    write_calibration(old, {"method": "levels", "temperature": 1.0, "level_map": {**lmap, "mass": [0, 0.9, 0.8, 1]}})
+    with pytest.raises(InputDataError, match="calibration.level_map must hold rising lists"):
+        load_bundle(old)
+
 
 def test_calibrate_on_validation_split_and_evaluate_writes_the_coverage_curve(tmp_path):
     from hpc_popgen.infer.evaluate import evaluate
 
     store = make_store(tmp_path / "s.zarr", prior={"min": 0, "max": 400, "n": 300}, size=16, shard_images=64)
     m = load_bundle(tiny_classes_bundle(tmp_path / "m"))
-    rec = calibrate(m, store)
+    rec = calibrate(m, store, "coverage")
     assert rec["method"] == "coverage" and rec["n_validation"] > 10 and rec["temperature"] > 0
     assert rec["temperature"] == rec["temperature_coverage"]
     assert rec["val_coverage_loss_after"] <= rec["val_coverage_loss_before"]
@@ -127,6 +164,10 @@ def test_calibrate_on_validation_split_and_evaluate_writes_the_coverage_curve(tm
     assert nll_rec["temperature"] == nll_rec["temperature_temperature"] == rec["temperature_temperature"]
     assert nll_rec["val_nll_after"] <= nll_rec["val_nll_before"]
     assert calibrate(m, store, "none") == {"method": "none", "temperature": 1.0}
+    lv_rec = calibrate(m, store)  # the default: the NLL's T and a map of levels to masses
+    assert lv_rec["method"] == "levels" and lv_rec["temperature"] == nll_rec["temperature"]
+    assert len(lv_rec["level_map"]["mass"]) == len(lv_rec["level_map"]["nominal"])
+    assert len(lv_rec["val_coverage_after"]) == len(lv_rec["levels"])
     write_calibration(m.path, rec)
     m = load_bundle(m.path)
     assert m.temperature == rec["temperature"]

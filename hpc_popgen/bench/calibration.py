@@ -36,7 +36,7 @@ from ..manifest import schema_default
 log = logging.getLogger(__name__)
 TARGETS = {"hpdi95_coverage": [0.93, 0.97], "hpdi50_coverage": [0.45, 0.55]}
 SEED = 20261207        # the manifest's master seed: training store, training, validation split
-TEST_SEED = 20261231   # the test store's stage seed: used by nothing else
+TEST_SEED = 20261307   # the test store's stage seed, new with the levels method (20261231 saw the methods chosen)
 SIMULATE = {
     "demography": "marth3", "reference_ne": 10000, "n_haplotypes": 64, "sequence_length": 80000,
     "mutation_rate": 1.5e-8, "recombination_rate": 1.0e-8,
@@ -103,25 +103,31 @@ def curves(model_dir: Path, test_store: str, plot: str | None) -> dict:
     centres, cls = bundle.centres, bundle.labels.class_of(s)
     out: dict = {}
     cal = bundle.calibration
-    other = "temperature" if cal.get("method") == "coverage" else "coverage"
-    runs = [("before", 1.0), ("after", bundle.temperature)]
-    if f"temperature_{other}" in cal:
-        runs.append(("alternative", float(cal[f"temperature_{other}"])))
-    for name, t in runs:
+    method = cal.get("method", "none")
+    # the other fits recorded with the bundle: the NLL's T alone, and (for levels) the coverage fit's T
+    others = {"levels": ("temperature", "coverage"), "coverage": ("temperature",), "temperature": ("coverage",)}
+    runs: list[tuple[str, str, float, object]] = [("before", "none", 1.0, None),
+                                                  ("after", method, bundle.temperature, bundle.credible_mass)]
+    for other in others.get(method, ()):
+        if f"temperature_{other}" in cal:
+            runs.append((other if method == "levels" else "alternative", other, float(cal[f"temperature_{other}"]),
+                         None))
+    for name, how, t, mass_of in runs:
         from scipy.special import softmax
 
         probs = softmax(z / t, axis=1)
-        c = coverage_curve(probs, centres, s, cls)
-        inside = [hpdi_discrete(p, centres, 0.95)[0] <= centres[k] <= hpdi_discrete(p, centres, 0.95)[1]
+        c = coverage_curve(probs, centres, s, cls, mass_of=mass_of)  # type: ignore[arg-type]
+        m95 = mass_of(0.95) if mass_of else 0.95  # type: ignore[operator]
+        inside = [hpdi_discrete(p, centres, m95)[0] <= centres[k] <= hpdi_discrete(p, centres, m95)[1]
                   for p, k in zip(probs, cls, strict=True)]
         c["temperature"] = t
-        c["method"] = {"before": "none", "after": cal.get("method", "none"), "alternative": other}[name]
+        c["method"] = how
         c["hpdi_coverage_class_interval_95"] = float(np.mean(inside))  # evaluate's hpdi_coverage
         c["accuracy"] = float(np.mean(probs.argmax(axis=1) == cls))
         c["rmse_posterior_mean"] = float(np.sqrt(np.mean((probs @ centres - s) ** 2)))
         out[name] = c
     if plot:
-        plot_coverage({"T = 1": out["before"], f"T = {bundle.temperature:.3g}": out["after"]}, plot,
+        plot_coverage({"T = 1": out["before"], f"{method}, T = {bundle.temperature:.3g}": out["after"]}, plot,
                       title=f"coverage of S on {len(s)} test images (seed of their own)")
     out["calibration"] = bundle.calibration
     out["n_test"] = int(len(s))
@@ -142,10 +148,10 @@ def summarise(c: dict) -> dict:
                                    "hpdi50_coverage": round(before["hpd"][lv.index(0.5)], 4)},
             "temperature": c["calibration"].get("temperature", 1.0),
             "method": c["calibration"].get("method", "none"),
-            **({"alternative": {"method": c["alternative"]["method"], "temperature": c["alternative"]["temperature"],
-                                "hpdi95_coverage": round(c["alternative"]["hpd"][lv.index(0.95)], 4),
-                                "hpdi50_coverage": round(c["alternative"]["hpd"][lv.index(0.5)], 4)}}
-               if "alternative" in c else {})}
+            "alternatives": {k: {"method": c[k]["method"], "temperature": c[k]["temperature"],
+                                 "hpdi95_coverage": round(c[k]["hpd"][lv.index(0.95)], 4),
+                                 "hpdi50_coverage": round(c[k]["hpd"][lv.index(0.5)], 4)}
+                             for k in ("alternative", "temperature", "coverage") if k in c}}
 
 
 @click.command()
@@ -155,7 +161,7 @@ def summarise(c: dict) -> dict:
 @click.option("--seed", default=SEED, show_default=True, help="Master seed of the training run.")
 @click.option("--test-seed", default=TEST_SEED, show_default=True, help="Seed of the test store (use it for nothing else).")
 @click.option("--label-sd", default=0.5, show_default=True, help="sd of the gaussian labels, in classes.")
-@click.option("--calibrate", "method", type=click.Choice(["coverage", "temperature"]),
+@click.option("--calibrate", "method", type=click.Choice(["levels", "coverage", "temperature"]),
               default=schema_default("stages/train.schema.json", "calibrate"), show_default=True,
               help="How T is fitted (the train stage's calibrate).")
 @click.option("--cores", default=min(2, len(os.sched_getaffinity(0))), show_default=True)
@@ -166,7 +172,7 @@ def summarise(c: dict) -> dict:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the before/after coverage curves as a PNG.")
 def command(n: int, test_n: int, epochs: int, seed: int, test_seed: int, label_sd: float, method: str, cores: int,
             model_dir: str | None, test_store: str | None, workdir: str | None, plot: str | None) -> None:
-    """Coverage of S by the HPDI of a classes model before and after temperature scaling (one JSON object)."""
+    """Coverage of S by the HPDI of a classes model before and after calibration (one JSON object)."""
     from ..train.calibration import calibrate_bundle
 
     t0 = time.perf_counter()
@@ -190,7 +196,7 @@ def command(n: int, test_n: int, epochs: int, seed: int, test_seed: int, label_s
                                               test_seed=test_seed, cores=cores, label_sd=label_sd,
                                               calibrate=method)
         c = curves(mdir, store, plot)
-    curves_out = {k: c[k] for k in ("before", "after", "alternative") if k in c}
+    curves_out = {k: c[k] for k in ("before", "after", "alternative", "temperature", "coverage") if k in c}
     out = {**summarise(c), "curves": curves_out, "calibration": c["calibration"],
            "n_test": c["n_test"], "settings": None if model_dir else {
                "n_train_store": n, "validation": VALIDATION, "calibrate": method, "n_test": test_n, "epochs": epochs, "seed": seed,

@@ -14,6 +14,7 @@ which is reported beside it (``classes_mass``). ``pit`` is the posterior CDF at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +51,14 @@ def pit(probs: np.ndarray, centres: np.ndarray, s_true: np.ndarray) -> np.ndarra
 
 
 def coverage_curve(probs: np.ndarray, centres: np.ndarray, s_true: np.ndarray, true_class: np.ndarray,
-                   levels: tuple[float, ...] = LEVELS) -> dict:
-    """Coverage of the true S at each level (``hpd``, ``classes`` with ``classes_mass``) and the PIT histogram."""
+                   levels: tuple[float, ...] = LEVELS, mass_of: Callable[[float], float] | None = None) -> dict:
+    """Coverage of the true S at each level (``hpd``, ``classes`` with ``classes_mass``) and the PIT histogram;
+    ``mass_of`` gives the posterior mass a level's region takes (a calibrated bundle's ``credible_mass``)."""
     hpd, cls, mass = [], [], []
     for lv in levels:
-        hpd.append(float(np.mean(hpd_covers(probs, centres, s_true, lv))))
-        c, m = class_set_covers(probs, true_class, lv)
+        m_lv = mass_of(lv) if mass_of else lv
+        hpd.append(float(np.mean(hpd_covers(probs, centres, s_true, m_lv))))
+        c, m = class_set_covers(probs, true_class, m_lv)
         cls.append(float(np.mean(c)))
         mass.append(float(np.mean(m)))
     u = pit(probs, centres, s_true)

@@ -118,13 +118,14 @@ def evaluate(model: TrainedModel, store: ImageStore, out_dir: str | Path, *, spl
         s_map = centres[pred_cls]
         s_mean = probs @ centres
         inside = []
+        mass = model.credible_mass(level)
         for p, c in zip(probs, centres[true_cls], strict=True):
-            lo, hi, _ = hpdi_discrete(p, centres, level)
+            lo, hi, _ = hpdi_discrete(p, centres, mass)
             inside.append(lo <= c <= hi)
         metrics.update(rmse_map=rmse(s_map, s_true), bias_map=bias(s_map, s_true),
                        rmse_posterior_mean=rmse(s_mean, s_true), bias_posterior_mean=bias(s_mean, s_true),
                        hpdi_level=level, hpdi_coverage=float(np.mean(inside)))
-        curve = coverage_curve(probs, centres, s_true, true_cls)
+        curve = coverage_curve(probs, centres, s_true, true_cls, mass_of=model.credible_mass)
         metrics["calibration"] = {"temperature": model.temperature,
                                   "method": model.calibration.get("method", "none"), **curve}
         plot_coverage({f"T = {model.temperature:.3g}": curve}, out / "calibration.png",

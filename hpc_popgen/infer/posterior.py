@@ -67,14 +67,18 @@ def bayes_factor(probs: np.ndarray, prior: np.ndarray, neutral: int) -> float:
 
 
 def summarize(probs: np.ndarray, centres: np.ndarray, prior: np.ndarray | None, *, level: float,
-              mc_samples: int, rng: np.random.Generator | None = None) -> dict:
-    """Everything reported for one region: posterior, MAP, mean, exact and MC HPDI, Bayes factor."""
+              mc_samples: int, rng: np.random.Generator | None = None, mass: float | None = None) -> dict:
+    """Everything reported for one region: posterior, MAP, mean, exact and MC HPDI, Bayes factor.
+
+    ``mass``: the posterior mass of the region reported at ``level`` (a calibrated bundle's
+    :meth:`~hpc_popgen.train.saved.TrainedModel.credible_mass`; default ``level``)."""
+    mass = level if mass is None else mass
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     centres = np.asarray(centres, dtype=np.float64)
     if prior is None or len(prior) != len(probs):
         prior = np.full(len(probs), 1.0 / len(probs))
     neutral = neutral_index(centres)
-    lo, hi, mass = hpdi_discrete(probs, centres, level)
+    lo, hi, held = hpdi_discrete(probs, centres, mass)
     out = {
         "classes": centres.tolist(),
         "posterior": probs.tolist(),
@@ -82,13 +86,13 @@ def summarize(probs: np.ndarray, centres: np.ndarray, prior: np.ndarray | None, 
         "mean": float(probs @ centres / probs.sum()),
         "hpdi_level": level,
         "hpdi": [lo, hi],
-        "hpdi_mass": mass,
+        "hpdi_mass": held,
         "bayes_factor": bayes_factor(probs, prior, neutral),
     }
     out["log10_bayes_factor"] = float(np.log10(out["bayes_factor"]))
     if mc_samples and len(probs) > 2:
         rng = rng if rng is not None else np.random.default_rng(0)
-        out["hpdi_mc"] = list(hpdi_samples(sample_posterior(probs, centres, mc_samples, rng), level))
+        out["hpdi_mc"] = list(hpdi_samples(sample_posterior(probs, centres, mc_samples, rng), mass))
     return out
 
 

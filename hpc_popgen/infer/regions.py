@@ -19,9 +19,11 @@ def summarize_images(model: TrainedModel, images: np.ndarray, *, level: float, m
         return [{"estimate": float(v)} for v in est]
     probs = model.posterior(images)
     prior = model.prior()
+    mass = model.credible_mass(level)
     out = []
     for i, p in enumerate(probs):
-        summ = summarize(p, model.centres, prior, level=level, mc_samples=mc_samples, rng=seeded_rng(seed, i))
+        summ = summarize(p, model.centres, prior, level=level, mc_samples=mc_samples, rng=seeded_rng(seed, i),
+                         mass=mass)
         if model.labels.mode == "binary":
             summ = {"classes": ["neutral", "selection"], "posterior": summ["posterior"],
                     "p_selection": float(p[1]), "bayes_factor": summ["bayes_factor"],

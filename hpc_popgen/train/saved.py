@@ -54,6 +54,13 @@ class TrainedModel:
         """The softmax temperature the class posterior divides logits by (1: uncalibrated)."""
         return float(self.calibration.get("temperature", 1.0))
 
+    def credible_mass(self, level: float) -> float:
+        """The posterior mass of the HPD region reported at credible ``level`` (``level`` itself unless the
+        bundle was calibrated with ``levels``: then the mass whose regions covered at ``level`` on validation)."""
+        from .calibration import mass_for
+
+        return mass_for(self.calibration.get("level_map"), level)
+
     def image_config(self) -> Any:
         """The training store's ImageConfig (how genotypes must be turned into images)."""
         from ..images import ImageConfig
@@ -243,4 +250,16 @@ def _calibration(meta_path: Path, meta: dict) -> dict:
     t = cal.get("temperature", 1.0) if isinstance(cal, dict) else cal
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not np.isfinite(t) or t <= 0:
         raise InputDataError(f"{meta_path}: calibration.temperature must be a positive number (got {t!r})")
+    lm = cal.get("level_map") if isinstance(cal, dict) else None
+    if lm is not None:
+        try:
+            nominal, mass = np.asarray(lm["nominal"], dtype=np.float64), np.asarray(lm["mass"], dtype=np.float64)
+            ok = (nominal.ndim == 1 and nominal.shape == mass.shape and len(nominal) >= 2
+                  and np.all(np.diff(nominal) > 0) and np.all(np.diff(mass) >= 0)
+                  and nominal[0] == mass[0] == 0.0 and nominal[-1] == mass[-1] == 1.0)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputDataError(f"{meta_path}: calibration.level_map must hold rising lists nominal and mass of one "
+                                 "length, from 0 to 1")
     return cal
