@@ -4,15 +4,15 @@ Issue 26, item 4. A run of the product on the local profile (``create_run`` + ``
 submit``): simulate a training store under jobs/bench_quantify.yaml's history and labels (marth3, the
 paper's sweep model, S ~ U(0, 400) in 11 classes, derived alleles) but smaller (64 haplotypes, 64 x 128
 images, 4,000 regions, 6 epochs: about a quarter of an hour on 2 busy cores), train the continuous
-preset with its gaussian labels (the train stage's ``calibrate``, default ``coverage``, fits a softmax temperature T on
-the training store's validation split), and
+preset with its gaussian labels (the train stage's ``calibrate``, default ``levels``, fits a softmax temperature T
+and a map of credible levels to posterior masses on the training store's validation split), and
 evaluate on a test store simulated in its own stage with its own seed (``--test-seed``, used for
 nothing else). ``--model DIR --test-store STORE`` takes a trained classes model instead (T is fitted
 again on its training store's validation split).
 
 Prints one JSON object: ``hpdi95_coverage`` and ``hpdi50_coverage`` after calibration (targets
 0.93-0.97 and 0.45-0.55 beside them), the coverage curve at levels 0.1-0.95 before (T = 1), after, and
-with the other method's T (``alternative``: the NLL fit when ``coverage`` was applied), the calibration
+with the other fits recorded in the bundle (``temperature``, ``coverage``), the calibration
 record, and the class-interval coverage evaluate reports as ``hpdi_coverage``.
 Coverage is that of the true S by the highest-density region of the piecewise-uniform posterior over S
 (hpc_popgen/infer/coverage.py says why the smallest set of whole classes cannot reach a level exactly).
@@ -110,8 +110,7 @@ def curves(model_dir: Path, test_store: str, plot: str | None) -> dict:
                                                   ("after", method, bundle.temperature, bundle.credible_mass)]
     for other in others.get(method, ()):
         if f"temperature_{other}" in cal:
-            runs.append((other if method == "levels" else "alternative", other, float(cal[f"temperature_{other}"]),
-                         None))
+            runs.append((other, other, float(cal[f"temperature_{other}"]), None))
     for name, how, t, mass_of in runs:
         from scipy.special import softmax
 
@@ -151,7 +150,7 @@ def summarise(c: dict) -> dict:
             "alternatives": {k: {"method": c[k]["method"], "temperature": c[k]["temperature"],
                                  "hpdi95_coverage": round(c[k]["hpd"][lv.index(0.95)], 4),
                                  "hpdi50_coverage": round(c[k]["hpd"][lv.index(0.5)], 4)}
-                             for k in ("alternative", "temperature", "coverage") if k in c}}
+                             for k in ("temperature", "coverage") if k in c}}
 
 
 @click.command()
@@ -196,7 +195,7 @@ def command(n: int, test_n: int, epochs: int, seed: int, test_seed: int, label_s
                                               test_seed=test_seed, cores=cores, label_sd=label_sd,
                                               calibrate=method)
         c = curves(mdir, store, plot)
-    curves_out = {k: c[k] for k in ("before", "after", "alternative", "temperature", "coverage") if k in c}
+    curves_out = {k: c[k] for k in ("before", "after", "temperature", "coverage") if k in c}
     out = {**summarise(c), "curves": curves_out, "calibration": c["calibration"],
            "n_test": c["n_test"], "settings": None if model_dir else {
                "n_train_store": n, "validation": VALIDATION, "calibrate": method, "n_test": test_n, "epochs": epochs, "seed": seed,
