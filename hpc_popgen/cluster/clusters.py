@@ -230,6 +230,9 @@ def start_cluster(profile: Profile, resources: Resources | None, *, name: str, l
             mx = min(mx, resources.max_workers)
         cluster.adapt(minimum_jobs=min(profile.adapt.minimum_jobs, mx), maximum_jobs=mx)
     client = Client(cluster)
+    from .worker_exit import QuickExit
+
+    client.register_plugin(QuickExit(), name=QuickExit.name)
     handle = ClusterHandle(cluster=cluster, client=client, kind=kind, key=key, dashboard=_dashboard(cluster, client))
     log.info("cluster %s up; dashboard %s", kind, handle.dashboard)
     return handle
