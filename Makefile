@@ -10,8 +10,9 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 PYTEST_ARGS ?=
 # two test processes (pytest-xdist); tests on the SLURM cluster or with Horovod ranks stay in one of them,
-# one after another (tests/conftest.py groups them). PYTEST_XDIST= runs everything in one process.
-PYTEST_XDIST ?= -n 2 --dist loadgroup
+# one after another (tests/conftest.py groups them and puts the longest groups first; --no-loadscope-reorder
+# keeps that order). PYTEST_XDIST= runs everything in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 
 .PHONY: install run test slurm-up slurm-down lint clean
 

@@ -25,16 +25,28 @@ get_mp_context().set_forkserver_preload(["distributed", "numpy", "pandas", "scip
                                          "hpc_popgen.simulate", "hpc_popgen.store", "hpc_popgen.stages"])
 
 
+# test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order
+LONGEST_GROUPS = ("cluster", "test_platform_runs", "test_genome_scan_job", "test_demography3", "test_progress",
+                  "test_bench_scan", "test_train", "test_demography", "test_forward_stage", "test_demography_stage",
+                  "test_scan_null")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist (``-n 2 --dist loadgroup``): tests on the one SLURM cluster or with Horovod ranks
     run in one worker, one after another (they share its nodes and CPUs, and each cancels the jobs left
     behind); every other test runs in the worker of its module, so module and session artefacts are made once."""
+    group = {}
     for item in items:
         if "slurm" in item.fixturenames or item.get_closest_marker("slurm") or item.get_closest_marker("horovod"):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+            group[item.nodeid] = "cluster"
         else:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+            group[item.nodeid] = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    # the longest groups first (Makefile: --no-loadscope-reorder keeps this order), so that no long group starts
+    # last while the other process idles; xdist's own order (most tests first) left a 2.5-minute module last
+    first = {g: i for i, g in enumerate(LONGEST_GROUPS)}
+    items.sort(key=lambda it: first.get(group[it.nodeid], len(first)))
 
 
 def pytest_collection_finish(session):
