@@ -352,7 +352,7 @@ def _jump_search(ck: Path, rounds: int, data) -> Search:
     """A YRI-CEU search with short local searches and ``rounds`` jump rounds."""
     cfg = config_with_defaults(DemographyConfig, SCHEMA, {
         "input": {"afs": "x.fs"}, "initial_structure": [1, 1], "final_structure": [1, 1],
-        "sym_migration": True, "dt_fac": 0.1,
+        "sym_migration": True, "dt_fac": 0.2,
         "local_search": {"method": "BFGS", "starts": 1, "maxiter": 10, "max_evals": 60,
                          "jump_rounds": rounds, "jump_evals": 80}})
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
