@@ -14,18 +14,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # LocalCluster workers of in-process tests fork from one forkserver per test process, which has imported
-# distributed, numpy, msprime, zarr, TensorFlow and our simulate and train code once (distributed preloads its
-# own imports the same way for its suite), instead of spawning a fresh interpreter that imports them again:
-# the stage and training tests take 28% less time. The forkserver only imports (TensorFlow starts no thread
-# before its first op); worker processes, nannies and tasks are the product's. CLI subprocesses, Horovod
-# ranks and SLURM jobs keep Dask's spawn.
+# distributed, numpy, msprime, zarr and our simulate code once (distributed does the same for its own suite),
+# instead of spawning a fresh interpreter that imports them again: 15% less time on the stage tests. Worker
+# processes, nannies and tasks are the product's; CLI subprocesses and SLURM jobs keep Dask's spawn.
 import dask  # noqa: E402
 from distributed.utils import get_mp_context  # noqa: E402
 
 dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
 get_mp_context().set_forkserver_preload(["distributed", "numpy", "pandas", "scipy", "msprime", "tskit", "zarr",
-                                         "hpc_popgen.simulate", "hpc_popgen.store", "hpc_popgen.stages",
-                                         "tensorflow", "hpc_popgen.train.loop"])
+                                         "hpc_popgen.simulate", "hpc_popgen.store", "hpc_popgen.stages"])
 
 
 # test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order
