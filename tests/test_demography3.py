@@ -245,7 +245,8 @@ def test_bench_ga3_smoke_prints_one_json_object():
     assert out["ga_projection"] == [3, 3, 3] and out["ga_dt_fac"] == 0.1
     s = out["structures"]["1-1-1"]
     assert list(s["best_loglik_at_minutes"]) == ["0.015", "0.0375", "0.075", "0.15"]
-    assert s["evaluations"] > 0 and s["evals_per_s"] > 0
+    # 9 s on a loaded machine can pass in starting the cluster: no evaluation, and then no rate and no model
+    assert (s["evals_per_s"] > 0) if s["evaluations"] > 0 else (s["evals_per_s"] == 0 and out["best_loglik"] is None)
     if out["best_loglik"] is None:  # 9 s on a loaded machine can end before any model is scored at the
         assert s["best_loglik"] is None and out["loglik_gap_0.15min"] is None  # reported settings: no gap then
         assert out["target_met"] is False
