@@ -75,6 +75,8 @@ def test_two_population_model_with_migration_and_growth_during_the_sweep(tmp_pat
     ({"demography": {"stdpopsim": "HomSap/OutOfAfrica_3G09", "population": "CEU"}, "sweep": {"onset": 6000}},
      r"sweep\.onset: 6000 generations ago is older than population 'CEU'"),
     ({"scaling": 500}, r"scaling: "),
+    ({"engine": "fwdpy11", "scaling": 1, "classes": [0, 20], "sweep": {"start_frequency": 1e-6}},
+     r"sweep\.max_attempts: a de novo sweep of S=20 escapes loss by drift in 0\.2% of attempts at Q=1"),
 ])
 def test_engine_and_history_errors_name_the_key(tmp_path, change, error):
     job = write_job(tmp_path, "bad", {**FWD, "store": "x.zarr", **change})

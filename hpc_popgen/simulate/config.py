@@ -36,6 +36,7 @@ class SweepConfig:
     dominance: float
     start_frequency_rtol: float
     end_frequency_atol: float
+    end_condition: str
     position: float
     dt: float
     max_attempts: int

@@ -50,11 +50,18 @@ standing variant. (fwdpy11's own ``add_mutation`` also weights by branch length 
 count and all carriers in one deme.)
 
 **Conditioning.** As :mod:`fwdpy11.conditional_models` does, by rejection: an attempt restarts when
-the allele is lost, or ends with the present-day frequency in ``population`` outside
-``end_frequency +- end_frequency_atol`` (``end_frequency`` from the caller, e.g. the deterministic
-trajectory, or 1 for fixation; ``None`` conditions on not being lost). An attempt stops as soon as the
-allele is lost, or has fixed where the target is below 1 - atol (both states are absorbing, so a
-rejected attempt costs only its generations up to then). The neutral past is simulated
+the allele is lost, or ends with the present-day frequency in ``population`` failing ``end_condition``
+against ``end_frequency`` (from the caller: the deterministic trajectory's, or 1 for fixation; ``None``
+conditions on not being lost): ``near``, within ``end_frequency_atol`` of it; ``at_least``, at or above it
+less ``end_frequency_atol`` (fixation included); ``auto``, ``at_least`` for a de novo sweep and ``near``
+for standing variation. A new allele's establishment time is random, and those that escape drift run
+ahead of the deterministic trajectory from 1/(2N) by a random amount, so "near the trajectory's
+frequency today" is an event few de novo sweeps meet (it failed every attempt of a genome-scan job); "at
+least there by today" is what a user means by a sweep that started ``onset`` generations ago. An attempt
+stops as soon as the allele is lost, or has fixed where ``near`` wants less than 1 - atol (both states are
+absorbing, so a rejected attempt costs only its generations up to then). A de novo allele escapes drift
+with probability about 2 Q h s (:func:`establishment_probability`); :func:`check_forward` refuses a
+config whose weakest sweep would fail all ``max_attempts`` attempts in more than 1% of replicates. The neutral past is simulated
 once per replicate: given the allele's copies at the onset, its future does not depend on the neutral
 genealogy, so rejecting on the forward phase alone samples the right conditional distribution. The
 standing-variation branch and the de novo carrier are drawn anew in every attempt. Attempt ``a`` uses
@@ -86,6 +93,7 @@ import fwdpy11
 import msprime
 import numpy as np
 import tskit
+from scipy.special import lambertw
 
 from ..errors import ParamError
 from ..seeds import derive_seed
@@ -96,6 +104,7 @@ from .units import selection_coefficient
 log = logging.getLogger(__name__)
 
 SIMPLIFICATION_INTERVAL = 100  # generations between fwdpy11 table simplifications
+MAX_FAILED_FRACTION = 0.01  # check_forward refuses a de novo sweep that fails all attempts more often
 
 
 class ForwardRefused(SimulationRefused):
@@ -121,6 +130,7 @@ class ForwardConfig:
     position: float  # selected site, fraction of the region
     scaling: float  # Q
     max_attempts: int
+    end_condition: str  # near, at_least or auto (module docstring)
 
 
 @dataclass
@@ -295,6 +305,8 @@ def _check_scalars(cfg: ForwardConfig) -> None:
         raise ParamError("end_frequency_atol", f"must be in [0, 1], got {cfg.end_frequency_atol}")
     if cfg.max_attempts < 1:
         raise ParamError("max_attempts", f"must be >= 1, got {cfg.max_attempts}")
+    if cfg.end_condition not in ("near", "at_least", "auto"):
+        raise ParamError("end_condition", f"must be near, at_least or auto, got {cfg.end_condition!r}")
     if not cfg.sequence_length > 0:
         raise ParamError("sequence_length", f"must be > 0, got {cfg.sequence_length}")
 
@@ -496,9 +508,24 @@ def fitness_effect(s: float, dominance: float) -> tuple[float, float]:
     return e, math.expm1(dominance * s) / e
 
 
-def check_forward(cfg: ForwardConfig, S_max: float) -> _Model:
-    """Everything about ``cfg`` that can be wrong, for sweeps up to ``S_max``, without simulating
-    (``hpcpop validate`` calls it); returns the scaled model."""
+def establishment_probability(s: float, dominance: float) -> float:
+    """Probability that one new copy with the scaled rate ``s`` (heterozygote fitness exp(h s)) escapes
+    loss by drift: the survival of a Poisson branching process with mean exp(h s), the root of
+    1 - p = exp(-m p) (about 2 h s when small)."""
+    m = math.exp(dominance * s)
+    if m <= 1.0:
+        return 0.0
+    return float(1.0 + lambertw(-m * math.exp(-m)).real / m)
+
+
+def is_de_novo(cfg: ForwardConfig, model: _Model) -> bool:
+    """A sweep from one new copy: start_frequency at most 1/(2N) of ``population`` at the onset."""
+    return cfg.start_frequency * 2 * model.sizes_at_T[cfg.population] <= 1
+
+
+def check_forward(cfg: ForwardConfig, S_max: float, S_min: float | None = None) -> _Model:
+    """Everything about ``cfg`` that can be wrong, for sweeps of S_min..S_max (S_min: S_max when None),
+    without simulating (``hpcpop validate`` calls it); returns the scaled model."""
     _check_scalars(cfg)
     if not (math.isfinite(S_max) and S_max >= 0):
         raise ParamError("S", f"must be >= 0, got {S_max}")
@@ -507,7 +534,22 @@ def check_forward(cfg: ForwardConfig, S_max: float) -> _Model:
     s = Q * selection_coefficient(S_max, cfg.reference_ne)  # scaled msprime s: homozygote 1 + s
     if s * max(cfg.dominance, 1.0) > 1:
         raise ParamError("scaling", f"Q={Q:g} makes the selection coefficient {s:g} (S={S_max:g}) exceed 1")
+    weakest = S_max if S_min is None else S_min
+    if weakest > 0 and is_de_novo(cfg, model):
+        p = establishment_probability(Q * selection_coefficient(weakest, cfg.reference_ne), cfg.dominance)
+        failed = (1.0 - p) ** cfg.max_attempts
+        if failed > MAX_FAILED_FRACTION:
+            need = math.ceil(math.log(MAX_FAILED_FRACTION) / math.log1p(-p)) if p > 0 else math.inf
+            raise ParamError("max_attempts", (
+                f"a de novo sweep of S={weakest:g} escapes loss by drift in {p:.1%} of attempts at Q={Q:g}, so "
+                f"{failed:.0%} of its replicates would fail all {cfg.max_attempts} attempts: raise max_attempts to "
+                f"{need:g} (at most 255), the scaling Q or the weakest S, or start from standing variation"))
     return model
+
+
+def _meets(f1: float, target: float, atol: float, condition: str) -> bool:
+    """Whether the present-day frequency f1 meets the condition ``near`` or ``at_least`` the target."""
+    return f1 >= target - atol if condition == "at_least" else abs(f1 - target) <= atol
 
 
 def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: float | None = None) -> ForwardReplicate:
@@ -531,7 +573,8 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
         matrix, positions = _sample(cfg, pop, deme, seed)
         return ForwardReplicate(matrix, positions, 1, 0.0, 0.0)
 
-    de_novo = cfg.start_frequency * 2 * n_t <= 1
+    de_novo = is_de_novo(cfg, model)
+    condition = cfg.end_condition if cfg.end_condition != "auto" else ("at_least" if de_novo else "near")
     if de_novo:
         base = population_from_tskit(tables.tree_sequence())
         candidates = None
@@ -558,7 +601,7 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
             index = 0
         key = pop.mutations[index].key
         f0 = _deme_frequency(pop, index, key, deme)
-        watch = _AlleleWatch(index, key, stop_if_fixed=end_frequency is not None
+        watch = _AlleleWatch(index, key, stop_if_fixed=end_frequency is not None and condition == "near"
                              and end_frequency + cfg.end_frequency_atol < 1)
         fwdpy11.evolvets(gsl, pop, copy.deepcopy(params), SIMPLIFICATION_INTERVAL, stopping_criterion=watch,
                          track_mutation_counts=True)
@@ -572,9 +615,9 @@ def simulate_forward(cfg: ForwardConfig, S: float, seed: int, *, end_frequency: 
         if pop.generation != model.T:
             raise RuntimeError(f"forward phase ran {pop.generation} generations, expected {model.T}")
         f1 = _deme_frequency(pop, index, key, deme)
-        if end_frequency is not None and abs(f1 - end_frequency) > cfg.end_frequency_atol:
-            log.debug("seed %d S=%g attempt %d: present frequency %.3f, wanted %.3f", seed, S, attempt, f1,
-                      end_frequency)
+        if end_frequency is not None and not _meets(f1, end_frequency, cfg.end_frequency_atol, condition):
+            log.debug("seed %d S=%g attempt %d: present frequency %.3f, wanted %s %.3f", seed, S, attempt, f1,
+                      condition, end_frequency)
             continue
         matrix, positions = _sample(cfg, pop, deme, seed)
         fixed = None if watch.fixed_at is None else (model.T - watch.fixed_at) * Q

@@ -31,6 +31,7 @@ from .units import onset_generations
 FORWARD_KEYS = {"population": "demography.population", "onset": "sweep.onset", "position": "sweep.position",
                 "start_frequency": "sweep.start_frequency", "start_frequency_rtol": "sweep.start_frequency_rtol",
                 "end_frequency_atol": "sweep.end_frequency_atol", "max_attempts": "sweep.max_attempts",
+                "end_condition": "sweep.end_condition",
                 "dominance": "sweep.dominance", "S": "classes"}
 SPLIT_KEY = 3  # rng(replicate seed, SPLIT_KEY) decides the split
 PRIOR_KEY = 4  # rng(replicate seed, PRIOR_KEY) draws S under a continuous prior
@@ -165,7 +166,8 @@ class Plan:
         if self.forward is not None:
             f = self.forward
             out.update(scaling=f.scaling, dominance=f.dominance, start_frequency_rtol=f.start_frequency_rtol,
-                       end_frequency_atol=f.end_frequency_atol, population=f.population)
+                       end_frequency_atol=f.end_frequency_atol, end_condition=f.end_condition,
+                       population=f.population)
         if self.ensemble or self.models:
             out.update(models=len(self.ensemble or self.models or ()), weights=list(self.weights or ()))
         return out
@@ -299,9 +301,10 @@ def _forward_config(cfg: SimulateConfig, sim: SimConfig, history: History, scali
         recombination_rate=sim.recombination_rate, reference_ne=sim.reference_ne, onset=sim.onset,
         start_frequency=sim.start_frequency, start_frequency_rtol=sw.start_frequency_rtol,
         end_frequency_atol=sw.end_frequency_atol, dominance=sw.dominance, position=sim.position,
-        scaling=scaling, max_attempts=sim.max_attempts)
+        scaling=scaling, max_attempts=sim.max_attempts, end_condition=sw.end_condition)
     try:
-        check_forward(forward, max((S for S, _label in strengths), default=0.0))
+        check_forward(forward, max((S for S, _label in strengths), default=0.0),
+                      min((S for S, _label in strengths), default=0.0))
     except ParamError as exc:
         raise ParamError(FORWARD_KEYS.get(exc.key, exc.key), exc.reason) from None
     return forward
@@ -352,4 +355,6 @@ def forward_from_dict(d: dict[str, Any]) -> ForwardConfig:
     """Inverse of :func:`forward_to_dict`."""
     import demes
 
-    return ForwardConfig(**{**d, "demography": demes.Builder.fromdict(d["demography"]).resolve()})
+    # stores written before end_condition conditioned every sweep on being near the trajectory's frequency
+    return ForwardConfig(**{"end_condition": "near", **d,
+                            "demography": demes.Builder.fromdict(d["demography"]).resolve()})
