@@ -22,6 +22,7 @@ BENCHES = {
     "modelcheck": "bench.modelcheck:command",
     "calibration": "bench.calibration:command",
     "uncertainty": "bench.uncertainty:command",
+    "forward": "bench.forward:command",
 }
 
 
