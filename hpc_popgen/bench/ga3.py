@@ -141,10 +141,10 @@ class ClockedEvaluations:
         self.n = 0
         self._rescored: dict[tuple[float, ...], float] = {}
 
-    def submit(self, token: str, space: ModelSpace, x: list[float], ev: Any) -> None:
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: Any, priority: int = 0) -> None:
         """Pass on to the stage's Dask evaluations."""
         self.sent[token] = (space, list(x), ev)
-        self.inner.submit(token, space, x, ev)
+        self.inner.submit(token, space, x, ev, priority=priority)
 
     def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Results as they come, until the time is over (then ``_TimeUp``)."""

@@ -9,7 +9,9 @@ The islands may evaluate at cheaper settings (``ga_dt_fac``, ``ga_projection``: 
 their best individuals are then scored again at the stage's settings, each local search runs at the
 islands' settings first (``local_search.ga_settings_first``), jumps on the whole data at the islands'
 time step, then at the stage's settings, and only log-likelihoods at the stage's settings are reported
-or compared with ``target_loglik``.
+or compared with ``target_loglik``. While the islands work on cheaper settings, their best model so far is
+scored at the stage's settings (the whole data) every ``WHOLE_DATA_SECONDS`` (:class:`WholeDataCheck`), so
+the log, report.json (``whole_data``) and the bar show a comparable log-likelihood from the first minute on.
 
 After each generation an island (population, adaptive rates, RNG state) is written atomically to
 ``<checkpoint>/s<structure>/island-KK.json``, then ``island-KK-gen-GGGGG`` is recorded as done; each
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_SEARCHES = 3  # most short searches more for the best jump of a round (see Search._follow)
 LOCAL_LOG_SECONDS = 15.0  # a local search logs its evaluations and best LL at least this often while it runs
+WHOLE_DATA_SECONDS = 45.0  # islands on cheaper settings: their best model is scored on the whole data this often
 
 StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period increased to reach it)
 
@@ -49,8 +52,9 @@ StructurePlan = list[tuple[tuple[int, ...], int | None]]  # (structure, period i
 class Evaluations(Protocol):
     """Where the search sends points: results come back under the token they were submitted with."""
 
-    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig) -> None:
-        """Start evaluating ``x`` of ``space`` with the settings ``ev`` (the islands' may be coarser)."""
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig, priority: int = 0) -> None:
+        """Start evaluating ``x`` of ``space`` with the settings ``ev`` (the islands' may be coarser); a higher
+        ``priority`` runs before queued work."""
 
     def completed(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(token, result)`` as evaluations finish, those submitted meanwhile included, until none is left."""
@@ -177,6 +181,56 @@ class LocalProgress:
         else:
             best = "no valid model yet"
         log.info("%s: %d evaluations, %s", self.label, self.n, best)
+
+
+class WholeDataCheck:
+    """The islands' best model so far, scored at the stage's settings while the islands use cheaper ones:
+    one evaluation in flight at a time, one due every ``every_s`` seconds. Its results are reported only
+    (not cached, not counted as the search's evaluations), so the search's outputs do not depend on when
+    they came."""
+
+    PREFIX = "whole-"
+
+    def __init__(self, label: str, t_start: float, every_s: float | None = None) -> None:
+        self.label, self.t_start = label, t_start
+        self.every_s = WHOLE_DATA_SECONDS if every_s is None else every_s
+        self.due = time.monotonic() + self.every_s
+        self.pending: str | None = None
+        self.candidate: dict[str, Any] = {}
+        self.n = 0
+        self.best: dict[str, Any] | None = None
+
+    def maybe_submit(self, evals: Evaluations, si: int, space: ModelSpace, arch: Archipelago, ev: EvalConfig) -> None:
+        """Submit the islands' best model now if a check is due and none is in flight."""
+        if self.pending is not None or time.monotonic() < self.due:
+            return
+        heads = [isl.best for isl in arch.islands if isl.best and isl.best[1] > WORST]
+        if not heads:
+            return
+        x, coarse = max(heads, key=lambda b: b[1])
+        self.pending = f"{self.PREFIX}s{si}-{self.n:04d}"
+        self.n += 1
+        self.candidate = {"x": list(x), "loglik_islands": float(coarse)}
+        evals.submit(self.pending, space, list(x), ev, priority=1)  # ahead of the islands' queued evaluations
+
+    def finished(self, r: dict[str, Any], hooks: Hooks, bar: Any) -> float:
+        """A check came back: log it, report it, show it on the bar; the next is due ``every_s`` from now."""
+        self.pending = None
+        self.due = time.monotonic() + self.every_s
+        ll = float(r["loglik"])
+        seconds = round(time.time() - self.t_start, 1)
+        if ll > WORST and (self.best is None or ll >= self.best["loglik"]):
+            self.best = {"loglik": round(ll, 4), "loglik_islands": round(self.candidate["loglik_islands"], 4),
+                         "seconds": seconds, "x": self.candidate["x"]}
+        shown = self.best["loglik"] if self.best else None
+        log.info("%s: the islands' best model so far scores LL %s on the whole data (%.3f at the islands' "
+                 "settings), %.0f s in", self.label, "not valid" if ll <= WORST else f"{ll:.3f}",
+                 self.candidate["loglik_islands"], seconds)
+        hooks.report(whole_data={"best_loglik": shown, "last_loglik": None if ll <= WORST else round(ll, 4),
+                                 "seconds": seconds, "checks": self.n})
+        if shown is not None and hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"whole-data LL {shown:.2f}", refresh=False)
+        return ll
 
 
 class Search:
@@ -316,6 +370,8 @@ class Search:
 
         pending: dict[str, tuple[Batch, int]] = {}
         ev = self.ev_ga
+        whole = None if ev is self.ev else WholeDataCheck(f"{self.label} {space.structure}",
+                                                          self.t0 - self.state["elapsed_before"])
 
         def launch() -> None:
             # islands whose batch is fully cached complete at once, which may free others: loop
@@ -339,6 +395,10 @@ class Search:
         launch()
         sync_bar()
         for token, r in self.evals.completed():
+            if whole is not None and token == whole.pending:
+                if whole.finished(r, self.hooks, bar) > WORST:
+                    self._note_target(float(r["loglik"]))
+                continue
             batch, i = pending.pop(token)
             if arch.open.get(batch.island) is not batch:
                 continue  # island stopped meanwhile (target reached)
@@ -350,6 +410,8 @@ class Search:
             if batch.complete:
                 self._finish(si, arch, batch)
                 launch()
+            if whole is not None and not arch.done:
+                whole.maybe_submit(self.evals, si, space, arch, self.ev)
             sync_bar()
         bar.close()
         if not arch.done:
@@ -368,6 +430,10 @@ class Search:
             if other is not isl and other.done and other.stop_reason == "target":
                 atomic.write_json(sdir / f"island-{other.index:02d}.json", other.to_dict())
         per_island = [None if v <= WORST else round(v, 4) for v in arch.best_per_island()]
+        if self.ev_ga is self.ev:  # the islands score the whole data themselves
+            valid = [v for v in per_island if v is not None]
+            self.hooks.report(whole_data={"best_loglik": max(valid) if valid else None, "checks": 0,
+                                          "seconds": round(self.state["elapsed_before"] + time.time() - self.t0, 1)})
         self.hooks.report(best_loglik_per_island=per_island, structure=list(isl.space.structure),
                           generations=[i.generation for i in arch.islands], evaluations=self.n_evals,
                           cached_evaluations=self.n_cached, failed_evaluations=self.n_failed)

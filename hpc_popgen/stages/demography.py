@@ -99,7 +99,8 @@ class DaskEvaluations:
         self._last_check = 0.0
         self.n_timed_out = 0
 
-    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig | None = None) -> None:
+    def submit(self, token: str, space: ModelSpace, x: list[float], ev: EvalConfig | None = None,
+               priority: int = 0) -> None:
         """Submit ``evaluate(space, x)`` with settings ``ev`` (None: this stage's) as one task (retried by Dask
         when its worker is lost)."""
         if self._done is None:
@@ -109,7 +110,7 @@ class DaskEvaluations:
                 self.on_start()
             self._done = as_completed([])
         fut = self._client().submit(_timed, self.fn, space, x, self.data, ev or self.ev, pure=False, retries=self.retries,
-                                    key=f"{self.name}-{token}")
+                                    key=f"{self.name}-{token}", priority=priority)
         self._tokens[fut.key] = token
         self._futures[fut.key] = fut
         self._submitted[fut.key] = time.monotonic()
