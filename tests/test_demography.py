@@ -309,11 +309,10 @@ def test_search_runs_without_dask_and_resumes_from_checkpoints(tmp_path):
     assert third.evals.tokens == []
 
 
-def test_islands_on_a_projection_report_their_best_models_whole_data_loglik_as_they_go(tmp_path, monkeypatch,
-                                                                                      caplog):
-    """Issue 29: while the islands score a projection, their best model so far is scored on the whole data
-    (one check in flight, one due every WHOLE_DATA_SECONDS: here at once), logged, reported and shown, and
-    the search's results are those of a search without the checks."""
+def test_cheap_settings_report_the_best_models_whole_data_loglik_as_they_go(tmp_path, monkeypatch, caplog):
+    """Issue 29: while the islands (then a local search's first phase) score a projection, the best model
+    so far is scored on the whole data (one check in flight, one due every WHOLE_DATA_SECONDS: here at
+    once), logged and reported, and the search's results are those of a search without the checks."""
     import hpc_popgen.demography.search as search_module
 
     monkeypatch.setattr(search_module, "WHOLE_DATA_SECONDS", 0.0)
@@ -326,13 +325,12 @@ def test_islands_on_a_projection_report_their_best_models_whole_data_loglik_as_t
     assert whole[0] == "whole-s0-0000" and any(t.startswith("whole-s1-") for t in whole)
     assert {search.evals.settings[t] for t in whole} == {search.ev}  # the stage's settings: the whole data
     checks = [m["whole_data"] for m in reports if "whole_data" in m]
-    assert len(checks) == len(whole) and [c["checks"] for c in checks][:2] == [1, 2]
-    best = [c["best_loglik"] for c in checks if c["seconds"] >= 0]
-    assert all(b is not None and b > WORST for b in best)
-    s0 = [c["best_loglik"] for c, t in zip(checks, whole, strict=True) if t.startswith("whole-s0-")]
-    assert s0 == sorted(s0)  # the best so far, within a structure
-    assert max(best) <= max(r["loglik"] for r in state["results"].values()) + 1e-6  # the local search only adds
-    assert any("scores LL" in r.getMessage() and "on the whole data" in r.getMessage() for r in caplog.records)
+    assert len(checks) >= len(whole) - 1 and [c["checks"] for c in checks][:2] == [1, 2]  # the last may be in flight
+    best = [c["best_loglik"] for c in checks]
+    assert all(b is not None and b > WORST for b in best) and best == sorted(best)  # the best so far
+    assert best[-1] <= max(r["loglik"] for r in state["results"].values()) + 1e-6  # the local search only adds
+    messages = [r.getMessage() for r in caplog.records if "on the whole data (" in r.getMessage()]
+    assert any("islands" in m for m in messages) and any("local search" in m for m in messages), messages
     monkeypatch.setattr(search_module, "WHOLE_DATA_SECONDS", math.inf)
     plain = _search(tmp_path / "b", [], ga_dt_fac=0.1, ga_projection=[6])
     assert plain.run()["results"] == state["results"]

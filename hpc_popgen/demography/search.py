@@ -9,9 +9,10 @@ The islands may evaluate at cheaper settings (``ga_dt_fac``, ``ga_projection``: 
 their best individuals are then scored again at the stage's settings, each local search runs at the
 islands' settings first (``local_search.ga_settings_first``), jumps on the whole data at the islands'
 time step, then at the stage's settings, and only log-likelihoods at the stage's settings are reported
-or compared with ``target_loglik``. While the islands work on cheaper settings, their best model so far is
-scored at the stage's settings (the whole data) every ``WHOLE_DATA_SECONDS`` (:class:`WholeDataCheck`), so
-the log, report.json (``whole_data``) and the bar show a comparable log-likelihood from the first minute on.
+or compared with ``target_loglik``. While the islands work on cheaper settings, their best model so far
+(and then a local search's best at the islands' settings) is scored at the stage's settings (the whole data)
+every ``WHOLE_DATA_SECONDS`` (:class:`WholeDataCheck`), so the log, report.json (``whole_data``) and the bar
+show a comparable log-likelihood from the first minute on.
 
 After each generation an island (population, adaptive rates, RNG state) is written atomically to
 ``<checkpoint>/s<structure>/island-KK.json``, then ``island-KK-gen-GGGGG`` is recorded as done; each
@@ -184,53 +185,60 @@ class LocalProgress:
 
 
 class WholeDataCheck:
-    """The islands' best model so far, scored at the stage's settings while the islands use cheaper ones:
-    one evaluation in flight at a time, one due every ``every_s`` seconds. Its results are reported only
-    (not cached, not counted as the search's evaluations), so the search's outputs do not depend on when
-    they came."""
+    """The best model so far of the search's cheaper settings (islands, a local search's first phase),
+    scored at the stage's settings (the whole data): one evaluation in flight at a time, one due every
+    ``WHOLE_DATA_SECONDS``. Its results are reported only (not cached, not counted as the search's
+    evaluations), so the search's outputs do not depend on when they came."""
 
     PREFIX = "whole-"
 
-    def __init__(self, label: str, t_start: float, every_s: float | None = None) -> None:
-        self.label, self.t_start = label, t_start
-        self.every_s = WHOLE_DATA_SECONDS if every_s is None else every_s
-        self.due = time.monotonic() + self.every_s
+    def __init__(self, t_start: float) -> None:
+        self.t_start = t_start
+        self.due = time.monotonic() + WHOLE_DATA_SECONDS
         self.pending: str | None = None
-        self.candidate: dict[str, Any] = {}
+        self.sent: dict[str, Any] = {}  # the model in flight: label, x, its log-likelihood at the cheap settings
+        self.offered: tuple[list[float], float] | None = None
         self.n = 0
-        self.best: dict[str, Any] | None = None
+        self.best: float | None = None
 
-    def maybe_submit(self, evals: Evaluations, si: int, space: ModelSpace, arch: Archipelago, ev: EvalConfig) -> None:
-        """Submit the islands' best model now if a check is due and none is in flight."""
-        if self.pending is not None or time.monotonic() < self.due:
+    def new_structure(self) -> None:
+        """Models of another structure come next (their vectors are another space's)."""
+        self.offered = None
+
+    def offer(self, x: list[float], loglik: float) -> None:
+        """A model scored at the cheap settings; the best one offered is the next to check."""
+        if loglik > WORST and (self.offered is None or loglik > self.offered[1]):
+            self.offered = ([float(v) for v in x], float(loglik))
+
+    def maybe_submit(self, evals: Evaluations, si: int, space: ModelSpace, ev: EvalConfig, label: str) -> None:
+        """Submit the best model offered if a check is due and none is in flight."""
+        if self.pending is not None or self.offered is None or time.monotonic() < self.due:
             return
-        heads = [isl.best for isl in arch.islands if isl.best and isl.best[1] > WORST]
-        if not heads:
-            return
-        x, coarse = max(heads, key=lambda b: b[1])
+        x, coarse = self.offered
         self.pending = f"{self.PREFIX}s{si}-{self.n:04d}"
         self.n += 1
-        self.candidate = {"x": list(x), "loglik_islands": float(coarse)}
-        evals.submit(self.pending, space, list(x), ev, priority=1)  # ahead of the islands' queued evaluations
+        self.sent = {"label": label, "loglik_cheap": coarse}
+        evals.submit(self.pending, space, x, ev, priority=1)  # ahead of the queued evaluations
 
-    def finished(self, r: dict[str, Any], hooks: Hooks, bar: Any) -> float:
-        """A check came back: log it, report it, show it on the bar; the next is due ``every_s`` from now."""
+    def finished(self, token: str, r: dict[str, Any], hooks: Hooks, bar: Any = None) -> bool:
+        """Handle ``token`` if it is the check in flight (False otherwise): log, report, show it on the bar;
+        the next is due ``WHOLE_DATA_SECONDS`` from now."""
+        if token != self.pending:
+            return False
         self.pending = None
-        self.due = time.monotonic() + self.every_s
+        self.due = time.monotonic() + WHOLE_DATA_SECONDS
         ll = float(r["loglik"])
         seconds = round(time.time() - self.t_start, 1)
-        if ll > WORST and (self.best is None or ll >= self.best["loglik"]):
-            self.best = {"loglik": round(ll, 4), "loglik_islands": round(self.candidate["loglik_islands"], 4),
-                         "seconds": seconds, "x": self.candidate["x"]}
-        shown = self.best["loglik"] if self.best else None
-        log.info("%s: the islands' best model so far scores LL %s on the whole data (%.3f at the islands' "
-                 "settings), %.0f s in", self.label, "not valid" if ll <= WORST else f"{ll:.3f}",
-                 self.candidate["loglik_islands"], seconds)
-        hooks.report(whole_data={"best_loglik": shown, "last_loglik": None if ll <= WORST else round(ll, 4),
+        if ll > WORST and (self.best is None or ll > self.best):
+            self.best = round(ll, 4)
+        log.info("%s: the best model so far scores LL %s on the whole data (%.3f at the cheaper settings), "
+                 "%.0f s in", self.sent["label"], "not valid" if ll <= WORST else f"{ll:.3f}",
+                 self.sent["loglik_cheap"], seconds)
+        hooks.report(whole_data={"best_loglik": self.best, "last_loglik": None if ll <= WORST else round(ll, 4),
                                  "seconds": seconds, "checks": self.n})
-        if shown is not None and hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"whole-data LL {shown:.2f}", refresh=False)
-        return ll
+        if self.best is not None and bar is not None:
+            bar.set_postfix_str(f"whole-data LL {self.best:.2f}", refresh=False)
+        return True
 
 
 class Search:
@@ -258,6 +266,7 @@ class Search:
         self.jobs: dict[str, int] = {}
         self.t0 = time.time()
         self._seq = 0
+        self.whole = WholeDataCheck(self.t0 - self.state["elapsed_before"])
 
     # -- structures ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -370,8 +379,8 @@ class Search:
 
         pending: dict[str, tuple[Batch, int]] = {}
         ev = self.ev_ga
-        whole = None if ev is self.ev else WholeDataCheck(f"{self.label} {space.structure}",
-                                                          self.t0 - self.state["elapsed_before"])
+        cheap = ev is not self.ev
+        self.whole.new_structure()
 
         def launch() -> None:
             # islands whose batch is fully cached complete at once, which may free others: loop
@@ -395,9 +404,7 @@ class Search:
         launch()
         sync_bar()
         for token, r in self.evals.completed():
-            if whole is not None and token == whole.pending:
-                if whole.finished(r, self.hooks, bar) > WORST:
-                    self._note_target(float(r["loglik"]))
+            if self._whole_data(token, r, bar):
                 continue
             batch, i = pending.pop(token)
             if arch.open.get(batch.island) is not batch:
@@ -410,8 +417,9 @@ class Search:
             if batch.complete:
                 self._finish(si, arch, batch)
                 launch()
-            if whole is not None and not arch.done:
-                whole.maybe_submit(self.evals, si, space, arch, self.ev)
+            if cheap and not arch.done:
+                self.whole.offer(batch.xs[i], r["loglik"])
+                self.whole.maybe_submit(self.evals, si, space, self.ev, f"{self.label} {space.structure} islands")
             sync_bar()
         bar.close()
         if not arch.done:
@@ -459,9 +467,14 @@ class Search:
                 tokens[token] = i
             else:
                 self.n_cached += 1
+        cheap = ev is not self.ev
+        if cheap and tokens:
+            self.whole.maybe_submit(self.evals, si, space, self.ev, f"{self.label} {space.structure} local search")
         results: dict[str, dict] = {}
         if tokens:
             for token, r in self.evals.completed():
+                if self._whole_data(token, r):
+                    continue
                 results[token] = r
                 if len(results) == len(tokens):
                     break
@@ -472,7 +485,17 @@ class Search:
             out[i] = r
             if ev is self.ev:
                 self._note_target(r["loglik"])
+            else:
+                self.whole.offer(xs[i], r["loglik"])
         return out  # type: ignore[return-value]
+
+    def _whole_data(self, token: str, r: dict[str, Any], bar: Any = None) -> bool:
+        """Whether ``token`` was a whole-data check (then handled: see :class:`WholeDataCheck`)."""
+        if not self.whole.finished(token, r, self.hooks, bar):
+            return False
+        if r["loglik"] > WORST:
+            self._note_target(float(r["loglik"]))
+        return True
 
     def _local(self, si: int, space: ModelSpace, starts: list[list[float]]) -> list[dict]:
         """Local searches from ``starts``, one after the other, each spreading its evaluations.
