@@ -220,6 +220,15 @@ class WholeDataCheck:
         self.sent = {"label": label, "loglik_cheap": coarse}
         evals.submit(self.pending, space, x, ev, priority=1)  # ahead of the queued evaluations
 
+    def scored(self, lls: list[float], hooks: Hooks) -> None:
+        """The search's own evaluations at the stage's settings (rescoring, a local search's last phase):
+        report the best so far when they raise it."""
+        top = max((ll for ll in lls if ll > WORST), default=None)
+        if top is not None and (self.best is None or top > self.best):
+            self.best = round(top, 4)
+            hooks.report(whole_data={"best_loglik": self.best, "last_loglik": self.best,
+                                     "seconds": round(time.time() - self.t_start, 1), "checks": self.n})
+
     def finished(self, token: str, r: dict[str, Any], hooks: Hooks, bar: Any = None) -> bool:
         """Handle ``token`` if it is the check in flight (False otherwise): log, report, show it on the bar;
         the next is due ``WHOLE_DATA_SECONDS`` from now."""
@@ -487,6 +496,8 @@ class Search:
                 self._note_target(r["loglik"])
             else:
                 self.whole.offer(xs[i], r["loglik"])
+        if not cheap and tokens:
+            self.whole.scored([float(results[t]["loglik"]) for t in tokens], self.hooks)
         return out  # type: ignore[return-value]
 
     def _whole_data(self, token: str, r: dict[str, Any], bar: Any = None) -> bool:
