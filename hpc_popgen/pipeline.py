@@ -148,14 +148,19 @@ def execute(rd: RunDir, *, progress: bool = True) -> dict:
     A live driver on the run (submit, rerun or a detached one) refuses this one with one line, before
     anything is written; a gone one's lock is taken over (see runlock.py)."""
     with RunLock(rd.path):
-        return _execute(rd, progress=progress)
+        handler = _attach_log_file(rd)
+        try:
+            return _execute(rd, progress=progress)
+        finally:  # a run called in-process (tests, notebooks) must not log the next run's lines into this one's
+            if handler is not None:
+                logging.getLogger("hpc_popgen").removeHandler(handler)
+                handler.close()
 
 
 def _execute(rd: RunDir, *, progress: bool) -> dict:
     """The driver loop of ``execute``, under the run's lock."""
     job = recorded_job(rd)
     manifest, profile = job.manifest, job.profile
-    _attach_log_file(rd)
     clusters: dict[str, ClusterHandle] = {}
 
     def cluster_key(stage: JobStage) -> str:
@@ -251,17 +256,19 @@ def _run_stage(ctx: StageContext) -> StageResult:
     return result
 
 
-def _attach_log_file(rd: RunDir) -> None:
+def _attach_log_file(rd: RunDir) -> logging.Handler | None:
+    """The run's log file as a handler of our loggers (None when one is attached already)."""
     root = logging.getLogger("hpc_popgen")
     for h in root.handlers:
         if getattr(h, "_hpcpop_run", None) == str(rd.path):
-            return
+            return None
     fh = logging.FileHandler(rd.log_path())
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     fh._hpcpop_run = str(rd.path)  # type: ignore[attr-defined]
     root.addHandler(fh)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+    return fh
 
 
 # --- detached driver on SLURM -----------------------------------------------------------------

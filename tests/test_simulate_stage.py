@@ -131,6 +131,20 @@ def test_store_contents_match_the_contract(reference):
     assert sorted(Ledger(run_dir / "ledger" / "simulate").done()) == [f"shard-{i:05d}" for i in range(3)]
 
 
+def test_each_in_process_run_logs_to_its_own_file_only(tmp_path, reference):
+    """execute() detaches its run's log file when it returns: a later run in the same process (a notebook,
+    these tests) does not write its lines into an earlier run's hpcpop.log."""
+    import logging
+
+    first_log = reference[1] / "hpcpop.log"
+    before = first_log.read_text()
+    run_dir, _ = run_job(tmp_path, "later", {**BASE, "store": "later.zarr", "n_per_class": 2, "shard_images": 2,
+                                             "chunk_images": 2})
+    assert first_log.read_text() == before
+    assert "later.zarr" in (run_dir / "hpcpop.log").read_text()
+    assert not [h for h in logging.getLogger("hpc_popgen").handlers if getattr(h, "_hpcpop_run", None)]
+
+
 def test_two_workers_give_the_same_store(tmp_path, reference):
     run_job(tmp_path, "two", {**BASE, "store": "two.zarr"}, workers=2)
     assert_same_store(reference[0], tmp_path / "stores" / "two.zarr")
