@@ -198,6 +198,7 @@ class WholeDataCheck:
         self.pending: str | None = None
         self.sent: dict[str, Any] = {}  # the model in flight: label, x, its log-likelihood at the cheap settings
         self.offered: tuple[list[float], float] | None = None
+        self.last_x: list[float] | None = None  # the model checked last
         self.n = 0
         self.best: float | None = None
 
@@ -215,6 +216,10 @@ class WholeDataCheck:
         if self.pending is not None or self.offered is None or time.monotonic() < self.due:
             return
         x, coarse = self.offered
+        if x == self.last_x:  # no better model since the last check: its score stands
+            self.due = time.monotonic() + WHOLE_DATA_SECONDS
+            return
+        self.last_x = x
         self.pending = f"{self.PREFIX}s{si}-{self.n:04d}"
         self.n += 1
         self.sent = {"label": label, "loglik_cheap": coarse}
