@@ -24,7 +24,7 @@ KEYS = ["read_records_per_s", "region_query_s", "driver_mem_ratio_50_10", "plant
 def test_bench_scan_prints_one_json_object_with_the_target_keys_first(tmp_path):
     kept = tmp_path / "work"
     proc = run_cli("bench", "scan", "--lengths", "0.2,0.4", "--read-samples", "50", "--read-length", "0.05",
-                   "--ms-images", "200", "--read-repeats", "2", "--keep", str(kept), timeout=300)
+                   "--ms-images", "200", "--read-repeats", "2", "--keep", str(kept), "--step", "20000", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout
@@ -57,7 +57,19 @@ def test_bench_scan_prints_one_json_object_with_the_target_keys_first(tmp_path):
                                        "ms_images_per_s"}
     assert all(isinstance(v, bool) for v in out["targets_met"].values())
     assert out["kept"] == str(kept.resolve())  # --keep: the chromosomes and scans stay for later analyses
-    assert len(list(kept.rglob("scan.tsv"))) == 2 and len(list(kept.rglob("*.vcf.gz"))) >= 3
+    assert len(list(kept.rglob("scan.tsv"))) == 3 and len(list(kept.rglob("*.vcf.gz"))) >= 3
+    # --step: the longest chromosome again at a 20 kb step; its windows at the 40 kb step's starts are those windows
+    fine, coarse = out["fine_step"], out["scan"]["0.4Mb"]
+    assert out["fine_step_0.4mb_s"] == fine["wall_s"] > 0 and fine["step_bp"] == 20_000 and coarse["step_bp"] == 40_000
+    assert fine["windows"] >= 2 * coarse["windows"] - 2 and fine["chunk_windows"] == 2 * coarse["chunk_windows"]
+    [fine_tsv] = kept.rglob("run-scan-step20000/scan/scan.tsv")
+    [coarse_tsv] = kept.rglob("len1/run-scan/scan/scan.tsv")
+    a, b = read_scan(fine_tsv), read_scan(coarse_tsv)
+    at = {int(v): i for i, v in enumerate(a["start"])}
+    shared = [(at[int(v)], j) for j, v in enumerate(b["start"]) if int(v) in at]
+    assert len(shared) == len(b["start"])
+    for key in ("n_sites", "map", "mean", "bayes_factor"):
+        assert [a[key][i] for i, _ in shared] == [b[key][j] for _, j in shared], key
 
 
 def test_bench_scan_refuses_a_keep_folder_that_is_not_empty(tmp_path):

@@ -56,7 +56,8 @@ REGION_BP = 80_000
 FDR = 0.05
 NULL_SIZES = (20, 50, 100, 200)  # null chromosomes per scan re-analysed from the run's pooled nulls (--power)
 TARGETS = {"read_records_per_s": 30_000, "region_query_s": 1.0, "driver_mem_ratio_50_10": 1.1,
-           "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500}
+           "planted_top1pct_fraction": 0.8, "null_fdr_at_q05": 0.05, "ms_images_per_s": 2_500,
+           "fine_step_50mb_s": 300}
 
 
 # --- a fresh driver process per scan ----------------------------------------------------------------
@@ -154,8 +155,9 @@ def _write_manifest(path: Path, storage: Path, stages: list[dict], seed: int) ->
 
 
 def _scan_stage(name: str, vcf: str, cores: int, chunk_windows: int, model: str | None = None,
-                null: int | None = None) -> dict:
-    scan = {"model": model, "vcf": vcf, "window": dict(WINDOW), "chunk_windows": chunk_windows}
+                null: int | None = None, step: int | None = None) -> dict:
+    window = {**WINDOW, "step": step or WINDOW["step"]}
+    scan = {"model": model, "vcf": vcf, "window": window, "chunk_windows": chunk_windows}
     if null:
         scan.update(null={"chromosomes": null}, fdr=FDR)
     return {"name": name, "resources": {"cores": cores}, "scan": scan}
@@ -163,18 +165,22 @@ def _scan_stage(name: str, vcf: str, cores: int, chunk_windows: int, model: str 
 
 # --- parts ----------------------------------------------------------------------------------------
 
-def scan_one(tmp: Path, truth: dict, model: Path, cores: int, chunk_windows: int, seed: int) -> dict:
-    """Convert (own process), then scan (fresh driver process) one chromosome; speed and memory."""
+def scan_one(tmp: Path, truth: dict, model: Path, cores: int, chunk_windows: int, seed: int,
+             step: int | None = None) -> dict:
+    """Convert (own process), then scan (fresh driver process) one chromosome; speed and memory. ``step``:
+    the windows' step in bp (default WINDOW's); the conversion is reused when ``tmp`` has it already."""
     storage = tmp / "storage"
     conv = _in_child({"mode": "convert", "vcf": truth["path"], "cache": str(storage / "vcz")})
-    man = _write_manifest(tmp / "scan.yaml", storage, [_scan_stage("scan", truth["path"], cores, chunk_windows,
-                                                                   str(model))], seed)
-    res = _in_child({"mode": "scan", "manifest": str(man), "run_dir": str(tmp / "run")})
+    name = "scan" if step is None else f"scan-step{step}"
+    man = _write_manifest(tmp / f"{name}.yaml", storage, [_scan_stage("scan", truth["path"], cores, chunk_windows,
+                                                                      str(model), step=step)], seed)
+    res = _in_child({"mode": "scan", "manifest": str(man), "run_dir": str(tmp / f"run-{name}")})
     if res["status"] != "completed":
         raise click.ClickException(f"bench scan: the scan of {truth['path']} ended {res['status']!r}: {res['error']}")
     m = res["metrics"]
     n, wall = int(m["n_windows"]), float(res["stage_s"])
-    return {"length_mb": truth["length"] / 1e6, "records": truth["records"], "sites": m["n_sites"], "windows": n,
+    return {"length_mb": truth["length"] / 1e6, "step_bp": step or WINDOW["step"], "chunk_windows": chunk_windows,
+            "records": truth["records"], "sites": m["n_sites"], "windows": n, "windows_per_s": round(n / wall, 2),
             "wall_s": round(wall, 2), "execute_s": round(res["execute_s"], 2),
             "windows_per_s_per_core": round(n / (wall * cores), 2),
             "windows_per_worker_cpu_s": round(n / res["worker_cpu_s"], 2) if res["worker_cpu_s"] else None,
@@ -541,7 +547,8 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
               read_samples: int = 2504, read_length: float = 2.0, read_repeats: int = 3, ms_images: int = 4000,
               do_power: bool = False, replicates: int = 10, neutral: int = 100, power_length: float = 10.0,
               null_chromosomes: int = 20,
-              n_per_class: int = 2000, epochs: int = 10, seed: int = 1, keep: Path | None = None) -> dict:
+              n_per_class: int = 2000, epochs: int = 10, seed: int = 1, keep: Path | None = None,
+              step: int | None = None) -> dict:
     """The JSON-ready result (targets' keys first, then the parts' details); its files stay in ``keep``
     if given."""
     lengths = sorted(lengths)
@@ -554,6 +561,11 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
             scans[f"{length:g}Mb"] = scan_one(d, truths[length], model, cores, chunk_windows, seed)
             log.info("bench scan: %g Mb: %s", length, scans[f"{length:g}Mb"])
         longest = truths[lengths[-1]]
+        fine = None
+        if step is not None:  # the longest chromosome again at a fine step, each task spanning as many bp
+            fine = scan_one(tmp / f"len{len(lengths) - 1}", longest, model, cores,
+                            chunk_windows * max(1, WINDOW["step"] // step), seed, step=step)
+            log.info("bench scan: %g Mb at a %d bp step: %s", lengths[-1], step, fine)
         rq = region_query(longest["path"], longest["length"], longest["chrom"])
         read = reading(tmp / "read", read_samples, samples, read_length, read_repeats, seed + 500)
         pw = power(tmp / "power", replicates=replicates, neutral=neutral, length_mb=power_length, diploids=samples,
@@ -566,6 +578,8 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
            "planted_top1pct_fraction": pw["planted_top1pct_fraction"] if pw else None,
            "null_fdr_at_q05": pw["null_fdr_at_q05"] if pw else None,
            "ms_images_per_s": ms["ms_images_per_s"] if ms else None}
+    if fine is not None:
+        out[f"fine_step_{lengths[-1]:g}mb_s"] = fine["wall_s"]
     checks = {"read_records_per_s": out["read_records_per_s"] >= TARGETS["read_records_per_s"],
               "read_records_per_s_vcz": read["read_records_per_s_vcz"] >= TARGETS["read_records_per_s"],
               "read_records_per_s_bcf": read["read_records_per_s_bcf"] >= TARGETS["read_records_per_s"],
@@ -577,10 +591,12 @@ def run_bench(*, lengths: list[float], samples: int = 99, cores: int = 2, chunk_
             out["null_fdr_at_q05"] <= TARGETS["null_fdr_at_q05"]
     if ms:
         checks["ms_images_per_s"] = ms["ms_images_per_s"] >= TARGETS["ms_images_per_s"]
+    if fine is not None and lengths[-1] == 50 and step == 2000:
+        checks["fine_step_50mb_s"] = fine["wall_s"] <= TARGETS["fine_step_50mb_s"]
     out.update(targets=TARGETS, targets_met=checks, all_targets_met=all(checks.values()),
                model="untrained" + (" (scan speed and memory); trained under the true history for power" if pw else ""),
                cores=cores, samples=samples, lengths_mb=lengths, driver_mem_ratio_lengths_mb=[lengths[0], lengths[-1]],
-               window=WINDOW, chunk_windows=chunk_windows, image=IMAGE, scan=scans,
+               window=WINDOW, chunk_windows=chunk_windows, image=IMAGE, scan=scans, fine_step=fine,
                region_query={**rq, "length_mb": lengths[-1]}, reading=read, power=pw, ms=ms,
                timing=("scan: wall of the scan stage (cluster start included) in a fresh driver process, per core = "
                        "windows / (wall x cores); memory sampled from /proc (driver RSS; task = the largest Dask "
@@ -630,12 +646,16 @@ def _floats(ctx, param, value: str) -> list[float]:
               help="--power: training regions per class (neutral, sweep).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="--power: training epochs.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the simulated chromosomes and runs.")
+@click.option("--step", type=click.IntRange(min=1), default=None,
+              help="Also scan the longest chromosome with windows every STEP bp (e.g. 2000: fine_step_50mb_s, "
+                   "target 300 s at 50 Mb), each task spanning as many bp as at the default step.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Work in this folder (it must be empty or new) and keep it: the chromosomes, scans and nulls "
                    "for analyses after the run. Default: a temporary folder, removed.")
 def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, read_samples: int, read_length: float,
             read_repeats: int, ms_images: int, do_power: bool, replicates: int, neutral: int, power_length: float,
-            null_chromosomes: int, n_per_class: int, epochs: int, seed: int, keep: Path | None) -> None:
+            null_chromosomes: int, n_per_class: int, epochs: int, seed: int, keep: Path | None,
+            step: int | None) -> None:
     """Genome scans at 10 and 50 Mb (speed, driver and task memory), reading 99 of 2,504 samples, an 80 kb
     region query, power and FDR (--power), the ms reader; one JSON object."""
     if keep is not None and keep.is_dir() and any(keep.iterdir()):
@@ -644,5 +664,5 @@ def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, 
                     read_samples=read_samples, read_length=read_length, read_repeats=read_repeats,
                     ms_images=ms_images, do_power=do_power, replicates=replicates, neutral=neutral,
                     power_length=power_length, null_chromosomes=null_chromosomes, n_per_class=n_per_class, epochs=epochs, seed=seed,
-                    keep=None if keep is None else keep.resolve())
+                    keep=None if keep is None else keep.resolve(), step=step)
     click.echo(json.dumps(res))
