@@ -196,7 +196,7 @@ class WholeDataCheck:
         self.t_start = t_start
         self.due = time.monotonic() + WHOLE_DATA_SECONDS
         self.pending: str | None = None
-        self.sent: dict[str, Any] = {}  # the model in flight: label, x, its log-likelihood at the cheap settings
+        self.sent: dict[str, Any] = {}  # the check in flight: its log label and the model's LL at the cheap settings
         self.offered: tuple[list[float], float] | None = None
         self.last_x: list[float] | None = None  # the model checked last
         self.n = 0
