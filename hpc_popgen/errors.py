@@ -25,6 +25,10 @@ class ParamError(ManifestError):
         self.reason = reason
         super().__init__(f"{key}: {reason}" if key else reason)
 
+    def __reduce__(self) -> tuple:
+        """Pickled with its two fields, so a task's ParamError reaches the driver as it was raised."""
+        return type(self), (self.key, self.reason)
+
     def within(self, prefix: str) -> ParamError:
         """The same error one level up: ``maf`` inside ``image`` becomes ``image.maf``."""
         return ParamError(f"{prefix}.{self.key}" if self.key else prefix, self.reason)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
+from .cluster.forkserver import fork_local_workers
 from .cluster.profiles import Profile, profile_from_data, resolve_profile
 from .cluster.sbatch import sbatch_header
 from .errors import ManifestError, ProfileError, StageFailed
@@ -35,6 +36,7 @@ from .stages.base import StageContext, StageResult, check_url, stage_config
 
 log = logging.getLogger(__name__)
 ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker job's whole memory and GPUs
+TENSORFLOW_KINDS = ("train", "evaluate", "scan")  # stages whose tasks import TensorFlow
 
 
 def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
@@ -162,6 +164,8 @@ def _execute(rd: RunDir, *, progress: bool) -> dict:
     job = recorded_job(rd)
     manifest, profile = job.manifest, job.profile
     clusters: dict[str, ClusterHandle] = {}
+    if profile.kind == "local":
+        fork_local_workers(tensorflow=any(s.kind in TENSORFLOW_KINDS for s in manifest.stages))
 
     def cluster_key(stage: JobStage) -> str:
         """Stages with the same key share one cluster."""

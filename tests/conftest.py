@@ -13,16 +13,13 @@ from helpers import REPO, scancel_ours, sinfo_ok, slurm_profile_data, write_yaml
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# LocalCluster workers of in-process tests fork from one forkserver per test process, which has imported
-# distributed, numpy, msprime, zarr and our simulate code once (distributed does the same for its own suite),
-# instead of spawning a fresh interpreter that imports them again: 15% less time on the stage tests. Worker
-# processes, nannies and tasks are the product's; CLI subprocesses and SLURM jobs keep Dask's spawn.
-import dask  # noqa: E402
-from distributed.utils import get_mp_context  # noqa: E402
+# LocalCluster workers fork from one server per process that has imported distributed, numpy, msprime, zarr,
+# TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run that trains or
+# scans): here for every in-process test, whatever it runs first. CLI runs set it up themselves; Horovod ranks
+# and SLURM jobs start their own interpreters.
+from hpc_popgen.cluster.forkserver import fork_local_workers  # noqa: E402
 
-dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-get_mp_context().set_forkserver_preload(["distributed", "numpy", "pandas", "scipy", "msprime", "tskit", "zarr",
-                                         "hpc_popgen.simulate", "hpc_popgen.store", "hpc_popgen.stages"])
+fork_local_workers(tensorflow=True)
 
 
 # test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order

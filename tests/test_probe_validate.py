@@ -281,7 +281,7 @@ def test_a_task_error_fails_its_unit_once_by_name(run_and_cluster, tmp_path, cap
 def test_run_task_raises_our_errors_as_they_were_and_others_as_one_line(run_and_cluster, tmp_path):
     import math
 
-    from hpc_popgen.errors import StageFailed, StoreError
+    from hpc_popgen.errors import ParamError, StageFailed, StoreError
     from hpc_popgen.store import open_store
     from hpc_popgen.train.models import PRESETS
 
@@ -291,8 +291,9 @@ def test_run_task_raises_our_errors_as_they_were_and_others_as_one_line(run_and_
         ctx.run_task(open_store, str(missing), key="probe-open")
     with pytest.raises(StageFailed, match=r"^task probe-sqrt: ValueError: math domain error$"):
         ctx.run_task(math.sqrt, -1.0, key="probe-sqrt")
-    with pytest.raises(StageFailed, match=r"^task probe-preset: ParamError: .*'nope'"):  # does not unpickle: its text
+    with pytest.raises(ParamError, match=r"^preset: unknown preset 'nope'") as err:  # key and reason pickled
         ctx.run_task(PRESETS.get, "nope", key="probe-preset")
+    assert (err.value.key, err.value.within("model").key) == ("preset", "model.preset")
     assert ctx.run_task(math.sqrt, 4.0, key="probe-ok")[0] == 2.0
 
 
