@@ -284,7 +284,7 @@ def test_bfgs_first_step_stays_near_the_start_instead_of_a_corner_of_the_bounds(
         seen.extend(xs)
         return [evaluate(space, x, data, evc(dt_fac=0.1)) for x in xs]
 
-    r = local_search(space, list(x0), many, method="BFGS", maxiter=3, max_evals=80)
+    r = local_search(space, list(x0), many, method="BFGS", maxiter=1, max_evals=45)  # the first step
     cont = [i for i, p in enumerate(space.free) if not p.discrete]
     z0 = space.to_unit(x0)[cont]
     worst = max(float(np.max(np.abs(space.to_unit(np.asarray(x))[cont] - z0))) for x in seen)

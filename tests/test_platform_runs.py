@@ -48,7 +48,7 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
 
 def start_long_run(tmp_path: Path, profile: Path, run: Path) -> subprocess.Popen:
     """`hpcpop submit` in the background on 60 shards: long enough to watch and interrupt."""
-    job = manifest(tmp_path, profile, n_per_class=120, shard_images=4, n_haplotypes=32, sequence_length=30_000)
+    job = manifest(tmp_path, profile, n_per_class=120, shard_images=4, n_haplotypes=32, sequence_length=20_000)
     return subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
