@@ -18,7 +18,7 @@ from helpers import write_yaml
 from test_demography_stage import LOCAL_PROFILE, submit_killed_at
 
 from hpc_popgen.bench.ga3 import command as bench_ga3
-from hpc_popgen.bench.ga3 import simulated_spectrum, stage_params, true_space, true_values, write_fs
+from hpc_popgen.bench.ga3 import simulated_spectrum, stage_params, target_met, true_space, true_values, write_fs
 from hpc_popgen.config import config_with_defaults
 from hpc_popgen.demography import outputs
 from hpc_popgen.demography.config import SCHEMA, DemographyConfig
@@ -237,13 +237,17 @@ def test_three_population_job_loads_and_ships_the_benchmark_spectrum():
 
 
 def test_bench_ga3_smoke_prints_one_json_object():
-    res = CliRunner().invoke(bench_ga3, ["--minutes", "0.15", "--sample-size", "4", "--structures", "1-1-1",
-                                         "--ga-projection", "3"])
+    res = CliRunner().invoke(bench_ga3, ["--minutes", "0.15", "--sample-size", "4", "--free", "--ga-projection", "3"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["sample_sizes"] == [4, 4, 4] and math.isfinite(out["true_loglik"])
     assert out["ga_projection"] == [3, 3, 3] and out["ga_dt_fac"] == 0.1
+    assert out["free"] is True and out["fixed"] == {} and list(out["structures"]) == ["1-1-1"]  # --free's default
     s = out["structures"]["1-1-1"]
+    # GADMA's default space: what the bench otherwise fixes as the published model does (YRI's dynamics, CEU's
+    # after split 1, the founders of split 1) is searched too: every parameter of the true history's space
+    assert sorted(stage_params("x.fs", (1, 1, 1), seed=1)["fixed"]) == ["g1_1", "g2_1", "g2_2", "g3_1", "ns1_1", "ns1_2"]
+    assert s["n_free_params"] == true_space().n_continuous == 17
     assert list(s["best_loglik_at_minutes"]) == ["0.015", "0.0375", "0.075", "0.15"]
     # 9 s on a loaded machine can pass in starting the cluster: no evaluation, and then no rate and no model
     assert (s["evals_per_s"] > 0) if s["evaluations"] > 0 else (s["evals_per_s"] == 0 and out["best_loglik"] is None)
@@ -252,6 +256,12 @@ def test_bench_ga3_smoke_prints_one_json_object():
         assert out["target_met"] is False
     else:
         assert out["loglik_gap_0.15min"] == pytest.approx(out["true_loglik"] - out["best_loglik"], abs=1e-3)
+
+
+def test_bench_ga3_targets_a_gap_of_2_after_20_minutes_or_with_free_1_after_10():
+    assert target_met(1.9, 20.0, False) and not target_met(2.1, 20.0, False) and not target_met(1.0, 10.0, False)
+    assert target_met(0.9, 10.0, True) and not target_met(1.5, 10.0, True) and not target_met(0.5, 20.0, True)
+    assert not target_met(None, 10.0, True)
 
 
 def test_bench_ga3_evals_only_reports_rates_and_rankings_per_setting():
