@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from helpers import REPO, scancel_ours, sinfo_ok, slurm_profile_data, write_yaml
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from hpc_popgen.train.tfenv import keras2_env
+
+keras2_env()  # before any test imports TensorFlow
 
 # LocalCluster workers fork from one server per process that has imported distributed, numpy, msprime, zarr,
 # TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run that trains or

@@ -5,12 +5,8 @@ touched before a fork; workers initialise their devices through :func:`hpc_popge
 
 from __future__ import annotations
 
-import os
+from .tfenv import keras2_env, quiet_stderr
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from .tfenv import quiet_stderr  # noqa: E402
-
+keras2_env()
 with quiet_stderr():
     import tensorflow  # noqa: F401

@@ -61,14 +61,20 @@ def quiet_stderr() -> Iterator[None]:
             sys.stderr.write(line + "\n")
 
 
+def keras2_env() -> None:
+    """Environment TensorFlow must see before its import: ``tf.keras`` as Keras 2 (tf-keras, which Horovod
+    needs) and C++ logging at errors only; values already set are kept."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 @cache
 def tf() -> Any:
     """The tensorflow module with ``tf.keras`` being Keras 2 (``TF_USE_LEGACY_KERAS=1`` set first).
 
     Its start-up lines (absl, CUDA plugin registration, cuInit) are silent unless verbose.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    keras2_env()
     with quiet_stderr():
         import tensorflow as tf_mod
 
