@@ -387,7 +387,8 @@ def command(minutes: float | None, cores: int, structures: str | None, free: boo
                            "true_loglik": round(truth["loglik"], 3), "n_true_params": len(OOA),
                            "dt_fac": ev.dt_fac, "ga_dt_fac": cfg.ga_dt_fac,
                            "ga_projection": None if proj is None else list(proj), "ga_max_evals": ga_max_evals,
-                           "minutes_per_structure": minutes, "free": free, "fixed": cfg.fixed, "cores": cores, "cpu_count": os.cpu_count(),
+                           "minutes_per_structure": minutes, "free": free, "fixed": cfg.fixed,
+                           "cores": cores, "cpu_count": os.cpu_count(),
                            "load_average_before": round(os.getloadavg()[0], 2), "structures": {}}
     with tempfile.TemporaryDirectory(prefix="hpcpop-bench-ga3-") as tmp:
         afs = Path(tmp) / "ooa3.fs"

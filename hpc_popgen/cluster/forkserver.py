@@ -3,9 +3,9 @@ a fresh interpreter that imports distributed, numpy, msprime, zarr (and TensorFl
 
 A LocalCluster's workers start with Dask's ``distributed.worker.multiprocessing-method`` (``spawn`` by
 default). Under ``forkserver`` Python starts one server process per driver, imports the preload list there
-once, and forks each worker from it: a stage's workers start in a fraction of a second rather than 3-4 s
-each (8-10 s with TensorFlow, which training, evaluation and scans import). Dask supports the method; its own
-test suite preloads the same way. A user's explicit ``fork`` or ``forkserver`` setting is left as it is.
+once, and forks each worker from it, so a worker no longer pays those imports itself (TensorFlow's alone
+took 6-8 s a process on our 2-core test machine; training, evaluation and scans import it). Dask supports
+the method; its own test suite preloads the same way. A user's explicit ``fork`` or ``forkserver`` setting is left as it is.
 """
 
 from __future__ import annotations
