@@ -39,15 +39,24 @@ ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker jo
 TENSORFLOW_KINDS = ("train", "evaluate", "scan")  # stages whose tasks import TensorFlow
 
 
-def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
+def prepare(manifest_path: str | Path, *, profile: str | None = None, start_workers: bool = False) -> Job:
     """Read and validate the manifest and its profile (``profile`` overrides the manifest's) and resolve
-    them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know."""
+    them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know.
+    ``start_workers`` (a run about to start): on the local profile the workers' preloading server starts
+    now, importing in its own process while the stages are checked here."""
     manifest = absolute_paths(load_manifest(manifest_path))
     check_storage(manifest)
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
         manifest = replace(manifest, profile=profile)
+    if start_workers and prof.kind == "local":
+        fork_local_workers(tensorflow=uses_tensorflow(manifest))
     return resolve(manifest, prof)
+
+
+def uses_tensorflow(manifest: Manifest) -> bool:
+    """Whether a stage of the job trains, evaluates or scans (its workers import TensorFlow)."""
+    return any(s.kind in TENSORFLOW_KINDS for s in manifest.stages)
 
 
 def resolve(manifest: Manifest, profile: Profile) -> Job:
@@ -104,7 +113,7 @@ def _can_write_in(folder: Path) -> bool:
 def create_run(manifest_path: str | Path, *, profile: str | None = None,
                run_dir: str | Path | None = None) -> RunDir:
     """Prepare the job and record it in a new run directory (nothing runs yet)."""
-    job = prepare(manifest_path, profile=profile)
+    job = prepare(manifest_path, profile=profile, start_workers=True)
     raw = Path(manifest_path).read_text(encoding="utf-8")
     path = Path(run_dir) if run_dir else default_run_dir(job.manifest)
     seeds = {s.name: s.seed for s in job.stages}
@@ -165,7 +174,7 @@ def _execute(rd: RunDir, *, progress: bool) -> dict:
     manifest, profile = job.manifest, job.profile
     clusters: dict[str, ClusterHandle] = {}
     if profile.kind == "local":
-        fork_local_workers(tensorflow=any(s.kind in TENSORFLOW_KINDS for s in manifest.stages))
+        fork_local_workers(tensorflow=uses_tensorflow(manifest))
 
     def cluster_key(stage: JobStage) -> str:
         """Stages with the same key share one cluster."""

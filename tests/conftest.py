@@ -14,13 +14,18 @@ from hpc_popgen.train.tfenv import keras2_env
 
 keras2_env()  # before any test imports TensorFlow
 
-# LocalCluster workers fork from one server per process that has imported distributed, numpy, msprime, zarr,
-# TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run that trains or
-# scans): here for every in-process test, whatever it runs first. CLI runs set it up themselves; Horovod ranks
-# and SLURM jobs start their own interpreters.
-from hpc_popgen.cluster.forkserver import fork_local_workers  # noqa: E402
 
-fork_local_workers(tensorflow=True)
+
+def pytest_configure(config):
+    """LocalCluster workers fork from one server per test process that has imported distributed, numpy,
+    msprime, zarr, TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run
+    that trains or scans): here for every in-process test, whatever it runs first. Not in pytest-xdist's
+    controller, which runs no test. CLI runs set it up themselves; Horovod ranks and SLURM jobs start their
+    own interpreters."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        from hpc_popgen.cluster.forkserver import fork_local_workers
+
+        fork_local_workers(tensorflow=True)
 
 
 # test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order

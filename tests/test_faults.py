@@ -45,7 +45,8 @@ def squeue_ids(name: str) -> list[str]:
     return out.stdout.split()
 
 
-SHARDS = {"n_per_class": 16, "shard_images": 2, "n_haplotypes": 32, "sequence_length": 40_000}  # 16 shards
+# 16 shards of the forward engine (seconds each): slow enough for a worker job to be cancelled mid-stage
+SHARDS = {"n_per_class": 16, "shard_images": 2, "n_haplotypes": 32, "sequence_length": 40_000, "engine": "fwdpy11"}
 
 
 @pytest.mark.slurm

@@ -18,7 +18,8 @@ first = fork_local_workers(tensorflow=sys.argv[2] == "tf")
 again = fork_local_workers(tensorflow=False)
 method = dask.config.get("distributed.worker.multiprocessing-method")
 with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
-    loaded = next(iter(c.run(lambda: sorted(m for m in ("tensorflow", "msprime") if m in sys.modules)).values()))
+    loaded = next(iter(c.run(lambda: sorted(m for m in ("tensorflow", "msprime", "hpc_popgen.simulate.genotypes")
+                                            if m in sys.modules)).values()))
 print(json.dumps({"first": first, "again": again, "method": method, "loaded": loaded}))
 """
 
@@ -31,9 +32,38 @@ def _run(method: str, tf: str) -> dict:
 
 def test_a_run_that_trains_forks_workers_with_tensorflow_already_imported():
     out = _run("default", "tf")
-    assert out == {"first": True, "again": False, "method": "forkserver", "loaded": ["msprime", "tensorflow"]}
+    assert out == {"first": True, "again": False, "method": "forkserver",
+                   "loaded": ["hpc_popgen.simulate.genotypes", "msprime", "tensorflow"]}  # numba's kernels too
 
 
 def test_a_users_own_start_method_is_kept():
     out = _run("fork", "no")
     assert out["first"] is False and out["method"] == "fork"
+
+
+STARTED = """
+import json, sys
+import psutil
+from hpc_popgen import pipeline
+if sys.argv[1] == "validate":
+    pipeline.prepare(sys.argv[2])
+else:
+    pipeline.create_run(sys.argv[2], run_dir=sys.argv[3])
+servers = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+print(json.dumps({"servers": len(servers)}))
+"""
+
+
+def test_a_new_run_starts_the_workers_server_while_its_stages_are_checked(tmp_path, local_profile):
+    """``create_run`` (submit) starts the preloading server before the stage checks, so that its imports
+    overlap the driver's; ``prepare`` alone (``hpcpop validate``) starts nothing."""
+    from test_platform_runs import manifest
+
+    job = manifest(tmp_path, local_profile, n_per_class=2, shard_images=2)
+    got = {}
+    for what in ("validate", "create"):
+        proc = subprocess.run([sys.executable, "-c", STARTED, what, str(job), str(tmp_path / "run")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got[what] = json.loads(proc.stdout.strip().splitlines()[-1])["servers"]
+    assert got == {"validate": 0, "create": 1}

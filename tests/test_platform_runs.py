@@ -20,12 +20,15 @@ from hpc_popgen.ledger import Ledger
 
 
 def sim_stage(n_per_class: int = 8, shard_images: int = 4, n_haplotypes: int = 16,
-              sequence_length: int = 10_000, name: str = "simulate") -> dict:
-    """A small but real simulate stage (msprime, images, Zarr store)."""
+              sequence_length: int = 10_000, name: str = "simulate", engine: str = "msprime") -> dict:
+    """A small but real simulate stage (images, Zarr store): msprime and the paper's sweep from standing
+    variation (msms -SI; ~25 ms an image here), or the forward engine's true history (``engine="fwdpy11"``,
+    ~0.3-0.6 s an image: for tests that need shards slow enough to interrupt on the real SLURM)."""
     return {"name": name, "simulate": {
         "store": "@run/images.zarr", "demography": "constant", "n_haplotypes": n_haplotypes,
         "sequence_length": sequence_length, "classes": [0, 200], "n_per_class": n_per_class,
-        "image": {"size": [16, 16]}, "shard_images": shard_images}}
+        "image": {"size": [16, 16]}, "shard_images": shard_images, "engine": engine,
+        "sweep": {"standing": "paper" if engine == "msprime" else "true_history"}}}
 
 
 def manifest(tmp_path: Path, profile: Path, **stage) -> Path:

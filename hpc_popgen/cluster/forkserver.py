@@ -16,6 +16,7 @@ import multiprocessing
 log = logging.getLogger(__name__)
 
 BASE = ["distributed", "numpy", "pandas", "scipy", "msprime", "tskit", "zarr", "hpc_popgen.simulate",
+        "hpc_popgen.simulate.genotypes", "hpc_popgen.images.kernels",
         "hpc_popgen.store", "hpc_popgen.stages"]
 TENSORFLOW = ["hpc_popgen.train.preimport", "hpc_popgen.train.loop"]
 
@@ -34,5 +35,10 @@ def fork_local_workers(tensorflow: bool) -> bool:
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     modules = BASE + (TENSORFLOW if tensorflow else [])
     get_mp_context().set_forkserver_preload(modules)
+    # start the server now: it imports in its own process while the driver goes on (resolving the job,
+    # starting the scheduler), not when the first worker is asked for
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
     log.debug("local workers fork from a server that imported %s", ", ".join(modules))
     return True
