@@ -39,18 +39,14 @@ ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker jo
 TENSORFLOW_KINDS = ("train", "evaluate", "scan")  # stages whose tasks import TensorFlow
 
 
-def prepare(manifest_path: str | Path, *, profile: str | None = None, start_workers: bool = False) -> Job:
+def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
     """Read and validate the manifest and its profile (``profile`` overrides the manifest's) and resolve
-    them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know.
-    ``start_workers`` (a run about to start): on the local profile the workers' preloading server starts
-    now, importing in its own process while the stages are checked here."""
+    them into a frozen Job, each stage's checks included: everything ``hpcpop validate`` can know."""
     manifest = absolute_paths(load_manifest(manifest_path))
     check_storage(manifest)
     prof = resolve_profile(profile or manifest.profile, base_dir=manifest.base_dir)
     if profile:
         manifest = replace(manifest, profile=profile)
-    if start_workers and prof.kind == "local":
-        fork_local_workers(tensorflow=uses_tensorflow(manifest))
     return resolve(manifest, prof)
 
 
@@ -113,11 +109,14 @@ def _can_write_in(folder: Path) -> bool:
 def create_run(manifest_path: str | Path, *, profile: str | None = None,
                run_dir: str | Path | None = None) -> RunDir:
     """Prepare the job and record it in a new run directory (nothing runs yet)."""
-    job = prepare(manifest_path, profile=profile, start_workers=True)
+    job = prepare(manifest_path, profile=profile)
     raw = Path(manifest_path).read_text(encoding="utf-8")
     path = Path(run_dir) if run_dir else default_run_dir(job.manifest)
     seeds = {s.name: s.seed for s in job.stages}
-    return RunDir.create(path, job.manifest, job.profile.to_dict(), raw, seeds)
+    rd = RunDir.create(path, job.manifest, job.profile.to_dict(), raw, seeds)
+    if job.profile.kind == "local":  # the workers' server imports while the driver records and starts the run
+        fork_local_workers(tensorflow=uses_tensorflow(job.manifest))
+    return rd
 
 
 def recorded_profile(rd: RunDir) -> Profile:

@@ -54,9 +54,9 @@ print(json.dumps({"servers": len(servers)}))
 """
 
 
-def test_a_new_run_starts_the_workers_server_while_its_stages_are_checked(tmp_path, local_profile):
-    """``create_run`` (submit) starts the preloading server before the stage checks, so that its imports
-    overlap the driver's; ``prepare`` alone (``hpcpop validate``) starts nothing."""
+def test_a_new_run_starts_the_workers_server_when_it_is_recorded(tmp_path, local_profile):
+    """``create_run`` (submit) starts the preloading server once the job is valid and recorded, so that its
+    imports overlap the driver's; ``prepare`` alone (``hpcpop validate``, or a job it refuses) starts nothing."""
     from test_platform_runs import manifest
 
     job = manifest(tmp_path, local_profile, n_per_class=2, shard_images=2)

@@ -50,8 +50,9 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
 
 
 def start_long_run(tmp_path: Path, profile: Path, run: Path) -> subprocess.Popen:
-    """`hpcpop submit` in the background on 60 shards: long enough to watch and interrupt."""
-    job = manifest(tmp_path, profile, n_per_class=120, shard_images=4, n_haplotypes=32, sequence_length=20_000)
+    """`hpcpop submit` in the background on 60 shards of 8 images (msprime: ~0.2 s a shard, some 6 s on two
+    idle workers): long enough to watch and interrupt."""
+    job = manifest(tmp_path, profile, n_per_class=240, shard_images=8, n_haplotypes=32, sequence_length=20_000)
     return subprocess.Popen([*HPCPOP, "submit", str(job), "--run-dir", str(run), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -156,7 +157,7 @@ def test_sigint_mid_stage_then_rerun_redoes_only_unfinished_units(tmp_path, loca
 
     store = open_store(run / "images.zarr")
     seeds = store.read("seed")
-    assert len(set(seeds.tolist())) == 240, "every image present once"
+    assert len(set(seeds.tolist())) == 480, "every image present once"
     assert len(store.written_shards()) == store.n_shards
 
 
