@@ -32,6 +32,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml scripts/build-cyvcf2.sh scripts/cyv
 	# The first build takes ~10 min on 2 cores; pip caches the wheel afterwards.
 	$(PY) -c 'import horovod.tensorflow' 2>/dev/null || \
 		$(HOROVOD_ENV) $(PIP) install --no-build-isolation 'horovod==0.28.1'
+	# numba's kernels into their cache next to our sources, once: else the first shards of a fresh checkout
+	# compile them in every worker (about 10 s a process)
+	$(PY) -m hpc_popgen.simulate.warmup
 	touch $@
 
 run: install

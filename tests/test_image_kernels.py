@@ -134,3 +134,17 @@ def test_a_big_endian_machine_takes_the_numpy_chain(monkeypatch):
     monkeypatch.setattr("sys.byteorder", "big")
     got = image_and_sites(haps, pos, cfg)
     assert np.array_equal(got[0], want[0]) and got[1] == want[1]
+
+
+def test_warmup_caches_every_kernel_the_simulate_stage_calls(tmp_path):
+    """``make install`` runs hpc_popgen.simulate.warmup: each numba kernel lands in the on-disk cache (here a
+    temporary NUMBA_CACHE_DIR), so that a fresh checkout's workers load them instead of compiling."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "hpc_popgen.simulate.warmup"], env=env, check=True, timeout=300)
+    cached = sorted(p.name.split("-")[0] for p in tmp_path.rglob("*.nbi"))
+    assert cached == ["genotypes._fill", "kernels._resize_groups", "kernels._rows_before",
+                      "kernels._sorted_unique_rows"], cached
