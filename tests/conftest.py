@@ -15,7 +15,6 @@ from hpc_popgen.train.tfenv import keras2_env
 keras2_env()  # before any test imports TensorFlow
 
 
-
 def pytest_configure(config):
     """LocalCluster workers fork from one server per test process that has imported distributed, numpy,
     msprime, zarr, TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run

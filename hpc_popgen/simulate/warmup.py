@@ -8,13 +8,9 @@ cached specialisations are the ones the workers look up.
 
 from __future__ import annotations
 
-import logging
 
-log = logging.getLogger(__name__)
-
-
-def compile_kernels() -> int:
-    """Run each compiled kernel once on a small msprime region; returns the number of sites it had."""
+def compile_kernels() -> None:
+    """Run each compiled kernel once on a small msprime region."""
     import msprime
 
     from ..images.kernels import image_rows_resized
@@ -29,7 +25,6 @@ def compile_kernels() -> int:
     for major_minor in (False, True):
         image_rows_resized(haps, major_minor, 0.0, (8, 8))  # both axes resized
         image_rows_resized(haps, major_minor, 0.0, (n, k))  # neither: the no-index arguments
-    return int(k)
 
 
 if __name__ == "__main__":
