@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import click
 
 from ..cluster.profiles import list_profiles
+from ..cluster.slurm_jobs import squeue_states
 from ..errors import RunDirError
 from ..runlock import check_free, driver_state
 from ..runs import RunDir
@@ -114,7 +114,7 @@ def status(run_dir: str, as_json: bool) -> None:
         click.echo(f"{spec.name:<20} {spec.kind:<11} {st.get('status', 'pending'):<12} {units:>13} "
                    f"{st.get('failures', 0):>7}{_live(st)}")
     if jobs:
-        states = _squeue_states([j for ids in jobs.values() for j in ids])
+        states = squeue_states([j for ids in jobs.values() for j in ids])
         for role, ids in jobs.items():
             shown = ", ".join(f"{j}{' (' + states[j] + ')' if j in states else ''}" for j in ids)
             click.echo(f"SLURM {role}: {shown}")
@@ -182,23 +182,6 @@ def _exit_for(report: dict, rd: RunDir) -> None:
                    err=True)
     if code:
         sys.exit(code)
-
-
-def _squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """Current SLURM states of jobs still known to squeue (finished jobs drop out)."""
-    if not job_ids:
-        return {}
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    states = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            states[parts[0]] = parts[1]
-    return states
 
 
 @click.command()

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -216,27 +215,24 @@ def render_sbatch(ctx: StageContext, job_file: Path, ranks: int, launcher: str) 
 
 
 def _run_slurm(ctx: StageContext, job_file: Path, ranks: int, launcher: str, watch: ProgressWatch) -> dict:
-    """Submit the rendered sbatch script, wait for it (``sbatch --wait``, polling ``watch``), read rank 0's result."""
+    """Submit the rendered sbatch script, follow its job (polling ``watch``), read rank 0's result."""
+    from ..cluster.slurm_jobs import submit, wait_for_job
+
     script = ctx.stage_dir() / "train.sbatch"
     script.write_text(render_sbatch(ctx, job_file, ranks, launcher))
     if shutil.which("sbatch") is None:
         raise HpcPopError(f"stage {ctx.name}: `sbatch` not found; {script} is ready to submit by hand")
-    proc = subprocess.Popen(["sbatch", "--parsable", "--wait", str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline().strip() if proc.stdout else ""
-    if first:
-        ctx.run.add_slurm_jobs(f"train:{ctx.name}", [first.split(";")[0]])
+    result_file = ctx.stage_dir() / "result.json"
     try:
-        while proc.poll() is None:
-            watch.poll()
-            time.sleep(0.5)
+        job_id = submit(script)
+        ctx.run.add_slurm_jobs(f"train:{ctx.name}", [job_id])
+        end = wait_for_job(job_id, result_file, watch.poll)
     finally:
         watch.close()
-    _out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise HpcPopError(f"stage {ctx.name}: SLURM training job {first or '?'} failed ({proc.returncode}): "
-                          f"{err.strip()[-1000:]}; see {ctx.stage_dir()}/train-*.log")
-    result_file = ctx.stage_dir() / "result.json"
+    if not end.ok:
+        raise HpcPopError(f"stage {ctx.name}: SLURM training job {job_id} ended {end.state}"
+                          f"{'' if end.exit_code is None else f' (exit code {end.exit_code})'}; "
+                          f"see {ctx.stage_dir()}/train-*.log")
     if not result_file.exists():
         raise StoreError(f"stage {ctx.name}: the training job ended without {result_file}")
     return json.loads(result_file.read_text())
