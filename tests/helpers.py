@@ -43,7 +43,8 @@ def slurm_profile_data(**cluster) -> dict:
     base.update(cluster)
     return {"description": "test: single-node SLURM on loopback", "kind": "slurm", "cluster": base,
             "adapt": {"minimum_jobs": 1, "maximum_jobs": 1}, "dashboard_address": "127.0.0.1:0",
-            "driver": {"cores": 1, "memory": "1GB", "walltime": "00:20:00"}}
+            "driver": {"cores": 1, "memory": "1GB", "walltime": "00:20:00"},
+            "lost_worker_timeout_s": 5}  # a cancelled or retired worker job is replaced 5 s later, not Dask's 15
 
 
 def sinfo_ok() -> bool:

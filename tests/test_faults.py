@@ -91,6 +91,10 @@ def test_workers_retire_before_walltime_and_tasks_move(tmp_path, slurm_cleanup):
                            log_directory=str(tmp_path / "slurm-logs"), security_directory=tmp_path / "security")
     try:
         assert "--lifetime 30s --lifetime-stagger 4s" in handle.cluster.job_script()
+        import dask
+        from dask.utils import parse_timedelta
+
+        assert parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) == 5  # the profile's
         from distributed import as_completed
 
         jobs = []  # results fetched as they come, as run_units does: a retiring worker's memory goes with it

@@ -198,10 +198,13 @@ def start_cluster(profile: Profile, resources: Resources | None, *, name: str, l
     On SLURM, with the profile's ``tls`` (the default) and a ``security_directory``, scheduler, workers and
     client talk TLS with certificates made for the run.
     """
+    import dask
     from distributed import Client
 
     kind = profile.kind
     kw = cluster_kwargs(profile, resources, one_process=one_process)
+    # read by the cluster each time a worker goes away: how long before its job (or nanny) is replaced
+    dask.config.set({"distributed.deploy.lost-worker-timeout": f"{profile.lost_worker_timeout_s}s"})
     key = repr(sorted(kw.items()))
     if kind == "local":
         from distributed import LocalCluster

@@ -77,6 +77,7 @@ class Profile:
     max_tasks_in_flight: int
     task_retries: int
     stall_timeout_s: float
+    lost_worker_timeout_s: float
     gpus_per_node: int | None
     driver: DriverJob
     horovod: HorovodSettings
