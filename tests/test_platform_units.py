@@ -172,11 +172,19 @@ def test_slurm_mem_refuses_zero_and_nonsense(mem):
 def test_workers_retire_before_walltime_staggered():
     prof = resolve_profile("slurm")
     kw = cluster_kwargs(prof, resources(walltime="01:00:00"))
-    assert kw["worker_extra_args"] == ["--lifetime", "3300s", "--lifetime-stagger", "150s"]
+    assert kw["worker_extra_args"] == ["--lifetime", "3300s", "--lifetime-stagger", "150s", "--no-dashboard"]
     short = cluster_kwargs(profile_of({"kind": "slurm", "cluster": {"walltime": "00:02:00"}}), None)
-    assert short["worker_extra_args"] == ["--lifetime", "60s", "--lifetime-stagger", "30s"], "at least half the walltime"
+    assert short["worker_extra_args"][:4] == ["--lifetime", "60s", "--lifetime-stagger", "30s"], "at least half the walltime"
     off = cluster_kwargs(profile_of({"kind": "slurm", "worker_lifetime": None, "cluster": {"walltime": "1:00:00"}}), None)
-    assert "worker_extra_args" not in off
+    assert off["worker_extra_args"] == ["--no-dashboard"]
+
+
+def test_slurm_workers_serve_no_dashboard_unless_the_profile_asks():
+    """A worker's own dashboard is an unauthenticated page server on every compute node: off, unless asked."""
+    prof = profile_of({"kind": "slurm", "worker_lifetime": None, "cluster": {"worker_extra_args": ["--dashboard"]}})
+    assert cluster_kwargs(prof, None)["worker_extra_args"] == ["--dashboard"]
+    local = cluster_kwargs(profile_of({"kind": "local"}), None)
+    assert "worker_extra_args" not in local and local.get("worker_dashboard_address") is None  # Dask's: none
 
 
 def test_dashboard_binds_to_loopback_unless_the_profile_says_otherwise():
