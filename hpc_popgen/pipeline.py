@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
-from .cluster.forkserver import fork_local_workers
+from .cluster.forkserver import fork_local_workers, preload_for
 from .cluster.profiles import Profile, profile_from_data, resolve_profile
 from .cluster.sbatch import sbatch_header
 from .errors import ManifestError, ProfileError, StageFailed
@@ -36,7 +36,6 @@ from .stages.base import StageContext, StageResult, check_url, stage_config
 
 log = logging.getLogger(__name__)
 ONE_PROCESS_KINDS = ("train", "evaluate")  # stages whose task wants a worker job's whole memory and GPUs
-TENSORFLOW_KINDS = ("train", "evaluate", "scan")  # stages whose tasks import TensorFlow
 
 
 def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
@@ -50,9 +49,11 @@ def prepare(manifest_path: str | Path, *, profile: str | None = None) -> Job:
     return resolve(manifest, prof)
 
 
-def uses_tensorflow(manifest: Manifest) -> bool:
-    """Whether a stage of the job trains, evaluates or scans (its workers import TensorFlow)."""
-    return any(s.kind in TENSORFLOW_KINDS for s in manifest.stages)
+def worker_modules(job: Job) -> list[str]:
+    """What the job's local workers import before they fork: its stage kinds' modules, dadi where a
+    demography stage computes spectra with it."""
+    dadi = any(s.kind == "demography" and getattr(s.config, "engine", None) == "dadi" for s in job.stages)
+    return preload_for([s.kind for s in job.stages], ["dadi"] if dadi else [])
 
 
 def resolve(manifest: Manifest, profile: Profile) -> Job:
@@ -115,7 +116,7 @@ def create_run(manifest_path: str | Path, *, profile: str | None = None,
     seeds = {s.name: s.seed for s in job.stages}
     rd = RunDir.create(path, job.manifest, job.profile.to_dict(), raw, seeds)
     if job.profile.kind == "local":  # the workers' server imports while the driver records and starts the run
-        fork_local_workers(tensorflow=uses_tensorflow(job.manifest))
+        fork_local_workers(worker_modules(job))
     return rd
 
 
@@ -173,7 +174,7 @@ def _execute(rd: RunDir, *, progress: bool) -> dict:
     manifest, profile = job.manifest, job.profile
     clusters: dict[str, ClusterHandle] = {}
     if profile.kind == "local":
-        fork_local_workers(tensorflow=uses_tensorflow(manifest))
+        fork_local_workers(worker_modules(job))
 
     def cluster_key(stage: JobStage) -> str:
         """Stages with the same key share one cluster."""

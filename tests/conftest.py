@@ -22,9 +22,9 @@ def pytest_configure(config):
     controller, which runs no test. CLI runs set it up themselves; Horovod ranks and SLURM jobs start their
     own interpreters."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        from hpc_popgen.cluster.forkserver import fork_local_workers
+        from hpc_popgen.cluster.forkserver import PRELOAD, fork_local_workers, preload_for
 
-        fork_local_workers(tensorflow=True)
+        fork_local_workers(preload_for(PRELOAD, ["dadi"]))  # every stage kind's modules: tests run them all
 
 
 # test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order

@@ -11,15 +11,15 @@ SCRIPT = """
 import json, sys
 import dask
 from distributed import Client, LocalCluster
-from hpc_popgen.cluster.forkserver import fork_local_workers
+from hpc_popgen.cluster.forkserver import fork_local_workers, preload_for
 if sys.argv[1] != "default":
     dask.config.set({"distributed.worker.multiprocessing-method": sys.argv[1]})
-first = fork_local_workers(tensorflow=sys.argv[2] == "tf")
-again = fork_local_workers(tensorflow=False)
+first = fork_local_workers(preload_for(sys.argv[2].split(",")))
+again = fork_local_workers(preload_for([]))
 method = dask.config.get("distributed.worker.multiprocessing-method")
 with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
-    loaded = next(iter(c.run(lambda: sorted(m for m in ("tensorflow", "msprime", "hpc_popgen.simulate.genotypes")
-                                            if m in sys.modules)).values()))
+    loaded = next(iter(c.run(lambda: sorted(m for m in ("tensorflow", "msprime", "hpc_popgen.simulate.genotypes",
+                                                        "moments") if m in sys.modules)).values()))
 print(json.dumps({"first": first, "again": again, "method": method, "loaded": loaded}))
 """
 
@@ -31,13 +31,27 @@ def _run(method: str, tf: str) -> dict:
 
 
 def test_a_run_that_trains_forks_workers_with_tensorflow_already_imported():
-    out = _run("default", "tf")
+    out = _run("default", "simulate,train")
     assert out == {"first": True, "again": False, "method": "forkserver",
                    "loaded": ["hpc_popgen.simulate.genotypes", "msprime", "tensorflow"]}  # numba's kernels too
 
 
+def test_a_demography_run_forks_workers_with_moments_and_nothing_it_does_not_use():
+    out = _run("default", "demography")
+    assert out["first"] is True and out["loaded"] == ["moments"]  # no TensorFlow, msprime or numba to wait for
+
+
+def test_each_stage_kind_preloads_its_own_modules_once():
+    from hpc_popgen.cluster.forkserver import BASE, preload_for
+
+    assert preload_for([]) == BASE
+    both = preload_for(["scan", "simulate", "train"], ["dadi"])
+    assert len(both) == len(set(both)) and both[-1] == "dadi"
+    assert {"msprime", "hpc_popgen.train.preimport"} <= set(both) and "moments" not in both
+
+
 def test_a_users_own_start_method_is_kept():
-    out = _run("fork", "no")
+    out = _run("fork", "simulate")
     assert out["first"] is False and out["method"] == "fork"
 
 

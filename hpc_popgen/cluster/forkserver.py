@@ -12,19 +12,29 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
-BASE = ["distributed", "numpy", "pandas", "scipy", "msprime", "tskit", "zarr", "hpc_popgen.simulate",
-        "hpc_popgen.simulate.genotypes", "hpc_popgen.images.kernels",
-        "hpc_popgen.store", "hpc_popgen.stages"]
+BASE = ["distributed", "numpy", "zarr", "hpc_popgen.store", "hpc_popgen.stages"]
+SIMULATE = ["scipy", "msprime", "tskit", "hpc_popgen.simulate", "hpc_popgen.simulate.genotypes",
+            "hpc_popgen.images.kernels"]
 TENSORFLOW = ["hpc_popgen.train.preimport", "hpc_popgen.train.loop"]
+# what each stage kind's tasks import: moments alone takes 4 s (it imports scikit-allel and matplotlib)
+PRELOAD = {"simulate": SIMULATE, "demography": ["moments", "hpc_popgen.demography.engine"],
+           "train": TENSORFLOW, "evaluate": TENSORFLOW, "scan": TENSORFLOW + SIMULATE}
 
 
-def fork_local_workers(tensorflow: bool) -> bool:
-    """Fork this driver's LocalCluster workers from a preloading server (TensorFlow too when ``tensorflow``,
-    i.e. a stage of the run trains, evaluates or scans). Returns whether it is set; a no-op when Dask's
-    method is not the default ``spawn`` (the user's choice, or already set), or forkserver is unavailable."""
+def preload_for(kinds: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """The modules a server should import for tasks of these stage kinds (plus ``extra``), in order, once each."""
+    modules = BASE + [m for k in kinds for m in PRELOAD.get(k, [])] + list(extra)
+    return list(dict.fromkeys(modules))
+
+
+def fork_local_workers(modules: Sequence[str]) -> bool:
+    """Fork this driver's LocalCluster workers from a server that imported ``modules`` first (see
+    :func:`preload_for`). Returns whether it is set; a no-op when Dask's method is not the default ``spawn``
+    (the user's choice, or already set), or forkserver is unavailable."""
     import dask
     from distributed.utils import get_mp_context
 
@@ -33,8 +43,7 @@ def fork_local_workers(tensorflow: bool) -> bool:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    modules = BASE + (TENSORFLOW if tensorflow else [])
-    get_mp_context().set_forkserver_preload(modules)
+    get_mp_context().set_forkserver_preload(list(modules))
     # start the server now: it imports in its own process while the driver goes on (resolving the job,
     # starting the scheduler), not when the first worker is asked for
     from multiprocessing import forkserver
