@@ -28,9 +28,9 @@ def pytest_configure(config):
 
 
 # test groups by their time in a CI run (seconds, 2 processes): scheduled first, in this order
-LONGEST_GROUPS = ("cluster", "test_platform_runs", "test_genome_scan_job", "test_demography3", "test_progress",
-                  "test_bench_scan", "test_train", "test_demography", "test_forward_stage", "test_demography_stage",
-                  "test_scan_null")
+LONGEST_GROUPS = ("cluster", "test_demography3", "test_platform_runs", "test_bench_scan", "test_train", "test_progress",
+                  "test_forward_stage", "test_demography", "test_demography_stage", "test_genome_scan_job",
+                  "test_probe_scan", "test_scan_null")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -23,6 +23,7 @@ BENCHES = {
     "calibration": "bench.calibration:command",
     "uncertainty": "bench.uncertainty:command",
     "forward": "bench.forward:command",
+    "genome-scan": "bench.genome_scan:command",
 }
 
 
