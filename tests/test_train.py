@@ -265,6 +265,29 @@ def test_loader_bench_command_prints_json():
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["loader_images_per_s"] > 1000 and res["images_per_epoch"] == 2048
+    assert len(res["epoch_images_per_s"]) == 1 and res["epoch_images_per_s"][0] == res["loader_images_per_s"]
+
+
+def test_packed_blocks_are_the_unpacked_blocks(tmp_path):
+    """Layout 5: pooling and cutting the bit-packed rows, then unpacking each block (flips included), gives
+    the batches that unpacking each shard first gave."""
+    from hpc_popgen.bench.loader import make_bench_store
+    from hpc_popgen.train.data import ShardReader, blocks
+
+    st = make_bench_store(str(tmp_path / "b.zarr"), 300, 20, 64)  # 20 sites: packed rows of 3 bytes, 4 bits padding
+
+    class Unpacked(ShardReader):
+        def packed_width(self):
+            return None
+
+    def run(reader):
+        return list(blocks(reader, range(st.n_shards), lambda s, r: s[:, None].astype("float32"), batch_size=16,
+                           buffer=100, seed=3, epoch=1, flip_sites=True, drop_remainder=False, block_batches=2))
+
+    packed, unpacked = run(ShardReader(st, split=None)), run(Unpacked(st, split=None))
+    assert ShardReader(st, split=None).packed_width() == 20 and len(packed) == len(unpacked) > 5
+    for (xp, yp), (xu, yu) in zip(packed, unpacked, strict=True):
+        assert xp.shape[-2:] == (20, 20) and np.array_equal(xp, xu) and np.array_equal(yp, yu)
 
 
 # --- training end to end ------------------------------------------------------------------------

@@ -69,8 +69,16 @@ class ShardReader:
                 raise StoreError(f"{self.store.url}: shard {shard} not written after {self.stream.timeout_s:.0f} s")
             time.sleep(self.stream.poll_s)
 
-    def read(self, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images (n, H, W) uint8, S (n,) float64, indices of this split's images) of ``shard``.
+    def packed_width(self) -> int | None:
+        """The image width when the store keeps images bit-packed (layout 5), else None."""
+        from ..store.imagestore import PackedImages
+
+        arr = self.store.array("images")
+        return arr.width if isinstance(arr, PackedImages) else None
+
+    def read(self, shard: int, packed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images (n, H, W) uint8, S (n,) float64, indices of this split's images) of ``shard``; with
+        ``packed`` (and a layout-5 store) the images' rows stay bit-packed, (n, H, ceil(W/8)).
 
         Images are returned whole with the indices of the wanted split, so that they are copied only
         once more (when batches are gathered), not filtered first.
@@ -78,7 +86,8 @@ class ShardReader:
         if self.stream is not None:
             self.wait_written(shard)
         a, b = self.store.shard_range(shard)
-        images = self.store.array("images")[a:b]
+        arr = self.store.array("images")
+        images = np.asarray(arr.packed[a:b]) if packed and self.packed_width() is not None else arr[a:b]
         s = self.store.read("s", a, b)
         if self.split is None:
             return images, s, np.arange(b - a)
@@ -107,7 +116,20 @@ def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch
         return
     per_group = max(1, -(-max(buffer, batch_size) // reader.store.shard_images))
     per_block = max(1, int(block_batches)) * batch_size
+    # layout 5: pool, shuffle and cut the bit-packed rows (an eighth of the bytes), unpack each block
+    width = reader.packed_width()
     cycle = 0
+
+    def images(x: np.ndarray, flip: np.ndarray | None) -> np.ndarray:
+        """Rows gathered for a block as images: unpacked if they are packed, the flipped ones reversed."""
+        if width is not None:
+            from ..store.layout import unpack_images
+
+            x = unpack_images(x, width)
+        if flip is not None and flip.any():
+            x[flip] = x[flip, :, ::-1]
+        return x
+
     with ThreadPoolExecutor(max_workers=1) as pool:  # reads the next group while this one is consumed
         while True:
             rng = seeded_rng(seed, epoch, rank, cycle)
@@ -115,50 +137,55 @@ def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch
             groups = [order[i:i + per_group] for i in range(0, len(order), per_group)]
             carry_x: np.ndarray | None = None
             carry_y: np.ndarray | None = None
+            carry_f: np.ndarray | None = None
 
-            def load(group: list[int], rng_key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            def load(group: list[int], rng_key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
                 xs, ys, idx = [], [], []
                 offset = 0
                 for sh in group:
-                    x, s, keep = reader.read(sh)
+                    x, s, keep = reader.read(sh, packed=width is not None)
                     xs.append(x)
                     ys.append(encode(s[keep], seeded_rng(seed, epoch, sh, rng_key)))
                     idx.append(keep + offset)
                     offset += len(x)
                 x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+                flip = None
                 if flip_sites:
                     flip = seeded_rng(seed, epoch, rank, rng_key, 1 + group[0]).random(len(x)) < 0.5
-                    x = x.copy() if len(xs) == 1 else x
-                    x[flip] = x[flip, :, ::-1]
-                return x, np.concatenate(ys), np.concatenate(idx)
+                return x, np.concatenate(ys), np.concatenate(idx), flip
 
             future = pool.submit(load, groups[0], cycle) if groups else None
             for gi in range(len(groups)):
-                x, y, idx = future.result()
+                x, y, idx, flip = future.result()
                 future = pool.submit(load, groups[gi + 1], cycle) if gi + 1 < len(groups) else None
                 order_ = rng.permutation(len(idx)) if shuffle else np.arange(len(idx))
                 take, ytake = idx[order_], y[order_]
+                ftake = None if flip is None else flip[take]
                 start = 0
                 if carry_x is not None and len(carry_x):
                     need = batch_size - len(carry_x)
                     if need <= len(take):
-                        yield (np.concatenate([carry_x, x[take[:need]]])[None],
+                        f = None if ftake is None else np.concatenate([carry_f, ftake[:need]])
+                        yield (images(np.concatenate([carry_x, x[take[:need]]]), f)[None],
                                np.concatenate([carry_y, ytake[:need]])[None])
-                        carry_x = carry_y = None
+                        carry_x = carry_y = carry_f = None
                         start = need
                     else:
                         carry_x = np.concatenate([carry_x, x[take]])
                         carry_y = np.concatenate([carry_y, ytake])
+                        carry_f = None if ftake is None else np.concatenate([carry_f, ftake])
                         continue
                 n_full = start + (len(take) - start) // batch_size * batch_size
                 for b0 in range(start, n_full, per_block):
                     b1 = min(b0 + per_block, n_full)
                     k = (b1 - b0) // batch_size
-                    yield (x[take[b0:b1]].reshape(k, batch_size, *x.shape[1:]),
+                    xb = images(x[take[b0:b1]], None if ftake is None else ftake[b0:b1])
+                    yield (xb.reshape(k, batch_size, *xb.shape[1:]),
                            ytake[b0:b1].reshape(k, batch_size, *ytake.shape[1:]))
                 carry_x, carry_y = x[take[n_full:]], ytake[n_full:]
+                carry_f = None if ftake is None else ftake[n_full:]
             if carry_x is not None and len(carry_x) and not drop_remainder:
-                yield carry_x[None], carry_y[None]
+                yield images(carry_x, carry_f)[None], carry_y[None]
             if not repeat:
                 return
             cycle += 1
@@ -173,21 +200,27 @@ def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, **kwarg
 
 def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], image_shape: tuple[int, int],
                n_outputs: int, steps: int | None = None, prefetch: int = 16) -> object:
-    """A tf.data pipeline of batches over ``make_iter()``'s blocks (see :func:`blocks`), ``prefetch`` batches ahead.
+    """A tf.data pipeline of the batches in ``make_iter()``'s blocks (see :func:`blocks`), ``prefetch`` ahead.
 
-    Images stay uint8 (models cast them); TensorFlow cuts the blocks into batches. The prefetch depth
-    is fixed and tf.data's autotuner is off: the pipeline has nothing for it to tune, and on a busy
-    core its periodic optimisation passes stall the hand-off of batches (half the throughput of
-    ``hpcpop bench loader`` on one core).
+    Images stay uint8 (models cast them). The generator hands over one batch at a time: cutting blocks in
+    TensorFlow (``unbatch``) cost more than the hand-offs it saved (``hpcpop bench loader``, one core, 8%
+    fewer images a second in three alternating runs). The prefetch depth is fixed and tf.data's autotuner
+    is off: the pipeline has nothing for it to tune, and on a busy core its periodic optimisation passes
+    stall the hand-off of batches (half the throughput of ``hpcpop bench loader`` on one core).
     """
     from .tfenv import tf as get_tf
 
     tf = get_tf()
     h, w = image_shape
+
+    def each_batch() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for xb, yb in make_iter():
+            yield from zip(xb, yb, strict=True)
+
     ds = tf.data.Dataset.from_generator(
-        make_iter,
-        output_signature=(tf.TensorSpec(shape=(None, None, h, w), dtype=tf.uint8),
-                          tf.TensorSpec(shape=(None, None, n_outputs), dtype=tf.float32))).unbatch()
+        each_batch,
+        output_signature=(tf.TensorSpec(shape=(None, h, w), dtype=tf.uint8),
+                          tf.TensorSpec(shape=(None, n_outputs), dtype=tf.float32)))
     if steps is not None:
         ds = ds.take(steps)
     options = tf.data.Options()
