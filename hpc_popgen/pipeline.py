@@ -13,7 +13,6 @@ import logging
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,8 @@ from .cluster.clusters import ClusterHandle, cluster_kwargs, start_cluster
 from .cluster.forkserver import fork_local_workers, preload_for
 from .cluster.profiles import Profile, profile_from_data, resolve_profile
 from .cluster.sbatch import sbatch_header
-from .errors import ManifestError, ProfileError, StageFailed
+from .cluster.slurm_jobs import submit
+from .errors import HpcPopError, ManifestError, ProfileError, StageFailed
 from .job import Job, JobStage, Resources, stage_seed
 from .manifest import Manifest, load_manifest
 from .paths import is_remote, local_path
@@ -308,12 +308,9 @@ def detach(rd: RunDir) -> str:
     script = rd.path / "driver.sbatch"
     script.write_text(driver_script(rd, profile))
     try:
-        out = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise ProfileError("--detach: `sbatch` not found; run on a SLURM login node") from None
-    if out.returncode != 0:
-        raise ProfileError(f"--detach: sbatch refused the driver job: {out.stderr.strip()}")
-    job_id = out.stdout.strip().split(";")[0]
+        job_id = submit(script)
+    except HpcPopError as exc:  # sbatch missing or refusing: one line, in sbatch's words
+        raise ProfileError(f"--detach: {exc}; run on a SLURM login node") from None
     rd.add_slurm_jobs("driver", [job_id])
     rd.update_report(status="queued", driver_job=job_id)
     return job_id

@@ -5,6 +5,8 @@ Each benchmark is a module of this package exposing a click command named ``comm
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..cli import LazyGroup
@@ -25,6 +27,12 @@ BENCHES = {
     "forward": "bench.forward:command",
     "genome-scan": "bench.genome_scan:command",
 }
+
+
+def refuse_full_keep(keep: Path) -> None:
+    """``--keep`` names a folder for a benchmark's files: a new or empty one, never one holding other files."""
+    if keep.is_dir() and any(keep.iterdir()):
+        raise click.BadParameter(f"{keep}: not empty; give a new or empty folder", param_hint="--keep")
 
 
 @click.group(cls=LazyGroup, lazy=BENCHES)

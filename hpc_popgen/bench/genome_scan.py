@@ -21,6 +21,7 @@ import click
 import numpy as np
 
 from ..paths import REPO_ROOT
+from . import refuse_full_keep
 
 JOB = REPO_ROOT / "jobs" / "genome_scan.yaml"
 FAR_BP = 400_000
@@ -29,8 +30,8 @@ FAR_BP = 400_000
 def scan_verdict(table: dict[str, np.ndarray], candidates: list[list[str]], position: int, window: int,
                  fdr: float = 0.05) -> dict:
     """Where the scan's top window and candidate regions lie against the planted ``position``."""
-    order = np.argsort(-np.asarray(table["bayes_factor"]), kind="stable")
-    top = int(order[0])
+    bf = np.asarray(table["bayes_factor"])
+    top = int(np.argmax(bf))  # the first of equal maxima
     start, end = float(table["start"][top]), float(table["end"][top])
     reach = 2 * window
     centre = (np.asarray(table["start"]) + np.asarray(table["end"])) / 2
@@ -43,7 +44,7 @@ def scan_verdict(table: dict[str, np.ndarray], candidates: list[list[str]], posi
            "top_q": round(float(q[top]), 4), "far_candidates": int(np.sum(q[far] < fdr)),
            "candidate_regions": len(rows),
            "top_region_holds_site": bool(best is not None and int(best[1]) <= position <= int(best[2])),
-           "windows": len(order)}
+           "windows": len(bf)}
     out["target_met"] = bool(out["top_near_sweep"] and out["top_q"] < fdr and out["far_candidates"] == 0
                              and out["top_region_holds_site"])
     return out
@@ -90,8 +91,7 @@ def run_bench(job: Path, folder: Path) -> dict:
 def command(job: Path, keep: Path | None) -> None:
     """The shipped genome-scan job end to end: is the planted sweep the scan's top window, with q < 0.05?"""
     if keep is not None:
-        if keep.exists() and any(keep.iterdir()):
-            raise click.BadParameter(f"{keep} is not empty", param_hint="--keep")
+        refuse_full_keep(keep)
         keep.mkdir(parents=True, exist_ok=True)
         out = run_bench(job, keep.resolve())
         out["kept"] = str(keep.resolve())

@@ -45,6 +45,7 @@ import click
 import numpy as np
 import yaml
 
+from . import refuse_full_keep
 from .procs import ProcSampler, rss_mb, status_mb
 from .simulate import Clock
 
@@ -658,8 +659,8 @@ def command(lengths: list[float], samples: int, cores: int, chunk_windows: int, 
             step: int | None) -> None:
     """Genome scans at 10 and 50 Mb (speed, driver and task memory), reading 99 of 2,504 samples, an 80 kb
     region query, power and FDR (--power), the ms reader; one JSON object."""
-    if keep is not None and keep.is_dir() and any(keep.iterdir()):
-        raise click.BadParameter(f"{keep}: not empty; give a new or empty folder", param_hint="--keep")
+    if keep is not None:
+        refuse_full_keep(keep)
     res = run_bench(lengths=lengths, samples=samples, cores=cores, chunk_windows=chunk_windows,
                     read_samples=read_samples, read_length=read_length, read_repeats=read_repeats,
                     ms_images=ms_images, do_power=do_power, replicates=replicates, neutral=neutral,

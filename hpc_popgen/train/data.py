@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import StoreError
 from ..seeds import rng as seeded_rng
 from ..store import SPLIT_CODES, ImageStore
+from ..store.layout import unpack_images
 from .config import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch
            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield blocks of consecutive batches, (images (k, B, H, W) uint8, targets (k, B, n) float32), k <= block_batches.
 
-    Cutting the epoch into blocks of batches (not single batches) keeps the Python hand-offs to
-    tf.data few: each one costs far more than slicing a batch out of a block in TensorFlow. The
-    batches themselves, concatenated, are those of :func:`batches`.
+    Cutting the epoch into blocks of batches (not single batches) keeps numpy's calls few: a block's rows
+    are gathered, and on a bit-packed store unpacked, in one call each. The batches themselves,
+    concatenated, are those of :func:`batches`.
 
     Shard order, pooling permutations and label noise are seeded by (seed, epoch, rank), so an epoch
     can be replayed exactly after a restart. ``repeat`` cycles through the shards again (used so that
@@ -123,8 +124,6 @@ def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch
     def images(x: np.ndarray, flip: np.ndarray | None) -> np.ndarray:
         """Rows gathered for a block as images: unpacked if they are packed, the flipped ones reversed."""
         if width is not None:
-            from ..store.layout import unpack_images
-
             x = unpack_images(x, width)
         if flip is not None and flip.any():
             x[flip] = x[flip, :, ::-1]
@@ -194,7 +193,12 @@ def blocks(reader: ShardReader, shards: Sequence[int], encode: Encoder, *, batch
 def batches(reader: ShardReader, shards: Sequence[int], encode: Encoder, **kwargs) -> Iterator[
         tuple[np.ndarray, np.ndarray]]:
     """Yield (images uint8, targets float32) batches for one epoch of one rank (see :func:`blocks`)."""
-    for xb, yb in blocks(reader, shards, encode, **kwargs):
+    return each_batch(blocks(reader, shards, encode, **kwargs))
+
+
+def each_batch(block_iter: Iterator[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of :func:`blocks`' blocks, one at a time."""
+    for xb, yb in block_iter:
         yield from zip(xb, yb, strict=True)
 
 
@@ -213,12 +217,8 @@ def to_dataset(make_iter: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
     tf = get_tf()
     h, w = image_shape
 
-    def each_batch() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for xb, yb in make_iter():
-            yield from zip(xb, yb, strict=True)
-
     ds = tf.data.Dataset.from_generator(
-        each_batch,
+        lambda: each_batch(make_iter()),
         output_signature=(tf.TensorSpec(shape=(None, h, w), dtype=tf.uint8),
                           tf.TensorSpec(shape=(None, n_outputs), dtype=tf.float32)))
     if steps is not None:
