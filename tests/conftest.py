@@ -16,9 +16,9 @@ keras2_env()  # before any test imports TensorFlow
 
 
 def pytest_configure(config):
-    """LocalCluster workers fork from one server per test process that has imported distributed, numpy,
-    msprime, zarr, TensorFlow and our code once (hpc_popgen/cluster/forkserver.py, as a driver does for a run
-    that trains or scans): here for every in-process test, whatever it runs first. Not in pytest-xdist's
+    """LocalCluster workers fork from one server per test process that has imported every stage kind's
+    modules once (msprime, moments, dadi, TensorFlow, our code: hpc_popgen/cluster/forkserver.py, as a driver
+    does for its run's stage kinds): here for every in-process test, whatever it runs first. Not in pytest-xdist's
     controller, which runs no test. CLI runs set it up themselves; Horovod ranks and SLURM jobs start their
     own interpreters."""
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):

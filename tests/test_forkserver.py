@@ -24,8 +24,8 @@ print(json.dumps({"first": first, "again": again, "method": method, "loaded": lo
 """
 
 
-def _run(method: str, tf: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, method, tf], capture_output=True, text=True, timeout=300)
+def _run(method: str, kinds: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, method, kinds], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
