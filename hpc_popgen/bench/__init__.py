@@ -16,6 +16,7 @@ BENCHES = {
     "loader": "bench.loader:command",
     "ga": "bench.ga:command",
     "ga3": "bench.ga3:command",
+    "ga4": "bench.ga4:command",
     "engines": "bench.engines:command",
     "ms": "bench.ms:command",
     "scale": "bench.scale:command",

@@ -67,9 +67,10 @@ def true_values(p: dict[str, float] = OOA) -> dict[str, float]:
 
 def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float | None = None,
                  ga_dt_fac: float | None = None, ga_projection: list[int] | None = None,
-                 ga_max_evals: int = 100000, free: bool = False) -> dict[str, Any]:
-    """Demography stage parameters of one benchmark run (``structure`` only, no increase; ``dt_fac``,
-    ``ga_dt_fac`` and ``ga_projection`` None: the schema's).
+                 ga_max_evals: int = 100000, free: bool = False, populations: list[str] = POPULATIONS,
+                 final: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Demography stage parameters of one benchmark run (``structure`` only, no increase, unless a larger
+    ``final`` structure is given; ``dt_fac``, ``ga_dt_fac`` and ``ga_projection`` None: the schema's).
 
     Population 1 (YRI) keeps sudden changes and interval 2 is sudden, as in the published model; the
     sizes right after split 1 then have no effect, so they are fixed instead of searched. ``free``:
@@ -82,40 +83,47 @@ def stage_params(afs: str, structure: tuple[int, ...], seed: int, dt_fac: float 
         fixed.update({f"g{first_after_split}_2": 0, "ns1_1": 1.0, "ns1_2": 1.0})
     extra = {k: v for k, v in (("dt_fac", dt_fac), ("ga_dt_fac", ga_dt_fac), ("ga_projection", ga_projection))
              if v is not None}
-    return {**extra, "seed": seed, "input": {"afs": afs, "populations": POPULATIONS}, "engine": "moments",
-            "initial_structure": list(structure), "final_structure": list(structure), "split_sizes": "free",
+    return {**extra, "seed": seed, "input": {"afs": afs, "populations": list(populations)}, "engine": "moments",
+            "initial_structure": list(structure), "final_structure": list(final or structure), "split_sizes": "free",
             "sym_migration": True, "dynamics": ["sudden", "linear", "exponential"], "fixed": fixed,
             "islands": 2, "migrate_every": 5, "plots": False,
             "ga": {"size": 10, "init_factor": 3, "stall_generations": 20, "max_evals": ga_max_evals},
             "local_search": {"method": "BFGS", "starts": 1, "maxiter": 200, "max_evals": 1000, "jump_evals": 150}}
 
 
-def true_space() -> ModelSpace:
-    """The model space the true history is written in: structure (1,1,1), free split sizes, all fixed."""
+def true_space(structure: tuple[int, ...] = (1, 1, 1)) -> ModelSpace:
+    """The model space the true history is written in: ``structure``, free split sizes, symmetric migration,
+    nothing fixed."""
     from ..config import config_with_defaults
     from ..demography.config import SCHEMA
 
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, {"input": {"afs": "x.fs"}, "initial_structure": [1, 1, 1],
-                                                          "final_structure": [1, 1, 1], "split_sizes": "free",
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, {"input": {"afs": "x.fs"},
+                                                          "initial_structure": list(structure),
+                                                          "final_structure": list(structure), "split_sizes": "free",
                                                           "sym_migration": True})
-    return cfg.space((1, 1, 1))
+    return cfg.space(tuple(structure))
 
 
 def simulated_spectrum(n: int = 20, seed: int = SEED, theta: float = THETA) -> Any:
     """The benchmark's data: the true model's spectrum x theta, Poisson-sampled (corners masked)."""
+    return poisson_spectrum(true_space(), true_values(), (n, n, n), POPULATIONS, seed, theta)
+
+
+def poisson_spectrum(space: ModelSpace, values: dict[str, float], ns: tuple[int, ...], populations: list[str],
+                     seed: int, theta: float) -> Any:
+    """moments' expected spectrum of ``values`` (at the stage schema's ``dt_fac``) x ``theta``, Poisson-sampled
+    with ``seed`` (corners masked)."""
     import moments
 
     from ..demography.config import SCHEMA
     from ..demography.engine import moments_fs
     from ..manifest import schema_default
 
-    space = true_space()
     dt_fac = schema_default(SCHEMA, "dt_fac")
-    expected = np.asarray(moments_fs(space, true_values(), (n, n, n), dt_fac))
+    expected = np.asarray(moments_fs(space, values, ns, dt_fac))
     rng = np.random.default_rng(seed)
     counts = rng.poisson(np.clip(expected, 0.0, None) * theta).astype(float)
-    fs = moments.Spectrum(counts, pop_ids=list(POPULATIONS))
-    return fs
+    return moments.Spectrum(counts, pop_ids=list(populations))
 
 
 def write_fs(fs: Any, path: Path) -> None:
@@ -197,6 +205,15 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
                   work: Path, dt_fac: float | None, ga_dt_fac: float | None,
                   ga_projection: list[int] | None, ga_max_evals: int, free: bool = False) -> dict[str, Any]:
     """One search of ``structure`` for ``minutes`` on ``cores`` workers: best LL at the checkpoints, rates."""
+    params = stage_params(str(afs), structure, seed, dt_fac, ga_dt_fac, ga_projection, ga_max_evals, free)
+    return run_search(params, data, minutes, cores, work / "-".join(map(str, structure)), "ga3")
+
+
+def run_search(params: dict[str, Any], data: Any, minutes: float, cores: int, checkpoint: Path, label: str,
+               fractions: tuple[float, ...] = FRACTIONS) -> dict[str, Any]:
+    """The demography stage's search with stage parameters ``params`` (every structure from the initial to the
+    final one) for ``minutes`` on ``cores`` workers, its files in ``checkpoint``: best LL at ``fractions`` of
+    the time, rates."""
     from distributed import Client, LocalCluster
     from tqdm import tqdm
 
@@ -206,8 +223,7 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     from ..demography.search import Hooks, Search
     from ..stages.demography import DaskEvaluations
 
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params(str(afs), structure, seed, dt_fac, ga_dt_fac,
-                                                                      ga_projection, ga_max_evals, free))
+    cfg = config_with_defaults(DemographyConfig, SCHEMA, params)
     ev = EvalConfig.from_config(cfg, data.sample_sizes)
     seconds = minutes * 60.0
     hooks = Hooks(record=lambda *a, **k: None, report=lambda **k: None,
@@ -215,9 +231,9 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
     with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.wait_for_workers(cores)
-        inner = DaskEvaluations(lambda: client, "ga3", data, ev, cfg.retries, cfg.eval_timeout)
+        inner = DaskEvaluations(lambda: client, label, data, ev, cfg.retries, cfg.eval_timeout)
         evals = ClockedEvaluations(inner, seconds, ev, data)
-        search = Search(cfg, ev, data, evals, work / "-".join(map(str, structure)), seed, hooks, label="ga3")
+        search = Search(cfg, ev, data, evals, checkpoint, int(params["seed"]), hooks, label=label)
         c0 = client.run(time.process_time)
         finished = None
         try:
@@ -228,31 +244,32 @@ def run_structure(structure: tuple[int, ...], afs: Path, data: Any, minutes: flo
         elapsed = min(time.perf_counter() - evals.t0, seconds)
         c1 = client.run(time.process_time)
     cpu = sum(c1[w] - c0[w] for w in c1 if w in c0)
-    best = {f"{minutes * f:g}": evals.best_at(seconds * f) for f in FRACTIONS}
+    best = {f"{minutes * f:g}": evals.best_at(seconds * f) for f in fractions}
     found = evals.best_model(seconds)
-    params = None if found is None else {k: round(float(v), 5) for k, v in found[1].full(found[2]).items()}
-    local_path = work / "-".join(map(str, structure)) / "s0" / "local.json"  # the finished local searches
+    best_params = None if found is None else {k: round(float(v), 5) for k, v in found[1].full(found[2]).items()}
     keys = ("loglik", "evals", "stop", "evals_ga_settings", "stop_ga_settings")
-    local = [{k: r.get(k) for k in keys} for r in (json.loads(local_path.read_text()) if local_path.exists() else [])]
-    return {"best_loglik_at_minutes": best, "best_loglik": evals.best_at(seconds), "best_params": params,
+    local_paths = sorted(checkpoint.glob("s*/local.json"), key=lambda p: int(p.parent.name[1:]))  # finished ones
+    local = [{k: r.get(k) for k in keys} for path in local_paths for r in json.loads(path.read_text())]
+    return {"best_loglik_at_minutes": best, "best_loglik": evals.best_at(seconds), "best_params": best_params,
             "local_searches_finished": local, "evaluations": evals.n,
             "evals_per_s": round(evals.n / max(elapsed, 1e-9), 3),
             "evals_per_cpu_s": round(evals.n / max(cpu, 1e-9), 3), "finished_after_s": finished,
-            "n_free_params": cfg.space(structure).n_continuous,
+            "n_free_params": cfg.space(cfg.initial_structure).n_continuous,
             "timed_out_evaluations": inner.n_timed_out}
 
 
-def eval_models(n_near: int, n_random: int, seed: int) -> tuple[ModelSpace, list[list[float]]]:
-    """The models ``--evals-only`` times: the truth, ``n_near`` around it (what local search and late
-    generations pay) and ``n_random`` Sobol points (what the first generations pay), in the search's
-    space of structure (1,1,1)."""
+def eval_models(n_near: int, n_random: int, seed: int, space: ModelSpace | None = None,
+                values: dict[str, float] | None = None) -> tuple[ModelSpace, list[list[float]]]:
+    """The models ``--evals-only`` times: the truth (``values``), ``n_near`` around it (what local search and
+    late generations pay) and ``n_random`` Sobol points (what the first generations pay), in the search's
+    ``space`` (None: this bench's, structure (1,1,1), and its true values)."""
     from ..config import config_with_defaults
     from ..demography.config import SCHEMA
 
-    cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", (1, 1, 1), seed))
-    space = cfg.space((1, 1, 1))
+    if space is None:
+        space = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", (1, 1, 1), seed)).space((1, 1, 1))
     rng = np.random.default_rng(seed)
-    truth = space.vector(true_values())
+    truth = space.vector(values or true_values())
     xs = [list(map(float, truth))]
     for _ in range(n_near):
         z = space.to_unit(truth) + rng.normal(0.0, 0.3, len(truth))
@@ -262,15 +279,16 @@ def eval_models(n_near: int, n_random: int, seed: int) -> tuple[ModelSpace, list
 
 
 def eval_rates(data: Any, settings: dict[str, tuple[float, int | None]], n_near: int, n_random: int,
-               seed: int) -> dict[str, Any]:
-    """Evaluations per core-second (this process, one core) of the same models under each of ``settings``
-    (label -> (moments time step, sample size per population or None)), and how each ranks the models
-    and moves their log-likelihoods compared with the first (the reported settings)."""
+               seed: int, space: ModelSpace | None = None, values: dict[str, float] | None = None) -> dict[str, Any]:
+    """Evaluations per core-second (this process, one core) of the same models (:func:`eval_models` of
+    ``space`` and ``values``) under each of ``settings`` (label -> (moments time step, sample size per
+    population or None)), and how each ranks the models and moves their log-likelihoods compared with the
+    first (the reported settings)."""
     from scipy.stats import spearmanr
 
     from ..demography.engine import WORST, evaluate
 
-    space, xs = eval_models(n_near, n_random, seed)
+    space, xs = eval_models(n_near, n_random, seed, space, values)
     out: dict[str, Any] = {"models": {"truth": 1, "near_truth": n_near, "random": n_random}, "settings": {}}
     ref: list[float] | None = None
     for label, (dt, n) in settings.items():
@@ -311,14 +329,15 @@ def target_met(gap: float | None, minutes: float, free: bool) -> bool:
     return gap is not None and gap <= limit and math.isclose(minutes, at)
 
 
-def _structure(text: str) -> tuple[int, ...]:
-    """``2-1-1`` -> (2, 1, 1)."""
+def _structure(text: str, n_pops: int = 3) -> tuple[int, ...]:
+    """``2-1-1`` -> (2, 1, 1): ``n_pops`` entries."""
+    example = "-".join(["2"] + ["1"] * (n_pops - 1))
     try:
         out = tuple(int(v) for v in text.split("-"))
     except ValueError:
-        raise click.BadParameter(f"{text!r}: a structure is written like 2-1-1") from None
-    if len(out) != 3 or min(out) < 1:
-        raise click.BadParameter(f"{text!r}: three entries >= 1, like 2-1-1")
+        raise click.BadParameter(f"{text!r}: a structure is written like {example}") from None
+    if len(out) != n_pops or min(out) < 1:
+        raise click.BadParameter(f"{text!r}: {n_pops} entries >= 1, like {example}")
     return out
 
 
