@@ -45,7 +45,8 @@ def show(store: str, png: str, index: int) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     info = views["info"]
-    fig.suptitle(f"{st.url}  image {index}: S={info['s']:g}, seed {info['seed']}, {info['n_sites']} sites",
+    named = f"{info['class']}, " if "class" in info else ""
+    fig.suptitle(f"{st.url}  image {index}: {named}S={info['s']:g}, seed {info['seed']}, {info['n_sites']} sites",
                  fontsize=9)
     fig.tight_layout()
     try:

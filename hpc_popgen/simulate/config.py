@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ParamError
@@ -22,6 +23,47 @@ class PriorConfig:
     def __post_init__(self) -> None:
         if self.min >= self.max:
             raise ParamError("min", f"{self.min:g} must be below prior.max ({self.max:g})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassSpec:
+    """One class of a simulate stage: its S and, where it names them, its own sweep settings (None: the
+    stage's ``sweep``)."""
+
+    name: str
+    S: float
+    start_frequency: float | None = None
+    end_frequency: float | None = None  # a partial sweep: the allele's frequency today
+    onset: float | None = None
+    dominance: float | None = None
+
+    @property
+    def own_sweep(self) -> bool:
+        """Whether the class changes any of the stage's sweep settings."""
+        return any(v is not None for v in (self.start_frequency, self.end_frequency, self.onset, self.dominance))
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def class_specs(items: tuple[float | dict, ...]) -> tuple[ClassSpec, ...]:
+    """The ``classes`` of a manifest (numbers, or mappings naming their own sweep) as ClassSpecs; refuses
+    repeated names, a neutral class with a sweep, and a partial sweep that also gives its onset."""
+    out: list[ClassSpec] = []
+    for k, item in enumerate(items):
+        if isinstance(item, dict):
+            spec = ClassSpec(**{"name": f"S={float(item['S']):g}", **item, "S": float(item["S"])})
+            if spec.S == 0 and spec.own_sweep:
+                raise ParamError(f"classes[{k}]", f"{spec.name!r} is neutral (S = 0): it takes no sweep settings")
+            if spec.end_frequency is not None and spec.onset is not None:
+                raise ParamError(f"classes[{k}].onset", "a partial sweep's onset follows from its end_frequency, "
+                                 "S and start_frequency: give one of onset and end_frequency")
+        else:
+            spec = ClassSpec(name=f"S={float(item):g}", S=float(item))
+        if spec.name in [c.name for c in out]:
+            raise ParamError(f"classes[{k}]", f"the name {spec.name!r} is already a class's (names must differ)")
+        out.append(spec)
+    return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +125,7 @@ class SimulateConfig:
     recombination_rate: float
     engine: str
     scaling: str | float
-    classes: tuple[float, ...] | None
+    classes: tuple[float | dict, ...] | None  # as the manifest gives them; see :meth:`class_specs`
     n_per_class: int | None
     prior: PriorConfig | None
     sweep: SweepConfig
@@ -98,5 +140,11 @@ class SimulateConfig:
                 raise ParamError("source", "ms files bring their own S: give no classes, n_per_class or prior")
         elif (self.classes is None) == (self.prior is None):
             raise ParamError("classes", "give either classes (with n_per_class) or prior, not both and not neither")
+        if self.classes is not None:
+            self.class_specs()  # refuses what the schema cannot
         if self.shard_images % min(self.chunk_images, self.shard_images):
             raise ParamError("chunk_images", f"{self.chunk_images} must divide shard_images ({self.shard_images})")
+
+    def class_specs(self) -> tuple[ClassSpec, ...]:
+        """The classes as ClassSpecs (empty without classes)."""
+        return class_specs(self.classes) if self.classes is not None else ()

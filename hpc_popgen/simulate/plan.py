@@ -19,13 +19,14 @@ from ..errors import ParamError
 from ..images import ImageConfig
 from ..paths import input_file
 from ..seeds import MAX_SEED, derive_seed, rng
-from .config import SimulateConfig
+from .config import ClassSpec, SimulateConfig
 from .demographies import DemographyModel, model_from_graph, msms_model
 from .engines import choose_engine, choose_scaling, msprime_exact
-from .forward import ForwardConfig, check_forward
+from .forward import ForwardConfig, check_forward, is_de_novo
 from .histories import History, ensemble_histories, resolve_history
 from .replicate import SimConfig
-from .units import onset_generations
+from .trajectory import generations_between
+from .units import onset_generations, selection_coefficient
 
 # ForwardConfig keys -> where the value comes from in the simulate config (for error messages)
 FORWARD_KEYS = {"population": "demography.population", "onset": "sweep.onset", "position": "sweep.position",
@@ -63,13 +64,53 @@ class Plan:
     ensemble: tuple[ForwardConfig, ...] | None = None  # one forward config per history of an ensemble
     weights: tuple[float, ...] | None = None  # the ensemble's model weights
     models: tuple[DemographyModel, ...] | None = None  # msprime's model per drawn history (draw: uncertainty)
+    class_names: tuple[str, ...] | None = None  # with classes: each class's name
+    parts: tuple[Plan, ...] | None = None  # classes with their own sweeps: one plan per class (its sim, forward)
 
     @classmethod
     def from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".",
                     stage_dirs: dict[str, Path] | None = None, drawn: dict | None = None) -> Plan:
         """The plan of a simulate stage's config (demes files relative to ``base_dir``; ``stage_dirs``: the
         output folders of demography stages a ``from_stage`` history may name; ``drawn``: for ``draw:
-        uncertainty``, the histories drawn from the inferred model (``graphs``, ``names``, ``vectors``, ...))."""
+        uncertainty``, the histories drawn from the inferred model (``graphs``, ``names``, ``vectors``, ...)).
+
+        Classes that name their own sweep get a plan each (``parts``), made from the stage's config with that
+        class's sweep; one engine and one scaling factor make every class (a CNN must not learn the engine).
+        """
+        specs = cfg.class_specs()
+        if not any(c.own_sweep for c in specs):
+            plan = cls._from_config(cfg, seed, base_dir, stage_dirs, drawn)
+            return dataclasses.replace(plan, class_names=tuple(c.name for c in specs)) if specs else plan
+        parts = cls._parts(cfg, specs, seed, base_dir, stage_dirs, drawn)
+        if len({p.engine for p in parts}) > 1:  # the engine one class needs makes every class
+            parts = cls._parts(dataclasses.replace(cfg, engine="fwdpy11"), specs, seed, base_dir, stage_dirs, drawn)
+        if parts[0].engine == "fwdpy11" and cfg.scaling == "auto":
+            q = min(p.forward.scaling for p in parts if p.forward is not None)
+            parts = cls._parts(dataclasses.replace(cfg, engine="fwdpy11", scaling=q), specs, seed, base_dir,
+                               stage_dirs, drawn)
+        return dataclasses.replace(parts[0], classes=tuple(c.S for c in specs), n_per_class=int(cfg.n_per_class or 0),
+                                   class_names=tuple(c.name for c in specs), parts=parts)
+
+    @classmethod
+    def _parts(cls, cfg: SimulateConfig, specs: tuple[ClassSpec, ...], seed: int, base_dir: str | Path,
+               stage_dirs: dict[str, Path] | None, drawn: dict | None) -> tuple[Plan, ...]:
+        """One plan per class, each from ``cfg`` with the class's S and sweep (errors name the class)."""
+        out = []
+        for k, spec in enumerate(specs):
+            try:
+                one = dataclasses.replace(cfg, classes=(spec.S,), sweep=class_sweep(cfg, spec))
+                part = cls._from_config(one, seed, base_dir, stage_dirs, drawn)
+                if spec.end_frequency is not None and part.forward is not None:
+                    _check_partial(part.forward, spec.S)
+                out.append(part)
+            except ParamError as exc:
+                raise ParamError(_class_key(exc.key, k, spec), f"class {spec.name!r}: {exc.reason}") from None
+        return tuple(out)
+
+    @classmethod
+    def _from_config(cls, cfg: SimulateConfig, seed: int, base_dir: str | Path = ".",
+                     stage_dirs: dict[str, Path] | None = None, drawn: dict | None = None) -> Plan:
+        """The plan of a config whose classes share the stage's sweep (see :meth:`from_config`)."""
         ensemble = isinstance(cfg.demography, dict) and "ensemble" in cfg.demography
         drawing = isinstance(cfg.demography, dict) and "draw" in cfg.demography
         try:
@@ -89,8 +130,8 @@ class Plan:
                         start_frequency=sw.start_frequency, position=sw.position, dt=sw.dt,
                         max_attempts=sw.max_attempts)
         if cfg.classes is not None:
-            plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(), classes=cfg.classes,
-                       n_per_class=int(cfg.n_per_class or 0))
+            plan = cls(sim=sim, image=cfg.image, seed=int(seed), split=cfg.split.fractions(),
+                       classes=tuple(c.S for c in cfg.class_specs()), n_per_class=int(cfg.n_per_class or 0))
         else:
             pr = cfg.prior
             assert pr is not None  # SimulateConfig holds classes or a prior
@@ -147,6 +188,10 @@ class Plan:
         """The forward engine's config for replicate ``seed`` (its ensemble member, or the one model)."""
         return self.ensemble[self.model_of(seed)] if self.ensemble else self.forward
 
+    def part(self, class_index: int) -> Plan:
+        """The plan that simulates class ``class_index`` (its own, for classes with their own sweeps; else this)."""
+        return self.parts[class_index] if self.parts and class_index >= 0 else self
+
     def strengths(self) -> list[tuple[float, str]]:
         """(S, label) of the sweeps this plan can simulate: its classes with S > 0, or the prior's ends
         (the weakest sweep has the widest window: it never completes before today)."""
@@ -170,6 +215,21 @@ class Plan:
                        population=f.population)
         if self.ensemble or self.models:
             out.update(models=len(self.ensemble or self.models or ()), weights=list(self.weights or ()))
+        if self.parts:
+            out["classes"] = {name: p.class_sweep_record() for name, p in zip(self.class_names or (), self.parts,
+                                                                                strict=True)}
+        return out
+
+    def class_sweep_record(self) -> dict[str, Any]:
+        """This one-class plan's sweep: onset (generations), start frequency, dominance, present-day frequency."""
+        S = self.classes[0] if self.classes else 0.0
+        out: dict[str, Any] = {"S": S}
+        if S > 0:
+            out.update(onset=self.sim.onset, start_frequency=self.sim.start_frequency,
+                       end_frequency=self.end_frequency(S),
+                       dominance=self.forward.dominance if self.forward is not None else 0.5)
+            if self.forward is not None:
+                out["end_condition"] = self.forward.end_condition
         return out
 
     @property
@@ -233,7 +293,9 @@ class Plan:
                 "forward": forward_to_dict(self.forward) if self.forward is not None else None,
                 "ensemble": [forward_to_dict(f) for f in self.ensemble] if self.ensemble else None,
                 "weights": list(self.weights) if self.weights else None,
-                "models": [m.to_dict() for m in self.models] if self.models else None}
+                "models": [m.to_dict() for m in self.models] if self.models else None,
+                "class_names": list(self.class_names) if self.class_names else None,
+                "parts": [p.to_dict() for p in self.parts] if self.parts else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
@@ -245,7 +307,9 @@ class Plan:
                    ensemble=tuple(forward_from_dict(f) for f in d["ensemble"]) if d["ensemble"] else None,
                    weights=tuple(d["weights"]) if d["weights"] else None,
                    models=tuple(DemographyModel.from_dict(m) for m in d["models"]) if d.get("models") else None,
-                   split=dict(d["split"]))
+                   split=dict(d["split"]),
+                   class_names=tuple(d["class_names"]) if d.get("class_names") else None,
+                   parts=tuple(Plan.from_dict(p) for p in d["parts"]) if d.get("parts") else None)
 
 
 def _drawn_histories(spec: dict, drawn: dict | None) -> tuple[list[History], list[float]]:
@@ -323,6 +387,45 @@ def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):
         path = str(input_file(cfg.demography["demes"], base_dir))
         return model_from_graph(history.graph, history.source, path, "demography.demes")
     return model_from_graph(history.graph, history.source, history.source)
+
+
+def _check_partial(forward: ForwardConfig, S: float) -> None:
+    """A partial sweep on the forward engine must start from standing variation: a new allele's age at a given
+    frequency is random (survivors run ahead of the trajectory from one copy), so few attempts would be near
+    the end frequency today."""
+    if is_de_novo(forward, check_forward(forward, S)):
+        raise ParamError("sweep.end_frequency", "a partial sweep of a new allele (start_frequency at most 1/(2N)) "
+                         "cannot be conditioned on the forward engine, which this store needs; start it from "
+                         "standing variation (a start_frequency above 1/(2N)), or keep every class on msprime")
+
+
+def _class_key(key: str, k: int, spec: ClassSpec) -> str:
+    """The manifest key behind an error in class ``k``'s plan: the class's own setting where it gives the value
+    at fault (a partial sweep's onset comes from its end_frequency), else the stage's key."""
+    name = key.removeprefix("sweep.")
+    if name == "onset" and spec.end_frequency is not None:
+        name = "end_frequency"
+    if name == "standing":  # msprime and standing variation: the class's start frequency asks for it
+        name = "start_frequency"
+    return f"classes[{k}].{name}" if key.startswith("sweep.") and getattr(spec, name, None) is not None else key
+
+
+def class_sweep(cfg: SimulateConfig, spec: ClassSpec) -> Any:
+    """The stage's ``sweep`` with a class's own settings: a partial sweep's onset (generations) is when the
+    deterministic trajectory from its start frequency reaches its end frequency, and its forward replicates
+    are conditioned on being near that frequency today."""
+    sw = cfg.sweep
+    own = {k: v for k, v in (("start_frequency", spec.start_frequency), ("onset", spec.onset),
+                             ("dominance", spec.dominance)) if v is not None}
+    if spec.end_frequency is not None:
+        start = own.get("start_frequency", sw.start_frequency)
+        if spec.end_frequency <= start:
+            raise ParamError("sweep.end_frequency", f"{spec.end_frequency:g} must be above the start frequency "
+                             f"({start:g})")
+        s = selection_coefficient(spec.S, cfg.reference_ne)
+        own.update(onset=generations_between(s, start, spec.end_frequency), onset_unit="generations",
+                   end_condition="near")
+    return dataclasses.replace(sw, **own)
 
 
 def split_of(seed: int, split: dict) -> int:

@@ -34,13 +34,21 @@ def replay(store: ImageStore, index: int) -> dict:
             "model_index", "batch_seed", "batch_index")}
     info = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items() if k != "images"}
     out: dict = {"stored": np.asarray(rec["images"]), "info": info}
+    names = store.meta.get("class_names")
+    if names and int(rec["class_index"]) >= 0:
+        info["class"] = names[int(rec["class_index"])]
     sim_meta = store.meta.get("simulation")
     if not sim_meta:
         return out  # not made by the simulate stage: nothing to re-simulate
+    meta = store.meta
+    parts = meta.get("class_plans")
+    if parts and int(rec["class_index"]) >= 0:  # a class with its own sweep: its own plan's settings
+        meta = {**meta, **parts[int(rec["class_index"])]}
+        sim_meta = meta["simulation"]
     cfg = SimConfig.from_dict(sim_meta)
     base = ImageConfig.from_dict(store.meta["image"])
     S, seed = float(rec["s"]), int(rec["seed"])
-    forward = store.meta["ensemble"][int(rec["model_index"])] if store.meta.get("ensemble") else store.meta.get("forward")
+    forward = meta["ensemble"][int(rec["model_index"])] if meta.get("ensemble") else meta.get("forward")
     if forward:  # the forward engine: a replicate is determined by its seed (and its history) alone
         fwd = simulate_forward(forward_from_dict(forward), S, seed, end_frequency=end_frequency(cfg, S))
         matrix, positions = fwd.matrix, fwd.positions

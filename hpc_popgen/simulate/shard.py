@@ -31,7 +31,8 @@ def _batched(plan: Plan, start: int, stop: int, seeds: list[int], S: np.ndarray,
         groups.setdefault(plan.batch_key(i, seeds[k]), []).append(k)
     for key in sorted(groups):
         ks = groups[key]
-        members = simulate_batch(plan.sim, float(S[ks[0]]), [seeds[k] for k in ks],
+        sim = plan.part(key).sim if plan.classes is not None else plan.sim  # the key is the class (or grid value)
+        members = simulate_batch(sim, float(S[ks[0]]), [seeds[k] for k in ks],
                                  lambda p, key=key: plan.batch_seed(start, key, p), demography)
         for m in members:
             yield ks[m.position], m.replicate, m.batch_seed, m.batch_index
@@ -40,8 +41,8 @@ def _batched(plan: Plan, start: int, stop: int, seeds: list[int], S: np.ndarray,
 def _alone(plan: Plan, start: int, stop: int, seeds: list[int], demography) -> Iterator[tuple[int, Replicate, int, int]]:
     """(k, replicate, 0, 0) for every image k of [start, stop), each replicate from its own engine call."""
     for k, i in enumerate(range(start, stop)):
-        S, _ = plan.s_of(i, seeds[k])
-        yield k, simulate_replicate(plan.sim, S, seeds[k], demography), 0, 0
+        S, cls = plan.s_of(i, seeds[k])
+        yield k, simulate_replicate(plan.part(cls).sim, S, seeds[k], demography), 0, 0
 
 
 def _drawn(plan: Plan, start: int, stop: int, seeds: list[int],
@@ -53,8 +54,8 @@ def _drawn(plan: Plan, start: int, stop: int, seeds: list[int],
         m = int(model_index[k])
         if m not in built:
             built[m] = plan.models[m].msprime()
-        S, _ = plan.s_of(i, seeds[k])
-        yield k, simulate_replicate(plan.sim, S, seeds[k], built[m]), 0, 0
+        S, cls = plan.s_of(i, seeds[k])
+        yield k, simulate_replicate(plan.part(cls).sim, S, seeds[k], built[m]), 0, 0
 
 
 def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -70,14 +71,15 @@ def simulate_range(plan: Plan, start: int, stop: int) -> dict[str, np.ndarray]:
         out["class_index"][k] = cls
         out["split"][k] = plan.split_of(seeds[k])
         out["model_index"][k] = plan.model_of(seeds[k])
+        out["onset"][k] = plan.part(cls).sim.onset
     out["seed"][:] = seeds
-    out["onset"][:] = plan.sim.onset
     if plan.engine != "msprime":
         for k in range(n):
-            forward = plan.forward_of(seeds[k])
+            part = plan.part(int(out["class_index"][k]))
+            forward = part.forward_of(seeds[k])
             assert forward is not None
             S = float(out["s"][k])
-            fwd = simulate_forward(forward, S, seeds[k], end_frequency=plan.end_frequency(S))
+            fwd = simulate_forward(forward, S, seeds[k], end_frequency=part.end_frequency(S))
             _record(out, k, plan, centre, fwd.matrix, fwd.positions, fwd.attempts, fwd.start_frequency,
                     fwd.frequency)
         return out

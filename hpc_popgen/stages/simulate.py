@@ -149,7 +149,7 @@ def drawn_histories(cfg: SimulateConfig, seed: int, dirs: dict[str, Path]) -> di
         raise ParamError("demography.from_stage", f"stage {name!r} has no output folder here")
     sw = cfg.sweep
     onset = onset_generations(sw.onset, sw.onset_unit, sw.generation_time)
-    needs_onset = (cfg.classes is not None and any(S > 0 for S in cfg.classes)) or cfg.prior is not None
+    needs_onset = any(c.S > 0 for c in cfg.class_specs()) or cfg.prior is not None
 
     def exists_at_onset(graph) -> bool:
         return not needs_onset or graph[population].start_time >= onset
@@ -184,7 +184,12 @@ def _store_meta(plan: Plan, params: dict) -> dict:
             "ensemble": [forward_to_dict(f) for f in plan.ensemble] if plan.ensemble else None,
             **({"models": [m.to_dict() for m in plan.models]} if plan.models else {}),
             "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
-            "seed": int(plan.seed), "simulation": plan.sim.to_dict()}
+            "seed": int(plan.seed), "simulation": plan.sim.to_dict(),
+            **({"class_names": list(plan.class_names)} if plan.class_names else {}),
+            **({"class_plans": [{"simulation": p.sim.to_dict(),
+                                 "forward": forward_to_dict(p.forward) if p.forward is not None else None,
+                                 "ensemble": [forward_to_dict(f) for f in p.ensemble] if p.ensemble else None}
+                                for p in plan.parts]} if plan.parts else {})}
 
 
 def open_or_create(url: str, plan: Plan, cfg: SimulateConfig, params: dict) -> ImageStore:

@@ -206,6 +206,17 @@ def prior_weights(spec: LabelSpec, store: ImageStore, stream: bool) -> np.ndarra
     return counts / counts.sum()
 
 
+def _refuse_shared_s(store: ImageStore) -> None:
+    """Classes of S need one S per class: a store whose classes (with their own sweeps) share S is refused."""
+    names = store.meta.get("class_names") or [f"S={c:g}" for c in store.classes]
+    seen: dict[float, str] = {}
+    for name, S in zip(names, store.classes, strict=True):
+        if float(S) in seen:
+            raise LabelStoreError("mode", f"{store.url}: classes {seen[float(S)]!r} and {name!r} share S = {S:g}, "
+                                  "so classes of S cannot tell them apart; train binary or continuous labels")
+        seen[float(S)] = name
+
+
 def labels_for_store(params: LabelParams, store: ImageStore, *, stream: bool) -> LabelSpec:
     """The labels of ``params`` on ``store``, with the class weights of its training images as their prior.
 
@@ -214,6 +225,8 @@ def labels_for_store(params: LabelParams, store: ImageStore, *, stream: bool) ->
     n_bins = (store.meta.get("prior") or {}).get("n_bins")
     if params.mode == "classes" and params.n_classes is None and not store.classes and n_bins:
         params = dataclasses.replace(params, n_classes=int(n_bins))
+    if params.mode == "classes" and params.n_classes is None and store.classes:
+        _refuse_shared_s(store)
     labels = resolve_labels(params, store.classes, *s_range(store))
     if labels.mode == "continuous":
         return labels
