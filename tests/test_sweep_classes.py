@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
+from helpers import YRI_CEU
 from test_simulate_stage import run_job, write_job
 
 from hpc_popgen.cli import main
@@ -112,3 +114,18 @@ def test_a_store_of_neutral_hard_soft_and_partial_sweeps_records_and_redraws_eac
     binary = labels_for_store(LabelParams(mode="binary", n_classes=None, range=None, encoding="categorical",
                                           sd=1.0, k=1), st, stream=False)
     assert binary.mode == "binary"
+
+
+def test_classes_are_checked_at_validate_when_the_history_comes_from_a_demography_stage(tmp_path):
+    """A history inferred by an earlier stage does not exist at validate: the classes' own settings are
+    checked all the same."""
+    job = write_job(tmp_path, "later", {**BASE, "store": "x.zarr", "demography": {
+        "from_stage": "demography", "structure": "best", "population": "CEU"},
+        "classes": [0, {**HARD, "end_frequency": 0.00001}]})
+    data = yaml.safe_load(job.read_text())
+    data["stages"].insert(0, {"name": "demography", "demography": {
+        "input": {"afs": str(YRI_CEU), "populations": ["YRI", "CEU"]}, "initial_structure": [1, 1],
+        "final_structure": [1, 1]}})
+    job.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ManifestError, match=r"stages\[1\]\.simulate\.classes\[1\]\.end_frequency: class 'hard'"):
+        prepare(job)

@@ -389,6 +389,16 @@ def _msprime_model(cfg: SimulateConfig, history: History, base_dir: str | Path):
     return model_from_graph(history.graph, history.source, history.source)
 
 
+def check_classes(cfg: SimulateConfig) -> None:
+    """What can be checked of the classes' own sweeps without a history (one inferred later, by a demography
+    stage): each class's sweep settings, errors naming the class."""
+    for k, spec in enumerate(cfg.class_specs()):
+        try:
+            class_sweep(cfg, spec)
+        except ParamError as exc:
+            raise ParamError(_class_key(exc.key, k, spec), f"class {spec.name!r}: {exc.reason}") from None
+
+
 def _check_partial(forward: ForwardConfig, S: float) -> None:
     """A partial sweep on the forward engine must start from standing variation: a new allele's age at a given
     frequency is random (survivors run ahead of the trajectory from one copy), so few attempts would be near

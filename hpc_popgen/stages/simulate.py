@@ -20,7 +20,7 @@ from ..job import Job, JobStage
 from ..manifest import schema_maximum
 from ..simulate import Plan
 from ..simulate.config import SimulateConfig
-from ..simulate.plan import forward_to_dict
+from ..simulate.plan import check_classes, forward_to_dict
 from ..store import ImageStore, create_store, open_store, store_exists
 from .base import RUN_PREFIX, StageContext, StageResult, Unit, check_url, key_path, located, resolve_location
 
@@ -52,6 +52,8 @@ def check(stage: JobStage, job: Job) -> None:
     if "from_stage" in ref and "demes" in ref:
         raise ManifestError(f"{key_path(spec, manifest, 'demography.ensemble')}: give either from_stage or demes")
     if "from_stage" in ref:
+        with located(spec, manifest):
+            check_classes(cfg)
         _check_stage_reference(stage, job, {**ref, "population": cfg.demography["population"]},
                                "ensemble." if "ensemble" in cfg.demography else "")
         if "draw" in ref:
@@ -141,14 +143,14 @@ def drawn_histories(cfg: SimulateConfig, seed: int, dirs: dict[str, Path]) -> di
     from ..errors import ParamError
     from ..seeds import derive_seed
     from ..simulate.histories import stage_history, stage_model_dir
-    from ..simulate.plan import DRAWS_KEY
+    from ..simulate.plan import DRAWS_KEY, class_sweep
     from ..simulate.units import onset_generations
 
     name, population = demo["from_stage"], demo["population"]
     if name not in dirs:
         raise ParamError("demography.from_stage", f"stage {name!r} has no output folder here")
-    sw = cfg.sweep
-    onset = onset_generations(sw.onset, sw.onset_unit, sw.generation_time)
+    sweeps = [class_sweep(cfg, c) for c in cfg.class_specs() if c.S > 0] or [cfg.sweep]  # the oldest onset counts
+    onset = max(onset_generations(sw.onset, sw.onset_unit, sw.generation_time) for sw in sweeps)
     needs_onset = any(c.S > 0 for c in cfg.class_specs()) or cfg.prior is not None
 
     def exists_at_onset(graph) -> bool:
