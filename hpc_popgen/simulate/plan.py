@@ -19,7 +19,7 @@ from ..errors import ParamError
 from ..images import ImageConfig
 from ..paths import input_file
 from ..seeds import MAX_SEED, derive_seed, rng
-from .config import ClassSpec, SimulateConfig
+from .config import ClassSpec, SimulateConfig, SweepConfig
 from .demographies import DemographyModel, model_from_graph, msms_model
 from .engines import choose_engine, choose_scaling, msprime_exact
 from .forward import ForwardConfig, check_forward, is_de_novo
@@ -420,7 +420,7 @@ def _class_key(key: str, k: int, spec: ClassSpec) -> str:
     return f"classes[{k}].{name}" if key.startswith("sweep.") and getattr(spec, name, None) is not None else key
 
 
-def class_sweep(cfg: SimulateConfig, spec: ClassSpec) -> Any:
+def class_sweep(cfg: SimulateConfig, spec: ClassSpec) -> SweepConfig:
     """The stage's ``sweep`` with a class's own settings: a partial sweep's onset (generations) is when the
     deterministic trajectory from its start frequency reaches its end frequency, and its forward replicates
     are conditioned on being near that frequency today."""
