@@ -129,3 +129,17 @@ def test_classes_are_checked_at_validate_when_the_history_comes_from_a_demograph
     job.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ManifestError, match=r"stages\[1\]\.simulate\.classes\[1\]\.end_frequency: class 'hard'"):
         prepare(job)
+
+
+def test_classes_of_s_on_classes_that_share_s_are_refused_at_validate(tmp_path):
+    job = write_job(tmp_path, "shared", {**BASE, "store": "k.zarr", "classes": [0, HARD, SOFT]})
+    data = yaml.safe_load(job.read_text())
+    train = {"store": "k.zarr", "model": {"preset": "multiclass"}, "labels": {"mode": "classes"}}
+    data["stages"].append({"name": "train", "train": train})
+    job.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ManifestError, match=r"stages\[1\]\.train\.labels\.mode: classes 'hard' and 'soft' share "
+                                            r"S = 200.*\(stage 'simulate' writes 'k.zarr'\)"):
+        prepare(job)
+    data["stages"][1]["train"] = {**train, "model": {"preset": "binary"}, "labels": {"mode": "binary"}}
+    job.write_text(yaml.safe_dump(data, sort_keys=False))
+    prepare(job)  # binary labels: sweep or not

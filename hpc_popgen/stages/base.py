@@ -127,6 +127,12 @@ def check_url(url: str, where: str) -> None:
         raise ManifestError(f"{where}: {url}: {protocol!r} is not a protocol fsspec knows") from None
 
 
+def store_writers(job: Job, value: str) -> list[JobStage]:
+    """The job's simulate stages that write the store ``value``, in order."""
+    loc = resolve_location(job.manifest, value, None)
+    return [s for s in job.stages if s.kind == "simulate" and resolve_location(job.manifest, s.config.store, None) == loc]
+
+
 def check_store_reference(stage: JobStage, job: Job, value: str | None, key: str = "store", *,
                           may_appear: bool = False) -> tuple[int, int] | None:
     """A store a stage reads is written by an earlier simulate stage of the job or is an image store now.
@@ -139,8 +145,7 @@ def check_store_reference(stage: JobStage, job: Job, value: str | None, key: str
     manifest = job.manifest
     where = key_path(stage.spec, manifest, key)
     loc = resolve_location(manifest, value, None)
-    writers = [s for s in job.stages if s.kind == "simulate"
-               and resolve_location(manifest, s.config.store, None) == loc]
+    writers = store_writers(job, value)
     earlier = [s for s in writers if s.index < stage.index]
     if earlier:
         return tuple(earlier[-1].config.image.size)

@@ -25,7 +25,16 @@ from ..job import Job, JobStage
 from ..store import ImageStore, open_store
 from ..train.config import StreamConfig, TrainConfig
 from ..train.progress import PROGRESS_FILE
-from .base import ProgressWatch, StageContext, StageResult, check_store_reference, key_path, located, worker_location
+from .base import (
+    ProgressWatch,
+    StageContext,
+    StageResult,
+    check_store_reference,
+    key_path,
+    located,
+    store_writers,
+    worker_location,
+)
 
 log = logging.getLogger(__name__)
 CONFIG = TrainConfig
@@ -37,6 +46,7 @@ def check(stage: JobStage, job: Job) -> None:
 
     cfg: TrainConfig = stage.config
     shape = check_store_reference(stage, job, cfg.store, may_appear=cfg.stream.enabled)
+    _check_labels_fit_classes(stage, job)
     with located(stage.spec, job.manifest, "model"):
         mcfg = resolve_model(cfg.model)
     if shape is None:
@@ -47,6 +57,22 @@ def check(stage: JobStage, job: Job) -> None:
         key = "model.filters" if cfg.model.filters else "model.preset"
         what = f"preset {cfg.model.preset!r}: " if not cfg.model.filters else ""
         raise ManifestError(f"{key_path(stage.spec, job.manifest, key)}: {what}{exc.reason}") from None
+
+
+def _check_labels_fit_classes(stage: JobStage, job: Job) -> None:
+    """Classes of S on a store an earlier simulate stage writes with classes that share S: refused before
+    the store is simulated (the train stage would refuse it when it starts)."""
+    from ..train.labels import shared_s
+
+    cfg: TrainConfig = stage.config
+    if cfg.labels.mode != "classes" or cfg.labels.n_classes is not None:
+        return
+    earlier = [s for s in store_writers(job, cfg.store) if s.index < stage.index]
+    specs = earlier[-1].config.class_specs() if earlier else ()
+    why = shared_s([c.name for c in specs], [c.S for c in specs]) if specs else None
+    if why:
+        raise ManifestError(f"{key_path(stage.spec, job.manifest, 'labels.mode')}: {why} "
+                            f"(stage {earlier[-1].name!r} writes {cfg.store!r})")
 
 
 def resolve_ranks(ctx: StageContext) -> tuple[int, str]:

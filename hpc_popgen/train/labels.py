@@ -206,15 +206,22 @@ def prior_weights(spec: LabelSpec, store: ImageStore, stream: bool) -> np.ndarra
     return counts / counts.sum()
 
 
+def shared_s(names: list[str], values: list[float]) -> str | None:
+    """Why classes of S cannot label these classes (two of them share S, e.g. a hard and a soft sweep), or None."""
+    seen: dict[float, str] = {}
+    for name, S in zip(names, values, strict=True):
+        if float(S) in seen:
+            return (f"classes {seen[float(S)]!r} and {name!r} share S = {S:g}, so classes of S cannot tell them "
+                    "apart; train binary or continuous labels")
+        seen[float(S)] = name
+    return None
+
+
 def _refuse_shared_s(store: ImageStore) -> None:
     """Classes of S need one S per class: a store whose classes (with their own sweeps) share S is refused."""
-    names = store.meta.get("class_names") or [f"S={c:g}" for c in store.classes]
-    seen: dict[float, str] = {}
-    for name, S in zip(names, store.classes, strict=True):
-        if float(S) in seen:
-            raise LabelStoreError("mode", f"{store.url}: classes {seen[float(S)]!r} and {name!r} share S = {S:g}, "
-                                  "so classes of S cannot tell them apart; train binary or continuous labels")
-        seen[float(S)] = name
+    why = shared_s(store.meta.get("class_names") or [f"S={c:g}" for c in store.classes], store.classes)
+    if why:
+        raise LabelStoreError("mode", f"{store.url}: {why}")
 
 
 def labels_for_store(params: LabelParams, store: ImageStore, *, stream: bool) -> LabelSpec:
