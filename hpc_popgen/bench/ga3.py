@@ -28,7 +28,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +341,46 @@ def _structure(text: str, n_pops: int = 3) -> tuple[int, ...]:
     return out
 
 
+def search_options(ga_projection: int) -> Callable[[Callable], Callable]:
+    """The options bench ga3 and ga4 share for the search's settings (``ga_projection``: the islands' default)."""
+    options = [
+        click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="Seed of the search."),
+        click.option("--dt-fac", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="moments' largest time step for the search and the true LL (default: the stage schema's)."),
+        click.option("--ga-dt-fac", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+                     help="moments' time step of the islands' evaluations (the stage's ga_dt_fac)."),
+        click.option("--ga-projection", type=click.IntRange(min=0), default=ga_projection, show_default=True,
+                     help="Sample size per population the islands project the data to (the stage's ga_projection; "
+                          "0 or >= --sample-size: the data's own)."),
+    ]
+
+    def apply(f: Callable) -> Callable:
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+def output_options(f: Callable) -> Callable:
+    """``--evals-only`` and ``--write-fs``, shared by bench ga3 and ga4."""
+    f = click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Also write the simulated spectrum to this file.")(f)
+    return click.option("--evals-only", is_flag=True,
+                        help="No search: evaluations per core-second of fixed models (the truth, 6 near it, 6 "
+                             "random) at the reported settings, moments time steps 0.05 and --ga-dt-fac, and "
+                             "--ga-dt-fac with --ga-projection; how each ranks the models and moves their "
+                             "log-likelihoods.")(f)
+
+
+def eval_settings(dt_fac: float, ga_dt_fac: float, proj: list[int] | None) -> dict[str, tuple[float, int | None]]:
+    """``--evals-only``'s settings: label -> (moments time step, sample size per population or None)."""
+    settings: dict[str, tuple[float, int | None]] = {"reported": (dt_fac, None), "dt_fac=0.05": (0.05, None),
+                                                     f"ga_dt_fac={ga_dt_fac:g}": (ga_dt_fac, None)}
+    if proj:
+        settings[f"ga_dt_fac={ga_dt_fac:g},ga_projection={proj[0]}"] = (ga_dt_fac, proj[0])
+    return settings
+
+
 @click.command()
 @click.option("--minutes", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Search time per structure; checkpoints at 10, 25, 50 and 100% of it (default: 20, "
@@ -353,24 +393,12 @@ def _structure(text: str, n_pops: int = 3) -> tuple[int, ...]:
                    "each split searched); target loglik_gap_10min <= 1.")
 @click.option("--sample-size", default=20, show_default=True, type=click.IntRange(min=2),
               help="Haploid sample size per population (20: a 20x20x20 spectrum).")
-@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="Seed of the search.")
-@click.option("--dt-fac", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="moments' largest time step for the search and the true LL (default: the stage schema's).")
-@click.option("--ga-dt-fac", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="moments' time step of the islands' evaluations (the stage's ga_dt_fac).")
-@click.option("--ga-projection", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Sample size per population the islands project the data to (the stage's ga_projection; "
-                   "0 or >= --sample-size: the data's own).")
+@search_options(ga_projection=10)
 @click.option("--ga-max-evals", type=click.IntRange(min=1), default=None,
               help="Evaluations per island before the local searches start (or 20 generations without gain); "
                    "default 50 per minute (at about 6 evaluations per second on 2 cores the islands get "
                    "about a quarter of the time, the local searches the rest).")
-@click.option("--evals-only", is_flag=True,
-              help="No search: evaluations per core-second of fixed models (the truth, 6 near it, 6 random) "
-                   "at the reported settings, moments time steps 0.05 and --ga-dt-fac, and --ga-dt-fac with "
-                   "--ga-projection; how each ranks the models and moves their log-likelihoods.")
-@click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the simulated spectrum to this file.")
+@output_options
 def command(minutes: float | None, cores: int, structures: str | None, free: bool, sample_size: int, seed: int,
             dt_fac: float | None, ga_dt_fac: float, ga_projection: int, ga_max_evals: int | None, evals_only: bool,
             fs_out: Path | None) -> None:
@@ -391,11 +419,7 @@ def command(minutes: float | None, cores: int, structures: str | None, free: boo
     cfg = config_with_defaults(DemographyConfig, SCHEMA, stage_params("x.fs", plan[0], seed, dt_fac, ga_dt_fac, proj,
                                                                       free=free))
     if evals_only:
-        settings = {"reported": (cfg.dt_fac, None), "dt_fac=0.05": (0.05, None),
-                    f"ga_dt_fac={ga_dt_fac:g}": (ga_dt_fac, None)}
-        if proj:
-            settings[f"ga_dt_fac={ga_dt_fac:g},ga_projection={ga_projection}"] = (ga_dt_fac, ga_projection)
-        res = eval_rates(data, settings, n_near=6, n_random=6, seed=seed)
+        res = eval_rates(data, eval_settings(cfg.dt_fac, ga_dt_fac, proj), n_near=6, n_random=6, seed=seed)
         click.echo(json.dumps({"sample_sizes": [int(n) for n in data.sample_sizes], "cpu_count": os.cpu_count(),
                                "load_average_before": round(os.getloadavg()[0], 2), **res}))
         return

@@ -40,7 +40,18 @@ import click
 
 from ..demography.config import DemographyConfig
 from ..demography.model import ModelSpace
-from .ga3 import _structure, eval_rates, poisson_spectrum, run_search, stage_params, true_space, write_fs
+from .ga3 import (
+    _structure,
+    eval_rates,
+    eval_settings,
+    output_options,
+    poisson_spectrum,
+    run_search,
+    search_options,
+    stage_params,
+    true_space,
+    write_fs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,23 +143,11 @@ def search_space(seed: int, free: bool) -> ModelSpace:
                    "founders of split 1 are searched too.")
 @click.option("--sample-size", default=10, show_default=True, type=click.IntRange(min=2),
               help="Haploid sample size per population (10: a 10x10x10x10 spectrum).")
-@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=1), help="Seed of the search.")
-@click.option("--dt-fac", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="moments' largest time step for the search and the true LL (default: the stage schema's).")
-@click.option("--ga-dt-fac", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
-              help="moments' time step of the islands' evaluations (the stage's ga_dt_fac).")
-@click.option("--ga-projection", type=click.IntRange(min=0), default=GA_PROJECTION, show_default=True,
-              help="Sample size per population the islands project the data to (the stage's ga_projection; "
-                   "0 or >= --sample-size: the data's own).")
+@search_options(ga_projection=GA_PROJECTION)
 @click.option("--ga-max-evals", type=click.IntRange(min=1), default=None,
               help=f"Evaluations per island before the local searches start (or 20 generations without gain); "
                    f"default {GA_EVALS_PER_MINUTE} per minute of --minutes.")
-@click.option("--evals-only", is_flag=True,
-              help="No search: evaluations per core-second of fixed models (the truth, 6 near it, 6 random) "
-                   "at the reported settings, moments time steps 0.05 and --ga-dt-fac, and --ga-dt-fac with "
-                   "--ga-projection; how each ranks the models and moves their log-likelihoods.")
-@click.option("--write-fs", "fs_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the simulated spectrum to this file.")
+@output_options
 def command(minutes: float, cores: int, final_structure: str, free: bool, sample_size: int, seed: int,
             dt_fac: float | None, ga_dt_fac: float, ga_projection: int, ga_max_evals: int | None, evals_only: bool,
             fs_out: Path | None) -> None:
@@ -169,12 +168,8 @@ def command(minutes: float, cores: int, final_structure: str, free: bool, sample
                             "engine": cfg.engine, "cpu_count": os.cpu_count(),
                             "load_average_before": round(os.getloadavg()[0], 2)}
     if evals_only:
-        settings = {"reported": (cfg.dt_fac, None), "dt_fac=0.05": (0.05, None),
-                    f"ga_dt_fac={ga_dt_fac:g}": (ga_dt_fac, None)}
-        if proj:
-            settings[f"ga_dt_fac={ga_dt_fac:g},ga_projection={ga_projection}"] = (ga_dt_fac, ga_projection)
-        res = eval_rates(data, settings, n_near=6, n_random=6, seed=seed, space=search_space(seed, free),
-                         values=true_values())
+        res = eval_rates(data, eval_settings(cfg.dt_fac, ga_dt_fac, proj), n_near=6, n_random=6, seed=seed,
+                         space=search_space(seed, free), values=true_values())
         click.echo(json.dumps({**head, **res}))
         return
     space = true_space(STRUCTURE)
