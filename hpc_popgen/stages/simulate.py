@@ -149,9 +149,9 @@ def drawn_histories(cfg: SimulateConfig, seed: int, dirs: dict[str, Path]) -> di
     name, population = demo["from_stage"], demo["population"]
     if name not in dirs:
         raise ParamError("demography.from_stage", f"stage {name!r} has no output folder here")
-    sweeps = [class_sweep(cfg, c) for c in cfg.class_specs() if c.S > 0] or [cfg.sweep]  # the oldest onset counts
-    onset = max(onset_generations(sw.onset, sw.onset_unit, sw.generation_time) for sw in sweeps)
-    needs_onset = any(c.S > 0 for c in cfg.class_specs()) or cfg.prior is not None
+    sweeps = [class_sweep(cfg, c) for c in cfg.class_specs() if c.S > 0]  # the oldest onset counts
+    onset = max(onset_generations(sw.onset, sw.onset_unit, sw.generation_time) for sw in sweeps or [cfg.sweep])
+    needs_onset = bool(sweeps) or cfg.prior is not None
 
     def exists_at_onset(graph) -> bool:
         return not needs_onset or graph[population].start_time >= onset
@@ -181,17 +181,19 @@ def _store_meta(plan: Plan, params: dict) -> dict:
     return {"classes": list(plan.classes) if plan.classes is not None else None, "prior": plan.prior_dict(),
             "demography": ({**plan.sim.demography.to_dict(), "reference_ne": plan.sim.reference_ne}
                            if plan.engine == "msprime" and plan.sim.demography is not None else plan.history),
-            "engine": plan.engine_record(),
-            "forward": forward_to_dict(plan.forward) if plan.forward is not None else None,
-            "ensemble": [forward_to_dict(f) for f in plan.ensemble] if plan.ensemble else None,
+            "engine": plan.engine_record(), **_replay_settings(plan),
             **({"models": [m.to_dict() for m in plan.models]} if plan.models else {}),
             "image": plan.image.to_dict(), "split": plan.split, "stage_params": params, "versions": versions,
-            "seed": int(plan.seed), "simulation": plan.sim.to_dict(),
+            "seed": int(plan.seed),
             **({"class_names": list(plan.class_names)} if plan.class_names else {}),
-            **({"class_plans": [{"simulation": p.sim.to_dict(),
-                                 "forward": forward_to_dict(p.forward) if p.forward is not None else None,
-                                 "ensemble": [forward_to_dict(f) for f in p.ensemble] if p.ensemble else None}
-                                for p in plan.parts]} if plan.parts else {})}
+            **({"class_plans": [_replay_settings(p) for p in plan.parts]} if plan.parts else {})}
+
+
+def _replay_settings(plan: Plan) -> dict:
+    """What re-simulates a plan's images (the store's attrs, or a class's entry of ``class_plans``)."""
+    return {"forward": forward_to_dict(plan.forward) if plan.forward is not None else None,
+            "ensemble": [forward_to_dict(f) for f in plan.ensemble] if plan.ensemble else None,
+            "simulation": plan.sim.to_dict()}
 
 
 def open_or_create(url: str, plan: Plan, cfg: SimulateConfig, params: dict) -> ImageStore:
